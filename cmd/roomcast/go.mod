@@ -1,0 +1,3 @@
+module github.com/roomcast/roomcast/cmd/roomcast
+
+go 1.26.8

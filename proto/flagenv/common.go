@@ -1,0 +1,82 @@
+package flagenv
+
+import (
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/roomcast/roomcast/proto"
+)
+
+// Common are the settings every roomcast program shares.
+type Common struct {
+	// NATSURL is the NATS server to connect to. In the all-in-one program an
+	// empty value means: start an embedded nats-server.
+	NATSURL string
+	// SubjectPrefix is the first token(s) of room subjects. Default "rooms".
+	SubjectPrefix string
+	// LogLevel is a zerolog level: trace, debug, info, warn, error. Default info.
+	LogLevel string
+	// Replicas of stream ROOMS and the buckets. Default 1.
+	Replicas int
+	// MaxAge of stream ROOMS and of room state. Default 720h (30 days).
+	MaxAge time.Duration
+}
+
+// Bind registers the common flags. natsDefault is the NATS URL used when
+// neither flag nor environment gives one.
+func (c *Common) Bind(s *Set, natsDefault string) {
+	s.String(&c.NATSURL, "nats-url", "ROOMCAST_NATS_URL", natsDefault, "NATS server URL(s), comma-separated")
+	s.String(&c.SubjectPrefix, "subject-prefix", "ROOMCAST_SUBJECT_PREFIX", proto.DefaultPrefix, "first token(s) of room subjects")
+	s.String(&c.LogLevel, "log-level", "ROOMCAST_LOG_LEVEL", "info", "log level: trace, debug, info, warn or error")
+	s.Int(&c.Replicas, "replicas", "ROOMCAST_REPLICAS", proto.DefaultReplicas, "replicas of stream ROOMS and the KV buckets")
+	s.Duration(&c.MaxAge, "max-age", "ROOMCAST_MAX_AGE", proto.DefaultMaxAge, "how long stream ROOMS keeps messages and ROOM_STATE a room's state")
+}
+
+// Store is the stream and bucket configuration c describes, with its subject
+// mapping checked.
+func (c Common) Store() (proto.StoreConfig, error) {
+	subjects, err := proto.NewSubjects(c.SubjectPrefix)
+	if err != nil {
+		return proto.StoreConfig{}, fmt.Errorf("ROOMCAST_SUBJECT_PREFIX: %w", err)
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		return proto.StoreConfig{}, fmt.Errorf("ROOMCAST_REPLICAS=%d: want 1 to 5", c.Replicas)
+	}
+	if c.MaxAge <= 0 {
+		return proto.StoreConfig{}, fmt.Errorf("ROOMCAST_MAX_AGE=%s: want a positive duration", c.MaxAge)
+	}
+	return proto.StoreConfig{Subjects: subjects, Replicas: c.Replicas, MaxAge: c.MaxAge}, nil
+}
+
+// CheckNATSURL checks a comma-separated list of NATS URLs without dialing.
+func CheckNATSURL(urls string) error {
+	for _, u := range strings.Split(urls, ",") {
+		p, err := url.Parse(strings.TrimSpace(u))
+		if err != nil {
+			return fmt.Errorf("ROOMCAST_NATS_URL=%q: %v", urls, err)
+		}
+		switch p.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return fmt.Errorf("ROOMCAST_NATS_URL=%q: want nats://host:port (or tls://, ws://, wss://)", urls)
+		}
+		if p.Host == "" {
+			return fmt.Errorf("ROOMCAST_NATS_URL=%q: no host", urls)
+		}
+	}
+	return nil
+}
+
+// Logger is a JSON logger to w at c's level, with timestamps.
+func (c Common) Logger(w io.Writer) (zerolog.Logger, error) {
+	level, err := zerolog.ParseLevel(c.LogLevel)
+	if err != nil || c.LogLevel == "" {
+		return zerolog.Logger{}, fmt.Errorf("ROOMCAST_LOG_LEVEL=%q: want trace, debug, info, warn or error", c.LogLevel)
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+}

@@ -1,0 +1,92 @@
+package proto
+
+import "strings"
+
+// Request subjects of roomcast's own services (nats.go micro services, so
+// $SRV.PING, $SRV.INFO and $SRV.STATS discover them) and of the questions
+// gateways ask domain services.
+const (
+	// Service names for micro.AddService.
+	ServiceRoomState = "roomstate"
+	ServiceSync      = "sync"
+	ServicePresence  = "presence"
+
+	SubjectRoomStateGet     = "roomstate.get"     // RoomArgs → RoomState or null
+	SubjectRoomStateGetMany = "roomstate.getmany" // RoomStatesArgs → RoomStatesResult
+	SubjectSyncChanges      = "sync.changes"      // ChangesArgs → ChangesResult
+	SubjectSyncChat         = "sync.chat"         // ChatArgs → ChatResult
+	SubjectPresenceGet      = "presence.get"      // PresenceArgs → PresenceResult
+
+	// SubjectAuthzJoin is answered by a domain service: AuthzJoinRequest →
+	// AuthzJoinReply. No answer in time means deny.
+	SubjectAuthzJoin = "authz.join"
+
+	// SubjectKick is published by domain services when a membership is
+	// removed: KickRequest.
+	SubjectKick = "ctl.rooms.kick"
+
+	// SubjectRevokeAll matches every revocation, RevokeSubject one user's.
+	SubjectRevokeAll = "ctl.users.*.revoke"
+)
+
+// RevokeSubject is where a domain service publishes (any payload) to
+// disconnect every socket of user u on every gateway: password changed,
+// account closed.
+func RevokeSubject(u string) string { return "ctl.users." + u + ".revoke" }
+
+// UserOfRevokeSubject is the user a revocation subject names, "" if subject is
+// not one.
+func UserOfRevokeSubject(subject string) string {
+	rest, ok := strings.CutPrefix(subject, "ctl.users.")
+	if !ok {
+		return ""
+	}
+	u, ok := strings.CutSuffix(rest, ".revoke")
+	if !ok || ValidateID(u) != nil {
+		return ""
+	}
+	return u
+}
+
+// MaxBatchRooms bounds a roomstate.getmany request.
+const MaxBatchRooms = 1000
+
+// RoomStatesArgs ask for many rooms' states at once.
+type RoomStatesArgs struct {
+	RoomNames []string `json:"roomNames"`
+}
+
+// RoomStatesResult maps each asked room name to its state, null when the room
+// was never broadcast to (or its state expired).
+type RoomStatesResult struct {
+	States map[string]*RoomState `json:"states"`
+}
+
+// AuthzJoinRequest asks a domain service whether a user may join a room (and
+// so read its state, changes and messages).
+type AuthzJoinRequest struct {
+	UserID   string `json:"userId"`
+	RoomName string `json:"roomName"`
+}
+
+// AuthzJoinReply is the answer; anything but {"allow":true} denies.
+type AuthzJoinReply struct {
+	Allow bool `json:"allow"`
+}
+
+// KickRequest removes userId's sockets from roomName on every gateway.
+type KickRequest struct {
+	RoomName string `json:"roomName"`
+	UserID   string `json:"userId"`
+}
+
+// PresenceArgs ask whether users are active.
+type PresenceArgs struct {
+	UserIDs []string `json:"userIds"`
+}
+
+// PresenceResult maps each asked user to whether any of their sockets, on any
+// gateway, last said updateClient {isActive:true}.
+type PresenceResult struct {
+	Active map[string]bool `json:"active"`
+}

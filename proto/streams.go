@@ -1,0 +1,128 @@
+package proto
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// JetStream names.
+const (
+	StreamRooms     = "ROOMS"
+	BucketRoomState = "ROOM_STATE"
+	BucketPresence  = "PRESENCE"
+)
+
+// Defaults of StoreConfig.
+const (
+	DefaultMaxAge            = 30 * 24 * time.Hour
+	DefaultDuplicateWindow   = 2 * time.Minute
+	DefaultPresenceTTL       = 30 * time.Second
+	DefaultReplicas          = 1
+	DefaultMaxRoomsStreamMsg = MaxEnvelopeSize
+)
+
+// StoreConfig shapes stream ROOMS and the KV buckets. Zero values mean the
+// documented defaults.
+type StoreConfig struct {
+	// Subjects is the room subject mapping (prefix "rooms" by default).
+	Subjects Subjects
+	// Replicas of the stream and buckets: 1 embedded (default), 3 in a cluster.
+	Replicas int
+	// MaxAge is how long ROOMS keeps messages, and ROOM_STATE a room's state
+	// after its last broadcast. Default 30 days.
+	MaxAge time.Duration
+	// PresenceTTL is how long a gateway's presence entry lives unless
+	// refreshed; a dead gateway's entries are gone after it. Default 30 s.
+	PresenceTTL time.Duration
+}
+
+func (c StoreConfig) withDefaults() StoreConfig {
+	if c.Replicas <= 0 {
+		c.Replicas = DefaultReplicas
+	}
+	if c.MaxAge <= 0 {
+		c.MaxAge = DefaultMaxAge
+	}
+	if c.PresenceTTL <= 0 {
+		c.PresenceTTL = DefaultPresenceTTL
+	}
+	return c
+}
+
+// RoomsStream is the configuration of stream ROOMS: every stored room
+// subject, file storage, a duplicate window for Nats-Msg-Id, and RePublish of
+// every stored message to live.<subject> with its sequence headers.
+func (c StoreConfig) RoomsStream() jetstream.StreamConfig {
+	c = c.withDefaults()
+	return jetstream.StreamConfig{
+		Name:        StreamRooms,
+		Description: "roomcast: every event published to a room, re-published to live.> once stored",
+		Subjects:    c.Subjects.StreamSubjects(),
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      c.MaxAge,
+		MaxMsgSize:  DefaultMaxRoomsStreamMsg,
+		Duplicates:  DefaultDuplicateWindow,
+		Replicas:    c.Replicas,
+		AllowDirect: true,
+		RePublish: &jetstream.RePublish{
+			Source:      ">",
+			Destination: LivePrefix + ".>",
+		},
+	}
+}
+
+// RoomStateBucket is the configuration of KV ROOM_STATE: key = room name,
+// value = RoomState as JSON.
+func (c StoreConfig) RoomStateBucket() jetstream.KeyValueConfig {
+	c = c.withDefaults()
+	return jetstream.KeyValueConfig{
+		Bucket:      BucketRoomState,
+		Description: "roomcast: each room's lastBroadcastTimestamp and latest seq",
+		History:     1,
+		TTL:         c.MaxAge,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+	}
+}
+
+// PresenceBucket is the configuration of KV PRESENCE: key PresenceKey(user,
+// gateway), value PresenceEntry as JSON, expiring after PresenceTTL.
+func (c StoreConfig) PresenceBucket() jetstream.KeyValueConfig {
+	c = c.withDefaults()
+	return jetstream.KeyValueConfig{
+		Bucket:      BucketPresence,
+		Description: "roomcast: per gateway, whether each connected user is active",
+		History:     1,
+		TTL:         c.PresenceTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+	}
+}
+
+// PresenceKey is the PRESENCE key of user u as seen by one gateway. Both are
+// validated ids, so the key is a valid KV key.
+func PresenceKey(u, gateway string) string { return u + "." + gateway }
+
+// PresenceEntry is a PRESENCE value.
+type PresenceEntry struct {
+	Active bool `json:"active"`
+}
+
+// Ensure creates stream ROOMS and the buckets ROOM_STATE and PRESENCE, or
+// updates them to c. It is idempotent: every service may call it at start.
+func Ensure(ctx context.Context, js jetstream.JetStream, c StoreConfig) error {
+	if _, err := js.CreateOrUpdateStream(ctx, c.RoomsStream()); err != nil {
+		return fmt.Errorf("ensure stream %s: %w", StreamRooms, err)
+	}
+	for _, b := range []jetstream.KeyValueConfig{c.RoomStateBucket(), c.PresenceBucket()} {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, b); err != nil {
+			return fmt.Errorf("ensure bucket %s: %w", b.Bucket, err)
+		}
+	}
+	return nil
+}
