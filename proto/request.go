@@ -1,0 +1,69 @@
+package proto
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Headers a micro service sets on an error reply (nats.go micro's names).
+// roomcast's services put a Code in HeaderErrorCode and the message in
+// HeaderError.
+const (
+	HeaderErrorCode = "Nats-Service-Error-Code"
+	HeaderError     = "Nats-Service-Error"
+)
+
+// ReplyError is the *Error a service reply carries in its headers, nil if it
+// carries none. A code that is not one of Codes becomes CodeInternal.
+func ReplyError(m *nats.Msg) *Error {
+	if m == nil || m.Header == nil {
+		return nil
+	}
+	code := m.Header.Get(HeaderErrorCode)
+	if code == "" {
+		return nil
+	}
+	c := Code(code)
+	known := false
+	for _, k := range Codes {
+		known = known || k == c
+	}
+	if !known {
+		c = CodeInternal
+	}
+	return &Error{Code: c, Message: m.Header.Get(HeaderError)}
+}
+
+// Request sends args as JSON to subject and decodes the reply into result
+// (which may be nil to ignore it). It returns an *Error: the service's own,
+// CodeUnavailable when nobody answers or ctx ends first, CodeInternal for a
+// reply that does not decode.
+func Request(ctx context.Context, nc *nats.Conn, subject string, args, result any) error {
+	data, err := json.Marshal(args)
+	if err != nil {
+		return Errorf(CodeInternal, "encode %s request: %v", subject, err)
+	}
+	m, err := nc.RequestWithContext(ctx, subject, data)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return Errorf(CodeUnavailable, "%s: no service is answering", subject)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout), errors.Is(err, context.Canceled):
+		return Errorf(CodeUnavailable, "%s: no answer in time", subject)
+	case err != nil:
+		return Errorf(CodeUnavailable, "%s: %v", subject, err)
+	}
+	if e := ReplyError(m); e != nil {
+		return e
+	}
+	if result == nil {
+		return nil
+	}
+	if err := json.Unmarshal(m.Data, result); err != nil {
+		return Errorf(CodeInternal, "%s: reply does not decode: %v", subject, err)
+	}
+	return nil
+}
+
