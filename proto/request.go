@@ -66,4 +66,3 @@ func Request(ctx context.Context, nc *nats.Conn, subject string, args, result an
 	}
 	return nil
 }
-
