@@ -2,7 +2,237 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/proto/flagenv"
+	"github.com/roomcast/roomcast/services/gateway"
+	"github.com/roomcast/roomcast/services/roomstate"
+	"github.com/roomcast/roomcast/services/sync/backfill"
 )
 
-func serve(ctx context.Context, args []string) error { return errors.New("serve: not built yet") }
+// serveConfig is what `roomcast serve` reads from flags and ROOMCAST_*.
+type serveConfig struct {
+	common  flagenv.Common
+	gateway gateway.Config
+	// natsAddr is the embedded server's client address (ROOMCAST_NATS_ADDR),
+	// used when common.NATSURL is empty.
+	natsAddr string
+	// dataDir holds the embedded server's JetStream store (ROOMCAST_DATA_DIR).
+	dataDir string
+}
+
+func parseServe(args []string) (serveConfig, error) {
+	var c serveConfig
+	fs := flagenv.New(flag.NewFlagSet("serve", flag.ContinueOnError))
+	c.common.Bind(fs, "")
+	c.gateway.Bind(fs)
+	fs.String(&c.natsAddr, "nats-addr", "ROOMCAST_NATS_ADDR", "127.0.0.1:4222", "embedded NATS client address (when no NATS URL is given)")
+	fs.String(&c.dataDir, "data-dir", "ROOMCAST_DATA_DIR", "./data", "embedded NATS JetStream store")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// check validates everything that can be checked before anything starts,
+// naming the setting to fix.
+func (c serveConfig) check() error {
+	if c.common.NATSURL == "" {
+		host, port, err := net.SplitHostPort(c.natsAddr)
+		if err != nil {
+			return fmt.Errorf("ROOMCAST_NATS_ADDR=%q: want host:port", c.natsAddr)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 || host == "" {
+			return fmt.Errorf("ROOMCAST_NATS_ADDR=%q: want host:port with a port from 0 to 65535", c.natsAddr)
+		}
+		if err := checkWritableDir(c.dataDir); err != nil {
+			return fmt.Errorf("ROOMCAST_DATA_DIR=%q: %v", c.dataDir, err)
+		}
+	} else if err := flagenv.CheckNATSURL(c.common.NATSURL); err != nil {
+		return err
+	}
+	if c.gateway.JWTSecret == "" && c.gateway.JWTPublicKeyFile == "" {
+		return nil // a development secret is generated
+	}
+	g := c.gateway
+	g.NATSURL = "nats://127.0.0.1:4222" // checked above
+	return g.Validate()
+}
+
+func checkWritableDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".roomcast-write-check-*")
+	if err != nil {
+		return fmt.Errorf("not writable: %v", err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+func serve(ctx context.Context, args []string) error {
+	c, err := parseServe(args)
+	if err != nil {
+		return err
+	}
+	if err := c.check(); err != nil {
+		return err
+	}
+	store, err := c.common.Store()
+	if err != nil {
+		return err
+	}
+	log, err := c.common.Logger(os.Stderr)
+	if err != nil {
+		return err
+	}
+
+	var devToken string
+	if c.gateway.JWTSecret == "" && c.gateway.JWTPublicKeyFile == "" {
+		c.gateway.JWTSecret, devToken, err = devSecret()
+		if err != nil {
+			return err
+		}
+	}
+
+	natsURL := c.common.NATSURL
+	var ns *server.Server
+	if natsURL == "" {
+		ns, err = startEmbedded(c.natsAddr, c.dataDir)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			log.Info().Msg("embedded NATS stopped")
+		}()
+		natsURL = ns.ClientURL()
+		log.Info().Str("url", natsURL).Str("store", c.dataDir).Msg("embedded NATS started")
+	}
+
+	nc, err := nats.Connect(natsURL, nats.Name("roomcast-serve"), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", natsURL, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = proto.Ensure(ectx, js, store)
+	cancel()
+	if err != nil {
+		return err
+	}
+	log.Info().Str("stream", proto.StreamRooms).Msg("stream and buckets ensured")
+
+	registry := prometheus.NewRegistry()
+	gw := c.gateway
+	gw.NATSURL, gw.Store, gw.Logger, gw.Registry = natsURL, store, log, registry
+	gw.ReadyChecks = map[string]func() error{"stream": func() error { return streamReady(js) }}
+	rs := roomstate.Config{NATSURL: natsURL, Store: store, Logger: log, Registry: registry}
+	bf := backfill.Config{NATSURL: natsURL, Store: store, Logger: log, Registry: registry}
+
+	ln, err := net.Listen("tcp", gw.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("ROOMCAST_HTTP_ADDR=%s: %w", gw.HTTPAddr, err)
+	}
+	gw.Listener = ln
+	printBanner(os.Stdout, ln.Addr().String(), natsURL, devToken)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return gateway.Run(gctx, gw) })
+	g.Go(func() error { return roomstate.Run(gctx, rs) })
+	g.Go(func() error { return backfill.Run(gctx, bf) })
+	err = g.Wait()
+	nc.Close()
+	if err == nil || errors.Is(err, context.Canceled) {
+		log.Info().Msg("roomcast stopped")
+		return nil
+	}
+	return err
+}
+
+// streamReady is a readiness check: stream ROOMS answers.
+func streamReady(js jetstream.JetStream) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := js.Stream(ctx, proto.StreamRooms)
+	return err
+}
+
+// startEmbedded starts nats-server with JetStream in this process.
+func startEmbedded(addr, dataDir string) (*server.Server, error) {
+	host, portStr, _ := net.SplitHostPort(addr) // checked in check
+	port, _ := strconv.Atoi(portStr)
+	if port == 0 {
+		port = -1 // 0 would mean nats-server's default, 4222
+	}
+	s, err := server.NewServer(&server.Options{
+		ServerName: "roomcast-embedded",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   filepath.Join(dataDir, "jetstream"),
+		NoSigs:     true,
+		NoLog:      true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, fmt.Errorf("ROOMCAST_NATS_ADDR=%s: embedded NATS did not start listening within 10s (is the port taken?)", addr)
+	}
+	return s, nil
+}
+
+// devSecret makes a secret for this run and a token for user "dev", for
+// trying roomcast without an identity provider.
+func devSecret() (secret, token string, err error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", "", err
+	}
+	secret = hex.EncodeToString(b)
+	token, err = jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": "dev",
+		"iat": time.Now().Unix(),
+		"exp": time.Now().Add(24 * time.Hour).Unix(),
+	}).SignedString([]byte(secret))
+	return secret, token, err
+}
+
+func printBanner(w io.Writer, httpAddr, natsURL, devToken string) {
+	fmt.Fprintf(w, "roomcast is starting\n")
+	fmt.Fprintf(w, "  sockets  ws://%s/socket.io/?EIO=4&transport=websocket\n", httpAddr)
+	fmt.Fprintf(w, "  health   http://%s/healthz  http://%s/readyz  http://%s/metrics\n", httpAddr, httpAddr, httpAddr)
+	fmt.Fprintf(w, "  nats     %s  (stream %s, buckets %s and %s)\n", natsURL, proto.StreamRooms, proto.BucketRoomState, proto.BucketPresence)
+	if devToken != "" {
+		fmt.Fprintf(w, "  no ROOMCAST_JWT_SECRET given: a secret was generated for this run.\n")
+		fmt.Fprintf(w, "  development token (user \"dev\", valid 24h):\n  %s\n", devToken)
+	}
+}
+
