@@ -235,4 +235,3 @@ func printBanner(w io.Writer, httpAddr, natsURL, devToken string) {
 		fmt.Fprintf(w, "  development token (user \"dev\", valid 24h):\n  %s\n", devToken)
 	}
 }
-
