@@ -54,7 +54,9 @@ func (c StoreConfig) withDefaults() StoreConfig {
 
 // RoomsStream is the configuration of stream ROOMS: every stored room
 // subject, file storage, a duplicate window for Nats-Msg-Id, and RePublish of
-// every stored message to live.<subject> with its sequence headers.
+// every stored message to live.<subject> with its sequence headers. The
+// duplicate window is capped at MaxAge, which nats-server requires (a MaxAge
+// under two minutes would otherwise be refused).
 func (c StoreConfig) RoomsStream() jetstream.StreamConfig {
 	c = c.withDefaults()
 	return jetstream.StreamConfig{
@@ -66,7 +68,7 @@ func (c StoreConfig) RoomsStream() jetstream.StreamConfig {
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      c.MaxAge,
 		MaxMsgSize:  DefaultMaxRoomsStreamMsg,
-		Duplicates:  DefaultDuplicateWindow,
+		Duplicates:  min(DefaultDuplicateWindow, c.MaxAge),
 		Replicas:    c.Replicas,
 		AllowDirect: true,
 		RePublish: &jetstream.RePublish{
