@@ -1,12 +1,34 @@
 package backfill
 
 import (
+	"fmt"
+	"time"
+
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/roomcast/roomcast/proto"
 	"github.com/roomcast/roomcast/proto/flagenv"
+)
+
+// Defaults of Config. They are documented in docs/sync.md.
+const (
+	// DefaultSkewMargin is how far before `since` a timestamp read starts:
+	// publishers' clocks may run ahead of the NATS server's store clock.
+	DefaultSkewMargin = 5 * time.Minute
+	// DefaultLimit is the page size when a request gives no limit.
+	DefaultLimit = 100
+	// DefaultMaxLimit caps a request's limit (larger ones are clamped).
+	DefaultMaxLimit = 1000
+	// DefaultMaxScan caps the stream messages one request reads.
+	DefaultMaxScan = 10_000
+	// DefaultMaxBytes caps the stream bytes one request reads.
+	DefaultMaxBytes = 4 << 20
+	// DefaultMaxTime caps the time one request spends reading.
+	DefaultMaxTime = 2 * time.Second
+	// DefaultConcurrency is how many requests one instance serves at once.
+	DefaultConcurrency = 16
 )
 
 // Config configures the service. Zero values mean the documented defaults.
@@ -22,6 +44,28 @@ type Config struct {
 	// its own; empty (the all-in-one program) serves nothing.
 	HTTPAddr string
 
+	// SkewMargin is subtracted from `since` before the stream is searched by
+	// store time, so a publisher whose clock runs ahead of the NATS server by
+	// up to this much still has its changes found. Default 5 minutes
+	// ($ROOMCAST_SYNC_SKEW_MARGIN).
+	SkewMargin time.Duration
+	// DefaultLimit is the page size of a request without limit. Default 100.
+	DefaultLimit int
+	// MaxLimit caps a request's limit; a larger one is clamped. Default 1000.
+	MaxLimit int
+	// MaxScan caps the stream messages one request reads; an answer cut by it
+	// carries a continuation cursor. Default 10,000.
+	MaxScan int
+	// MaxBytes caps the stream bytes one request reads (and so the size of a
+	// chat page, which is further kept under the connection's max payload).
+	// Default 4 MiB.
+	MaxBytes int
+	// MaxTime caps the time one request spends reading the stream. Default 2 s.
+	MaxTime time.Duration
+	// Concurrency is how many requests one instance serves at once; more wait
+	// in the subscription's queue. Default 16.
+	Concurrency int
+
 	// Logger receives the service's logs.
 	Logger zerolog.Logger
 	// Registry receives the service's metrics; nil means a new registry.
@@ -31,9 +75,57 @@ type Config struct {
 // Bind registers the service's own flags; the common ones are in flagenv.Common.
 func (c *Config) Bind(s *flagenv.Set) {
 	s.String(&c.HTTPAddr, "http-addr", "ROOMCAST_SYNC_HTTP_ADDR", "127.0.0.1:8082", "address of /healthz, /readyz and /metrics; empty for none")
+	s.Duration(&c.SkewMargin, "skew-margin", "ROOMCAST_SYNC_SKEW_MARGIN", DefaultSkewMargin, "how far before `since` a timestamp read starts (publisher clock skew)")
+	s.Int(&c.MaxLimit, "max-limit", "ROOMCAST_SYNC_MAX_LIMIT", DefaultMaxLimit, "largest page a request may ask for")
+	s.Int(&c.MaxScan, "max-scan", "ROOMCAST_SYNC_MAX_SCAN", DefaultMaxScan, "stream messages one request reads at most")
+	s.Duration(&c.MaxTime, "max-time", "ROOMCAST_SYNC_MAX_TIME", DefaultMaxTime, "time one request spends reading at most")
 }
 
 // Validate checks what can be checked without the network.
 func (c Config) Validate() error {
-	return flagenv.CheckNATSURL(c.NATSURL)
+	if err := flagenv.CheckNATSURL(c.NATSURL); err != nil {
+		return err
+	}
+	switch {
+	case c.SkewMargin < 0:
+		return fmt.Errorf("sync: skew margin %s: want zero (default) or positive", c.SkewMargin)
+	case c.DefaultLimit < 0, c.MaxLimit < 0, c.MaxScan < 0, c.MaxBytes < 0, c.Concurrency < 0:
+		return fmt.Errorf("sync: limits must be zero (default) or positive")
+	case c.MaxTime < 0:
+		return fmt.Errorf("sync: max time %s: want zero (default) or positive", c.MaxTime)
+	}
+	c = c.withDefaults()
+	if c.DefaultLimit > c.MaxLimit {
+		return fmt.Errorf("sync: default limit %d is above max limit %d", c.DefaultLimit, c.MaxLimit)
+	}
+	return nil
+}
+
+// withDefaults fills zero values with the documented defaults.
+func (c Config) withDefaults() Config {
+	if c.SkewMargin == 0 {
+		c.SkewMargin = DefaultSkewMargin
+	}
+	if c.MaxLimit == 0 {
+		c.MaxLimit = DefaultMaxLimit
+	}
+	if c.DefaultLimit == 0 {
+		c.DefaultLimit = min(DefaultLimit, c.MaxLimit)
+	}
+	if c.MaxScan == 0 {
+		c.MaxScan = DefaultMaxScan
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = DefaultMaxBytes
+	}
+	if c.MaxTime == 0 {
+		c.MaxTime = DefaultMaxTime
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
+	return c
 }

@@ -2,17 +2,47 @@ package backfill
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/roomcast/roomcast/proto"
 )
 
-// Run serves until ctx is done, then drains and returns.
+// service holds what the request handlers share.
+type service struct {
+	cfg     Config
+	log     zerolog.Logger
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	reader  reader
+	metrics *metrics
+
+	sem      chan struct{} // bounds requests in flight
+	inflight sync.WaitGroup
+}
+
+// Run serves sync.changes and sync.chat until ctx is done, then stops taking
+// requests, finishes the ones in flight, drains and returns.
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	cfg = cfg.withDefaults()
 	log := cfg.Logger.With().Str("service", "sync").Logger()
+	m, err := newMetrics(cfg.Registry)
+	if err != nil {
+		return err
+	}
 	nc, err := nats.Connect(cfg.NATSURL, append([]nats.Option{
 		nats.Name("roomcast-sync"),
 		nats.MaxReconnects(-1),
@@ -21,9 +51,167 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("sync: connect to NATS at %s: %w", cfg.NATSURL, err)
 	}
 	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("sync: jetstream: %w", err)
+	}
+	s := &service{
+		cfg:     cfg,
+		log:     log,
+		nc:      nc,
+		js:      js,
+		reader:  reader{js: js, stream: proto.StreamRooms},
+		metrics: m,
+		sem:     make(chan struct{}, cfg.Concurrency),
+	}
+	// Every service may ensure the stream (idempotent); the sync service
+	// only reads it, so a failure here is logged and /readyz reports it.
+	ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	if err := proto.Ensure(ectx, js, cfg.Store); err != nil {
+		log.Warn().Err(err).Msg("could not ensure stream and buckets; requests fail until they exist")
+	}
+	cancel()
+
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        proto.ServiceSync,
+		Version:     "0.1.0",
+		Description: "roomcast: changes and chat messages of a room since a cursor, from stream ROOMS",
+	})
+	if err != nil {
+		return fmt.Errorf("sync: add micro service: %w", err)
+	}
+	for _, e := range []struct {
+		name, subject string
+		fn            func(context.Context, []byte) (any, error)
+	}{
+		{endpointChanges, proto.SubjectSyncChanges, s.changes},
+		{endpointChat, proto.SubjectSyncChat, s.chat},
+	} {
+		if err := svc.AddEndpoint(e.name, s.handler(ctx, e.name, e.fn), micro.WithEndpointSubject(e.subject)); err != nil {
+			_ = svc.Stop()
+			return fmt.Errorf("sync: add endpoint %s: %w", e.subject, err)
+		}
+	}
+
+	httpDone := make(chan error, 1)
+	var srv *http.Server
+	if cfg.HTTPAddr != "" {
+		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			_ = svc.Stop()
+			return fmt.Errorf("sync: listen on %s: %w", cfg.HTTPAddr, err)
+		}
+		srv = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { httpDone <- srv.Serve(ln) }()
+		log.Info().Str("addr", ln.Addr().String()).Msg("serving /healthz, /readyz, /metrics")
+	}
 	log.Info().Msg("sync started")
+
 	<-ctx.Done()
+	// Stop taking requests, let the ones in flight answer, then drain.
+	if err := svc.Stop(); err != nil {
+		log.Warn().Err(err).Msg("stopping micro service")
+	}
+	s.inflight.Wait()
+	if srv != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = srv.Shutdown(sctx)
+		scancel()
+		if err := <-httpDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn().Err(err).Msg("http server")
+		}
+	}
 	err = nc.Drain()
 	log.Info().Msg("sync stopped")
 	return err
+}
+
+// handler runs fn for each request on a goroutine of its own, at most
+// Concurrency at once: micro calls handlers one at a time per endpoint, and
+// a reconnect storm must not queue behind one slow read. When all slots are
+// taken the subscription's own queue holds the rest.
+func (s *service) handler(ctx context.Context, endpoint string, fn func(context.Context, []byte) (any, error)) micro.Handler {
+	return micro.HandlerFunc(func(req micro.Request) {
+		select {
+		case s.sem <- struct{}{}:
+		case <-ctx.Done():
+			s.respond(endpoint, req, time.Now(), nil, proto.Errorf(proto.CodeUnavailable, "sync is shutting down"))
+			return
+		}
+		s.inflight.Add(1)
+		go func() {
+			defer s.inflight.Done()
+			defer func() { <-s.sem }()
+			began := time.Now()
+			// The request outlives Run's ctx by design (it is answered
+			// during shutdown), so it gets a context of its own.
+			rctx, cancel := context.WithTimeout(context.Background(), s.cfg.MaxTime+5*time.Second)
+			defer cancel()
+			res, err := fn(rctx, req.Data())
+			s.respond(endpoint, req, began, res, err)
+		}()
+	})
+}
+
+// respond sends res or err, and counts the request.
+func (s *service) respond(endpoint string, req micro.Request, began time.Time, res any, err error) {
+	code := "ok"
+	var sendErr error
+	if err != nil {
+		var pe *proto.Error
+		if !errors.As(err, &pe) {
+			s.log.Error().Err(err).Str("endpoint", endpoint).Msg("request failed")
+			pe = &proto.Error{Code: proto.CodeInternal, Message: "internal error"}
+		} else if pe.Code == proto.CodeUnavailable {
+			s.log.Warn().Err(err).Str("endpoint", endpoint).Msg("request failed")
+		}
+		code = string(pe.Code)
+		sendErr = req.Error(string(pe.Code), pe.Message, nil)
+	} else {
+		sendErr = req.RespondJSON(res)
+	}
+	if sendErr != nil {
+		s.log.Warn().Err(sendErr).Str("endpoint", endpoint).Msg("could not send the reply")
+	}
+	s.metrics.requests.WithLabelValues(endpoint, code).Inc()
+	s.metrics.duration.WithLabelValues(endpoint).Observe(time.Since(began).Seconds())
+}
+
+// maxPayload is the largest message the connection may send.
+func (s *service) maxPayload() int64 {
+	if p := s.nc.MaxPayload(); p > 0 {
+		return p
+	}
+	return 1 << 20
+}
+
+// httpHandler serves /healthz (the process runs), /readyz (NATS connected
+// and stream ROOMS readable) and /metrics.
+func (s *service) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.ready(r.Context()); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{Registry: s.cfg.Registry}))
+	return mux
+}
+
+// ready reports why the service cannot answer, nil when it can.
+func (s *service) ready(ctx context.Context) error {
+	if !s.nc.IsConnected() {
+		return fmt.Errorf("not connected to NATS (%s)", s.nc.Status())
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := s.js.Stream(ctx, proto.StreamRooms); err != nil {
+		return fmt.Errorf("stream %s: %v", proto.StreamRooms, err)
+	}
+	return nil
 }

@@ -1,0 +1,186 @@
+package backfill
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/roomcast/roomcast/proto"
+)
+
+// Endpoint labels, for metrics and micro endpoint names.
+const (
+	endpointChanges = "changes"
+	endpointChat    = "chat"
+)
+
+// query is a validated history request.
+type query struct {
+	room  proto.Room
+	since *int64 // the since filter, nil for afterSeq
+	start start
+	limit int
+}
+
+// parseQuery decodes and validates the arguments of sync.changes (chat
+// false) or sync.chat (chat true). Both argument types have the same shape.
+func (s *service) parseQuery(data []byte, chat bool) (query, error) {
+	var args proto.ChangesArgs
+	if err := json.Unmarshal(data, &args); err != nil {
+		return query{}, proto.Errorf(proto.CodeInvalidArgument, "arguments: want {roomName, since | afterSeq, limit?}: %v", err)
+	}
+	room, err := proto.ParseRoom(args.RoomName)
+	if err != nil {
+		return query{}, proto.Errorf(proto.CodeInvalidArgument, "roomName: %v", err)
+	}
+	switch {
+	case !room.Kind().Stored():
+		return query{}, proto.Errorf(proto.CodeInvalidArgument, "room %s is not stored (client rooms have no history)", room)
+	case chat && room.Kind() != proto.KindChat:
+		return query{}, proto.Errorf(proto.CodeInvalidArgument, "room %s is not a chat: ask for its changes", room)
+	case !chat && room.Kind() == proto.KindChat:
+		return query{}, proto.Errorf(proto.CodeInvalidArgument, "room %s is a chat: ask for its messages", room)
+	}
+	if err := args.Cursor.Validate(); err != nil {
+		return query{}, err
+	}
+	limit := args.Limit
+	switch {
+	case limit < 0:
+		return query{}, proto.Errorf(proto.CodeInvalidArgument, "limit %d: want 1 to %d, or none for %d", limit, s.cfg.MaxLimit, s.cfg.DefaultLimit)
+	case limit == 0:
+		limit = s.cfg.DefaultLimit
+	case limit > s.cfg.MaxLimit:
+		limit = s.cfg.MaxLimit
+	}
+	return query{room: room, since: args.Since, start: startOf(args.Cursor, s.cfg.SkewMargin), limit: limit}, nil
+}
+
+// changes answers sync.changes: the latest change of each resource of the
+// room since the cursor.
+func (s *service) changes(ctx context.Context, data []byte) (any, error) {
+	q, err := s.parseQuery(data, false)
+	if err != nil {
+		return nil, err
+	}
+	c := newCollapser(q.since, q.limit)
+	folded := 0
+	res, err := s.read(ctx, endpointChanges, q, func(m stored) bool {
+		r, err := parseRecord(m.Seq, m.Data)
+		if err != nil {
+			s.metrics.skipped.Inc()
+			s.log.Debug().Err(err).Str("room", q.room.Name()).Msg("skipping a stored message that is not an envelope")
+			c.skip(m.Seq)
+			folded++
+			return true
+		}
+		if !c.add(r) {
+			return false
+		}
+		folded++
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := proto.ChangesResult{Changes: c.changes(), Complete: res.complete}
+	if res.cut != cutNone {
+		if folded == 0 {
+			return nil, proto.Errorf(proto.CodeUnavailable, "reading %s: no progress (%s); retry", q.room, res.cut)
+		}
+		last := c.last
+		out.Next = &proto.Cursor{AfterSeq: &last}
+	}
+	return out, nil
+}
+
+// chat answers sync.chat: the room's envelopes since the cursor, as stored,
+// in stream order.
+func (s *service) chat(ctx context.Context, data []byte) (any, error) {
+	q, err := s.parseQuery(data, true)
+	if err != nil {
+		return nil, err
+	}
+	// A reply must fit in one NATS message; keep room for the JSON around
+	// the envelopes.
+	maxReply := min(s.cfg.MaxBytes, int(s.maxPayload())-16<<10)
+	out := proto.ChatResult{Messages: []json.RawMessage{}}
+	var (
+		last     uint64
+		consumed int
+		size     int
+	)
+	res, err := s.read(ctx, endpointChat, q, func(m stored) bool {
+		r, err := parseRecord(m.Seq, m.Data)
+		switch {
+		case err != nil:
+			s.metrics.skipped.Inc()
+			s.log.Debug().Err(err).Str("room", q.room.Name()).Msg("skipping a stored message that is not an envelope")
+		case q.since != nil && r.UpdatedAt < *q.since:
+			// Read only because of the skew margin: older than the cursor.
+		default:
+			if len(out.Messages) >= q.limit || (len(out.Messages) > 0 && size+len(m.Data)+1 > maxReply) {
+				return false
+			}
+			// The fetched message's buffer is not reused, so no copy.
+			out.Messages = append(out.Messages, json.RawMessage(m.Data))
+			size += len(m.Data) + 1
+		}
+		last = m.Seq
+		consumed++
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	out.Complete = res.complete
+	if res.cut != cutNone {
+		if consumed == 0 {
+			return nil, proto.Errorf(proto.CodeUnavailable, "reading %s: no progress (%s); retry", q.room, res.cut)
+		}
+		out.HasMore = true
+		out.Next = &proto.Cursor{AfterSeq: &last}
+	}
+	return out, nil
+}
+
+// answer is what a read of one room found out besides the visited messages.
+type answer struct {
+	cut      cut
+	complete bool
+}
+
+// read runs one bounded read of q's room and checks that the stream still
+// reaches back to q's start.
+func (s *service) read(ctx context.Context, endpoint string, q query, visit func(stored) bool) (answer, error) {
+	b := budget{maxScan: s.cfg.MaxScan, maxBytes: s.cfg.MaxBytes, deadline: time.Now().Add(s.cfg.MaxTime)}
+	res, err := s.reader.read(ctx, s.cfg.Store.Subjects.Publish(q.room), q.start, b, visit)
+	s.metrics.scanned.WithLabelValues(endpoint).Add(float64(res.scanned))
+	if err != nil {
+		return answer{}, unavailable(q.room, err)
+	}
+	if res.cut != cutNone {
+		s.metrics.cuts.WithLabelValues(endpoint, string(res.cut)).Inc()
+	}
+	// Taken after the read, so a removal that raced with it counts.
+	stream, err := s.js.Stream(ctx, s.reader.stream)
+	if err != nil {
+		return answer{}, unavailable(q.room, err)
+	}
+	complete := reachesBack(q.start, stream.CachedInfo().State)
+	if !complete {
+		s.metrics.incomplete.WithLabelValues(endpoint).Inc()
+	}
+	return answer{cut: res.cut, complete: complete}, nil
+}
+
+// unavailable turns a JetStream failure into the error a client sees.
+func unavailable(room proto.Room, err error) error {
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return proto.Errorf(proto.CodeUnavailable, "reading %s: stream %s does not exist yet", room, proto.StreamRooms)
+	}
+	return proto.Errorf(proto.CodeUnavailable, "reading %s: %v", room, err)
+}

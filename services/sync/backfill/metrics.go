@@ -1,0 +1,57 @@
+package backfill
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the service's Prometheus metrics, all named roomcast_sync_*.
+type metrics struct {
+	requests   *prometheus.CounterVec   // by endpoint and code ("ok" on success)
+	scanned    *prometheus.CounterVec   // stream messages read, by endpoint
+	duration   *prometheus.HistogramVec // by endpoint
+	cuts       *prometheus.CounterVec   // answers cut short, by endpoint and reason
+	skipped    prometheus.Counter       // stored messages that are not valid envelopes
+	incomplete *prometheus.CounterVec   // answers with complete:false, by endpoint
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_sync_requests_total",
+			Help: "sync requests answered, by endpoint and code (ok on success).",
+		}, []string{"endpoint", "code"}),
+		scanned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_sync_messages_scanned_total",
+			Help: "Stream messages read to answer sync requests, by endpoint.",
+		}, []string{"endpoint"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "roomcast_sync_request_duration_seconds",
+			Help:    "Time to answer a sync request, by endpoint.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"endpoint"}),
+		cuts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_sync_cut_total",
+			Help: "Answers cut short with a continuation cursor, by endpoint and reason (limit, scan, bytes, time, gap).",
+		}, []string{"endpoint", "reason"}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_sync_invalid_messages_total",
+			Help: "Stored messages skipped because they are not valid envelopes.",
+		}),
+		incomplete: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_sync_incomplete_total",
+			Help: "Answers with complete:false (history no longer reaches back to the cursor), by endpoint.",
+		}, []string{"endpoint"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.scanned, m.duration, m.cuts, m.skipped, m.incomplete} {
+		if err := reg.Register(c); err != nil {
+			var dup prometheus.AlreadyRegisteredError
+			if errors.As(err, &dup) {
+				return nil, errors.New("sync: metrics already registered: run one sync service per registry")
+			}
+			return nil, err
+		}
+	}
+	return m, nil
+}
