@@ -1,15 +1,270 @@
 // Package bench is roomcast's load tool: it drives real sockets over the
 // Socket.IO protocol and publishes through NATS, against roomcast or a
 // reference peer, and reports throughput, latency and server resources.
+//
+// One process, the coordinator, starts the server(s) under test, publishes
+// and aggregates; the sockets live in workers (in the coordinator's process,
+// or in worker processes when there are more sockets than one process may
+// hold). Everything is bounded: a run ends by itself after -timeout.
 package bench
 
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"os"
+	"strings"
+	"syscall"
+	"time"
 )
+
+// The modes.
+const (
+	modeFanout = "fanout"
+	modeIdle   = "idle"
+	modeStorm  = "storm"
+	modeResync = "resync"
+	modeWorker = "worker" // internal: a worker process
+)
+
+const usage = `usage: roomcast bench MODE [flags]
+
+modes:
+  fanout  N sockets over R boards, messages at a fixed rate (or a ramp of rates):
+          deliveries/s, delivered vs expected, latency p50/p90/p99/max,
+          server CPU and peak RSS
+  idle    N sockets each in 3 rooms, idle: server RSS per socket
+  storm   N sockets dropped at once: time until all are back and rejoined
+  resync  getChangesSince latency with a large stream (roomcast only)
+
+The tool starts the server itself (roomcast: this binary's "serve" on free
+loopback ports; peer: node bench/peer/server.mjs), or attaches to one with
+-url (and -nats, -secret, -server-pid). -compare runs the peer, then roomcast,
+and prints both with the ratio.
+
+flags:`
+
+// options are the tool's flags.
+type options struct {
+	Mode    string
+	Target  string
+	Compare bool
+
+	URL       string
+	NATS      string
+	Secret    string
+	ServerPID int
+	Bin       string
+	PeerDir   string
+	Node      string
+	Authz     bool
+
+	Sockets         int
+	Rooms           int
+	Procs           int
+	SourceIPs       int
+	DialConcurrency int
+
+	Rate        float64
+	Duration    time.Duration
+	Drain       time.Duration
+	Pad         int
+	Ramp        bool
+	RampFactor  float64
+	MaxSteps    int
+	MaxP99      time.Duration
+	MinDelivery float64
+
+	Settle        time.Duration
+	Jitter        time.Duration
+	StormDeadline time.Duration
+
+	StreamMsgs int
+	Changes    int
+	Queries    int
+
+	Timeout time.Duration
+	JSON    bool
+}
+
+// parseOptions reads MODE and the flags, and checks them.
+func parseOptions(args []string, errOut io.Writer) (options, error) {
+	var o options
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+			fmt.Fprintln(errOut, usage)
+			return o, flag.ErrHelp
+		}
+		return o, errors.New("bench: give a mode: fanout, idle, storm or resync (roomcast bench -h)")
+	}
+	o.Mode = args[0]
+	fs := flag.NewFlagSet("bench "+o.Mode, flag.ContinueOnError)
+	fs.SetOutput(errOut)
+	fs.Usage = func() { fmt.Fprintln(errOut, usage); fs.PrintDefaults() }
+	fs.StringVar(&o.Target, "target", targetRoomcast, "what to measure: roomcast or peer (the Socket.IO reference peer)")
+	fs.BoolVar(&o.Compare, "compare", false, "run the peer, then roomcast, and print both with the ratio")
+	fs.StringVar(&o.URL, "url", "", "attach to a running target at this http://host:port instead of starting one")
+	fs.StringVar(&o.NATS, "nats", "", "roomcast's NATS URL, with -url")
+	fs.StringVar(&o.Secret, "secret", "", "HS256 JWT secret of the target (default: random, given to the started server)")
+	fs.IntVar(&o.ServerPID, "server-pid", 0, "the target's pid for CPU and RSS from /proc, with -url")
+	fs.StringVar(&o.Bin, "bin", "", "roomcast binary to start with `serve` (default: this one)")
+	fs.StringVar(&o.PeerDir, "peer-dir", "", "directory of the reference peer (default: bench/peer above the working directory)")
+	fs.StringVar(&o.Node, "node", "node", "node binary for the reference peer")
+	fs.BoolVar(&o.Authz, "authz", true, "answer authz.join with allow over NATS (roomcast: org and board rooms need an answer)")
+	fs.IntVar(&o.Sockets, "sockets", 1000, "number of sockets")
+	fs.IntVar(&o.Rooms, "rooms", 10, "number of boards the sockets are spread over")
+	fs.IntVar(&o.Procs, "procs", 0, fmt.Sprintf("worker processes holding the sockets (0: one per %d sockets; 1: in this process)", maxSocketsPerProc))
+	fs.IntVar(&o.SourceIPs, "source-ips", 1, "dial from 127.0.0.1 … 127.0.0.N, for more sockets than one address has ephemeral ports")
+	fs.IntVar(&o.DialConcurrency, "dial-concurrency", 64, "connects in flight per worker")
+	fs.Float64Var(&o.Rate, "rate", 100, "fanout: messages per second (each goes to one board: deliveries/s = rate × sockets/rooms)")
+	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "fanout: publishing time of a step")
+	fs.DurationVar(&o.Drain, "drain", 3*time.Second, "fanout: after publishing, wait this long without progress before counting what is missing")
+	fs.IntVar(&o.Pad, "pad", 0, "fanout: extra bytes in each message")
+	fs.BoolVar(&o.Ramp, "ramp", false, "fanout: raise the rate step by step until p99 or delivery fails; report the last step that held")
+	fs.Float64Var(&o.RampFactor, "ramp-factor", 1.5, "fanout: rate multiplier between ramp steps")
+	fs.IntVar(&o.MaxSteps, "max-steps", 10, "fanout: most ramp steps")
+	fs.DurationVar(&o.MaxP99, "max-p99", 100*time.Millisecond, "fanout: a step holds while p99 is at most this")
+	fs.Float64Var(&o.MinDelivery, "min-delivery", 0.999, "fanout: a step holds while this fraction of the expected deliveries arrive")
+	fs.DurationVar(&o.Settle, "settle", 2*time.Second, "idle, storm: quiet time before measuring")
+	fs.DurationVar(&o.Jitter, "jitter", 0, "storm: each socket reconnects after a random delay up to this (0: at once)")
+	fs.DurationVar(&o.StormDeadline, "storm-deadline", time.Minute, "storm: give up waiting for sockets after this")
+	fs.IntVar(&o.StreamMsgs, "stream-msgs", 100000, "resync: background messages stored before the changes")
+	fs.IntVar(&o.Changes, "changes", 100, "resync: changes in the queried room")
+	fs.IntVar(&o.Queries, "queries", 200, "resync: getChangesSince calls timed")
+	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "stop everything after this")
+	fs.BoolVar(&o.JSON, "json", false, "print the results as JSON instead of a table")
+	if err := fs.Parse(args[1:]); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("bench: unexpected argument %q", fs.Arg(0))
+	}
+	return o, o.check()
+}
+
+func (o options) check() error {
+	switch o.Mode {
+	case modeFanout, modeIdle, modeStorm, modeResync:
+	default:
+		return fmt.Errorf("bench: unknown mode %q: want fanout, idle, storm or resync", o.Mode)
+	}
+	if o.Target != targetRoomcast && o.Target != targetPeer {
+		return fmt.Errorf("bench: -target %q: want roomcast or peer", o.Target)
+	}
+	switch {
+	case o.Compare && o.URL != "":
+		return errors.New("bench: -compare starts both servers itself; drop -url")
+	case o.URL != "" && o.Secret == "":
+		return errors.New("bench: -url needs the target's JWT secret: give -secret")
+	case o.URL != "" && o.Target == targetRoomcast && o.NATS == "":
+		return errors.New("bench: -url with roomcast needs its NATS URL: give -nats")
+	case o.URL != "" && !strings.HasPrefix(o.URL, "http://"):
+		return fmt.Errorf("bench: -url %q: want http://host:port", o.URL)
+	case o.Mode == modeResync && o.Target == targetPeer && !o.Compare:
+		return errors.New("bench: resync measures roomcast's history; the reference peer keeps none")
+	case o.Sockets < 1:
+		return fmt.Errorf("bench: -sockets %d: want at least 1", o.Sockets)
+	case o.Rooms < 1:
+		return fmt.Errorf("bench: -rooms %d: want at least 1", o.Rooms)
+	case o.Rate <= 0:
+		return fmt.Errorf("bench: -rate %g: want more than 0", o.Rate)
+	case o.Duration <= 0 || o.Drain < 0 || o.Timeout <= 0:
+		return errors.New("bench: -duration and -timeout must be positive, -drain not negative")
+	case o.Ramp && o.RampFactor <= 1:
+		return fmt.Errorf("bench: -ramp-factor %g: want more than 1", o.RampFactor)
+	case o.MinDelivery < 0 || o.MinDelivery > 1:
+		return fmt.Errorf("bench: -min-delivery %g: want a fraction from 0 to 1", o.MinDelivery)
+	case o.SourceIPs < 1 || o.SourceIPs > 254:
+		return fmt.Errorf("bench: -source-ips %d: want 1 to 254", o.SourceIPs)
+	case o.Pad < 0 || o.Pad > 64<<10:
+		return fmt.Errorf("bench: -pad %d: want 0 to 65536", o.Pad)
+	case o.StreamMsgs < 0 || o.Changes < 1 || o.Queries < 1:
+		return errors.New("bench: -stream-msgs must be ≥ 0, -changes and -queries ≥ 1")
+	}
+	return nil
+}
 
 // Main runs `roomcast bench ARGS`.
 func Main(ctx context.Context, args []string, stdout io.Writer) error {
-	return errors.New("bench: not built yet")
+	if (len(args) > 0 && args[0] == modeWorker) || os.Getenv(workerEnv) == "1" {
+		raiseFileLimit()
+		return workerMain(ctx)
+	}
+	o, err := parseOptions(args, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	raiseFileLimit()
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	rs, err := run(ctx, o, os.Stderr)
+	if err != nil {
+		return err
+	}
+	if o.JSON {
+		return writeJSON(stdout, rs)
+	}
+	// roomcast first, so the ratio reads roomcast/peer
+	if len(rs) == 2 {
+		rs[0], rs[1] = rs[1], rs[0]
+	}
+	for _, r := range rs {
+		printSteps(stdout, r)
+	}
+	printResults(stdout, o.Mode, rs)
+	return nil
+}
+
+// run measures o.Mode on the target(s), logging progress to log.
+func run(ctx context.Context, o options, log io.Writer) ([]result, error) {
+	targets := []string{o.Target}
+	if o.Compare {
+		targets = []string{targetPeer, targetRoomcast}
+		if o.Mode == modeResync {
+			targets = []string{targetRoomcast}
+			fmt.Fprintln(log, "resync: the reference peer keeps no history; measuring roomcast alone")
+		}
+	}
+	var rs []result
+	for _, t := range targets {
+		r, err := runOne(ctx, o, t, log)
+		if err != nil {
+			return rs, fmt.Errorf("%s: %w", t, err)
+		}
+		rs = append(rs, r)
+	}
+	return rs, nil
+}
+
+func runOne(ctx context.Context, o options, target string, log io.Writer) (result, error) {
+	srv, err := startServer(ctx, o, target)
+	if err != nil {
+		return result{}, err
+	}
+	defer srv.close()
+	fmt.Fprintf(log, "%s: serving at %s (pid %d)\n", target, srv.url, srv.pid)
+	switch o.Mode {
+	case modeIdle:
+		return runIdle(ctx, o, srv, log)
+	case modeStorm:
+		return runStorm(ctx, o, srv, log)
+	case modeResync:
+		return runResync(ctx, o, srv, log)
+	}
+	return runFanout(ctx, o, srv, log)
+}
+
+// raiseFileLimit lifts the soft limit on open files to the hard one: every
+// socket is a file descriptor.
+func raiseFileLimit() {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < l.Max {
+		l.Cur = l.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
 }

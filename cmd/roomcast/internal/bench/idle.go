@@ -1,0 +1,116 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Idle: N authenticated sockets, each in three rooms (plus its user and
+// client rooms), doing nothing; what each costs the server in RSS.
+func runIdle(ctx context.Context, o options, srv *server, log io.Writer) (result, error) {
+	res := result{Target: srv.name, Mode: modeIdle}
+	if srv.pid <= 0 {
+		return res, fmt.Errorf("idle measures the server's RSS: give -server-pid with -url")
+	}
+	sleepCtx(ctx, o.Settle) // let the server finish starting before the baseline
+	before, err := readProc(srv.pid)
+	if err != nil {
+		return res, err
+	}
+	tool0, _ := readProc(0)
+	serverW := watchProcs(ctx, []int{srv.pid}, 100*time.Millisecond)
+	f, ready, err := startFleet(ctx, o, srv, modeIdle, o.Sockets)
+	if err != nil {
+		return res, err
+	}
+	defer f.close()
+	connectCPU, _ := serverW.Stop()
+	fmt.Fprintf(log, "%s: %d sockets connected and joined 3 rooms each in %s (%d failed); settling %s\n",
+		srv.name, ready.Connected, ready.Took.Round(time.Millisecond), ready.Failed, o.Settle)
+	if ready.Failed > 0 {
+		fmt.Fprintf(log, "%s: first error: %s\n", srv.name, ready.FirstError)
+	}
+	if ready.Connected == 0 {
+		return res, fmt.Errorf("%s: no socket connected: %s", srv.name, ready.FirstError)
+	}
+	sleepCtx(ctx, o.Settle)
+	after, err := readProc(srv.pid)
+	if err != nil {
+		return res, err
+	}
+	tools, _ := sumProcs(f.toolPIDs())
+	n := float64(ready.Connected)
+	perSocket := float64(after.RSS-before.RSS) / n
+	// the in-process worker shares this process: count only what it added
+	toolPerSocket := float64(tools.RSS-tool0.RSS) / n
+	res.Connected, res.ConnectFailed = ready.Connected, ready.Failed
+	res.Metrics = []metric{
+		{Name: "sockets", Value: n, Unit: "", Higher: true},
+		{Name: "server RSS per socket", Value: perSocket / 1024, Unit: "KB"},
+		{Name: "server RSS before", Value: float64(before.RSS) / (1 << 20), Unit: "MiB"},
+		{Name: "server RSS with sockets", Value: float64(after.RSS) / (1 << 20), Unit: "MiB"},
+		{Name: "connect+join time", Value: ready.Took.Seconds(), Unit: "s"},
+		{Name: "server CPU per connect", Value: float64(connectCPU) / float64(time.Microsecond) / n, Unit: "µs"},
+		{Name: "tool RSS per socket", Value: toolPerSocket / 1024, Unit: "KB"},
+	}
+	return res, nil
+}
+
+// Storm: N sockets in three rooms each, dropped at once (the TCP connections
+// closed without a goodbye, as when a network or a load balancer fails);
+// each reconnects at once (or after -jitter) and rejoins its rooms.
+func runStorm(ctx context.Context, o options, srv *server, log io.Writer) (result, error) {
+	res := result{Target: srv.name, Mode: modeStorm}
+	f, ready, err := startFleet(ctx, o, srv, modeStorm, o.Sockets)
+	if err != nil {
+		return res, err
+	}
+	defer f.close()
+	fmt.Fprintf(log, "%s: %d sockets connected and joined in %s (%d failed)\n", srv.name, ready.Connected, ready.Took.Round(time.Millisecond), ready.Failed)
+	if ready.Connected == 0 {
+		return res, fmt.Errorf("%s: no socket connected: %s", srv.name, ready.FirstError)
+	}
+	sleepCtx(ctx, o.Settle)
+	var serverW *procWatch
+	if srv.pid > 0 {
+		serverW = watchProcs(ctx, []int{srv.pid}, 100*time.Millisecond)
+	}
+	t0 := time.Now()
+	evs, err := f.command(ctx, workerCmd{Cmd: "drop", Deadline: o.StormDeadline})
+	if err != nil {
+		return res, err
+	}
+	var expected, rejoined int
+	var failures int64
+	var done int64
+	for _, ev := range evs {
+		expected += ev.Expected
+		rejoined += ev.Rejoined
+		failures += ev.Failures
+		done = max(done, ev.DoneNs)
+	}
+	took := time.Duration(done - t0.UnixNano())
+	if done == 0 {
+		took = 0
+	}
+	res.Connected, res.ConnectFailed = ready.Connected, ready.Failed
+	res.Metrics = []metric{
+		{Name: "sockets dropped", Value: float64(expected), Higher: true},
+		{Name: "back and rejoined", Value: float64(rejoined), Higher: true},
+		{Name: "time until all back", Value: took.Seconds(), Unit: "s"},
+		{Name: "failed reconnect attempts", Value: float64(failures)},
+	}
+	if serverW != nil {
+		cpu, rss := serverW.Stop()
+		res.Metrics = append(res.Metrics,
+			metric{Name: "server CPU during storm", Value: cpu.Seconds(), Unit: "s"},
+			metric{Name: "server peak RSS", Value: float64(rss) / (1 << 20), Unit: "MiB"})
+	}
+	if rejoined < expected {
+		res.Notes = append(res.Notes, fmt.Sprintf("%d of %d sockets were not back within %s", expected-rejoined, expected, o.StormDeadline))
+	}
+	fmt.Fprintf(log, "%s: storm: %d/%d back in %s, %d failed attempts\n", srv.name, rejoined, expected, took.Round(time.Millisecond), failures)
+	return res, nil
+}

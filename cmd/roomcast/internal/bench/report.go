@@ -1,0 +1,108 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+// metric is one figure of a result.
+type metric struct {
+	Name   string  `json:"name"`
+	Value  float64 `json:"value"`
+	Unit   string  `json:"unit,omitempty"`
+	Higher bool    `json:"higherIsBetter,omitempty"`
+}
+
+// result is what one mode measured on one target.
+type result struct {
+	Target        string       `json:"target"`
+	Mode          string       `json:"mode"`
+	Connected     int          `json:"connected"`
+	ConnectFailed int          `json:"connectFailed"`
+	Metrics       []metric     `json:"metrics"`
+	Steps         []stepResult `json:"steps,omitempty"` // fan-out: every step run
+	Notes         []string     `json:"notes,omitempty"`
+}
+
+func fmtValue(m metric) string {
+	var v string
+	switch {
+	case m.Value == 0:
+		v = "0"
+	case m.Value >= 1000 || m.Value == float64(int64(m.Value)):
+		v = fmt.Sprintf("%.0f", m.Value)
+	case m.Value >= 10:
+		v = fmt.Sprintf("%.1f", m.Value)
+	default:
+		v = fmt.Sprintf("%.3g", m.Value)
+	}
+	if m.Unit == "" {
+		return v
+	}
+	return v + " " + m.Unit
+}
+
+// printResults writes one table: a column per result, and when there are
+// two (roomcast and the peer) the ratio roomcast/peer.
+func printResults(w io.Writer, mode string, rs []result) {
+	if len(rs) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 2, 0, 2, ' ', 0)
+	header := []string{mode}
+	for _, r := range rs {
+		header = append(header, r.Target)
+	}
+	ratio := len(rs) == 2
+	if ratio {
+		header = append(header, fmt.Sprintf("%s/%s", rs[0].Target, rs[1].Target))
+	}
+	fmt.Fprintln(tw, strings.Join(header, "\t")+"\t")
+	for i, m := range rs[0].Metrics {
+		row := []string{m.Name}
+		for _, r := range rs {
+			if i < len(r.Metrics) {
+				row = append(row, fmtValue(r.Metrics[i]))
+			} else {
+				row = append(row, "n/a")
+			}
+		}
+		if ratio {
+			row = append(row, fmtRatio(rs[0], rs[1], i))
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
+	}
+	_ = tw.Flush()
+	for _, r := range rs {
+		for _, n := range r.Notes {
+			fmt.Fprintf(w, "%s: %s\n", r.Target, n)
+		}
+	}
+}
+
+func fmtRatio(a, b result, i int) string {
+	if i >= len(a.Metrics) || i >= len(b.Metrics) || b.Metrics[i].Value == 0 || a.Metrics[i].Unit == "%" {
+		return ""
+	}
+	return fmt.Sprintf("%.2f×", a.Metrics[i].Value/b.Metrics[i].Value)
+}
+
+// printSteps writes a ramp's steps, one line each.
+func printSteps(w io.Writer, r result) {
+	if len(r.Steps) < 2 {
+		return
+	}
+	fmt.Fprintf(w, "%s ramp:\n", r.Target)
+	for i, s := range r.Steps {
+		fmt.Fprintf(w, "  step %d: %s\n", i+1, s.line())
+	}
+}
+
+func writeJSON(w io.Writer, rs []result) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rs)
+}

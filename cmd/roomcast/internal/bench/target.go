@@ -1,0 +1,476 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/roomcast/roomcast/proto"
+)
+
+// The two systems the tool measures: roomcast (the all-in-one `roomcast
+// serve`, publishing through NATS) and the Socket.IO reference peer
+// (bench/peer, publishing over HTTP).
+const (
+	targetRoomcast = "roomcast"
+	targetPeer     = "peer"
+)
+
+// server is a running target.
+type server struct {
+	name   string
+	url    string // http://host:port
+	pid    int    // for /proc; 0 when unknown
+	secret string
+	// natsURL is roomcast's NATS, set when the tool started it.
+	natsURL string
+	nc      *nats.Conn // roomcast only
+	js      jetstream.JetStream
+	stop    func()
+}
+
+// publisher sends benchmark envelopes to rooms.
+type publisher interface {
+	// add sends (or queues) one envelope.
+	add(ctx context.Context, room proto.Room, env proto.Envelope) error
+	// flush sends what add queued.
+	flush(ctx context.Context) error
+	// wait returns once everything sent is stored (roomcast) or handed over
+	// (peer), with the number of failed publishes.
+	wait(ctx context.Context) (failed int64, err error)
+}
+
+func (s *server) close() {
+	if s.nc != nil {
+		s.nc.Close()
+	}
+	if s.stop != nil {
+		s.stop()
+	}
+}
+
+// startServer starts the target o.Target, or attaches to the one at o.URL.
+func startServer(ctx context.Context, o options, target string) (*server, error) {
+	secret := o.Secret
+	if secret == "" {
+		b := make([]byte, 32)
+		_, _ = rand.Read(b)
+		secret = hex.EncodeToString(b)
+	}
+	s := &server{name: target, secret: secret}
+	if o.URL != "" {
+		s.url, s.pid = strings.TrimSuffix(o.URL, "/"), o.ServerPID
+	} else {
+		var err error
+		if target == targetPeer {
+			err = s.startPeer(ctx, o)
+		} else {
+			err = s.startRoomcast(ctx, o)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if target == targetRoomcast {
+		if err := s.connectNATS(ctx, o); err != nil {
+			s.close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// startRoomcast runs `roomcast serve` (this very binary unless -bin says
+// otherwise) on free loopback ports with a fresh data directory.
+func (s *server) startRoomcast(ctx context.Context, o options) error {
+	bin := o.Bin
+	if bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find the roomcast binary: %w (give -bin)", err)
+		}
+		bin = exe
+	}
+	httpPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	natsPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "roomcast-bench-")
+	if err != nil {
+		return err
+	}
+	logPath := filepath.Join(dir, "serve.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = append(os.Environ(),
+		"ROOMCAST_HTTP_ADDR=127.0.0.1:"+strconv.Itoa(httpPort),
+		"ROOMCAST_NATS_ADDR=127.0.0.1:"+strconv.Itoa(natsPort),
+		"ROOMCAST_NATS_URL=",
+		"ROOMCAST_DATA_DIR="+filepath.Join(dir, "data"),
+		"ROOMCAST_JWT_SECRET="+s.secret,
+		"ROOMCAST_LOG_LEVEL=warn",
+	)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	p, err := startProc(cmd)
+	if err != nil {
+		logf.Close()
+		return fmt.Errorf("start %s serve: %w", bin, err)
+	}
+	s.pid = cmd.Process.Pid
+	s.url = "http://127.0.0.1:" + strconv.Itoa(httpPort)
+	s.natsURL = "nats://127.0.0.1:" + strconv.Itoa(natsPort)
+	s.stop = func() {
+		p.stop(10 * time.Second)
+		logf.Close()
+		_ = os.RemoveAll(dir)
+	}
+	if err := waitReady(ctx, p, s.url+"/readyz", 30*time.Second); err != nil {
+		s.stop()
+		return fmt.Errorf("roomcast serve: %w; its log:\n%s", err, tail(logPath, 2000))
+	}
+	return nil
+}
+
+func tail(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// proc is a child process whose exit is watched.
+type proc struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+func startProc(cmd *exec.Cmd) (*proc, error) {
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &proc{cmd: cmd, exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.exited) }()
+	return p, nil
+}
+
+// stop sends SIGTERM, then SIGKILL after grace, and waits for the exit.
+func (p *proc) stop(grace time.Duration) {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(grace):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+// waitReady polls url until it answers 200, the process exits or timeout.
+func waitReady(ctx context.Context, p *proc, url string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-p.exited:
+			return errors.New("exited before it was ready")
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s not ready within %s", url, timeout)
+}
+
+// findPeerDir finds bench/peer: -peer-dir, else upwards from the working
+// directory and from the binary's directory.
+func findPeerDir(o options) (string, error) {
+	if o.PeerDir != "" {
+		return o.PeerDir, nil
+	}
+	var starts []string
+	if wd, err := os.Getwd(); err == nil {
+		starts = append(starts, wd)
+	}
+	if exe, err := os.Executable(); err == nil {
+		starts = append(starts, filepath.Dir(exe))
+	}
+	for _, d := range starts {
+		for {
+			p := filepath.Join(d, "bench", "peer")
+			if _, err := os.Stat(filepath.Join(p, "server.mjs")); err == nil {
+				return p, nil
+			}
+			up := filepath.Dir(d)
+			if up == d {
+				break
+			}
+			d = up
+		}
+	}
+	return "", errors.New("bench/peer not found above the working directory: give -peer-dir")
+}
+
+// peerInstalled reports whether the peer's npm packages are installed.
+func peerInstalled(dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "socket.io", "package.json")); err != nil {
+		return fmt.Errorf("the reference peer's packages are not installed: run `npm install` in %s", dir)
+	}
+	return nil
+}
+
+// startPeer runs the Socket.IO reference peer with node.
+func (s *server) startPeer(ctx context.Context, o options) error {
+	dir, err := findPeerDir(o)
+	if err != nil {
+		return err
+	}
+	if err := peerInstalled(dir); err != nil {
+		return err
+	}
+	node := o.Node
+	if node == "" {
+		node = "node"
+	}
+	cmd := exec.Command(node, "server.mjs")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PEER_JWT_SECRET="+s.secret, "PEER_PORT=0", "PEER_HOST=127.0.0.1")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	p, err := startProc(cmd)
+	if err != nil {
+		return fmt.Errorf("start the reference peer (%s server.mjs in %s): %w", node, dir, err)
+	}
+	s.pid = cmd.Process.Pid
+	s.stop = func() { p.stop(5 * time.Second) }
+	port := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if p, ok := strings.CutPrefix(sc.Text(), "PEER_LISTENING "); ok {
+				port <- p
+			}
+		}
+	}()
+	select {
+	case p := <-port:
+		s.url = "http://127.0.0.1:" + p
+		return nil
+	case <-p.exited:
+		return errors.New("the reference peer exited before it listened")
+	case <-time.After(20 * time.Second):
+	case <-ctx.Done():
+	}
+	s.stop()
+	return errors.New("the reference peer did not say PEER_LISTENING within 20s")
+}
+
+// connectNATS connects to roomcast's NATS and, unless told not to, answers
+// authz.join with allow for every org and board room the benchmark joins: in
+// production a domain service answers.
+func (s *server) connectNATS(ctx context.Context, o options) error {
+	url := s.natsURL
+	if url == "" {
+		url = o.NATS
+	}
+	if url == "" {
+		return errors.New("roomcast's NATS URL is unknown: give -nats with -url")
+	}
+	nc, err := nats.Connect(url, nats.Name("roomcast-bench"), nats.Timeout(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", url, err)
+	}
+	s.nc = nc
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return err
+	}
+	s.js = js
+	if o.Authz {
+		allow, _ := json.Marshal(proto.AuthzJoinReply{Allow: true})
+		if _, err := nc.Subscribe(proto.SubjectAuthzJoin, func(m *nats.Msg) { _ = m.Respond(allow) }); err != nil {
+			return err
+		}
+		if err := nc.Flush(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// newPublisher publishes to s the way its users would: through JetStream
+// for roomcast, by HTTP POST for the peer.
+func (s *server) newPublisher() publisher {
+	if s.name == targetPeer {
+		return &peerPublisher{url: s.url + "/publish", client: &http.Client{Timeout: 30 * time.Second}}
+	}
+	p := &natsPublisher{js: s.js, enc: proto.NewPublisher(s.js, proto.Subjects{})}
+	return p
+}
+
+// natsPublisher publishes asynchronously to stream ROOMS (at most 4096
+// unacknowledged, which paces the publisher if JetStream falls behind).
+type natsPublisher struct {
+	js      jetstream.JetStream
+	enc     *proto.Publisher
+	futures []jetstream.PubAckFuture
+	failed  atomic.Int64
+}
+
+func (p *natsPublisher) add(ctx context.Context, room proto.Room, env proto.Envelope) error {
+	data, id, err := p.enc.Encode(room, env)
+	if err != nil {
+		return err
+	}
+	msg := nats.NewMsg(proto.Subjects{}.Publish(room))
+	msg.Data = data
+	msg.Header.Set(jetstream.MsgIDHeader, id)
+	f, err := p.js.PublishMsgAsync(msg)
+	if err != nil {
+		p.failed.Add(1)
+		return nil
+	}
+	p.futures = append(p.futures, f)
+	if len(p.futures) >= 8192 {
+		p.reap()
+	}
+	return nil
+}
+
+// reap counts the failures among acknowledged publishes and forgets them.
+func (p *natsPublisher) reap() {
+	keep := p.futures[:0]
+	for _, f := range p.futures {
+		select {
+		case <-f.Ok():
+		case <-f.Err():
+			p.failed.Add(1)
+		default:
+			keep = append(keep, f)
+		}
+	}
+	p.futures = keep
+}
+
+func (p *natsPublisher) flush(context.Context) error { return nil }
+
+func (p *natsPublisher) wait(ctx context.Context) (int64, error) {
+	select {
+	case <-p.js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return p.failed.Load(), ctx.Err()
+	case <-time.After(30 * time.Second):
+		return p.failed.Load(), errors.New("JetStream did not acknowledge every publish within 30s")
+	}
+	for _, f := range p.futures {
+		select {
+		case <-f.Ok():
+		case <-f.Err():
+			p.failed.Add(1)
+		default:
+		}
+	}
+	p.futures = nil
+	return p.failed.Load(), nil
+}
+
+// peerPublisher batches the envelopes of one tick into one POST.
+type peerPublisher struct {
+	url    string
+	client *http.Client
+	batch  bytes.Buffer
+	n      int
+	failed int64
+}
+
+func (p *peerPublisher) add(_ context.Context, room proto.Room, env proto.Envelope) error {
+	data, err := json.Marshal(env)
+	if err != nil {
+		return err
+	}
+	if p.n == 0 {
+		p.batch.Reset()
+		p.batch.WriteByte('[')
+	} else {
+		p.batch.WriteByte(',')
+	}
+	fmt.Fprintf(&p.batch, `{"room":%q,"data":`, room.Name())
+	p.batch.Write(data)
+	p.batch.WriteByte('}')
+	p.n++
+	return nil
+}
+
+func (p *peerPublisher) flush(ctx context.Context) error {
+	if p.n == 0 {
+		return nil
+	}
+	p.batch.WriteByte(']')
+	n := p.n
+	p.n = 0
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(p.batch.Bytes()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := p.client.Do(req)
+	if err != nil {
+		p.failed += int64(n)
+		return fmt.Errorf("publish to the peer: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		p.failed += int64(n)
+		return fmt.Errorf("publish to the peer: HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
+
+func (p *peerPublisher) wait(ctx context.Context) (int64, error) {
+	err := p.flush(ctx)
+	return p.failed, err
+}

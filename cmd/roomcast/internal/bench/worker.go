@@ -1,0 +1,391 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// A worker holds a shard of the benchmark's sockets, in the coordinator's
+// process (one shard) or in a process of its own (`roomcast bench worker`,
+// started by the coordinator: one process cannot hold more sockets than its
+// file descriptor limit). It talks to the coordinator in JSON lines: it
+// reads its workerConfig, then commands, and writes events.
+
+// workerEnv marks a process started as a worker; tests use it to turn the
+// test binary into one.
+const workerEnv = "ROOMCAST_BENCH_WORKER"
+
+// workerConfig is a worker's first input line.
+type workerConfig struct {
+	URL             string        `json:"url"`
+	Secret          string        `json:"secret"`
+	Mode            string        `json:"mode"`
+	First           int           `json:"first"` // index of the first socket of the shard
+	Count           int           `json:"count"`
+	Rooms           int           `json:"rooms"`
+	SourceIPs       int           `json:"sourceIPs"`
+	DialConcurrency int           `json:"dialConcurrency"`
+	ConnectTimeout  time.Duration `json:"connectTimeout"`
+	Jitter          time.Duration `json:"jitter"` // storm: reconnect after a random delay up to this
+}
+
+// workerCmd is a command line.
+type workerCmd struct {
+	Cmd      string        `json:"cmd"` // step, report, drop, quit
+	Step     int64         `json:"step,omitempty"`
+	Full     bool          `json:"full,omitempty"`     // report: with the histogram
+	Deadline time.Duration `json:"deadline,omitempty"` // drop: give up after
+}
+
+// workerEvent is an output line.
+type workerEvent struct {
+	Ev string `json:"ev"` // ready, step, report, storm, error
+
+	// ready
+	Connected int    `json:"connected,omitempty"`
+	Failed    int    `json:"failed,omitempty"`
+	Error     string `json:"error,omitempty"`
+
+	// report
+	Step        int64          `json:"step,omitempty"`
+	Delivered   uint64         `json:"delivered,omitempty"`
+	Stale       uint64         `json:"stale,omitempty"`
+	Gaps        uint64         `json:"gaps,omitempty"`
+	Disconnects uint64         `json:"disconnects,omitempty"`
+	Hist        *HistogramData `json:"hist,omitempty"`
+
+	// storm
+	Expected int   `json:"expected,omitempty"`
+	Rejoined int   `json:"rejoined,omitempty"`
+	Failures int64 `json:"failures,omitempty"`
+	DoneNs   int64 `json:"doneNs,omitempty"`
+}
+
+type worker struct {
+	cfg     workerConfig
+	sockets []*benchSocket
+
+	step        atomic.Int64
+	hist        atomic.Pointer[Histogram]
+	delivered   atomic.Uint64
+	stale       atomic.Uint64
+	gaps        atomic.Uint64
+	disconnects atomic.Uint64
+
+	// gen counts drops: a socket that ends with the generation changed was
+	// dropped on purpose and reconnects at once.
+	gen      atomic.Int64
+	failures atomic.Int64 // connect attempts that failed
+
+	mu        sync.Mutex
+	firstErr  error
+	ready     int // sockets connected and joined at least once
+	failed    int // sockets that never connected
+	rejoined  int // sockets back after the last drop
+	lastJoin  time.Time
+	changed   chan struct{} // closed and replaced when the counters above change
+	dialSlots chan struct{}
+}
+
+type benchSocket struct {
+	i       int
+	conn    atomic.Pointer[sioConn]
+	lastSeq int64
+}
+
+// runWorker serves one worker over in (commands) and out (events) until quit,
+// EOF or ctx ends.
+func runWorker(ctx context.Context, in io.Reader, out io.Writer) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	enc := json.NewEncoder(out)
+	if !sc.Scan() {
+		return fmt.Errorf("worker: no config: %v", sc.Err())
+	}
+	var cfg workerConfig
+	if err := json.Unmarshal(sc.Bytes(), &cfg); err != nil {
+		return fmt.Errorf("worker: bad config: %w", err)
+	}
+	if cfg.DialConcurrency <= 0 {
+		cfg.DialConcurrency = 64
+	}
+	w := &worker{cfg: cfg, changed: make(chan struct{}), dialSlots: make(chan struct{}, cfg.DialConcurrency)}
+	w.hist.Store(NewHistogram())
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for j := range cfg.Count {
+		w.sockets = append(w.sockets, &benchSocket{i: cfg.First + j})
+	}
+	// reads do not watch ctx: closing the connections ends them
+	context.AfterFunc(ctx, func() {
+		for _, s := range w.sockets {
+			if c := s.conn.Load(); c != nil {
+				_ = c.Close()
+			}
+		}
+	})
+	for _, s := range w.sockets {
+		wg.Add(1)
+		go func() { defer wg.Done(); w.runSocket(ctx, s) }()
+	}
+	// ready once every socket joined or gave up
+	w.waitFor(ctx, 0, func() bool { return w.ready+w.failed >= cfg.Count })
+	w.mu.Lock()
+	ev := workerEvent{Ev: "ready", Connected: w.ready, Failed: w.failed}
+	if w.firstErr != nil {
+		ev.Error = w.firstErr.Error()
+	}
+	w.mu.Unlock()
+	if err := enc.Encode(ev); err != nil {
+		return err
+	}
+
+	for sc.Scan() {
+		var c workerCmd
+		if err := json.Unmarshal(sc.Bytes(), &c); err != nil {
+			return fmt.Errorf("worker: bad command: %w", err)
+		}
+		var ev workerEvent
+		switch c.Cmd {
+		case "step":
+			w.hist.Store(NewHistogram())
+			w.delivered.Store(0)
+			w.stale.Store(0)
+			w.gaps.Store(0)
+			w.step.Store(c.Step)
+			ev = workerEvent{Ev: "step", Step: c.Step}
+		case "report":
+			ev = workerEvent{Ev: "report", Step: w.step.Load(), Delivered: w.delivered.Load(),
+				Stale: w.stale.Load(), Gaps: w.gaps.Load(), Disconnects: w.disconnects.Load()}
+			if c.Full {
+				d := w.hist.Load().Data()
+				ev.Hist = &d
+			}
+		case "drop":
+			ev = w.drop(ctx, c.Deadline)
+		case "quit":
+			return nil
+		default:
+			ev = workerEvent{Ev: "error", Error: fmt.Sprintf("unknown command %q", c.Cmd)}
+		}
+		if err := enc.Encode(ev); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}
+
+// waitFor blocks until cond (read under w.mu) holds, ctx ends or timeout
+// (0: none) passes.
+func (w *worker) waitFor(ctx context.Context, timeout time.Duration, cond func() bool) bool {
+	var deadline <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		deadline = t.C
+	}
+	for {
+		w.mu.Lock()
+		ok, ch := cond(), w.changed
+		w.mu.Unlock()
+		if ok {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		case <-deadline:
+			return false
+		}
+	}
+}
+
+func (w *worker) update(f func()) {
+	w.mu.Lock()
+	f()
+	close(w.changed)
+	w.changed = make(chan struct{})
+	w.mu.Unlock()
+}
+
+// drop closes every socket at once and waits until all are back in their
+// rooms (or the deadline passes).
+func (w *worker) drop(ctx context.Context, deadline time.Duration) workerEvent {
+	if deadline <= 0 {
+		deadline = time.Minute
+	}
+	var expected int
+	w.update(func() {
+		w.rejoined = 0
+		w.lastJoin = time.Time{}
+		expected = w.ready
+	})
+	f0 := w.failures.Load()
+	w.gen.Add(1)
+	for _, s := range w.sockets {
+		if c := s.conn.Load(); c != nil {
+			_ = c.Close()
+		}
+	}
+	w.waitFor(ctx, deadline, func() bool { return w.rejoined >= expected })
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ev := workerEvent{Ev: "storm", Expected: expected, Rejoined: w.rejoined, Failures: w.failures.Load() - f0}
+	if !w.lastJoin.IsZero() {
+		ev.DoneNs = w.lastJoin.UnixNano()
+	}
+	return ev
+}
+
+// runSocket keeps socket s connected and in its rooms until ctx ends.
+func (w *worker) runSocket(ctx context.Context, s *benchSocket) {
+	everJoined := false
+	attempts := 0
+	for ctx.Err() == nil {
+		gen := w.gen.Load()
+		c, err := w.connect(ctx, s)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			w.failures.Add(1)
+			attempts++
+			w.update(func() {
+				if w.firstErr == nil {
+					w.firstErr = fmt.Errorf("socket %d: %w", s.i, err)
+				}
+				if !everJoined && attempts == 3 {
+					w.failed++
+				}
+			})
+			if !everJoined && attempts >= 3 {
+				return
+			}
+			sleepCtx(ctx, time.Duration(min(attempts, 10))*100*time.Millisecond)
+			continue
+		}
+		attempts = 0
+		s.conn.Store(c)
+		if ctx.Err() != nil {
+			_ = c.Close()
+			return
+		}
+		if w.gen.Load() != gen { // dropped while connecting: this one counts as dropped too
+			_ = c.Close()
+			s.conn.Store(nil)
+			continue
+		}
+		w.update(func() {
+			if !everJoined {
+				w.ready++
+			} else if gen == w.gen.Load() {
+				w.rejoined++
+				w.lastJoin = time.Now()
+			}
+		})
+		everJoined = true
+		err = w.readLoop(c, s)
+		s.conn.Store(nil)
+		_ = c.Close()
+		if ctx.Err() != nil {
+			return
+		}
+		if w.gen.Load() != gen {
+			if w.cfg.Jitter > 0 {
+				sleepCtx(ctx, rand.N(w.cfg.Jitter))
+			}
+			continue
+		}
+		w.disconnects.Add(1)
+		w.update(func() {
+			if w.firstErr == nil {
+				w.firstErr = fmt.Errorf("socket %d lost: %w", s.i, err)
+			}
+		})
+		sleepCtx(ctx, time.Second) // like socket.io-client's first reconnect delay
+	}
+}
+
+// connect dials, authenticates and joins s's rooms.
+func (w *worker) connect(ctx context.Context, s *benchSocket) (*sioConn, error) {
+	select {
+	case w.dialSlots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-w.dialSlots }()
+	tok, err := mintToken(w.cfg.Secret, userOf(s.i), time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	c, err := dialSocket(ctx, dialOptions{URL: w.cfg.URL, Token: tok, Client: clientOf(s.i),
+		Source: sourceIP(s.i, w.cfg.SourceIPs), Timeout: w.cfg.ConnectTimeout})
+	if err != nil {
+		return nil, err
+	}
+	_ = c.conn.SetDeadline(time.Now().Add(max(w.cfg.ConnectTimeout, 10*time.Second)))
+	for _, room := range roomsOf(w.cfg.Mode, s.i, w.cfg.Rooms) {
+		if _, err := c.call("addToRoom", map[string]string{"roomName": room}, nil); err != nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("addToRoom %s: %w", room, err)
+		}
+	}
+	_ = c.conn.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// readLoop reads until the socket fails, timing every benchmark broadcast.
+func (w *worker) readLoop(c *sioConn, s *benchSocket) error {
+	for {
+		msg, err := c.next()
+		if err != nil {
+			return err
+		}
+		f, ok := parseBroadcast(msg)
+		if !ok {
+			continue
+		}
+		now := time.Now().UnixNano()
+		if f.hasTS && f.step == w.step.Load() {
+			w.hist.Load().Record(now - f.ts)
+			w.delivered.Add(1)
+		} else {
+			w.stale.Add(1)
+		}
+		if f.hasSeqs {
+			if s.lastSeq != 0 && f.prevSeq != s.lastSeq && f.seq > s.lastSeq {
+				w.gaps.Add(1)
+			}
+			if f.seq > s.lastSeq {
+				s.lastSeq = f.seq
+			}
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// workerMain is `roomcast bench worker`: a worker on stdin and stdout.
+func workerMain(ctx context.Context) error {
+	return runWorker(ctx, os.Stdin, os.Stdout)
+}
