@@ -1,0 +1,63 @@
+package flagenv_test
+
+import (
+	"flag"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/roomcast/roomcast/proto/flagenv"
+)
+
+func newSet() *flagenv.Set {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return flagenv.New(fs)
+}
+
+func TestPrecedence(t *testing.T) {
+	t.Setenv("ROOMCAST_A", "from-env")
+	t.Setenv("ROOMCAST_D", "3s")
+	var a, b string
+	var d time.Duration
+	s := newSet()
+	s.String(&a, "a", "ROOMCAST_A", "default", "")
+	s.String(&b, "b", "ROOMCAST_B_UNSET", "default", "")
+	s.Duration(&d, "d", "ROOMCAST_D", time.Second, "")
+	require.NoError(t, s.Parse(nil))
+	require.Equal(t, "from-env", a, "environment beats default")
+	require.Equal(t, "default", b)
+	require.Equal(t, 3*time.Second, d)
+
+	s = newSet()
+	s.String(&a, "a", "ROOMCAST_A", "default", "")
+	require.NoError(t, s.Parse([]string{"-a", "from-flag"}))
+	require.Equal(t, "from-flag", a, "flag beats environment")
+}
+
+func TestBadEnvironmentNamesTheVariable(t *testing.T) {
+	t.Setenv("ROOMCAST_N", "many")
+	var n int
+	s := newSet()
+	s.Int(&n, "n", "ROOMCAST_N", 1, "")
+	require.ErrorContains(t, s.Parse(nil), "ROOMCAST_N")
+}
+
+func TestCommon(t *testing.T) {
+	for _, bad := range []string{"localhost:4222", "http://x:1", "nats://", "nats://a b"} {
+		require.ErrorContains(t, flagenv.CheckNATSURL(bad), "ROOMCAST_NATS_URL", bad)
+	}
+	require.NoError(t, flagenv.CheckNATSURL("nats://127.0.0.1:4222,tls://n2:4222"))
+
+	c := flagenv.Common{SubjectPrefix: "a..b", Replicas: 1, MaxAge: time.Hour, LogLevel: "info"}
+	_, err := c.Store()
+	require.ErrorContains(t, err, "ROOMCAST_SUBJECT_PREFIX")
+	c = flagenv.Common{Replicas: 9, MaxAge: time.Hour}
+	_, err = c.Store()
+	require.ErrorContains(t, err, "ROOMCAST_REPLICAS")
+	c = flagenv.Common{LogLevel: "loud"}
+	_, err = c.Logger(io.Discard)
+	require.ErrorContains(t, err, "ROOMCAST_LOG_LEVEL")
+}
