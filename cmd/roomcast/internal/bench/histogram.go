@@ -15,7 +15,7 @@ const subBits = 7
 
 const (
 	subCount   = 1 << subBits
-	numBuckets = (64 - subBits + 1) << subBits
+	numBuckets = (64 - subBits) << subBits // the top bucket ends at MaxInt64
 )
 
 // Histogram is a log-linear latency histogram in nanoseconds. Record is safe

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -344,8 +345,12 @@ func intAfter(b, key []byte) (int64, bool) {
 	}
 	var v int64
 	n := 0
-	for n < len(b) && b[n] >= '0' && b[n] <= '9' && n < 19 {
-		v = v*10 + int64(b[n]-'0')
+	for n < len(b) && b[n] >= '0' && b[n] <= '9' {
+		d := int64(b[n] - '0')
+		if v > (math.MaxInt64-d)/10 {
+			return 0, false // out of range: not one of ours
+		}
+		v = v*10 + d
 		n++
 	}
 	return v, n > 0

@@ -1,0 +1,181 @@
+package bench
+
+import (
+	"encoding/json"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/roomcast/roomcast/proto"
+)
+
+func TestParseOptions(t *testing.T) {
+	o, err := parseOptions([]string{"fanout", "-sockets", "15000", "-rooms", "50", "-rate", "200", "-ramp", "-compare"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, modeFanout, o.Mode)
+	require.Equal(t, 15000, o.Sockets)
+	require.Equal(t, 50, o.Rooms)
+	require.Equal(t, 200.0, o.Rate)
+	require.True(t, o.Ramp)
+	require.True(t, o.Compare)
+	require.Equal(t, targetRoomcast, o.Target, "default target")
+	require.Equal(t, 100*time.Millisecond, o.MaxP99, "default p99 bound of a ramp step")
+	require.Equal(t, 0.999, o.MinDelivery)
+	require.True(t, o.Authz)
+
+	o, err = parseOptions([]string{"idle", "-target", "peer", "-url", "http://127.0.0.1:3000", "-secret", "s", "-server-pid", "42"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, targetPeer, o.Target)
+	require.Equal(t, 42, o.ServerPID)
+}
+
+func TestParseOptionsRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "give a mode"},
+		{[]string{"-sockets", "3"}, "give a mode"},
+		{[]string{"flood"}, "unknown mode"},
+		{[]string{"fanout", "-target", "centrifugo"}, "want roomcast or peer"},
+		{[]string{"fanout", "-sockets", "0"}, "-sockets 0"},
+		{[]string{"fanout", "-rooms", "0"}, "-rooms 0"},
+		{[]string{"fanout", "-rate", "0"}, "-rate 0"},
+		{[]string{"fanout", "-ramp", "-ramp-factor", "1"}, "-ramp-factor"},
+		{[]string{"fanout", "-min-delivery", "2"}, "-min-delivery"},
+		{[]string{"fanout", "-compare", "-url", "http://127.0.0.1:1"}, "drop -url"},
+		{[]string{"fanout", "-url", "http://127.0.0.1:1"}, "-secret"},
+		{[]string{"fanout", "-url", "http://127.0.0.1:1", "-secret", "s"}, "-nats"},
+		{[]string{"fanout", "-target", "peer", "-url", "ws://x", "-secret", "s"}, "want http://"},
+		{[]string{"resync", "-target", "peer"}, "keeps none"},
+		{[]string{"fanout", "-source-ips", "300"}, "-source-ips"},
+		{[]string{"fanout", "extra"}, "unexpected argument"},
+		{[]string{"fanout", "-nope"}, "not defined"},
+	} {
+		_, err := parseOptions(tc.args, io.Discard)
+		require.ErrorContains(t, err, tc.want, "args %q", tc.args)
+	}
+}
+
+func TestParseBroadcast(t *testing.T) {
+	env := `{"event":"update-task","id":"t1","updatedAt":1700000000000,"diff":{"benchTs":1700000000123456789,"benchStep":3}}`
+	msg := []byte(`42["broadcast",{"destination":"board-b1-tasks","data":` + env + `,"seq":1234,"prevSeq":1200}]`)
+	f, ok := parseBroadcast(msg)
+	require.True(t, ok)
+	require.True(t, f.hasTS)
+	require.Equal(t, int64(1700000000123456789), f.ts)
+	require.Equal(t, int64(3), f.step)
+	require.True(t, f.hasSeqs)
+	require.Equal(t, int64(1234), f.seq)
+	require.Equal(t, int64(1200), f.prevSeq)
+
+	// field order does not matter; a missing timestamp is reported
+	f, ok = parseBroadcast([]byte(`42["broadcast",{"prevSeq":0,"seq":7,"data":{"event":"x"},"destination":"user-u1"}]`))
+	require.True(t, ok)
+	require.False(t, f.hasTS)
+	require.Equal(t, int64(7), f.seq)
+	require.Equal(t, int64(0), f.prevSeq)
+
+	for _, other := range []string{`431[{"ok":true}]`, `42["other",{}]`, `2`, ``} {
+		_, ok := parseBroadcast([]byte(other))
+		require.False(t, ok, "%q is not a broadcast", other)
+	}
+}
+
+func FuzzParseBroadcast(f *testing.F) {
+	f.Add([]byte(`42["broadcast",{"destination":"board-b1-tasks","data":{"diff":{"benchTs":1,"benchStep":2}},"seq":3,"prevSeq":2}]`))
+	f.Add([]byte(`42["broadcast","benchTs":99999999999999999999999`))
+	f.Add([]byte(`42["broadcast",{"seq":`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fl, ok := parseBroadcast(b)
+		if !ok {
+			return
+		}
+		if fl.ts < 0 || fl.seq < 0 || fl.prevSeq < 0 || fl.step < 0 {
+			t.Fatalf("negative field from %q: %+v", b, fl)
+		}
+	})
+}
+
+func TestBenchEnvelopeIsValidAndCarriesTheTimestamp(t *testing.T) {
+	ts := time.Unix(1700000000, 123456789)
+	room, env, err := benchEnvelope(7, 42, 5, ts, "xx")
+	require.NoError(t, err)
+	require.Equal(t, "board-b7-tasks", room.Name())
+	require.True(t, env.Event.AllowedIn(room))
+	_, _, err = proto.NewPublisher(nil, proto.Subjects{}).Encode(room, env)
+	require.NoError(t, err, "the envelope passes the publisher's checks")
+
+	data, err := json.Marshal(env)
+	require.NoError(t, err)
+	msg := append([]byte(`42["broadcast",{"destination":"board-b7-tasks","data":`), data...)
+	msg = append(msg, `,"seq":1,"prevSeq":0}]`...)
+	f, ok := parseBroadcast(msg)
+	require.True(t, ok)
+	require.Equal(t, ts.UnixNano(), f.ts)
+	require.Equal(t, int64(5), f.step)
+}
+
+func TestRoomsAndMembers(t *testing.T) {
+	require.Equal(t, []string{"board-b3"}, roomsOf(modeFanout, 13, 10))
+	rooms := roomsOf(modeIdle, 13, 10)
+	require.Len(t, rooms, 3)
+	for _, name := range rooms {
+		_, err := proto.ParseRoom(name)
+		require.NoError(t, err, name)
+	}
+	require.Equal(t, []string{"board-b3", "org-o3", "chat-u13-x13"}, rooms)
+
+	// membersOf agrees with counting
+	for _, n := range []int{1, 7, 10, 99, 100} {
+		for _, rooms := range []int{1, 3, 10, 200} {
+			counts := make([]int, rooms)
+			for i := range n {
+				counts[i%rooms]++
+			}
+			for k := range rooms {
+				require.Equal(t, counts[k], membersOf(k, n, rooms), "n=%d rooms=%d k=%d", n, rooms, k)
+			}
+		}
+	}
+}
+
+func TestProcParsing(t *testing.T) {
+	// a command name with spaces and parentheses must not shift the fields
+	stat := []byte("1234 (node (peer) x) S 1 1234 1234 0 -1 4194560 2600 0 0 0 250 75 0 0 20 0 11 0 12345 1011234816 16534 18446744073709551615\n")
+	cpu, err := parseStatCPU(stat)
+	require.NoError(t, err)
+	require.Equal(t, 3250*time.Millisecond, cpu)
+	_, err = parseStatCPU([]byte("1234 (x) S 1"))
+	require.Error(t, err)
+
+	status := []byte("Name:\tnode\nVmHWM:\t  81234 kB\nVmRSS:\t   66000 kB\n")
+	require.Equal(t, int64(66000), statusKB(status, "VmRSS:"))
+	require.Equal(t, int64(81234), statusKB(status, "VmHWM:"))
+	require.Zero(t, statusKB(status, "VmSwap:"))
+
+	s, err := readProc(0)
+	require.NoError(t, err)
+	require.Positive(t, s.RSS)
+	require.GreaterOrEqual(t, s.HWM, s.RSS)
+}
+
+func TestSocketURL(t *testing.T) {
+	require.Equal(t, "ws://127.0.0.1:3000/socket.io/?EIO=4&transport=websocket", socketURL("http://127.0.0.1:3000/"))
+	require.Equal(t, "ws://h:1/socket.io/?EIO=4&transport=websocket", socketURL("ws://h:1"))
+}
+
+func TestPrintResultsShowsTheRatio(t *testing.T) {
+	var b strings.Builder
+	printResults(&b, modeFanout, []result{
+		{Target: targetRoomcast, Metrics: []metric{{Name: "deliveries per server CPU-s", Value: 100000, Unit: "/CPU-s", Higher: true}}},
+		{Target: targetPeer, Metrics: []metric{{Name: "deliveries per server CPU-s", Value: 40000, Unit: "/CPU-s", Higher: true}}},
+	})
+	out := b.String()
+	require.Contains(t, out, "roomcast/peer")
+	require.Contains(t, out, "100000 /CPU-s")
+	require.Contains(t, out, "2.50×")
+}

@@ -1,0 +1,146 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestMain turns the test binary into a worker process when the tool
+// re-executes itself (-procs > 1), as `roomcast bench worker` does.
+func TestMain(m *testing.M) {
+	if os.Getenv(workerEnv) == "1" {
+		if err := workerMain(context.Background()); err != nil {
+			fmt.Fprintln(os.Stderr, "worker:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// peerOrSkip skips when the reference peer cannot run here.
+func peerOrSkip(t *testing.T) {
+	t.Helper()
+	dir, err := findPeerDir(options{})
+	require.NoError(t, err, "bench/peer is part of the repository")
+	if err := peerInstalled(dir); err != nil {
+		t.Skipf("skipping the run against the Socket.IO peer: %v", err)
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("skipping the run against the Socket.IO peer: node is not installed")
+	}
+}
+
+func tinyOptions(t *testing.T, mode string, args ...string) options {
+	t.Helper()
+	o, err := parseOptions(append([]string{mode, "-timeout", "60s"}, args...), os.Stderr)
+	require.NoError(t, err)
+	return o
+}
+
+func logTo(t *testing.T) *strings.Builder { return &strings.Builder{} }
+
+func metricOf(t *testing.T, r result, name string) float64 {
+	t.Helper()
+	for _, m := range r.Metrics {
+		if m.Name == name {
+			return m.Value
+		}
+	}
+	t.Fatalf("no metric %q in %+v", name, r.Metrics)
+	return 0
+}
+
+// TestFanoutAgainstPeer runs a tiny fan-out against the Socket.IO peer, with
+// the sockets in two worker processes: every message reaches every member of
+// its room, and the figures add up.
+func TestFanoutAgainstPeer(t *testing.T) {
+	peerOrSkip(t)
+	o := tinyOptions(t, modeFanout, "-target", "peer", "-sockets", "20", "-rooms", "4", "-rate", "20", "-duration", "1s", "-procs", "2")
+	log := logTo(t)
+	rs, err := run(t.Context(), o, log)
+	require.NoError(t, err, log.String())
+	require.Len(t, rs, 1)
+	r := rs[0]
+	require.Equal(t, 20, r.Connected)
+	require.Len(t, r.Steps, 1)
+	s := r.Steps[0]
+	require.Equal(t, uint64(20), s.Published, "1 s at 20 msg/s")
+	require.Equal(t, uint64(20*5), s.Expected, "each board has 5 of the 20 sockets")
+	require.Equal(t, s.Expected, s.Delivered, log.String())
+	require.Equal(t, s.Delivered, s.Latency.Count)
+	require.Zero(t, s.Gaps)
+	require.Positive(t, s.Latency.P50)
+	require.Less(t, s.Latency.Max, 5*time.Second)
+	require.Positive(t, s.ServerCPU, "the peer's CPU is read from /proc")
+	require.Positive(t, s.ServerRSS)
+	require.Equal(t, 100.0, metricOf(t, r, "delivered"))
+}
+
+// TestRampStopsAtTheFirstStepThatFails makes every step fail by demanding a
+// p99 no system has: the ramp stops after one step and says no step held.
+func TestRampStopsAtTheFirstStepThatFails(t *testing.T) {
+	peerOrSkip(t)
+	o := tinyOptions(t, modeFanout, "-target", "peer", "-sockets", "4", "-rooms", "2", "-rate", "10", "-duration", "500ms",
+		"-ramp", "-max-p99", "1ns", "-procs", "1")
+	rs, err := run(t.Context(), o, logTo(t))
+	require.NoError(t, err)
+	require.Len(t, rs[0].Steps, 1)
+	require.False(t, rs[0].Steps[0].Held)
+	require.Contains(t, strings.Join(rs[0].Notes, "\n"), "no step held")
+}
+
+func TestIdleAgainstPeer(t *testing.T) {
+	peerOrSkip(t)
+	o := tinyOptions(t, modeIdle, "-target", "peer", "-sockets", "30", "-rooms", "3", "-settle", "200ms")
+	log := logTo(t)
+	rs, err := run(t.Context(), o, log)
+	require.NoError(t, err, log.String())
+	require.Equal(t, 30, rs[0].Connected)
+	require.Equal(t, 30.0, metricOf(t, rs[0], "sockets"))
+	require.Positive(t, metricOf(t, rs[0], "server RSS with sockets"))
+}
+
+func TestStormAgainstPeer(t *testing.T) {
+	peerOrSkip(t)
+	o := tinyOptions(t, modeStorm, "-target", "peer", "-sockets", "30", "-rooms", "3", "-settle", "100ms", "-storm-deadline", "30s")
+	log := logTo(t)
+	rs, err := run(t.Context(), o, log)
+	require.NoError(t, err, log.String())
+	require.Equal(t, 30.0, metricOf(t, rs[0], "sockets dropped"))
+	require.Equal(t, 30.0, metricOf(t, rs[0], "back and rejoined"), log.String())
+	require.Positive(t, metricOf(t, rs[0], "time until all back"))
+}
+
+// TestPeerRefusesABadToken checks the peer's handshake auth, which the
+// comparison relies on being the same as roomcast's.
+func TestPeerRefusesABadToken(t *testing.T) {
+	peerOrSkip(t)
+	o := tinyOptions(t, modeFanout, "-target", "peer")
+	srv, err := startServer(t.Context(), o, targetPeer)
+	require.NoError(t, err)
+	defer srv.close()
+	tok, err := mintToken("not-the-secret", "u1", time.Hour)
+	require.NoError(t, err)
+	_, err = dialSocket(t.Context(), dialOptions{URL: socketURL(srv.url), Token: tok})
+	require.ErrorIs(t, err, errRefused)
+	require.ErrorContains(t, err, "bad signature")
+
+	tok, err = mintToken(srv.secret, "u1", time.Hour)
+	require.NoError(t, err)
+	c, err := dialSocket(t.Context(), dialOptions{URL: socketURL(srv.url), Token: tok})
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.call("addToRoom", map[string]string{"roomName": "user-u2"}, nil)
+	require.ErrorContains(t, err, "forbidden", "another user's room")
+	ack, err := c.call("addToRoom", map[string]string{"roomName": "board-b1"}, nil)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"roomName":"board-b1","lastBroadcastTimestamp":null,"seq":null}`, string(ack.Data))
+}
