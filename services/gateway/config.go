@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,6 +46,59 @@ type Config struct {
 	// its embedded server and stream checks). Each returns nil when ready.
 	ReadyChecks map[string]func() error
 
+	// GatewayID names this gateway in PRESENCE keys and logs. Default: a
+	// random id at start (so a restarted gateway's old entries just expire).
+	GatewayID string
+
+	// PingInterval is how often the server pings each socket (Engine.IO v4
+	// heartbeat, server → client). Default 25 s, as Socket.IO's.
+	PingInterval time.Duration
+	// PingTimeout is how long a pong may take before the socket is closed.
+	// Default 20 s, as Socket.IO's.
+	PingTimeout time.Duration
+	// ConnectTimeout is how long a new socket may take to send its CONNECT.
+	// Default 10 s.
+	ConnectTimeout time.Duration
+	// MaxPayload bounds one incoming frame in bytes (advertised to clients as
+	// maxPayload); a bigger frame closes the socket. Default 64 KiB.
+	MaxPayload int
+	// SendQueueBytes bounds what may wait to be written to one socket; a
+	// socket whose queue would grow past it is disconnected as too slow.
+	// Default 1 MiB.
+	SendQueueBytes int
+	// WriteTimeout bounds one write to a socket. Default 10 s.
+	WriteTimeout time.Duration
+
+	// RateLimit is the sustained endpoint calls per second per socket, and
+	// RateBurst how many may come at once; calls beyond are answered
+	// rate_limited. Defaults 20/s and 50.
+	RateLimit float64
+	RateBurst int
+	// MaxRoomsPerSocket caps the rooms a socket joins with addToRoom (its
+	// user and client rooms do not count). Default 200.
+	MaxRoomsPerSocket int
+
+	// AuthzTimeout bounds an authz.join request; no answer in time denies
+	// the join with unavailable. Default 1 s.
+	AuthzTimeout time.Duration
+	// AuthzCacheTTL is how long a positive authz.join answer is reused.
+	// Default 30 s; negative means no caching.
+	AuthzCacheTTL time.Duration
+	// RequestTimeout bounds requests to roomstate and sync. Default 2 s.
+	RequestTimeout time.Duration
+
+	// FanoutWorkers is how many goroutines turn NATS messages into socket
+	// frames; each owns one channel that a room's subscriptions always feed,
+	// so a room's messages stay in order. Default 4.
+	FanoutWorkers int
+	// FanoutQueue is the length of each fan-out channel; a full channel
+	// drops messages (counted as slow consumer). Default 65536.
+	FanoutQueue int
+
+	// DrainGrace is how long a stopping gateway takes to disconnect its
+	// sockets, spread so that they reconnect elsewhere gradually. Default 5 s.
+	DrainGrace time.Duration
+
 	// Logger receives the gateway's logs.
 	Logger zerolog.Logger
 	// Registry receives the gateway's metrics and is served on /metrics; nil
@@ -56,6 +110,8 @@ type Config struct {
 func (c *Config) Bind(s *flagenv.Set) {
 	s.String(&c.HTTPAddr, "http-addr", "ROOMCAST_HTTP_ADDR", "127.0.0.1:8080", "gateway listen address")
 	s.String(&c.JWTSecret, "jwt-secret", "ROOMCAST_JWT_SECRET", "", "HS256 secret for tokens")
+	s.String(&c.GatewayID, "gateway-id", "ROOMCAST_GATEWAY_ID", "", "this gateway's name in presence keys (default random)")
+	s.Duration(&c.DrainGrace, "drain-grace", "ROOMCAST_DRAIN_GRACE", 5*time.Second, "how long a stopping gateway takes to disconnect its sockets")
 	s.String(&c.JWTPublicKeyFile, "jwt-public-key", "ROOMCAST_JWT_PUBLIC_KEY", "", "PEM file with an Ed25519 or RSA public key for tokens")
 	s.Func("allowed-origins", "comma-separated Origin allow-list, * for any ($ROOMCAST_ALLOWED_ORIGINS)", func(v string) error {
 		c.AllowedOrigins = splitList(v)
@@ -83,6 +139,45 @@ func (c Config) withDefaults() Config {
 	if c.Registry == nil {
 		c.Registry = prometheus.NewRegistry()
 	}
+	dur := func(d *time.Duration, def time.Duration) {
+		if *d <= 0 {
+			*d = def
+		}
+	}
+	dur(&c.PingInterval, 25*time.Second)
+	dur(&c.PingTimeout, 20*time.Second)
+	dur(&c.ConnectTimeout, 10*time.Second)
+	dur(&c.WriteTimeout, 10*time.Second)
+	dur(&c.AuthzTimeout, time.Second)
+	dur(&c.RequestTimeout, 2*time.Second)
+	dur(&c.DrainGrace, 5*time.Second)
+	if c.AuthzCacheTTL == 0 {
+		c.AuthzCacheTTL = 30 * time.Second
+	}
+	if c.MaxPayload <= 0 {
+		c.MaxPayload = 64 << 10
+	}
+	if c.SendQueueBytes <= 0 {
+		c.SendQueueBytes = 1 << 20
+	}
+	if c.RateLimit <= 0 {
+		c.RateLimit = 20
+	}
+	if c.RateBurst <= 0 {
+		c.RateBurst = 50
+	}
+	if c.MaxRoomsPerSocket <= 0 {
+		c.MaxRoomsPerSocket = 200
+	}
+	if c.FanoutWorkers <= 0 {
+		c.FanoutWorkers = 4
+	}
+	if c.FanoutQueue <= 0 {
+		c.FanoutQueue = 65536
+	}
+	if c.GatewayID == "" {
+		c.GatewayID = randomID(12)
+	}
 	return c
 }
 
@@ -99,8 +194,13 @@ func (c Config) Validate() error {
 		return fmt.Errorf("ROOMCAST_JWT_SECRET and ROOMCAST_JWT_PUBLIC_KEY: set one, not both")
 	}
 	if c.JWTPublicKeyFile != "" {
-		if _, err := os.ReadFile(c.JWTPublicKeyFile); err != nil {
+		if _, _, err := loadPublicKey(c.JWTPublicKeyFile); err != nil {
 			return fmt.Errorf("ROOMCAST_JWT_PUBLIC_KEY: %v", err)
+		}
+	}
+	if c.GatewayID != "" {
+		if err := proto.ValidateID(c.GatewayID); err != nil {
+			return fmt.Errorf("ROOMCAST_GATEWAY_ID: %v", err)
 		}
 	}
 	return nil

@@ -6,38 +6,110 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/roomcast/roomcast/proto"
 )
 
-// shutdownGrace bounds how long Run waits for HTTP handlers and NATS to
-// drain after ctx is done.
+// shutdownGrace bounds how long Run waits for plain HTTP handlers and for
+// NATS to drain after the sockets are gone.
 const shutdownGrace = 5 * time.Second
+
+// Gateway is one running gateway: its sockets, rooms and subscriptions.
+type Gateway struct {
+	cfg      Config
+	log      zerolog.Logger
+	nc       *nats.Conn
+	subjects proto.Subjects
+	verifier *tokenVerifier
+	authz    authorizer
+	m        *metrics
+	presence *presence
+
+	rooms  roomTable
+	users  userTable
+	fanout []chan *nats.Msg
+
+	draining atomic.Bool
+}
 
 // Run serves the gateway until ctx is done, then drains and returns. It
 // returns an error only when the gateway could not start or failed.
 func Run(ctx context.Context, cfg Config) error {
-	cfg = cfg.withDefaults()
-	if err := cfg.Validate(); err != nil {
+	g, err := New(cfg)
+	if err != nil {
 		return err
 	}
-	log := cfg.Logger.With().Str("service", "gateway").Logger()
+	return g.Run(ctx)
+}
 
-	nc, err := nats.Connect(cfg.NATSURL, append([]nats.Option{
-		nats.Name("roomcast-gateway"),
+// New checks cfg and connects to NATS; Run serves. Most callers want the
+// package-level Run; tests use New to look inside.
+func New(cfg Config) (*Gateway, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	v, err := newTokenVerifier(cfg)
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: metrics: %w", err)
+	}
+	if err := registerShared(cfg.Registry, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+		return nil, fmt.Errorf("gateway: metrics: %w", err)
+	}
+	g := &Gateway{
+		cfg:      cfg,
+		log:      cfg.Logger.With().Str("service", "gateway").Str("gateway", cfg.GatewayID).Logger(),
+		subjects: cfg.Store.Subjects,
+		verifier: v,
+		m:        m,
+	}
+	g.rooms.init()
+	g.users.init()
+	g.fanout = make([]chan *nats.Msg, cfg.FanoutWorkers)
+	for i := range g.fanout {
+		g.fanout[i] = make(chan *nats.Msg, cfg.FanoutQueue)
+	}
+	g.nc, err = nats.Connect(cfg.NATSURL, append([]nats.Option{
+		nats.Name("roomcast-gateway " + cfg.GatewayID),
 		nats.MaxReconnects(-1),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrSlowConsumer) {
+				g.m.dropped.WithLabelValues("slow_consumer").Inc()
+			}
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			g.log.Warn().Err(err).Str("subject", subject).Msg("NATS error")
+		}),
 	}, cfg.NATSOptions...)...)
 	if err != nil {
-		return fmt.Errorf("gateway: connect to NATS at %s: %w", cfg.NATSURL, err)
+		return nil, fmt.Errorf("gateway: connect to NATS at %s: %w", cfg.NATSURL, err)
 	}
-	defer nc.Close()
+	g.authz = &natsAuthorizer{nc: g.nc, timeout: cfg.AuthzTimeout, ttl: cfg.AuthzCacheTTL, cache: map[string]time.Time{}}
+	g.presence = newPresence(g)
+	return g, nil
+}
 
-	cfg.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
+// Run serves until ctx is done, then drains: it stops accepting sockets,
+// disconnects the connected ones over DrainGrace (a transport close, so
+// clients reconnect, elsewhere), and drains NATS.
+func (g *Gateway) Run(ctx context.Context) error {
+	cfg := g.cfg
+	defer g.nc.Close()
+	var err error
 	ln := cfg.Listener
 	if ln == nil {
 		ln, err = net.Listen("tcp", cfg.HTTPAddr)
@@ -45,42 +117,117 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("ROOMCAST_HTTP_ADDR=%s: %w", cfg.HTTPAddr, err)
 		}
 	}
+	ctl, err := g.subscribeControl()
+	if err != nil {
+		return fmt.Errorf("gateway: subscribe to control subjects: %w", err)
+	}
+	svc, err := g.addPresenceService()
+	if err != nil {
+		return fmt.Errorf("gateway: presence service: %w", err)
+	}
+	done := make(chan struct{})
+	workers, presenceDone := make(chan struct{}), make(chan struct{})
+	wg := errgroup.Group{}
+	for _, ch := range g.fanout {
+		wg.Go(func() error { g.runFanout(ch, workers); return nil })
+	}
+	go func() { g.presence.run(done); close(presenceDone) }()
+
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /socket.io/", g.serveSocketIO)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !nc.IsConnected() {
-			http.Error(w, "nats: not connected", http.StatusServiceUnavailable)
-			return
-		}
-		for name, check := range cfg.ReadyChecks {
-			if err := check(); err != nil {
-				http.Error(w, name+": "+err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-		}
-		fmt.Fprintln(w, "ready")
-	})
+	mux.HandleFunc("GET /readyz", g.serveReady)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
-	log.Info().Str("addr", ln.Addr().String()).Msg("gateway listening")
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
+	g.log.Info().Str("addr", ln.Addr().String()).Msg("gateway listening")
+	eg, gctx := errgroup.WithContext(ctx)
+	eg.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("gateway: serve: %w", err)
 		}
 		return nil
 	})
-	g.Go(func() error {
+	eg.Go(func() error {
 		<-gctx.Done()
+		g.draining.Store(true)
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 		defer cancel()
 		err := srv.Shutdown(sctx)
-		if derr := nc.Drain(); derr != nil && err == nil {
+		g.drainSockets()
+		close(done)
+		<-presenceDone
+		for _, sub := range ctl {
+			_ = sub.Unsubscribe()
+		}
+		_ = svc.Stop()
+		if derr := g.drainNATS(); derr != nil && err == nil {
 			err = derr
 		}
-		log.Info().Msg("gateway stopped")
+		close(workers)
+		_ = wg.Wait()
+		g.log.Info().Msg("gateway stopped")
 		return err
 	})
-	return g.Wait()
+	return eg.Wait()
+}
+
+// drainSockets disconnects every socket over DrainGrace, in steps, so that
+// their reconnects spread over time instead of hitting the other gateways
+// at once. A WebSocket close "going away" (not a Socket.IO DISCONNECT) makes
+// the stock client reconnect by itself.
+func (g *Gateway) drainSockets() {
+	sockets := g.allSockets()
+	if len(sockets) == 0 {
+		return
+	}
+	const steps = 10
+	per := (len(sockets) + steps - 1) / steps
+	pause := g.cfg.DrainGrace / steps
+	g.log.Info().Int("sockets", len(sockets)).Dur("grace", g.cfg.DrainGrace).Msg("draining sockets")
+	for i := 0; i < len(sockets); i += per {
+		if i > 0 {
+			time.Sleep(pause)
+		}
+		for _, s := range sockets[i:min(i+per, len(sockets))] {
+			s.closeWith("gateway draining", goingAwayFrame)
+		}
+	}
+	// Sockets that connected during the drain (a handler that was already
+	// past the draining check).
+	for _, s := range g.allSockets() {
+		s.closeWith("gateway draining", goingAwayFrame)
+	}
+}
+
+func (g *Gateway) drainNATS() error {
+	closed := make(chan struct{})
+	g.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := g.nc.Drain(); err != nil {
+		return err
+	}
+	select {
+	case <-closed:
+	case <-time.After(shutdownGrace):
+		return fmt.Errorf("gateway: NATS drain took longer than %s", shutdownGrace)
+	}
+	return nil
+}
+
+func (g *Gateway) serveReady(w http.ResponseWriter, r *http.Request) {
+	if g.draining.Load() {
+		http.Error(w, "draining", http.StatusServiceUnavailable)
+		return
+	}
+	if !g.nc.IsConnected() {
+		http.Error(w, "nats: not connected", http.StatusServiceUnavailable)
+		return
+	}
+	for name, check := range g.cfg.ReadyChecks {
+		if err := check(); err != nil {
+			http.Error(w, name+": "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+	}
+	fmt.Fprintln(w, "ready")
 }

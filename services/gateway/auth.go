@@ -1,0 +1,139 @@
+package gateway
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/roomcast/roomcast/proto"
+)
+
+// tokenVerifier checks the JWT a socket presents at CONNECT. Exactly one
+// algorithm is accepted, the one its key is for, so a token cannot pick a
+// weaker one (alg "none", or HS256 signed with a public key).
+type tokenVerifier struct {
+	alg    string
+	key    any
+	parser *jwt.Parser
+}
+
+// errAlgNotAllowed is returned by the key function for any other algorithm.
+var errAlgNotAllowed = errors.New("algorithm not allowed")
+
+func newTokenVerifier(cfg Config) (*tokenVerifier, error) {
+	v := &tokenVerifier{parser: jwt.NewParser(jwt.WithExpirationRequired())}
+	switch {
+	case cfg.JWTSecret != "":
+		v.alg, v.key = jwt.SigningMethodHS256.Alg(), []byte(cfg.JWTSecret)
+	case cfg.JWTPublicKeyFile != "":
+		alg, key, err := loadPublicKey(cfg.JWTPublicKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("ROOMCAST_JWT_PUBLIC_KEY: %w", err)
+		}
+		v.alg, v.key = alg, key
+	default:
+		return nil, fmt.Errorf("ROOMCAST_JWT_SECRET or ROOMCAST_JWT_PUBLIC_KEY: one is required to check tokens")
+	}
+	return v, nil
+}
+
+// loadPublicKey reads a PEM public key: Ed25519 (tokens signed EdDSA) or
+// RSA (RS256).
+func loadPublicKey(path string) (string, any, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return "", nil, err
+	}
+	if k, err := jwt.ParseEdPublicKeyFromPEM(pem); err == nil {
+		if ek, ok := k.(ed25519.PublicKey); ok {
+			return jwt.SigningMethodEdDSA.Alg(), ek, nil
+		}
+	}
+	if k, err := jwt.ParseRSAPublicKeyFromPEM(pem); err == nil {
+		return jwt.SigningMethodRS256.Alg(), k, nil
+	}
+	return "", nil, fmt.Errorf("%s holds no Ed25519 or RSA public key in PEM", path)
+}
+
+// authError is a refused token; its reason is what the client's
+// connect_error says and the auth-failure metric's label.
+type authError struct{ reason string }
+
+func (e *authError) Error() string { return e.reason }
+
+// Reasons a token is refused.
+const (
+	reasonNoToken      = "no token: send auth.token, an Authorization: Bearer header or ?token="
+	reasonMalformed    = "token malformed"
+	reasonExpired      = "token expired"
+	reasonNotYetValid  = "token not yet valid"
+	reasonSignature    = "token signature invalid"
+	reasonAlgorithm    = "token algorithm not allowed"
+	reasonNoExp        = "token has no exp"
+	reasonNoSub        = "token has no sub"
+	reasonBadSub       = "token sub is not a valid user id"
+	reasonInvalidToken = "token invalid"
+)
+
+// verify returns the token's user and expiry, or an *authError.
+func (v *tokenVerifier) verify(raw string) (string, time.Time, error) {
+	if raw == "" {
+		return "", time.Time{}, &authError{reasonNoToken}
+	}
+	claims := jwt.RegisteredClaims{}
+	_, err := v.parser.ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
+		if t.Method == nil || t.Method.Alg() != v.alg {
+			return nil, errAlgNotAllowed
+		}
+		return v.key, nil
+	})
+	if err != nil {
+		reason := reasonInvalidToken
+		switch {
+		case errors.Is(err, errAlgNotAllowed), errors.Is(err, jwt.ErrTokenUnverifiable):
+			reason = reasonAlgorithm
+		case errors.Is(err, jwt.ErrTokenMalformed):
+			reason = reasonMalformed
+		case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+			reason = reasonSignature
+		case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+			reason = reasonNoExp
+		case errors.Is(err, jwt.ErrTokenExpired):
+			reason = reasonExpired
+		case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+			reason = reasonNotYetValid
+		}
+		return "", time.Time{}, &authError{reason}
+	}
+	if claims.Subject == "" {
+		return "", time.Time{}, &authError{reasonNoSub}
+	}
+	if proto.ValidateID(claims.Subject) != nil {
+		return "", time.Time{}, &authError{reasonBadSub}
+	}
+	return claims.Subject, claims.ExpiresAt.Time, nil
+}
+
+// idAlphabet makes socket and engine ids that are valid proto ids (so a
+// socket id can name a client room) and URL-safe.
+const idAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+// randomID is n characters from idAlphabet, from crypto/rand: socket ids
+// name client rooms, so they must not be guessable.
+func randomID(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("gateway: crypto/rand: %v", err))
+	}
+	for i := range b {
+		// 256 % 62 leaves a small bias; with 20 characters the id still
+		// carries more than 110 bits.
+		b[i] = idAlphabet[int(b[i])%len(idAlphabet)]
+	}
+	return string(b)
+}

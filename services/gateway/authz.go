@@ -1,0 +1,98 @@
+package gateway
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/roomcast/roomcast/proto"
+)
+
+// authorizer decides whether a user may join a room (and so read its state,
+// changes and messages) when the room's name alone cannot say.
+type authorizer interface {
+	allowJoin(ctx context.Context, user string, r proto.Room) error
+	forget(user string, r proto.Room)
+}
+
+var _ authorizer = (*natsAuthorizer)(nil)
+
+// natsAuthorizer asks authz.join over NATS request-reply and caches positive
+// answers for a while. Negative and missing answers are never cached: a user
+// just granted access must not wait for an entry to expire.
+type natsAuthorizer struct {
+	nc      *nats.Conn
+	timeout time.Duration
+	ttl     time.Duration
+
+	mu    sync.Mutex
+	cache map[string]time.Time // user + "\x00" + parent room → expiry
+}
+
+// maxAuthzCache bounds the cache; past it, expired entries are swept.
+const maxAuthzCache = 100_000
+
+func cacheKey(user string, r proto.Room) string { return user + "\x00" + r.Parent().Name() }
+
+func (a *natsAuthorizer) allowJoin(ctx context.Context, user string, r proto.Room) error {
+	key := cacheKey(user, r)
+	now := time.Now()
+	a.mu.Lock()
+	exp, ok := a.cache[key]
+	a.mu.Unlock()
+	if ok && now.Before(exp) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
+	var reply proto.AuthzJoinReply
+	// The question names the parent room: board-B-tasks shares board-B's
+	// members, so one answer (and one cache entry) covers the three.
+	err := proto.Request(ctx, a.nc, proto.SubjectAuthzJoin, proto.AuthzJoinRequest{UserID: user, RoomName: r.Parent().Name()}, &reply)
+	if err != nil {
+		if proto.CodeOf(err) == proto.CodeUnavailable {
+			return proto.Errorf(proto.CodeUnavailable, "could not check access to %s in time: retry later", r.Name())
+		}
+		return proto.Errorf(proto.CodeForbidden, "access to %s denied", r.Name())
+	}
+	if !reply.Allow {
+		return proto.Errorf(proto.CodeForbidden, "access to %s denied", r.Name())
+	}
+	if a.ttl > 0 {
+		a.mu.Lock()
+		if len(a.cache) >= maxAuthzCache {
+			for k, e := range a.cache {
+				if now.After(e) {
+					delete(a.cache, k)
+				}
+			}
+		}
+		if len(a.cache) < maxAuthzCache {
+			a.cache[key] = now.Add(a.ttl)
+		}
+		a.mu.Unlock()
+	}
+	return nil
+}
+
+func (a *natsAuthorizer) forget(user string, r proto.Room) {
+	a.mu.Lock()
+	delete(a.cache, cacheKey(user, r))
+	a.mu.Unlock()
+}
+
+// authorize says whether s's user may join r, or read its state or history.
+func (g *Gateway) authorize(ctx context.Context, s *socket, r proto.Room) error {
+	switch r.Kind() {
+	case proto.KindUser, proto.KindChat:
+		if r.HasMember(s.user) {
+			return nil
+		}
+		return proto.Errorf(proto.CodeForbidden, "%s is not yours", r.Name())
+	case proto.KindClient:
+		return proto.Errorf(proto.CodeForbidden, "client rooms are managed by the server")
+	}
+	return g.authz.allowJoin(ctx, s.user, r)
+}

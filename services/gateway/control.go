@@ -1,0 +1,78 @@
+package gateway
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/roomcast/roomcast/proto"
+)
+
+// subscribeControl listens for kicks and revocations from domain services.
+// Every gateway gets every one (no queue group): each acts on its own
+// sockets. These are two subscriptions per gateway, so a callback (one
+// goroutine each) is fine here.
+func (g *Gateway) subscribeControl() ([]*nats.Subscription, error) {
+	kick, err := g.nc.Subscribe(proto.SubjectKick, g.onKick)
+	if err != nil {
+		return nil, err
+	}
+	revoke, err := g.nc.Subscribe(proto.SubjectRevokeAll, g.onRevoke)
+	if err != nil {
+		_ = kick.Unsubscribe()
+		return nil, err
+	}
+	return []*nats.Subscription{kick, revoke}, nil
+}
+
+// onKick takes a user's sockets out of a room (a membership was removed)
+// and drops the cached permission.
+func (g *Gateway) onKick(m *nats.Msg) {
+	var k proto.KickRequest
+	if err := json.Unmarshal(m.Data, &k); err != nil || proto.ValidateID(k.UserID) != nil {
+		g.log.Warn().Str("subject", m.Subject).Msg("ignored a kick that is not {roomName, userId}")
+		return
+	}
+	r, err := proto.ParseRoom(k.RoomName)
+	if err != nil {
+		g.log.Warn().Err(err).Msg("ignored a kick with a bad room name")
+		return
+	}
+	g.authz.forget(k.UserID, r)
+	n := 0
+	for _, s := range g.userSockets(k.UserID) {
+		if s.inRoom(r.Parent().Name()) {
+			g.leave(s, r)
+			n++
+		}
+	}
+	g.log.Info().Str("user", k.UserID).Str("room", r.Name()).Int("sockets", n).Msg("kicked")
+}
+
+// onRevoke disconnects every socket of the user with a server DISCONNECT,
+// so the stock client does not reconnect by itself.
+func (g *Gateway) onRevoke(m *nats.Msg) {
+	u := proto.UserOfRevokeSubject(m.Subject)
+	if u == "" {
+		return
+	}
+	for _, s := range g.userSockets(u) {
+		s.closeWith("revoked", disconnectFrame, normalCloseFrm)
+	}
+}
+
+// expireAt closes s with a server DISCONNECT when its token expires. A
+// runtime timer, not a goroutine.
+func (s *socket) expireAt(t time.Time) {
+	d := time.Until(t)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state >= stateClosing {
+		return
+	}
+	s.expiry = time.AfterFunc(d, func() {
+		s.gw.m.authFailures.WithLabelValues("expired_while_connected").Inc()
+		s.closeWith("token expired", disconnectFrame, normalCloseFrm)
+	})
+}

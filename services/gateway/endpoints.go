@@ -1,0 +1,275 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+
+	"github.com/roomcast/roomcast/proto"
+)
+
+// decodeCall decodes the arguments of emit("endpoint", call): exactly one
+// object with a known endpointName.
+func decodeCall(args []json.RawMessage) (proto.EndpointCall, error) {
+	var call proto.EndpointCall
+	if len(args) != 1 {
+		return call, proto.Errorf(proto.CodeInvalidArgument, "emit one argument, {endpointName, endpointArgs}, and an ack")
+	}
+	if err := strictDecode(args[0], &call); err != nil {
+		return call, proto.Errorf(proto.CodeInvalidArgument, "endpoint call: %v", err)
+	}
+	if !knownEndpoint(string(call.EndpointName)) {
+		return call, proto.Errorf(proto.CodeInvalidArgument, "unknown endpointName %q", truncate(string(call.EndpointName), 64))
+	}
+	return call, nil
+}
+
+func knownEndpoint(name string) bool {
+	for _, e := range proto.Endpoints {
+		if string(e) == name {
+			return true
+		}
+	}
+	return false
+}
+
+// strictDecode decodes one JSON object into v, refusing null, other types
+// and unknown fields, so that a typo in an argument name is an error rather
+// than a silent default.
+func strictDecode(raw json.RawMessage, v any) error {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '{' {
+		return errNotObject
+	}
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.DisallowUnknownFields()
+	return d.Decode(v)
+}
+
+var errNotObject = proto.Errorf(proto.CodeInvalidArgument, "arguments must be a JSON object")
+
+func invalid(err error) error {
+	if _, ok := err.(*proto.Error); ok {
+		return err
+	}
+	return proto.Errorf(proto.CodeInvalidArgument, "%v", err)
+}
+
+// decodeRoomArgs decodes {roomName} and parses the room.
+func decodeRoomArgs(raw json.RawMessage) (proto.Room, error) {
+	var a proto.RoomArgs
+	if err := strictDecode(raw, &a); err != nil {
+		return proto.Room{}, invalid(err)
+	}
+	r, err := proto.ParseRoom(a.RoomName)
+	if err != nil {
+		return proto.Room{}, invalid(err)
+	}
+	return r, nil
+}
+
+func decodeUpdateClient(raw json.RawMessage) (bool, error) {
+	var a proto.UpdateClientArgs
+	if err := strictDecode(raw, &a); err != nil {
+		return false, invalid(err)
+	}
+	if a.IsActive == nil {
+		return false, proto.Errorf(proto.CodeInvalidArgument, "isActive (true or false) is required")
+	}
+	return *a.IsActive, nil
+}
+
+// maxHistoryLimit bounds the limit a client may ask of a history read.
+const maxHistoryLimit = 1000
+
+func decodeChangesArgs(raw json.RawMessage) (proto.ChangesArgs, proto.Room, error) {
+	var a proto.ChangesArgs
+	if err := strictDecode(raw, &a); err != nil {
+		return a, proto.Room{}, invalid(err)
+	}
+	r, err := checkHistoryArgs(a.RoomName, a.Cursor, a.Limit)
+	a.RoomName = r.Name()
+	return a, r, err
+}
+
+func decodeChatArgs(raw json.RawMessage) (proto.ChatArgs, proto.Room, error) {
+	var a proto.ChatArgs
+	if err := strictDecode(raw, &a); err != nil {
+		return a, proto.Room{}, invalid(err)
+	}
+	r, err := checkHistoryArgs(a.RoomName, a.Cursor, a.Limit)
+	if err == nil && r.Kind() != proto.KindChat {
+		err = proto.Errorf(proto.CodeInvalidArgument, "%s is not a chat room: use getChangesSince", r.Name())
+	}
+	a.RoomName = r.Name()
+	return a, r, err
+}
+
+func checkHistoryArgs(name string, c proto.Cursor, limit int) (proto.Room, error) {
+	r, err := proto.ParseRoom(name)
+	if err != nil {
+		return proto.Room{}, invalid(err)
+	}
+	if !r.Kind().Stored() {
+		return proto.Room{}, proto.Errorf(proto.CodeInvalidArgument, "%s keeps no history", r.Name())
+	}
+	if err := c.Validate(); err != nil {
+		return proto.Room{}, err
+	}
+	if limit < 0 || limit > maxHistoryLimit {
+		return proto.Room{}, proto.Errorf(proto.CodeInvalidArgument, "limit must be between 0 and %d", maxHistoryLimit)
+	}
+	return r, nil
+}
+
+// serveEndpoint runs one call on the socket's reader goroutine: calls of one
+// socket are answered in order, one at a time.
+func (g *Gateway) serveEndpoint(s *socket, call proto.EndpointCall) proto.Ack {
+	ctx := context.Background()
+	var (
+		data any
+		err  error
+	)
+	switch call.EndpointName {
+	case proto.EndpointAddToRoom:
+		data, err = g.addToRoom(ctx, s, call.EndpointArgs)
+	case proto.EndpointRemoveFromRoom:
+		data, err = g.removeFromRoom(s, call.EndpointArgs)
+	case proto.EndpointGetRoomState:
+		data, err = g.getRoomState(ctx, s, call.EndpointArgs)
+	case proto.EndpointUpdateClient:
+		data, err = g.updateClient(s, call.EndpointArgs)
+	case proto.EndpointGetChangesSince:
+		data, err = g.getChangesSince(ctx, s, call.EndpointArgs)
+	case proto.EndpointGetChatMessagesSince:
+		data, err = g.getChatMessagesSince(ctx, s, call.EndpointArgs)
+	default:
+		err = proto.Errorf(proto.CodeInvalidArgument, "unknown endpointName %q", truncate(string(call.EndpointName), 64))
+	}
+	if err != nil {
+		return proto.Fail(err)
+	}
+	return proto.OK(data)
+}
+
+// readState asks roomstate for r's state; nil when r was never broadcast to.
+func (g *Gateway) readState(ctx context.Context, r proto.Room) (*proto.RoomState, error) {
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
+	defer cancel()
+	var st *proto.RoomState
+	if err := proto.Request(ctx, g.nc, proto.SubjectRoomStateGet, proto.RoomArgs{RoomName: r.Name()}, &st); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// fixedRooms is how many rooms every socket is in from the start (its user
+// and client rooms); they do not count against MaxRoomsPerSocket.
+const fixedRooms = 2
+
+func (g *Gateway) addToRoom(ctx context.Context, s *socket, raw json.RawMessage) (any, error) {
+	r, err := decodeRoomArgs(raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.authorize(ctx, s, r); err != nil {
+		return nil, err
+	}
+	parent := r.Parent().Name()
+	already := s.inRoom(parent)
+	if !already && s.roomCount()-fixedRooms >= g.cfg.MaxRoomsPerSocket {
+		return nil, proto.Errorf(proto.CodeInvalidArgument, "a socket may join at most %d rooms: leave one first", g.cfg.MaxRoomsPerSocket)
+	}
+	if !already {
+		// The state request below goes out on the same connection after
+		// the SUB, so the server has the subscription before we answer: a
+		// message published after the ack reaches the socket.
+		if _, err := g.join(s, r); err != nil {
+			return nil, err
+		}
+	}
+	st, err := g.readState(ctx, r)
+	if err != nil {
+		if !already {
+			g.leave(s, r)
+		}
+		return nil, err
+	}
+	res := proto.AddToRoomResult{RoomName: r.Name()}
+	if st != nil {
+		res.LastBroadcastTimestamp, res.Seq = &st.LastBroadcastTimestamp, &st.Seq
+	}
+	return res, nil
+}
+
+func (g *Gateway) removeFromRoom(s *socket, raw json.RawMessage) (any, error) {
+	r, err := decodeRoomArgs(raw)
+	if err != nil {
+		return nil, err
+	}
+	if r.Kind() == proto.KindClient {
+		return nil, proto.Errorf(proto.CodeForbidden, "client rooms are managed by the server")
+	}
+	// board-B-tasks shares board-B's list: leaving one leaves the three.
+	g.leave(s, r)
+	return struct{}{}, nil
+}
+
+func (g *Gateway) getRoomState(ctx context.Context, s *socket, raw json.RawMessage) (any, error) {
+	r, err := decodeRoomArgs(raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.authorize(ctx, s, r); err != nil {
+		return nil, err
+	}
+	return g.readState(ctx, r)
+}
+
+func (g *Gateway) updateClient(s *socket, raw json.RawMessage) (any, error) {
+	active, err := decodeUpdateClient(raw)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	changed := !s.hasPresence || s.active != active
+	s.active, s.hasPresence = active, true
+	s.mu.Unlock()
+	if changed {
+		g.presence.markDirty(s.user)
+	}
+	return struct{}{}, nil
+}
+
+func (g *Gateway) getChangesSince(ctx context.Context, s *socket, raw json.RawMessage) (any, error) {
+	args, r, err := decodeChangesArgs(raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.authorize(ctx, s, r); err != nil {
+		return nil, err
+	}
+	return g.forward(ctx, proto.SubjectSyncChanges, args)
+}
+
+func (g *Gateway) getChatMessagesSince(ctx context.Context, s *socket, raw json.RawMessage) (any, error) {
+	args, r, err := decodeChatArgs(raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.authorize(ctx, s, r); err != nil {
+		return nil, err
+	}
+	return g.forward(ctx, proto.SubjectSyncChat, args)
+}
+
+// forward passes a history read to sync and its answer back unchanged.
+func (g *Gateway) forward(ctx context.Context, subject string, args any) (any, error) {
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
+	defer cancel()
+	var res json.RawMessage
+	if err := proto.Request(ctx, g.nc, subject, args, &res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}

@@ -1,0 +1,168 @@
+package gateway
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/services/gateway/internal/sio"
+)
+
+// fanoutChan is the channel a room's (or a user's chat) subscriptions feed.
+// The choice is fixed by name, so one worker sees all of a room's messages,
+// in order. nc.ChanSubscribe starts no goroutine per subscription, unlike
+// nc.Subscribe with a callback (FIELD-NOTES).
+func (g *Gateway) fanoutChan(name string) chan *nats.Msg {
+	return g.fanout[shardOf(name)%len(g.fanout)]
+}
+
+// runFanout drains one fan-out channel until done is closed.
+func (g *Gateway) runFanout(ch chan *nats.Msg, done <-chan struct{}) {
+	var members []*socket
+	for {
+		select {
+		case m := <-ch:
+			members = g.deliver(m, members[:0])
+		case <-done:
+			return
+		}
+	}
+}
+
+// appendBroadcastFrame encodes one broadcast, WebSocket header included:
+//
+//	42["broadcast",{"destination":<room>,"data":<envelope>,"seq":N,"prevSeq":M}]
+//
+// data is written as published (it must be valid JSON). The result is
+// queued, unchanged, to every member.
+func appendBroadcastFrame(room string, data []byte, seq, prev uint64) []byte {
+	// Build the payload behind room for the largest header, then move the
+	// header in front: one allocation per broadcast.
+	const maxHdr = 10
+	b := make([]byte, maxHdr, maxHdr+len(data)+len(room)+96)
+	b = sio.AppendEventPrefix(b, proto.OutgoingEvent)
+	b = append(b, `{"destination":`...)
+	b = strconv.AppendQuote(b, room)
+	b = append(b, `,"data":`...)
+	b = append(b, data...)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, `,"prevSeq":`...)
+	b = strconv.AppendUint(b, prev, 10)
+	b = append(b, "}]"...)
+	n := len(b) - maxHdr
+	var hdr []byte
+	switch {
+	case n < 126:
+		hdr = []byte{0x81, byte(n)}
+	case n <= 0xffff:
+		hdr = []byte{0x81, 126, byte(n >> 8), byte(n)}
+	default:
+		hdr = make([]byte, 10)
+		hdr[0], hdr[1] = 0x81, 127
+		for i := 0; i < 8; i++ {
+			hdr[2+i] = byte(uint64(n) >> (56 - 8*i))
+		}
+	}
+	start := maxHdr - len(hdr)
+	copy(b[start:], hdr)
+	return b[start:]
+}
+
+// seqHeaders reads the stream sequence and the subject's previous sequence
+// that the stream's RePublish put on the message; client rooms, published
+// straight to their live subject, have neither (0, 0).
+func seqHeaders(m *nats.Msg) (uint64, uint64) {
+	if m.Header == nil {
+		return 0, 0
+	}
+	seq, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	prev, _ := strconv.ParseUint(m.Header.Get(jetstream.LastSequenceHeader), 10, 64)
+	return seq, prev
+}
+
+// deliver fans one NATS message out to the members of its room. members is
+// the worker's scratch slice, returned for reuse.
+func (g *Gateway) deliver(m *nats.Msg, members []*socket) []*socket {
+	start := time.Now()
+	g.m.messagesIn.Inc()
+	r, err := g.subjects.RoomOf(m.Subject)
+	if err != nil {
+		g.m.dropped.WithLabelValues("bad_subject").Inc()
+		return members
+	}
+	if !json.Valid(m.Data) {
+		g.m.dropped.WithLabelValues("not_json").Inc()
+		g.log.Warn().Str("room", r.Name()).Int("bytes", len(m.Data)).Msg("dropped a broadcast that is not JSON")
+		return members
+	}
+	seq, prev := seqHeaders(m)
+	parent := r.Parent()
+	name := parent.Name()
+	sh := g.rooms.shard(name)
+	sh.mu.Lock()
+	rm := sh.rooms[name]
+	if rm == nil && r.Kind() == proto.KindChat {
+		rm = g.createChatLocked(sh, r)
+	}
+	if rm == nil {
+		// Its last member left while the message was on its way.
+		sh.mu.Unlock()
+		return members
+	}
+	if r.Kind() == proto.KindChat && seq != 0 {
+		if seq <= rm.lastSeq {
+			sh.mu.Unlock()
+			return members // the copy from the other member's subscription
+		}
+		rm.lastSeq = seq
+	}
+	for s := range rm.members {
+		members = append(members, s)
+	}
+	sh.mu.Unlock()
+
+	frame := appendBroadcastFrame(r.Name(), m.Data, seq, prev)
+	sent := 0
+	for i, s := range members {
+		if s.send(frame) {
+			sent++
+		} else {
+			// Closed or gone from the socket map: drop it from the room.
+			g.leaveName(s, name)
+		}
+		members[i] = nil
+	}
+	g.m.messagesOut.Add(float64(sent))
+	g.m.fanoutSeconds.Observe(time.Since(start).Seconds())
+	return members
+}
+
+// createChatLocked makes chat room r on its first message, with every local
+// socket of both members in it. Called with r's shard locked; takes the user
+// shards' locks (room shard → user shard is the lock order).
+func (g *Gateway) createChatLocked(sh *roomShard, r proto.Room) *room {
+	var sockets []*socket
+	for _, u := range r.Members() {
+		sockets = append(sockets, g.userSockets(u)...)
+	}
+	if len(sockets) == 0 {
+		return nil
+	}
+	rm := &room{members: make(map[*socket]struct{}, len(sockets))}
+	for _, s := range sockets {
+		if s.addRoom(r.Name()) {
+			rm.members[s] = struct{}{}
+		}
+	}
+	if len(rm.members) == 0 {
+		return nil
+	}
+	sh.rooms[r.Name()] = rm
+	g.m.rooms.Inc()
+	return rm
+}

@@ -1,0 +1,188 @@
+package gateway
+
+import (
+	"bufio"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/services/gateway/internal/sio"
+)
+
+// serveSocketIO upgrades /socket.io/?EIO=4&transport=websocket. Everything
+// that can be refused is refused with a plain HTTP status before the upgrade:
+// once upgraded, a client only understands frames.
+func (g *Gateway) serveSocketIO(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if q.Get("EIO") != "4" {
+		http.Error(w, "unsupported Engine.IO version: this server speaks EIO=4 (socket.io-client v3/v4)", http.StatusBadRequest)
+		return
+	}
+	if q.Get("transport") != "websocket" {
+		http.Error(w, "unsupported transport: connect with transports: [\"websocket\"]", http.StatusBadRequest)
+		return
+	}
+	if g.draining.Load() {
+		http.Error(w, "gateway is shutting down: reconnect to another", http.StatusServiceUnavailable)
+		return
+	}
+	if origin := r.Header.Get("Origin"); origin != "" && !g.originAllowed(origin) {
+		g.m.authFailures.WithLabelValues("origin").Inc()
+		g.log.Info().Str("origin", origin).Str("remote", r.RemoteAddr).Msg("refused a socket from an origin not allowed")
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	token := q.Get("token")
+	if h, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		token = strings.TrimSpace(h)
+	}
+	conn, rw, _, err := (&ws.HTTPUpgrader{Timeout: g.cfg.WriteTimeout}).Upgrade(r, w)
+	if err != nil {
+		// The upgrader has answered with an HTTP error already.
+		g.log.Debug().Err(err).Str("remote", r.RemoteAddr).Msg("upgrade failed")
+		return
+	}
+	_ = conn.SetDeadline(time.Time{})
+	if rw != nil && rw.Reader.Buffered() > 0 {
+		conn = &bufferedConn{Conn: conn, r: rw.Reader}
+	}
+	s := newSocket(g, conn, token)
+	s.send(textFrame(sio.AppendOpen(nil, sio.OpenPayload{
+		SID:          randomID(20),
+		PingInterval: g.cfg.PingInterval.Milliseconds(),
+		PingTimeout:  g.cfg.PingTimeout.Milliseconds(),
+		MaxPayload:   int64(g.cfg.MaxPayload),
+	})))
+	s.mu.Lock()
+	s.heartbeat = time.AfterFunc(g.cfg.ConnectTimeout, s.onHeartbeat)
+	s.mu.Unlock()
+	// A fresh goroutine: this handler's stack has grown during the upgrade,
+	// and an idle socket should hold only a small one.
+	go s.readLoop()
+}
+
+// bufferedConn reads what the HTTP server had already buffered before
+// reading the connection itself (a client that sent a frame right after its
+// upgrade request).
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) {
+	if c.r != nil {
+		if c.r.Buffered() > 0 {
+			return c.r.Read(p)
+		}
+		c.r = nil
+	}
+	return c.Conn.Read(p)
+}
+
+func (g *Gateway) originAllowed(origin string) bool {
+	for _, o := range g.cfg.AllowedOrigins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// connect authenticates a CONNECT and puts the socket in its client and user
+// rooms. It reports whether to keep reading.
+func (g *Gateway) connect(s *socket, data []byte) bool {
+	auth, err := sio.ParseConnectAuth(data)
+	if err != nil {
+		return g.refuse(s, "malformed", "auth must be an object {token, clientId}")
+	}
+	token := auth.Token
+	if token == "" {
+		token = s.pendingToken
+	}
+	s.pendingToken = ""
+	user, exp, err := g.verifier.verify(token)
+	if err != nil {
+		return g.refuse(s, labelOf(err.Error()), err.Error())
+	}
+	s.user = user
+	s.client = s.id
+	if auth.ClientID != "" && proto.ValidateID(auth.ClientID) == nil {
+		s.client = auth.ClientID
+	}
+	s.mu.Lock()
+	if s.state != stateOpen {
+		s.mu.Unlock()
+		return false
+	}
+	s.state = stateConnected
+	s.mu.Unlock()
+
+	clientRoom, _ := proto.ClientRoom(s.client) // validated above
+	userRoom, _ := proto.UserRoom(s.user)       // validated by verify
+	flush := false
+	for _, step := range []func() (bool, error){
+		func() (bool, error) { return g.addUserSocket(s) },
+		func() (bool, error) { return g.join(s, clientRoom) },
+		func() (bool, error) { return g.join(s, userRoom) },
+	} {
+		created, err := step()
+		if err != nil {
+			s.close("could not join the socket's own rooms: " + err.Error())
+			return false
+		}
+		flush = flush || created
+	}
+	if flush {
+		// Make sure the server has the new subscriptions before the client
+		// hears it is connected: what is published after that reaches it.
+		if err := g.nc.FlushTimeout(g.cfg.RequestTimeout); err != nil {
+			s.close("NATS did not confirm subscriptions: " + err.Error())
+			return false
+		}
+	}
+	s.expireAt(exp)
+	s.mu.Lock()
+	if s.state == stateConnected {
+		s.heartbeat.Reset(g.cfg.PingInterval)
+	}
+	s.mu.Unlock()
+	s.send(textFrame(sio.AppendConnectOK(nil, s.id)))
+	s.logger().Str("client", s.client).Msg("socket connected")
+	return true
+}
+
+// refuse answers a CONNECT with CONNECT_ERROR, then closes: the stock client
+// emits connect_error and does not retry by itself.
+func (g *Gateway) refuse(s *socket, label, message string) bool {
+	g.m.authFailures.WithLabelValues(label).Inc()
+	s.gw.log.Info().Str("socket", s.id).Str("reason", message).Msg("CONNECT refused")
+	s.closeWith("CONNECT refused: "+message, textFrame(sio.AppendConnectError(nil, message, http.StatusUnauthorized)), normalCloseFrm)
+	return false
+}
+
+// labelOf turns a refusal reason into a short metric label.
+func labelOf(reason string) string {
+	switch reason {
+	case reasonNoToken:
+		return "no_token"
+	case reasonMalformed:
+		return "malformed"
+	case reasonExpired:
+		return "expired"
+	case reasonNotYetValid:
+		return "not_yet_valid"
+	case reasonSignature:
+		return "signature"
+	case reasonAlgorithm:
+		return "algorithm"
+	case reasonNoExp:
+		return "no_exp"
+	case reasonNoSub, reasonBadSub:
+		return "sub"
+	}
+	return "invalid"
+}

@@ -1,0 +1,202 @@
+package gateway
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/stretchr/testify/require"
+)
+
+func TestHandshakeRefusedBeforeUpgrade(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway(func(c *Config) { c.AllowedOrigins = []string{"https://app.example"} })
+	for _, q := range []string{"/socket.io/?EIO=3&transport=websocket", "/socket.io/?transport=websocket", "/socket.io/?EIO=4&transport=polling"} {
+		resp, err := http.Get(tg.url + q)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, q)
+	}
+	_, err := dial(t, tg, "", http.Header{"Origin": {"https://evil.example"}})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "403")
+
+	c, err := dial(t, tg, "", http.Header{"Origin": {"https://app.example"}})
+	require.NoError(t, err)
+	open := c.next()
+	require.Contains(t, open, `"pingInterval":25000`)
+	require.Contains(t, open, `"upgrades":[]`)
+	require.Contains(t, open, `"maxPayload":65536`)
+}
+
+func TestConnect(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway()
+
+	c, got := connect(t, tg, `{"token":"`+token(t, "u1", time.Hour)+`","clientId":"tab1"}`)
+	require.True(t, strings.HasPrefix(got, `40{"sid":"`), got)
+	require.Eventually(t, func() bool { return tg.counter(tg.m.sockets) == 1 }, 5*time.Second, 10*time.Millisecond)
+	// Its own rooms: client-tab1 and user-u1, each with one subscription.
+	require.ElementsMatch(t, []string{"live.rooms.client.tab1", "live.rooms.user.u1"}, tg.RoomSubscriptions())
+	require.Equal(t, 1, tg.roomMembers(mustRoom(t, "client-tab1")))
+	c.send("41")
+	c.waitClosed()
+	require.Eventually(t, func() bool { return len(tg.RoomSubscriptions()) == 0 && tg.counter(tg.m.sockets) == 0 }, 5*time.Second, 10*time.Millisecond)
+
+	// A clientId that is not a valid id is replaced by the socket id.
+	_, got = connect(t, tg, `{"token":"`+token(t, "u1", time.Hour)+`","clientId":"a.b"}`)
+	require.True(t, strings.HasPrefix(got, `40{"sid":"`), got)
+	sid := strings.TrimSuffix(strings.TrimPrefix(got, `40{"sid":"`), `"}`)
+	require.Eventually(t, func() bool { return tg.roomMembers(mustRoom(t, "client-"+sid)) == 1 }, 5*time.Second, 10*time.Millisecond)
+
+	// Token in the query string and in an Authorization header.
+	c, err := dial(t, tg, "&token="+token(t, "u2", time.Hour), nil)
+	require.NoError(t, err)
+	c.next()
+	c.send("40")
+	require.True(t, strings.HasPrefix(c.next(), `40{"sid":"`))
+	c, err = dial(t, tg, "", http.Header{"Authorization": {"Bearer " + token(t, "u3", time.Hour)}})
+	require.NoError(t, err)
+	c.next()
+	c.send("40")
+	require.True(t, strings.HasPrefix(c.next(), `40{"sid":"`))
+
+	// Another namespace is refused, the socket stays.
+	c, err = dial(t, tg, "", nil)
+	require.NoError(t, err)
+	c.next()
+	c.send("40/admin,")
+	require.Equal(t, `44/admin,{"message":"Invalid namespace"}`, c.next())
+	c.send(`40{"token":"` + token(t, "u4", time.Hour) + `"}`)
+	require.True(t, strings.HasPrefix(c.next(), `40{"sid":"`))
+}
+
+func TestAuthRefusals(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway()
+	hs := func(claims jwt.MapClaims, key string) string {
+		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(key))
+		require.NoError(t, err)
+		return s
+	}
+	now := time.Now()
+	none, err := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"sub": "u1", "exp": now.Add(time.Hour).Unix()}).SignedString(jwt.UnsafeAllowNoneSignatureType)
+	require.NoError(t, err)
+	rk, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	rs, err := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{"sub": "u1", "exp": now.Add(time.Hour).Unix()}).SignedString(rk)
+	require.NoError(t, err)
+	cases := []struct{ name, token, want string }{
+		{"expired", hs(jwt.MapClaims{"sub": "u1", "exp": now.Add(-time.Minute).Unix()}, testSecret), reasonExpired},
+		{"wrong key", hs(jwt.MapClaims{"sub": "u1", "exp": now.Add(time.Hour).Unix()}, "another-secret"), reasonSignature},
+		{"alg none", none, reasonAlgorithm},
+		{"RS256 when HS256 is configured", rs, reasonAlgorithm},
+		{"no sub", hs(jwt.MapClaims{"exp": now.Add(time.Hour).Unix()}, testSecret), reasonNoSub},
+		{"bad sub", hs(jwt.MapClaims{"sub": "board.*", "exp": now.Add(time.Hour).Unix()}, testSecret), reasonBadSub},
+		{"no exp", hs(jwt.MapClaims{"sub": "u1"}, testSecret), reasonNoExp},
+		{"not yet valid", hs(jwt.MapClaims{"sub": "u1", "exp": now.Add(time.Hour).Unix(), "nbf": now.Add(time.Hour / 2).Unix()}, testSecret), reasonNotYetValid},
+		{"garbage", "not-a-jwt", reasonMalformed},
+		{"no token", "", reasonNoToken},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cl, got := connect(t, tg, `{"token":"`+c.token+`"}`)
+			require.Equal(t, `44{"message":"`+c.want+`","data":{"code":401}}`, got)
+			cl.waitClosed()
+		})
+	}
+	require.Equal(t, float64(0), tg.counter(tg.m.sockets))
+}
+
+func TestPublicKeyTokens(t *testing.T) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	path := writePEM(t, dir, pub)
+	e := newEnv(t)
+	tg := e.startGateway(func(c *Config) { c.JWTSecret, c.JWTPublicKeyFile = "", path })
+	ed, err := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"sub": "u1", "exp": time.Now().Add(time.Hour).Unix()}).SignedString(priv)
+	require.NoError(t, err)
+	_, got := connect(t, tg, `{"token":"`+ed+`"}`)
+	require.True(t, strings.HasPrefix(got, `40{"sid":"`), got)
+	// An HS256 token signed with the public key's bytes is refused.
+	_, got = connect(t, tg, `{"token":"`+token(t, "u1", time.Hour)+`"}`)
+	require.Equal(t, `44{"message":"`+reasonAlgorithm+`","data":{"code":401}}`, got)
+}
+
+func TestBadFramesCloseOnlyThatSocket(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway(func(c *Config) { c.MaxPayload = 1024 })
+	good := connectUser(t, tg, "u0")
+
+	cases := map[string]func(c *client){
+		"not CONNECT first": func(c *client) { c.send(`42["endpoint",{}]`) },
+		"binary frame": func(c *client) {
+			_ = wsutil.WriteClientBinary(c.conn, []byte("4abc"))
+		},
+		"frame over max payload": func(c *client) { c.send("40" + strings.Repeat(" ", 2000)) },
+		"client ping":            func(c *client) { c.send("2") },
+		"malformed packet":       func(c *client) { c.send("4x") },
+		"binary event":           func(c *client) { c.send(`451-["ev",{"_placeholder":true,"num":0}]`) },
+	}
+	for name, bad := range cases {
+		t.Run(name, func(t *testing.T) {
+			c, err := dial(t, tg, "", nil)
+			require.NoError(t, err)
+			c.next()
+			bad(c)
+			c.waitClosed()
+		})
+	}
+	t.Run("event that is not an array", func(t *testing.T) {
+		c := connectUser(t, tg, "u1")
+		c.send(`42{}`)
+		c.waitClosed()
+	})
+	t.Run("fragmented frame", func(t *testing.T) {
+		c, err := dial(t, tg, "", nil)
+		require.NoError(t, err)
+		c.next()
+		f := ws.NewTextFrame([]byte("40"))
+		f.Header.Fin = false
+		c.wmu.Lock()
+		require.NoError(t, ws.WriteFrame(c.conn, ws.MaskFrame(f)))
+		c.wmu.Unlock()
+		c.waitClosed()
+	})
+	// The well-behaved socket did not notice.
+	good.mustOK("updateClient", map[string]any{"isActive": true})
+	for _, kind := range []string{"not_connect", "binary", "too_large", "unexpected", "malformed", "fragmented"} {
+		require.Positive(t, tg.counter(tg.m.badFrames.WithLabelValues(kind)), kind)
+	}
+}
+
+func TestConnectTimeoutAndHeartbeat(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway(func(c *Config) {
+		c.ConnectTimeout = 100 * time.Millisecond
+		c.PingInterval = 50 * time.Millisecond
+		c.PingTimeout = 100 * time.Millisecond
+	})
+	c, err := dial(t, tg, "", nil)
+	require.NoError(t, err)
+	c.next()
+	c.waitClosed() // no CONNECT in time
+
+	alive := connectUser(t, tg, "u1") // answers pings
+	silent, err := dial(t, tg, "", nil, func(c *client) { c.pong = false })
+	require.NoError(t, err)
+	silent.next()
+	silent.send(`40{"token":"` + token(t, "u2", time.Hour) + `"}`)
+	require.True(t, strings.HasPrefix(silent.next(), "40"))
+	require.Equal(t, "2", silent.next()) // pinged
+	silent.waitClosed()                  // no pong in time
+	alive.mustOK("updateClient", map[string]any{"isActive": true})
+}

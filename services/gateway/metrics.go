@@ -1,0 +1,73 @@
+package gateway
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the gateway's Prometheus series, all named
+// roomcast_gateway_*, on the injected registry.
+type metrics struct {
+	sockets         prometheus.Gauge
+	rooms           prometheus.Gauge
+	subscriptions   prometheus.Gauge
+	messagesIn      prometheus.Counter
+	messagesOut     prometheus.Counter
+	dropped         *prometheus.CounterVec
+	fanoutSeconds   prometheus.Histogram
+	slowDisconnects prometheus.Counter
+	authFailures    *prometheus.CounterVec
+	calls           *prometheus.CounterVec
+	badFrames       *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	const ns, sub = "roomcast", "gateway"
+	m := &metrics{
+		sockets: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "sockets",
+			Help: "Connected (authenticated) sockets."}),
+		rooms: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "rooms",
+			Help: "Rooms with local members (a board and its tasks and sprints rooms count once)."}),
+		subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "subscriptions",
+			Help: "NATS subscriptions for rooms and chats."}),
+		messagesIn: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "messages_in_total",
+			Help: "Room messages received from NATS."}),
+		messagesOut: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "messages_out_total",
+			Help: "Broadcast frames queued to sockets (one per recipient)."}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "messages_dropped_total",
+			Help: "Room messages not delivered, by reason."}, []string{"reason"}),
+		fanoutSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "fanout_seconds",
+			Help:    "Time to queue one room message to every local member.",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12)}),
+		slowDisconnects: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "slow_consumer_disconnects_total",
+			Help: "Sockets disconnected because their send queue overflowed."}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "auth_failures_total",
+			Help: "Refused CONNECTs and expired tokens, by reason."}, []string{"reason"}),
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "endpoint_calls_total",
+			Help: "Endpoint calls by endpoint and result code (ok or an error code)."}, []string{"endpoint", "code"}),
+		badFrames: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "bad_frames_total",
+			Help: "Frames that closed their socket, by kind."}, []string{"kind"}),
+	}
+	for _, c := range []prometheus.Collector{m.sockets, m.rooms, m.subscriptions, m.messagesIn, m.messagesOut, m.dropped,
+		m.fanoutSeconds, m.slowDisconnects, m.authFailures, m.calls, m.badFrames} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// registerShared registers collectors that several services in one process
+// may all want (Go and process metrics): already registered is fine.
+func registerShared(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,294 @@
+package gateway
+
+import (
+	"hash/maphash"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/roomcast/roomcast/proto"
+)
+
+// shardCount splits the room and user maps so that joins, leaves and
+// fan-outs of different rooms rarely share a lock.
+const shardCount = 64
+
+var shardSeed = maphash.MakeSeed()
+
+func shardOf(name string) int { return int(maphash.String(shardSeed, name) % shardCount) }
+
+// room is a socket list under a parent room's name (the seed's ISocketRoom):
+// board-B's list also serves board-B-tasks and board-B-sprints
+// (includeSocketIdsInRoom). It owns the NATS subscriptions of those rooms,
+// which exist exactly while the list is not empty. Chat rooms have none:
+// their messages come through their members' chat subscriptions.
+type room struct {
+	members map[*socket]struct{}
+	subs    []*nats.Subscription
+	// lastSeq drops the second copy of a chat message when both members
+	// are local (each member's chat subscription matches it).
+	lastSeq uint64
+}
+
+type roomShard struct {
+	mu    sync.Mutex
+	rooms map[string]*room
+}
+
+// roomTable is the gateway's rooms, keyed by parent room name.
+type roomTable struct {
+	shards [shardCount]roomShard
+}
+
+func (t *roomTable) init() {
+	for i := range t.shards {
+		t.shards[i].rooms = make(map[string]*room)
+	}
+}
+
+func (t *roomTable) shard(name string) *roomShard { return &t.shards[shardOf(name)] }
+
+// join puts s in r's socket list (r's parent's), creating the room and its
+// subscriptions on the first member. created reports a new subscription, so
+// that a caller that must be sure the server has it can flush.
+func (g *Gateway) join(s *socket, r proto.Room) (created bool, err error) {
+	parent := r.Parent()
+	name := parent.Name()
+	sh := g.rooms.shard(name)
+	sh.mu.Lock()
+	rm := sh.rooms[name]
+	if rm == nil {
+		rm = &room{members: make(map[*socket]struct{}, 1)}
+		if parent.Kind() != proto.KindChat {
+			if rm.subs, err = g.subscribeRoom(parent); err != nil {
+				sh.mu.Unlock()
+				return false, err
+			}
+			created = true
+		}
+		sh.rooms[name] = rm
+		g.m.rooms.Inc()
+	}
+	rm.members[s] = struct{}{}
+	sh.mu.Unlock()
+	if !s.addRoom(name) {
+		g.leave(s, parent)
+		return false, proto.Errorf(proto.CodeUnavailable, "socket is closing")
+	}
+	return created, nil
+}
+
+// subscribeRoom subscribes to the live subjects of parent and its children,
+// all into the fan-out channel the parent's name picks, so its messages stay
+// in order. Called with the room's shard locked.
+func (g *Gateway) subscribeRoom(parent proto.Room) ([]*nats.Subscription, error) {
+	ch := g.fanoutChan(parent.Name())
+	rooms := append([]proto.Room{parent}, parent.Children()...)
+	subs := make([]*nats.Subscription, 0, len(rooms))
+	for _, r := range rooms {
+		sub, err := g.nc.ChanSubscribe(g.subjects.Live(r), ch)
+		if err != nil {
+			for _, s := range subs {
+				_ = s.Unsubscribe()
+			}
+			g.m.subscriptions.Sub(float64(len(subs)))
+			return nil, proto.Errorf(proto.CodeUnavailable, "subscribe to %s: %v", r.Name(), err)
+		}
+		g.m.subscriptions.Inc()
+		subs = append(subs, sub)
+	}
+	return subs, nil
+}
+
+// leave takes s out of r's socket list, deleting the room (and dropping its
+// subscriptions) with its last member.
+func (g *Gateway) leave(s *socket, r proto.Room) {
+	name := r.Parent().Name()
+	s.dropRoom(name)
+	g.leaveName(s, name)
+}
+
+func (g *Gateway) leaveName(s *socket, name string) {
+	sh := g.rooms.shard(name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	rm := sh.rooms[name]
+	if rm == nil {
+		return
+	}
+	delete(rm.members, s)
+	if len(rm.members) == 0 {
+		g.dropRoomLocked(sh, name, rm)
+	}
+}
+
+func (g *Gateway) dropRoomLocked(sh *roomShard, name string, rm *room) {
+	for _, sub := range rm.subs {
+		_ = sub.Unsubscribe()
+	}
+	g.m.subscriptions.Sub(float64(len(rm.subs)))
+	delete(sh.rooms, name)
+	g.m.rooms.Dec()
+}
+
+// RoomSubscriptions lists the live subjects this gateway is subscribed to
+// for rooms (chat subscriptions, per user, are not included), for tests and
+// introspection.
+func (g *Gateway) RoomSubscriptions() []string {
+	var out []string
+	for i := range g.rooms.shards {
+		sh := &g.rooms.shards[i]
+		sh.mu.Lock()
+		for _, rm := range sh.rooms {
+			for _, sub := range rm.subs {
+				out = append(out, sub.Subject)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return out
+}
+
+// roomMembers counts the local members of r's socket list.
+func (g *Gateway) roomMembers(r proto.Room) int {
+	name := r.Parent().Name()
+	sh := g.rooms.shard(name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if rm := sh.rooms[name]; rm != nil {
+		return len(rm.members)
+	}
+	return 0
+}
+
+// userEntry is one user's local sockets and chat subscriptions.
+type userEntry struct {
+	sockets  []*socket
+	chatSubs []*nats.Subscription
+}
+
+type userShard struct {
+	mu    sync.Mutex
+	users map[string]*userEntry
+}
+
+// userTable is the socket map of the seed's ISocketContext, indexed by user:
+// revocation, kicks, chats and presence all look sockets up by user.
+type userTable struct {
+	shards [shardCount]userShard
+}
+
+func (t *userTable) init() {
+	for i := range t.shards {
+		t.shards[i].users = make(map[string]*userEntry)
+	}
+}
+
+func (t *userTable) shard(u string) *userShard { return &t.shards[shardOf(u)] }
+
+// addUserSocket registers s under its user; the user's first socket makes
+// the two chat subscriptions. created reports new subscriptions.
+func (g *Gateway) addUserSocket(s *socket) (created bool, err error) {
+	sh := g.users.shard(s.user)
+	sh.mu.Lock()
+	e := sh.users[s.user]
+	if e == nil {
+		e = &userEntry{}
+		ch := g.fanoutChan(s.user)
+		for _, subj := range g.subjects.LiveChats(s.user) {
+			sub, err := g.nc.ChanSubscribe(subj, ch)
+			if err != nil {
+				for _, sub := range e.chatSubs {
+					_ = sub.Unsubscribe()
+				}
+				g.m.subscriptions.Sub(float64(len(e.chatSubs)))
+				sh.mu.Unlock()
+				return false, proto.Errorf(proto.CodeUnavailable, "subscribe to chats: %v", err)
+			}
+			g.m.subscriptions.Inc()
+			e.chatSubs = append(e.chatSubs, sub)
+		}
+		sh.users[s.user] = e
+		created = true
+	}
+	e.sockets = append(e.sockets, s)
+	g.m.sockets.Inc()
+	sh.mu.Unlock()
+	if s.isClosing() {
+		g.removeUserSocket(s)
+	}
+	return created, nil
+}
+
+// removeUserSocket unregisters s; the user's last socket drops the chat
+// subscriptions. It reports whether s was registered.
+func (g *Gateway) removeUserSocket(s *socket) bool {
+	if s.user == "" {
+		return false
+	}
+	sh := g.users.shard(s.user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.users[s.user]
+	if e == nil {
+		return false
+	}
+	for i, o := range e.sockets {
+		if o == s {
+			e.sockets[i] = e.sockets[len(e.sockets)-1]
+			e.sockets[len(e.sockets)-1] = nil
+			e.sockets = e.sockets[:len(e.sockets)-1]
+			g.m.sockets.Dec()
+			if len(e.sockets) == 0 {
+				for _, sub := range e.chatSubs {
+					_ = sub.Unsubscribe()
+				}
+				g.m.subscriptions.Sub(float64(len(e.chatSubs)))
+				delete(sh.users, s.user)
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// userSockets is a copy of u's local sockets.
+func (g *Gateway) userSockets(u string) []*socket {
+	sh := g.users.shard(u)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e := sh.users[u]; e != nil {
+		return append([]*socket(nil), e.sockets...)
+	}
+	return nil
+}
+
+// allSockets is a copy of every connected socket.
+func (g *Gateway) allSockets() []*socket {
+	var out []*socket
+	for i := range g.users.shards {
+		sh := &g.users.shards[i]
+		sh.mu.Lock()
+		for _, e := range sh.users {
+			out = append(out, e.sockets...)
+		}
+		sh.mu.Unlock()
+	}
+	return out
+}
+
+// forget removes a closing socket from every room and from the socket map.
+// A socket that is not in the map is dropped from any room it is still
+// found in at broadcast time, so a race here loses nothing.
+func (g *Gateway) forget(s *socket, wasConnected bool) {
+	s.mu.Lock()
+	rooms := s.rooms
+	s.rooms = nil
+	s.mu.Unlock()
+	for _, name := range rooms {
+		g.leaveName(s, name)
+	}
+	if g.removeUserSocket(s) {
+		g.presence.markDirty(s.user)
+	}
+}

@@ -1,0 +1,507 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/rs/zerolog"
+
+	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/services/gateway/internal/sio"
+)
+
+// Socket states, in the only order they are passed through.
+const (
+	stateOpen      uint8 = iota // upgraded, waiting for CONNECT
+	stateConnected              // authenticated, in its rooms
+	stateClosing                // leaving: flushing its last frames
+)
+
+// socket is one Engine.IO/Socket.IO connection. While idle it costs one
+// goroutine (its reader, blocked in a read), this struct and two timers: no
+// writer goroutine and no buffers. A writer goroutine runs only while the
+// send queue is not empty.
+//
+// Lock order: room shard → user shard → socket.mu. socket.mu is never held
+// while taking another lock.
+type socket struct {
+	gw   *Gateway
+	conn net.Conn
+
+	// Set before the socket is published to rooms and the user index, then
+	// read-only.
+	id     string
+	user   string
+	client string
+
+	// Reader goroutine only.
+	pendingToken string // from the upgrade request, until CONNECT
+	tokens       float64
+	tokensAt     time.Time
+
+	mu          sync.Mutex
+	state       uint8
+	queue       net.Buffers // frames waiting to be written, header included
+	queued      int         // bytes in queue
+	writing     bool        // a writer goroutine is running
+	closeAfter  bool        // the writer closes the conn once the queue is empty
+	rooms       []string    // names of the (parent) rooms it is in
+	active      bool        // updateClient {isActive}
+	hasPresence bool        // it has said updateClient at least once
+	pingPending bool
+	heartbeat   *time.Timer
+	expiry      *time.Timer
+}
+
+func newSocket(gw *Gateway, conn net.Conn, token string) *socket {
+	return &socket{
+		gw:           gw,
+		conn:         conn,
+		id:           randomID(20),
+		pendingToken: token,
+		tokens:       float64(gw.cfg.RateBurst),
+		tokensAt:     time.Now(),
+	}
+}
+
+func (s *socket) logger() *zerolog.Event {
+	return s.gw.log.Info().Str("socket", s.id).Str("user", s.user)
+}
+
+// wsFrame wraps payload in an unmasked WebSocket frame of opcode op, header
+// and payload in one slice so that it can be queued (and shared) as is.
+func wsFrame(op ws.OpCode, payload []byte) []byte {
+	n := len(payload)
+	var hdr int
+	switch {
+	case n < 126:
+		hdr = 2
+	case n <= 0xffff:
+		hdr = 4
+	default:
+		hdr = 10
+	}
+	b := make([]byte, hdr+n)
+	b[0] = 0x80 | byte(op)
+	switch hdr {
+	case 2:
+		b[1] = byte(n)
+	case 4:
+		b[1] = 126
+		b[2], b[3] = byte(n>>8), byte(n)
+	default:
+		b[1] = 127
+		for i := 0; i < 8; i++ {
+			b[2+i] = byte(uint64(n) >> (56 - 8*i))
+		}
+	}
+	copy(b[hdr:], payload)
+	return b
+}
+
+func textFrame(payload []byte) []byte { return wsFrame(ws.OpText, payload) }
+
+// Frames every socket may be sent; shared, never modified.
+var (
+	pingFrame       = textFrame(sio.PingPacket)
+	disconnectFrame = textFrame(sio.DisconnectPacket)
+	goingAwayFrame  = wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusGoingAway, "server shutting down"))
+	normalCloseFrm  = wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, ""))
+)
+
+// send queues one frame. It is the only way anything is written to the
+// socket (pongs, pings and closes included), so writes never interleave. It
+// returns false when the socket is closing or was just cut off because its
+// queue overflowed.
+func (s *socket) send(frame []byte) bool {
+	s.mu.Lock()
+	if s.state >= stateClosing {
+		s.mu.Unlock()
+		return false
+	}
+	if s.queued+len(frame) > s.gw.cfg.SendQueueBytes {
+		queued := s.queued
+		s.mu.Unlock()
+		s.gw.m.slowDisconnects.Inc()
+		s.gw.log.Warn().Str("socket", s.id).Str("user", s.user).Int("queued", queued).Msg("send queue overflow: disconnecting slow socket")
+		s.close("slow consumer")
+		return false
+	}
+	s.queue = append(s.queue, frame)
+	s.queued += len(frame)
+	if !s.writing {
+		s.writing = true
+		go s.flush()
+	}
+	s.mu.Unlock()
+	return true
+}
+
+// flush writes the queue until it is empty, coalescing every frame queued
+// meanwhile into one writev, then exits.
+func (s *socket) flush() {
+	for {
+		s.mu.Lock()
+		if len(s.queue) == 0 {
+			s.writing = false
+			closeNow := s.closeAfter
+			s.mu.Unlock()
+			if closeNow {
+				_ = s.conn.Close()
+			}
+			return
+		}
+		bufs := s.queue
+		s.queue, s.queued = nil, 0
+		s.mu.Unlock()
+		_ = s.conn.SetWriteDeadline(time.Now().Add(s.gw.cfg.WriteTimeout))
+		if _, err := bufs.WriteTo(s.conn); err != nil {
+			s.mu.Lock()
+			s.writing = false
+			s.queue, s.queued = nil, 0
+			s.mu.Unlock()
+			s.close("write: " + err.Error())
+			_ = s.conn.Close()
+			return
+		}
+	}
+}
+
+// close disconnects the socket now: nothing queued is written.
+func (s *socket) close(reason string) { s.shutdown(reason, false) }
+
+// closeAfter writes frames (e.g. a Socket.IO DISCONNECT and a WebSocket
+// close) after what is already queued, then closes.
+func (s *socket) closeWith(reason string, frames ...[]byte) { s.shutdown(reason, true, frames...) }
+
+func (s *socket) shutdown(reason string, graceful bool, frames ...[]byte) {
+	s.mu.Lock()
+	if s.state >= stateClosing {
+		s.mu.Unlock()
+		return
+	}
+	wasConnected := s.state == stateConnected
+	s.state = stateClosing
+	if s.heartbeat != nil {
+		s.heartbeat.Stop()
+	}
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
+	closeNow := true
+	if graceful {
+		for _, f := range frames {
+			s.queue = append(s.queue, f)
+			s.queued += len(f)
+		}
+		if len(s.queue) > 0 {
+			s.closeAfter = true
+			closeNow = false
+			if !s.writing {
+				s.writing = true
+				go s.flush()
+			}
+		}
+	} else {
+		s.queue, s.queued = nil, 0
+	}
+	s.mu.Unlock()
+	if closeNow {
+		_ = s.conn.Close()
+	}
+	s.gw.forget(s, wasConnected)
+	s.logger().Str("reason", reason).Msg("socket closed")
+}
+
+func (s *socket) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state >= stateClosing
+}
+
+// onHeartbeat runs on the socket's timer: the CONNECT deadline before
+// CONNECT, then alternately "send a ping" and "the pong is late".
+func (s *socket) onHeartbeat() {
+	s.mu.Lock()
+	switch {
+	case s.state == stateOpen:
+		s.mu.Unlock()
+		s.close("no CONNECT in time")
+		return
+	case s.state != stateConnected:
+		s.mu.Unlock()
+		return
+	case s.pingPending:
+		s.mu.Unlock()
+		s.close("ping timeout")
+		return
+	}
+	s.pingPending = true
+	s.heartbeat.Reset(s.gw.cfg.PingTimeout)
+	s.mu.Unlock()
+	s.send(pingFrame)
+}
+
+func (s *socket) onPong() {
+	s.mu.Lock()
+	if s.pingPending && s.state == stateConnected {
+		s.pingPending = false
+		s.heartbeat.Reset(s.gw.cfg.PingInterval)
+	}
+	s.mu.Unlock()
+}
+
+// framePool holds read buffers; a socket holds one only while it reads a
+// frame's payload, never while idle.
+var framePool = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
+
+// readLoop runs on the socket's own goroutine, started fresh after the
+// upgrade so its stack is small while it waits.
+func (s *socket) readLoop() {
+	var hdrBuf [ws.MaxHeaderSize - 2]byte
+	for {
+		h, err := ws.ReadHeaderBuffer(s.conn, hdrBuf[:])
+		if err != nil {
+			s.close(readReason(err))
+			return
+		}
+		if h.Length > int64(s.gw.cfg.MaxPayload) {
+			s.gw.m.badFrames.WithLabelValues("too_large").Inc()
+			s.closeWith("frame too large", wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusMessageTooBig, "frame too large")))
+			return
+		}
+		if !h.Masked {
+			s.gw.m.badFrames.WithLabelValues("unmasked").Inc()
+			s.closeWith("unmasked client frame", wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusProtocolError, "frames must be masked")))
+			return
+		}
+		n := int(h.Length)
+		bp := framePool.Get().(*[]byte)
+		var buf []byte
+		if n <= cap(*bp) {
+			buf = (*bp)[:n]
+		} else {
+			buf = make([]byte, n)
+		}
+		if _, err := io.ReadFull(s.conn, buf); err != nil {
+			framePool.Put(bp)
+			s.close(readReason(err))
+			return
+		}
+		ws.Cipher(buf, h.Mask, 0)
+		keep := s.handleFrame(h, buf)
+		framePool.Put(bp)
+		if !keep {
+			return
+		}
+	}
+}
+
+func readReason(err error) string {
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		return "connection closed"
+	}
+	return "read: " + err.Error()
+}
+
+// handleFrame handles one frame and reports whether to keep reading.
+func (s *socket) handleFrame(h ws.Header, payload []byte) bool {
+	if !h.Fin || h.OpCode == ws.OpContinuation {
+		s.gw.m.badFrames.WithLabelValues("fragmented").Inc()
+		s.closeWith("fragmented frame", wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusUnsupportedData, "fragmented frames are not supported")))
+		return false
+	}
+	switch h.OpCode {
+	case ws.OpText:
+		return s.handleText(payload)
+	case ws.OpPing:
+		s.send(wsFrame(ws.OpPong, payload))
+		return true
+	case ws.OpPong:
+		return true
+	case ws.OpClose:
+		s.closeWith("client closed the WebSocket", normalCloseFrm)
+		return false
+	default: // binary and reserved opcodes
+		s.gw.m.badFrames.WithLabelValues("binary").Inc()
+		s.closeWith("binary frame", wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusUnsupportedData, "binary packets are not supported")))
+		return false
+	}
+}
+
+func (s *socket) handleText(payload []byte) bool {
+	p, err := sio.ParsePacket(payload)
+	if err != nil {
+		s.gw.m.badFrames.WithLabelValues("malformed").Inc()
+		s.close("malformed packet: " + err.Error())
+		return false
+	}
+	switch p.Engine {
+	case sio.EnginePong:
+		s.onPong()
+		return true
+	case sio.EngineNoop:
+		return true
+	case sio.EngineClose:
+		s.close("client closed the Engine.IO session")
+		return false
+	case sio.EngineMessage:
+		return s.handleMessage(p)
+	}
+	// A client ping (heartbeats go server → client in v4), open or upgrade.
+	s.gw.m.badFrames.WithLabelValues("unexpected").Inc()
+	s.close("unexpected Engine.IO packet " + string(p.Engine))
+	return false
+}
+
+func (s *socket) handleMessage(p sio.Packet) bool {
+	s.mu.Lock()
+	state := s.state
+	s.mu.Unlock()
+	if state == stateOpen {
+		if p.Type != sio.Connect {
+			s.gw.m.badFrames.WithLabelValues("not_connect").Inc()
+			s.close("first packet is not CONNECT")
+			return false
+		}
+		if p.Namespace != "/" {
+			s.send(textFrame(sio.AppendNamespaceError(nil, p.Namespace)))
+			return true
+		}
+		return s.gw.connect(s, p.Data)
+	}
+	if p.Namespace != "/" {
+		s.gw.m.badFrames.WithLabelValues("namespace").Inc()
+		s.close("packet for namespace " + p.Namespace)
+		return false
+	}
+	switch p.Type {
+	case sio.Event:
+		return s.handleEvent(p)
+	case sio.Disconnect:
+		s.close("client disconnected")
+		return false
+	case sio.Ack:
+		// The gateway never asks for acks; a stray one changes nothing.
+		return true
+	}
+	s.gw.m.badFrames.WithLabelValues("unexpected").Inc()
+	s.close("unexpected Socket.IO packet " + string(p.Type))
+	return false
+}
+
+func (s *socket) handleEvent(p sio.Packet) bool {
+	name, args, err := sio.ParseEvent(p.Data)
+	if err != nil {
+		// As the reference server does with `42{}`: the peer is broken.
+		s.gw.m.badFrames.WithLabelValues("malformed").Inc()
+		s.close("malformed EVENT: " + err.Error())
+		return false
+	}
+	var ack proto.Ack
+	endpoint := "unknown"
+	if name != proto.IncomingEvent {
+		ack = proto.Fail(proto.Errorf(proto.CodeInvalidArgument, "unknown event %q: emit %q", truncate(name, 64), proto.IncomingEvent))
+	} else if !s.allowCall() {
+		ack = proto.Fail(proto.Errorf(proto.CodeRateLimited, "more than %g endpoint calls per second: back off and retry", s.gw.cfg.RateLimit))
+	} else {
+		call, err := decodeCall(args)
+		if err != nil {
+			ack = proto.Fail(err)
+		} else {
+			endpoint = string(call.EndpointName)
+			ack = s.gw.serveEndpoint(s, call)
+		}
+	}
+	code := "ok"
+	if !ack.OK {
+		code = string(ack.Error.Code)
+	}
+	if !knownEndpoint(endpoint) {
+		endpoint = "unknown"
+	}
+	s.gw.m.calls.WithLabelValues(endpoint, code).Inc()
+	if p.ID == sio.NoAck {
+		s.logger().Str("endpoint", endpoint).Str("code", code).Msg("endpoint call without ack id: nothing answered")
+		return true
+	}
+	body, err := json.Marshal(ack)
+	if err != nil {
+		body, _ = json.Marshal(proto.Fail(err))
+	}
+	s.send(textFrame(sio.AppendAck(nil, p.ID, body)))
+	return true
+}
+
+// allowCall takes one token from the socket's bucket.
+func (s *socket) allowCall() bool {
+	now := time.Now()
+	s.tokens += now.Sub(s.tokensAt).Seconds() * s.gw.cfg.RateLimit
+	s.tokensAt = now
+	if max := float64(s.gw.cfg.RateBurst); s.tokens > max {
+		s.tokens = max
+	}
+	if s.tokens < 1 {
+		return false
+	}
+	s.tokens--
+	return true
+}
+
+// addRoom records that s is in the (parent) room; false if s is closing, in
+// which case the caller takes it out of the room again.
+func (s *socket) addRoom(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state >= stateClosing {
+		return false
+	}
+	for _, r := range s.rooms {
+		if r == name {
+			return true
+		}
+	}
+	s.rooms = append(s.rooms, name)
+	return true
+}
+
+func (s *socket) dropRoom(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, r := range s.rooms {
+		if r == name {
+			s.rooms[i] = s.rooms[len(s.rooms)-1]
+			s.rooms = s.rooms[:len(s.rooms)-1]
+			return
+		}
+	}
+}
+
+func (s *socket) inRoom(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.rooms {
+		if r == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *socket) roomCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.rooms)
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
