@@ -1,0 +1,225 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/proto/natstest"
+	"github.com/roomcast/roomcast/services/roomstate"
+	"github.com/roomcast/roomcast/services/sync/backfill"
+)
+
+type cli struct {
+	t   *testing.T
+	url string
+}
+
+// run runs one roomcast command against the test's NATS and returns its
+// exit code, stdout and stderr.
+func (c cli) run(args ...string) (int, string, string) {
+	c.t.Helper()
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	full := append([]string{args[0], "-nats-url", c.url, "-timeout", "3s"}, args[1:]...)
+	code := run(ctx, full, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func (c cli) ok(args ...string) string {
+	c.t.Helper()
+	code, out, errOut := c.run(args...)
+	require.Equal(c.t, exitOK, code, "roomcast %v: %s", args, errOut)
+	return out
+}
+
+func lines(t *testing.T, out string) []map[string]any {
+	t.Helper()
+	var res []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if l == "" {
+			continue
+		}
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &m), l)
+		res = append(res, m)
+	}
+	return res
+}
+
+func TestCLIPublishAndReplay(t *testing.T) {
+	s, nc, js := natstest.RunStack(t, proto.StoreConfig{})
+	c := cli{t, s.ClientURL()}
+
+	out := c.ok("publish", "-data", `{"title":"a"}`, "-updated-at", "1000", "-msg-id", "m1", "board-b1-tasks", "create-task", "t1")
+	require.Equal(t, map[string]any{"room": "board-b1-tasks", "seq": 1.0, "duplicate": false}, lines(t, out)[0])
+	out = c.ok("publish", "-data", `{"title":"a"}`, "-updated-at", "1000", "-msg-id", "m1", "board-b1-tasks", "create-task", "t1")
+	require.Equal(t, true, lines(t, out)[0]["duplicate"], "a retried publish is stored once")
+	c.ok("publish", "-diff", `{"title":"b"}`, "-updated-at", "2000", "board-b1-tasks", "update-task", "t1")
+	c.ok("publish", "-updated-at", "3000", "board-b1-tasks", "delete-task", "t1")
+	c.ok("publish", "-data", `{"title":"x"}`, "board-b2-tasks", "create-task", "t9")
+
+	for _, bad := range [][]string{
+		{"publish", "board-b1", "delete-task", "t1"},                     // wrong room kind
+		{"publish", "board-*-tasks", "delete-task", "t1"},                // bad room
+		{"publish", "-diff", "{", "board-b1-tasks", "update-task", "t1"}, // bad JSON
+		{"publish", "board-b1-tasks", "rename-task", "t1"},               // unknown event
+		{"publish", "board-b1-tasks", "create-task"},                     // missing id
+	} {
+		code, _, errOut := c.run(bad...)
+		require.Equal(t, exitUsage, code, "%v", bad)
+		require.NotEmpty(t, errOut)
+	}
+	stream, err := js.Stream(context.Background(), proto.StreamRooms)
+	require.NoError(t, err)
+	info, err := stream.Info(context.Background())
+	require.NoError(t, err)
+	require.EqualValues(t, 4, info.State.Msgs, "refused publishes stored nothing")
+
+	// Replay a range of one room, printed as JSON lines.
+	got := lines(t, c.ok("replay", "-from-seq", "1", "-to-seq", "2", "-quiet", "board-b1-tasks"))
+	require.Len(t, got, 2)
+	require.Equal(t, 1.0, got[0]["seq"])
+	require.Equal(t, "m1", got[0]["msgId"])
+	require.Equal(t, "update-task", got[1]["data"].(map[string]any)["event"])
+	all := lines(t, c.ok("replay", "-since", "0", "-quiet", "board-b1-tasks"))
+	require.Len(t, all, 3, "-since 0: the room's whole history, and only that room's")
+
+	// Replay into another room: stored there, once however often it runs.
+	c.ok("replay", "-from-seq", "1", "-to-room", "board-b3-tasks", "-quiet", "board-b1-tasks")
+	c.ok("replay", "-from-seq", "1", "-to-room", "board-b3-tasks", "-quiet", "board-b1-tasks")
+	require.Len(t, lines(t, c.ok("replay", "-from-seq", "1", "-quiet", "board-b3-tasks")), 3)
+	code, _, errOut := c.run("replay", "-from-seq", "1", "-to-room", "board-b3", "-quiet", "board-b1-tasks")
+	require.Equal(t, exitFailure, code)
+	require.Contains(t, errOut, "create-task events go to", "task events do not go to a board room")
+
+	// Rebroadcast: live subject, original sequences, not stored again.
+	live := make(chan *nats.Msg, 10)
+	sub, err := nc.ChanSubscribe("live.>", live)
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+	require.NoError(t, nc.Flush())
+	c.ok("replay", "-from-seq", "2", "-rebroadcast", "-quiet", "board-b1-tasks")
+	for _, want := range []string{"2", "3"} {
+		select {
+		case m := <-live:
+			require.Equal(t, "live.rooms.board.b1.tasks", m.Subject)
+			require.Equal(t, want, m.Header.Get("Nats-Sequence"))
+		case <-time.After(3 * time.Second):
+			t.Fatalf("rebroadcast of seq %s not seen", want)
+		}
+	}
+	info, err = stream.Info(context.Background())
+	require.NoError(t, err)
+	require.EqualValues(t, 7, info.State.Msgs, "a rebroadcast stores nothing")
+
+	for _, bad := range [][]string{
+		{"replay", "board-b1-tasks"},
+		{"replay", "-since", "0", "-from-seq", "1", "board-b1-tasks"},
+		{"replay", "-since", "0", "-to-room", "board-b3-tasks", "-rebroadcast", "board-b1-tasks"},
+		{"replay", "-since", "0", "client-c1"},
+	} {
+		code, _, _ := c.run(bad...)
+		require.Equal(t, exitUsage, code, "%v", bad)
+	}
+}
+
+func TestCLITail(t *testing.T) {
+	s, _, _ := natstest.RunStack(t, proto.StoreConfig{})
+	c := cli{t, s.ClientURL()}
+	done := make(chan string, 1)
+	go func() { done <- c.ok("tail", "-count", "2", "board-b1-tasks") }()
+	// tail subscribes before it reports on stderr; publish until it has seen two.
+	deadline := time.After(10 * time.Second)
+	for i := 1; ; i++ {
+		c.ok("publish", "-updated-at", strconv.Itoa(i), "board-b1-tasks", "delete-task", "t"+strconv.Itoa(i))
+		select {
+		case out := <-done:
+			got := lines(t, out)
+			require.Len(t, got, 2)
+			require.Equal(t, "board-b1-tasks", got[0]["destination"])
+			require.Equal(t, got[0]["seq"], got[1]["prevSeq"], "sequences chain")
+			return
+		case <-deadline:
+			t.Fatal("tail did not print two broadcasts")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func TestCLIServicesAndControl(t *testing.T) {
+	s, nc, _ := natstest.RunStack(t, proto.StoreConfig{})
+	c := cli{t, s.ClientURL()}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, runSvc := range []func() error{
+		func() error {
+			return roomstate.Run(ctx, roomstate.Config{NATSURL: s.ClientURL(), Logger: zerolog.Nop(), Registry: prometheus.NewRegistry()})
+		},
+		func() error {
+			return backfill.Run(ctx, backfill.Config{NATSURL: s.ClientURL(), Logger: zerolog.Nop(), Registry: prometheus.NewRegistry()})
+		},
+	} {
+		go runSvc()
+	}
+
+	c.ok("publish", "-data", `{"title":"a"}`, "-updated-at", "1000", "board-b1-tasks", "create-task", "t1")
+	c.ok("publish", "-updated-at", "2000", "board-b1-tasks", "delete-task", "t2")
+	require.Eventually(t, func() bool {
+		code, out, _ := c.run("state", "board-b1-tasks")
+		return code == exitOK && strings.TrimSpace(out) == `{"lastBroadcastTimestamp":2000,"seq":2}`
+	}, 10*time.Second, 50*time.Millisecond, "state from roomstate.get")
+
+	var changes proto.ChangesResult
+	require.Eventually(t, func() bool {
+		code, out, _ := c.run("changes", "-after-seq", "0", "board-b1-tasks")
+		return code == exitOK && json.Unmarshal([]byte(out), &changes) == nil
+	}, 10*time.Second, 50*time.Millisecond, "changes from sync.changes")
+	require.Len(t, changes.Changes, 2)
+	require.True(t, changes.Complete)
+	code, _, _ := c.run("changes", "board-b1-tasks")
+	require.Equal(t, exitUsage, code, "no cursor")
+
+	msgs := make(chan *nats.Msg, 4)
+	sub, err := nc.ChanSubscribe("ctl.>", msgs)
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+	require.NoError(t, nc.Flush())
+	c.ok("revoke", "u1")
+	c.ok("kick", "board-b1", "u2")
+	m := <-msgs
+	require.Equal(t, proto.RevokeSubject("u1"), m.Subject)
+	m = <-msgs
+	require.Equal(t, proto.SubjectKick, m.Subject)
+	require.JSONEq(t, `{"roomName":"board-b1","userId":"u2"}`, string(m.Data))
+	code, _, _ = c.run("revoke", "u*")
+	require.Equal(t, exitUsage, code)
+
+	info := lines(t, c.ok("streams", "info"))[0]
+	require.Equal(t, "ROOMS", info["stream"].(map[string]any)["name"])
+	require.Contains(t, info["buckets"], proto.BucketRoomState)
+	c.ok("streams", "ensure")
+}
+
+func TestCLIExitCodes(t *testing.T) {
+	var out, errOut bytes.Buffer
+	require.Equal(t, exitUsage, run(context.Background(), []string{"frobnicate"}, &out, &errOut))
+	require.Equal(t, exitUsage, run(context.Background(), nil, &out, &errOut))
+	require.Equal(t, exitOK, run(context.Background(), []string{"help"}, &out, &errOut))
+	// Nothing listens here: a failure, not a usage error.
+	c := cli{t, "nats://127.0.0.1:1"}
+	code, _, errOut2 := c.run("state", "board-b1")
+	require.Equal(t, exitFailure, code)
+	require.Contains(t, errOut2, "connect to NATS")
+}
