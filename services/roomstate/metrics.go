@@ -1,0 +1,67 @@
+package roomstate
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the service's Prometheus metrics, registered on Config.Registry.
+// Every replica registers its own; sum them across replicas.
+type metrics struct {
+	processed   prometheus.Counter
+	skipped     *prometheus.CounterVec
+	batches     prometheus.Counter
+	writes      prometheus.Counter
+	conflicts   prometheus.Counter
+	writeErrors prometheus.Counter
+	lagSeqs     prometheus.Gauge
+	lagSeconds  prometheus.Histogram
+}
+
+// Reasons a message is skipped (label "reason" of skipped_messages_total).
+const (
+	skipSubject  = "subject"  // not a stored room subject
+	skipEnvelope = "envelope" // not a valid envelope
+	skipMetadata = "metadata" // not a JetStream message (no reply metadata)
+)
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	const ns, sub = "roomcast", "roomstate"
+	m := &metrics{
+		processed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "messages_processed_total",
+			Help: "Valid room messages folded into ROOM_STATE (counted once written and acked).",
+		}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "skipped_messages_total",
+			Help: "Messages terminated without effect, by reason: subject, envelope, metadata.",
+		}, []string{"reason"}),
+		batches: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "batches_total",
+			Help: "Rounds of collapse, write and ack.",
+		}),
+		writes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "kv_writes_total",
+			Help: "Successful writes to KV ROOM_STATE (one per room per batch at most).",
+		}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "kv_conflicts_total",
+			Help: "Compare-and-set writes refused because another writer got there first (then re-read and merged).",
+		}),
+		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "kv_write_errors_total",
+			Help: "Room writes that failed after retries; their messages are redelivered.",
+		}),
+		lagSeqs: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "lag_sequences",
+			Help: "Messages of stream ROOMS not yet folded into ROOM_STATE: stream last sequence minus the last processed one.",
+		}),
+		lagSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "lag_seconds",
+			Help:    "Per message, KV write time minus the message's stream timestamp.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 60},
+		}),
+	}
+	reg.MustRegister(m.processed, m.skipped, m.batches, m.writes, m.conflicts, m.writeErrors, m.lagSeqs, m.lagSeconds)
+	for _, r := range []string{skipSubject, skipEnvelope, skipMetadata} {
+		m.skipped.WithLabelValues(r)
+	}
+	return m
+}
