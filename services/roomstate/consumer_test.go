@@ -271,5 +271,5 @@ func TestCoalescing(t *testing.T) {
 	st.consumerIdle(t)
 	writes = r2.metric(t, "roomcast_roomstate_kv_writes_total")
 	t.Logf("a backlog of %d events to one room: %.0f KV writes in %.0f batches", n, writes, r2.metric(t, "roomcast_roomstate_batches_total"))
-	require.LessOrEqual(t, writes, float64(n/DefaultBatchSize+5))
+	require.LessOrEqual(t, writes, 50.0, "a backlog must coalesce")
 }
