@@ -66,6 +66,10 @@ type Config struct {
 	// socket whose queue would grow past it is disconnected as too slow.
 	// Default 1 MiB.
 	SendQueueBytes int
+	// TCPSendBuffer, when positive, sets SO_SNDBUF of each socket's TCP
+	// connection: less kernel memory per socket, and a stalled client is
+	// noticed (its send queue fills) sooner. Default 0: the OS default.
+	TCPSendBuffer int
 	// WriteTimeout bounds one write to a socket. Default 10 s.
 	WriteTimeout time.Duration
 

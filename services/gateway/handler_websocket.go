@@ -47,6 +47,9 @@ func (g *Gateway) serveSocketIO(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})
+	if tc, ok := conn.(*net.TCPConn); ok && g.cfg.TCPSendBuffer > 0 {
+		_ = tc.SetWriteBuffer(g.cfg.TCPSendBuffer)
+	}
 	if rw != nil && rw.Reader.Buffered() > 0 {
 		conn = &bufferedConn{Conn: conn, r: rw.Reader}
 	}

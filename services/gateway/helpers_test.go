@@ -169,7 +169,15 @@ const wsPath = "/socket.io/?EIO=4&transport=websocket"
 // dial opens a WebSocket to the gateway; query is appended to the path.
 func dial(t testing.TB, tg *testGateway, query string, hdr http.Header, opts ...func(*client)) (*client, error) {
 	t.Helper()
+	return dialWith(t, tg, query, hdr, nil, opts...)
+}
+
+func dialWith(t testing.TB, tg *testGateway, query string, hdr http.Header, dmod func(*ws.Dialer), opts ...func(*client)) (*client, error) {
+	t.Helper()
 	d := ws.Dialer{Timeout: 5 * time.Second}
+	if dmod != nil {
+		dmod(&d)
+	}
 	if hdr != nil {
 		d.Header = ws.HandshakeHeaderHTTP(hdr)
 	}
@@ -192,6 +200,19 @@ func dial(t testing.TB, tg *testGateway, query string, hdr http.Header, opts ...
 
 // withoutReading makes a client that never reads: the slow consumer.
 func withoutReading(c *client) { c.rd = nil }
+
+// smallReceiveBuffer dials with a tiny TCP receive buffer, so that a client
+// that stops reading backs up into the server quickly.
+func smallReceiveBuffer(d *ws.Dialer) {
+	d.NetDial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var nd net.Dialer
+		c, err := nd.DialContext(ctx, network, addr)
+		if err == nil {
+			_ = c.(*net.TCPConn).SetReadBuffer(4096)
+		}
+		return c, err
+	}
+}
 
 func (c *client) read() {
 	defer close(c.closed)
@@ -367,3 +388,5 @@ func (c *client) noBroadcast() {
 	}
 }
 
+
+func bytesReader(b []byte) io.Reader { return strings.NewReader(string(b)) }

@@ -407,14 +407,19 @@ func (s *socket) handleEvent(p sio.Packet) bool {
 	endpoint := "unknown"
 	if name != proto.IncomingEvent {
 		ack = proto.Fail(proto.Errorf(proto.CodeInvalidArgument, "unknown event %q: emit %q", truncate(name, 64), proto.IncomingEvent))
-	} else if !s.allowCall() {
-		ack = proto.Fail(proto.Errorf(proto.CodeRateLimited, "more than %g endpoint calls per second: back off and retry", s.gw.cfg.RateLimit))
 	} else {
+		// Every call, well-formed or not, takes a token: a flood of bad
+		// calls is a flood too.
 		call, err := decodeCall(args)
-		if err != nil {
-			ack = proto.Fail(err)
-		} else {
+		if err == nil {
 			endpoint = string(call.EndpointName)
+		}
+		switch {
+		case !s.allowCall():
+			ack = proto.Fail(proto.Errorf(proto.CodeRateLimited, "more than %g endpoint calls per second: back off and retry", s.gw.cfg.RateLimit))
+		case err != nil:
+			ack = proto.Fail(err)
+		default:
 			ack = s.gw.serveEndpoint(s, call)
 		}
 	}

@@ -1,0 +1,190 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/stretchr/testify/require"
+
+	"github.com/roomcast/roomcast/proto"
+)
+
+func TestFanoutWithSeq(t *testing.T) {
+	e := newEnv(t)
+	e.answerRoomState(nil)
+	e.answerAuthz(func(string, string) bool { return true })
+	tg := e.startGateway()
+	c := connectUser(t, tg, "u1")
+	c.mustOK("addToRoom", proto.RoomArgs{RoomName: "board-b1"})
+
+	tasks := mustRoom(t, "board-b1-tasks")
+	env1, seq1 := e.publish(tasks, "t1", 1)
+	b := c.broadcast()
+	require.Equal(t, "board-b1-tasks", b.Destination)
+	require.Equal(t, string(env1), string(b.Data)) // as published, byte for byte
+	require.Equal(t, seq1, b.Seq)
+	require.Equal(t, uint64(0), b.PrevSeq)
+	_, _ = e.publish(mustRoom(t, "board-b2"), "x", 2) // another room, in between
+	env2, seq2 := e.publish(tasks, "t2", 3)
+	b = c.broadcast()
+	require.Equal(t, string(env2), string(b.Data))
+	require.Equal(t, seq2, b.Seq)
+	require.Equal(t, seq1, b.PrevSeq)
+
+	// The user room, joined at connect.
+	_, seq3 := e.publish(mustRoom(t, "user-u1"), "u1", 4)
+	b = c.broadcast()
+	require.Equal(t, "user-u1", b.Destination)
+	require.Equal(t, seq3, b.Seq)
+
+	// A client room: published to its live subject directly, no seq.
+	sid := c.sid(t, tg)
+	require.NoError(t, e.nc.Publish(proto.Subjects{}.Publish(mustRoom(t, "client-"+sid)), []byte(`{"hello":1}`)))
+	b = c.broadcast()
+	require.Equal(t, "client-"+sid, b.Destination)
+	require.JSONEq(t, `{"hello":1}`, string(b.Data))
+	require.Equal(t, uint64(0), b.Seq)
+
+	// Not JSON: dropped and counted, the room goes on.
+	require.NoError(t, e.nc.Publish(proto.Subjects{}.Publish(mustRoom(t, "client-"+sid)), []byte(`{nope`)))
+	require.NoError(t, e.nc.Publish(proto.Subjects{}.Publish(mustRoom(t, "client-"+sid)), []byte(`2`)))
+	require.JSONEq(t, `2`, string(c.broadcast().Data))
+	require.Equal(t, float64(1), tg.counter(tg.m.dropped.WithLabelValues("not_json")))
+
+	// After leaving, nothing more arrives and the subscriptions are gone.
+	c.mustOK("removeFromRoom", proto.RoomArgs{RoomName: "board-b1"})
+	e.publish(tasks, "t3", 5)
+	c.noBroadcast()
+}
+
+func TestChatRoomCreatedByFirstMessage(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway()
+	a1 := connectUser(t, tg, "a")
+	a2 := connectUser(t, tg, "a")
+	b := connectUser(t, tg, "b")
+	other := connectUser(t, tg, "c")
+	chat := mustRoom(t, "chat-b-a")
+	for i := 1; i <= 3; i++ {
+		_, seq := e.publish(chat, fmt.Sprint("m", i), int64(i))
+		for _, c := range []*client{a1, a2, b} {
+			got := c.broadcast()
+			require.Equal(t, "chat-a-b", got.Destination)
+			require.Equal(t, seq, got.Seq) // once each, though both members' subscriptions match
+		}
+	}
+	other.noBroadcast()
+	for _, c := range []*client{a1, a2, b} {
+		c.noBroadcast()
+	}
+	require.Equal(t, 3, tg.roomMembers(chat))
+}
+
+func TestTwoGatewaysOneNATS(t *testing.T) {
+	e := newEnv(t)
+	e.answerRoomState(nil)
+	e.answerAuthz(func(string, string) bool { return true })
+	g1, g2, g3 := e.startGateway(), e.startGateway(), e.startGateway()
+	c1, c2 := connectUser(t, g1, "u1"), connectUser(t, g2, "u2")
+	connectUser(t, g3, "u3") // in no board
+	c1.mustOK("addToRoom", proto.RoomArgs{RoomName: "board-b1"})
+	c2.mustOK("addToRoom", proto.RoomArgs{RoomName: "board-b1"})
+	require.Contains(t, g1.RoomSubscriptions(), "live.rooms.board.b1")
+	require.Contains(t, g2.RoomSubscriptions(), "live.rooms.board.b1")
+	require.ElementsMatch(t, []string{"live.rooms.user.u3", "live.rooms.client." + g3.allSockets()[0].id}, g3.RoomSubscriptions())
+	require.Equal(t, float64(4), g3.counter(g3.m.subscriptions)) // + the user's two chat subscriptions
+
+	const n = 50
+	var seqs []uint64
+	for i := 0; i < n; i++ {
+		_, seq := e.publish(mustRoom(t, "board-b1-sprints"), fmt.Sprint("s", i), int64(i+1))
+		seqs = append(seqs, seq)
+	}
+	for _, c := range []*client{c1, c2} {
+		prev := uint64(0)
+		for i := 0; i < n; i++ {
+			b := c.broadcast()
+			require.Equal(t, seqs[i], b.Seq)
+			require.Equal(t, prev, b.PrevSeq)
+			prev = b.Seq
+		}
+		c.noBroadcast()
+	}
+	require.Equal(t, float64(0), g3.counter(g3.m.messagesIn))
+	c2.mustOK("removeFromRoom", proto.RoomArgs{RoomName: "board-b1"})
+	require.NotContains(t, g2.RoomSubscriptions(), "live.rooms.board.b1")
+}
+
+func TestSlowSocketIsCutOffOthersGetEverything(t *testing.T) {
+	e := newEnv(t)
+	e.answerRoomState(nil)
+	e.answerAuthz(func(string, string) bool { return true })
+	tg := e.startGateway(func(c *Config) {
+		c.SendQueueBytes = 64 << 10
+		c.TCPSendBuffer = 4096
+	})
+	const others, msgs = 100, 200
+	clients := make([]*client, others)
+	for i := range clients {
+		clients[i] = connectUser(t, tg, fmt.Sprint("u", i))
+		clients[i].mustOK("addToRoom", proto.RoomArgs{RoomName: "board-b1"})
+	}
+	slow, err := dialWith(t, tg, "", nil, smallReceiveBuffer, withoutReading)
+	require.NoError(t, err)
+	slow.send(`40{"token":"` + token(t, "slow", time.Hour) + `"}`)
+	slow.send(`420["endpoint",{"endpointName":"addToRoom","endpointArgs":{"roomName":"board-b1"}}]`)
+	require.Eventually(t, func() bool { return tg.roomMembers(mustRoom(t, "board-b1")) == others+1 }, 5*time.Second, 10*time.Millisecond)
+
+	pad := make([]byte, 2000)
+	for i := range pad {
+		pad[i] = 'x'
+	}
+	seqs := make([]uint64, msgs)
+	for i := range seqs {
+		b := []byte(fmt.Sprintf(`{"event":"update-task","id":"t","updatedAt":%d,"diff":{"pad":%q}}`, i+1, pad))
+		ack, err := e.js.Publish(context.Background(), proto.Subjects{}.Publish(mustRoom(t, "board-b1-tasks")), b)
+		require.NoError(t, err)
+		seqs[i] = ack.Sequence
+	}
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		wg.Add(1)
+		go func(c *client) {
+			defer wg.Done()
+			for i := 0; i < msgs; i++ {
+				select {
+				case e := <-c.events:
+					var b proto.Broadcast
+					if err := json.Unmarshal([]byte(e[len(`42["broadcast",`):len(e)-1]), &b); err != nil || b.Seq != seqs[i] {
+						t.Errorf("message %d: seq %d, want %d (%v)", i, b.Seq, seqs[i], err)
+						return
+					}
+				case <-time.After(10 * time.Second):
+					t.Errorf("message %d missing", i)
+					return
+				}
+			}
+		}(c)
+	}
+	wg.Wait()
+	require.Eventually(t, func() bool { return tg.counter(tg.m.slowDisconnects) == 1 }, 5*time.Second, 10*time.Millisecond)
+	require.Equal(t, others, tg.roomMembers(mustRoom(t, "board-b1")))
+}
+
+func TestAppendBroadcastFrame(t *testing.T) {
+	for _, n := range []int{10, 200, 70000} {
+		data := []byte(`"` + string(make([]byte, 0)) + fmt.Sprintf("%0*d", n, 0) + `"`)
+		f := appendBroadcastFrame("board-b1", data, 5, 4)
+		h, err := ws.ReadHeader(bytesReader(f))
+		require.NoError(t, err)
+		payload := f[len(f)-int(h.Length):]
+		require.True(t, h.Fin)
+		require.Equal(t, ws.OpText, h.OpCode)
+		require.Equal(t, `42["broadcast",{"destination":"board-b1","data":`+string(data)+`,"seq":5,"prevSeq":4}]`, string(payload))
+	}
+}
