@@ -1,21 +1,211 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+
+	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/services/roomstate"
+	"github.com/roomcast/roomcast/services/sync/backfill"
 )
+
+var roles = []string{"admin", "gateway", "roomstate", "sync", "service", "sys"}
+
+// setPasswords gives every role a password through the environment, as
+// nats-server reads them from accounts.conf.
+func setPasswords(t *testing.T) {
+	for _, r := range roles {
+		t.Setenv("ROOMCAST_"+strings.ToUpper(r)+"_PASSWORD", "pw-"+r)
+	}
+}
 
 // Every NATS configuration under deploy/ parses with nats-server's own parser.
 func TestDeployNATSConfigsParse(t *testing.T) {
-	files, err := filepath.Glob("../../deploy/nats/*.conf")
+	setPasswords(t)
+	single, err := server.ProcessConfigFile("../../deploy/nats/single.conf")
 	require.NoError(t, err)
-	require.NotEmpty(t, files)
-	for _, f := range files {
+	require.True(t, single.JetStream)
+
+	nodes, err := filepath.Glob("../../deploy/nats/cluster/*.conf")
+	require.NoError(t, err)
+	require.Len(t, nodes, 3)
+	names := map[string]bool{}
+	for _, f := range nodes {
 		o, err := server.ProcessConfigFile(f)
 		require.NoError(t, err, f)
-		require.True(t, o.JetStream, "%s enables JetStream", f)
+		require.True(t, o.JetStream, f)
+		require.Equal(t, "roomcast", o.Cluster.Name, f)
+		require.Len(t, o.Routes, 3, f)
+		require.Equal(t, "SYS", o.SystemAccount, f)
+		names[o.ServerName] = true
 	}
+	require.Len(t, names, 3, "distinct server names")
+}
+
+// permServer starts an in-process server with the cluster's accounts and
+// permissions (node 1's configuration, without its cluster and fixed ports).
+func permServer(t *testing.T) *server.Server {
+	t.Helper()
+	setPasswords(t)
+	o, err := server.ProcessConfigFile("../../deploy/nats/cluster/nats-1.conf")
+	require.NoError(t, err)
+	o.Host, o.Port, o.HTTPPort = "127.0.0.1", -1, 0
+	o.Cluster, o.Routes = server.ClusterOpts{}, nil
+	o.StoreDir = t.TempDir()
+	o.NoLog, o.NoSigs = true, true
+	s, err := server.NewServer(o)
+	require.NoError(t, err)
+	s.Start()
+	require.True(t, s.ReadyForConnections(10*time.Second))
+	t.Cleanup(s.Shutdown)
+	return s
+}
+
+// roleConn connects as a role and collects the permission violations the
+// server reports to it.
+type roleConn struct {
+	*nats.Conn
+	js         jetstream.JetStream
+	violations chan string
+}
+
+func connectAs(t *testing.T, s *server.Server, role string) roleConn {
+	t.Helper()
+	v := make(chan string, 64)
+	nc, err := nats.Connect(s.ClientURL(), nats.UserInfo(role, "pw-"+role),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case v <- err.Error():
+			default:
+			}
+		}))
+	require.NoError(t, err, role)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	return roleConn{nc, js, v}
+}
+
+// refused asserts that the server reports a permission violation for
+// subject after do.
+func (c roleConn) refused(t *testing.T, subject string, do func() error) {
+	t.Helper()
+	_ = do()
+	_ = c.Flush()
+	deadline := time.After(3 * time.Second)
+	for {
+		select {
+		case v := <-c.violations:
+			if strings.Contains(strings.ToLower(v), "permissions violation") && strings.Contains(v, subject) {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no permission violation for %q", subject)
+		}
+	}
+}
+
+func TestDeployPermissions(t *testing.T) {
+	s := permServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	room, _ := proto.BoardTasksRoom("b1")
+	subjects := proto.Subjects{}
+
+	admin := connectAs(t, s, "admin")
+	require.NoError(t, proto.Ensure(ctx, admin.js, proto.StoreConfig{}), "admin ensures stream and buckets")
+
+	gateway := connectAs(t, s, "gateway")
+	service := connectAs(t, s, "service")
+	rs := connectAs(t, s, "roomstate")
+	sy := connectAs(t, s, "sync")
+
+	// The gateway listens to live broadcasts.
+	live := make(chan *nats.Msg, 4)
+	_, err := gateway.ChanSubscribe(subjects.Live(room), live)
+	require.NoError(t, err)
+	require.NoError(t, gateway.Flush())
+
+	// A domain service publishes an event and it is stored and re-published.
+	pub := proto.NewPublisher(service.js, subjects)
+	env := proto.Envelope{Event: proto.EventDeleteTask, ID: "t1", UpdatedAt: 5}
+	ack, err := pub.Publish(ctx, room, env)
+	require.NoError(t, err, "service publishes to rooms.>")
+	select {
+	case m := <-live:
+		require.Equal(t, "1", m.Header.Get("Nats-Sequence"))
+	case <-time.After(5 * time.Second):
+		t.Fatal("gateway did not receive the broadcast")
+	}
+	require.EqualValues(t, 1, ack.Sequence)
+
+	// The service answers authz.join; the gateway asks.
+	_, err = service.Subscribe(proto.SubjectAuthzJoin, func(m *nats.Msg) { _ = m.Respond([]byte(`{"allow":true}`)) })
+	require.NoError(t, err)
+	require.NoError(t, service.Flush())
+	var reply proto.AuthzJoinReply
+	require.NoError(t, proto.Request(ctx, gateway.Conn, proto.SubjectAuthzJoin, proto.AuthzJoinRequest{UserID: "u1", RoomName: "board-b1"}, &reply))
+	require.True(t, reply.Allow)
+
+	// The gateway keeps PRESENCE, and may not touch ROOM_STATE.
+	pkv, err := gateway.js.KeyValue(ctx, proto.BucketPresence)
+	require.NoError(t, err)
+	_, err = pkv.Put(ctx, proto.PresenceKey("u1", "gw1"), []byte(`{"active":true}`))
+	require.NoError(t, err)
+	e, err := pkv.Get(ctx, proto.PresenceKey("u1", "gw1"))
+	require.NoError(t, err)
+	require.JSONEq(t, `{"active":true}`, string(e.Value()))
+
+	// Forbidden: gateways, roomstate and sync never publish events; domain
+	// services never read live broadcasts.
+	msg, _ := json.Marshal(env)
+	gateway.refused(t, "rooms.board.b1.tasks", func() error { return gateway.Publish("rooms.board.b1.tasks", msg) })
+	gateway.refused(t, "live.rooms.board.b1.tasks", func() error { return gateway.Publish("live.rooms.board.b1.tasks", msg) })
+	rs.refused(t, "rooms.board.b1.tasks", func() error { return rs.Publish("rooms.board.b1.tasks", msg) })
+	sy.refused(t, "rooms.board.b1.tasks", func() error { return sy.Publish("rooms.board.b1.tasks", msg) })
+	service.refused(t, "live.>", func() error { _, err := service.SubscribeSync("live.>"); return err })
+	service.refused(t, "$JS.API.STREAM.DELETE.ROOMS", func() error {
+		return service.Publish("$JS.API.STREAM.DELETE.ROOMS", nil)
+	})
+	gateway.refused(t, "$KV.ROOM_STATE.board-b1-tasks", func() error {
+		return gateway.Publish("$KV.ROOM_STATE.board-b1-tasks", []byte(`{}`))
+	})
+	sy.refused(t, "$KV.ROOM_STATE.board-b1-tasks", func() error {
+		return sy.Publish("$KV.ROOM_STATE.board-b1-tasks", []byte(`{}`))
+	})
+
+	// The real roomstate and sync services work with nothing but their roles.
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go roomstate.Run(sctx, roomstate.Config{NATSURL: s.ClientURL(), SkipEnsure: true,
+		NATSOptions: []nats.Option{nats.UserInfo("roomstate", "pw-roomstate")}, Logger: zerolog.Nop(), Registry: prometheus.NewRegistry()})
+	go backfill.Run(sctx, backfill.Config{NATSURL: s.ClientURL(),
+		NATSOptions: []nats.Option{nats.UserInfo("sync", "pw-sync")}, Logger: zerolog.Nop(), Registry: prometheus.NewRegistry()})
+	require.Eventually(t, func() bool {
+		var st *proto.RoomState
+		rctx, c := context.WithTimeout(ctx, time.Second)
+		defer c()
+		err := proto.Request(rctx, gateway.Conn, proto.SubjectRoomStateGet, proto.RoomArgs{RoomName: room.Name()}, &st)
+		return err == nil && st != nil && st.LastBroadcastTimestamp == 5 && st.Seq == 1
+	}, 15*time.Second, 100*time.Millisecond, "roomstate, as role roomstate, folds the stream into ROOM_STATE for the gateway")
+	zero := uint64(0)
+	var changes proto.ChangesResult
+	require.Eventually(t, func() bool {
+		rctx, c := context.WithTimeout(ctx, time.Second)
+		defer c()
+		return proto.Request(rctx, gateway.Conn, proto.SubjectSyncChanges,
+			proto.ChangesArgs{RoomName: room.Name(), Cursor: proto.Cursor{AfterSeq: &zero}}, &changes) == nil
+	}, 15*time.Second, 100*time.Millisecond, "sync, as role sync, answers the gateway")
+	require.Equal(t, []proto.Change{{ID: "t1", UpdatedAt: 5, Deleted: true, Seq: 1}}, changes.Changes)
 }
