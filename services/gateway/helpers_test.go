@@ -388,5 +388,4 @@ func (c *client) noBroadcast() {
 	}
 }
 
-
 func bytesReader(b []byte) io.Reader { return strings.NewReader(string(b)) }
