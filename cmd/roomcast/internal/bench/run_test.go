@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,8 +24,19 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	dir, err := os.MkdirTemp("", "roomcast-bench-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	testTmp = dir
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
 }
+
+// testTmp holds files shared by the tests (the built roomcast binary).
+var testTmp string
 
 // peerOrSkip skips when the reference peer cannot run here.
 func peerOrSkip(t *testing.T) {
@@ -143,4 +156,74 @@ func TestPeerRefusesABadToken(t *testing.T) {
 	ack, err := c.call("addToRoom", map[string]string{"roomName": "board-b1"}, nil)
 	require.NoError(t, err)
 	require.JSONEq(t, `{"roomName":"board-b1","lastBroadcastTimestamp":null,"seq":null}`, string(ack.Data))
+}
+
+// roomcastBinary builds the all-in-one program (ROOMCAST_BIN overrides):
+// the tool starts `roomcast serve` as a process of its own, like an
+// operator would, so that its CPU and RSS can be read from /proc.
+func roomcastBinary(t *testing.T) string {
+	t.Helper()
+	if bin := os.Getenv("ROOMCAST_BIN"); bin != "" {
+		return bin
+	}
+	built.Do(func() {
+		built.bin = filepath.Join(testTmp, "roomcast")
+		cmd := exec.Command("go", "build", "-o", built.bin, "github.com/roomcast/roomcast/cmd/roomcast")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			built.err = fmt.Errorf("go build roomcast: %w\n%s", err, out)
+		}
+	})
+	require.NoError(t, built.err)
+	return built.bin
+}
+
+// built is the roomcast binary, built once for every test that needs it.
+var built struct {
+	sync.Once
+	bin string
+	err error
+}
+
+// TestFanoutAgainstRoomcast runs a tiny fan-out against `roomcast serve`:
+// messages published to stream ROOMS reach every member of the room once,
+// in order (no seq gaps), and the server's figures are read.
+func TestFanoutAgainstRoomcast(t *testing.T) {
+	bin := roomcastBinary(t)
+	o := tinyOptions(t, modeFanout, "-bin", bin, "-sockets", "20", "-rooms", "4", "-rate", "20", "-duration", "1s")
+	log := logTo(t)
+	rs, err := run(t.Context(), o, log)
+	require.NoError(t, err, log.String())
+	s := rs[0].Steps[0]
+	require.Equal(t, uint64(20*5), s.Expected)
+	require.Equal(t, s.Expected, s.Delivered, log.String())
+	require.Zero(t, s.Gaps)
+	require.Zero(t, s.PubFailed)
+	require.Positive(t, s.ServerCPU)
+	require.Positive(t, s.ServerRSS)
+}
+
+// TestStormAgainstRoomcast drops a few sockets and sees them all back in
+// their three rooms (org and board joins answered by the tool's authz.join
+// responder).
+func TestStormAgainstRoomcast(t *testing.T) {
+	bin := roomcastBinary(t)
+	o := tinyOptions(t, modeStorm, "-bin", bin, "-sockets", "20", "-rooms", "3", "-settle", "100ms", "-storm-deadline", "30s")
+	log := logTo(t)
+	rs, err := run(t.Context(), o, log)
+	require.NoError(t, err, log.String())
+	require.Equal(t, 20.0, metricOf(t, rs[0], "back and rejoined"), log.String())
+}
+
+// TestResyncAgainstRoomcast times getChangesSince over a small stream: the
+// room's changes since the cursor come back, complete.
+func TestResyncAgainstRoomcast(t *testing.T) {
+	bin := roomcastBinary(t)
+	o := tinyOptions(t, modeResync, "-bin", bin, "-stream-msgs", "2000", "-changes", "30", "-queries", "10")
+	log := logTo(t)
+	rs, err := run(t.Context(), o, log)
+	require.NoError(t, err, log.String())
+	require.Equal(t, 30.0, metricOf(t, rs[0], "changes returned"), "every change since the cursor, once")
+	require.Equal(t, 1.0, metricOf(t, rs[0], "complete"))
+	require.Positive(t, metricOf(t, rs[0], "getChangesSince p99"))
 }

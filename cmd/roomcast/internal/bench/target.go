@@ -358,6 +358,15 @@ type natsPublisher struct {
 	enc     *proto.Publisher
 	futures []jetstream.PubAckFuture
 	failed  atomic.Int64
+	// firstErr is the first failure, for the report.
+	firstErr error
+}
+
+func (p *natsPublisher) fail(err error) {
+	p.failed.Add(1)
+	if p.firstErr == nil {
+		p.firstErr = err
+	}
 }
 
 func (p *natsPublisher) add(ctx context.Context, room proto.Room, env proto.Envelope) error {
@@ -368,9 +377,11 @@ func (p *natsPublisher) add(ctx context.Context, room proto.Room, env proto.Enve
 	msg := nats.NewMsg(proto.Subjects{}.Publish(room))
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, id)
-	f, err := p.js.PublishMsgAsync(msg)
+	// a long stall wait: when JetStream is behind, the publisher waits
+	// rather than failing (the delay shows in the latency, as it should)
+	f, err := p.js.PublishMsgAsync(msg, jetstream.WithStallWait(10*time.Second))
 	if err != nil {
-		p.failed.Add(1)
+		p.fail(err)
 		return nil
 	}
 	p.futures = append(p.futures, f)
@@ -386,8 +397,8 @@ func (p *natsPublisher) reap() {
 	for _, f := range p.futures {
 		select {
 		case <-f.Ok():
-		case <-f.Err():
-			p.failed.Add(1)
+		case err := <-f.Err():
+			p.fail(err)
 		default:
 			keep = append(keep, f)
 		}
@@ -408,13 +419,16 @@ func (p *natsPublisher) wait(ctx context.Context) (int64, error) {
 	for _, f := range p.futures {
 		select {
 		case <-f.Ok():
-		case <-f.Err():
-			p.failed.Add(1)
+		case err := <-f.Err():
+			p.fail(err)
 		default:
 		}
 	}
 	p.futures = nil
-	return p.failed.Load(), nil
+	if p.firstErr != nil {
+		return p.failed.Load(), fmt.Errorf("%d publishes failed, the first with: %w", p.failed.Load(), p.firstErr)
+	}
+	return 0, nil
 }
 
 // peerPublisher batches the envelopes of one tick into one POST.
