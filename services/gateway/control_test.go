@@ -1,0 +1,135 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/roomcast/roomcast/proto"
+)
+
+func TestKickRemovesUserAndDropsCache(t *testing.T) {
+	e := newEnv(t)
+	e.answerRoomState(nil)
+	allowed := make(chan bool, 10)
+	allowed <- true
+	e.answerAuthz(func(u, room string) bool {
+		select {
+		case a := <-allowed:
+			return a
+		default:
+			return false
+		}
+	})
+	g1, g2 := e.startGateway(), e.startGateway()
+	c1, c2 := connectUser(t, g1, "u1"), connectUser(t, g2, "u1")
+	c1.mustOK("addToRoom", proto.RoomArgs{RoomName: "board-b1"})
+	allowed <- true
+	c2.mustOK("addToRoom", proto.RoomArgs{RoomName: "board-b1"})
+	other := connectUser(t, g1, "u2")
+	allowed <- true
+	other.mustOK("addToRoom", proto.RoomArgs{RoomName: "board-b1"})
+
+	b, _ := json.Marshal(proto.KickRequest{RoomName: "board-b1-tasks", UserID: "u1"})
+	require.NoError(t, e.nc.Publish(proto.SubjectKick, b))
+	for _, g := range []*testGateway{g1, g2} {
+		require.Eventually(t, func() bool {
+			for _, s := range g.userSockets("u1") {
+				if s.inRoom("board-b1") {
+					return false
+				}
+			}
+			return true
+		}, 5*time.Second, 10*time.Millisecond)
+	}
+	require.Equal(t, 1, g1.roomMembers(mustRoom(t, "board-b1")))
+	require.NotContains(t, g2.RoomSubscriptions(), "live.rooms.board.b1")
+	// The cached yes is gone: the authorizer is asked again and says no.
+	c1.mustFail(proto.CodeForbidden, "addToRoom", proto.RoomArgs{RoomName: "board-b1"})
+}
+
+func TestRevokeDisconnectsEveryGateway(t *testing.T) {
+	e := newEnv(t)
+	g1, g2 := e.startGateway(), e.startGateway()
+	c1, c2 := connectUser(t, g1, "u1"), connectUser(t, g2, "u1")
+	other := connectUser(t, g1, "u2")
+	require.NoError(t, e.nc.Publish(proto.RevokeSubject("u1"), nil))
+	for _, c := range []*client{c1, c2} {
+		require.Equal(t, "41", c.next())
+		c.waitClosed()
+	}
+	other.mustOK("updateClient", map[string]any{"isActive": false})
+}
+
+func TestTokenExpiryDisconnects(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway()
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{
+		Subject: "u1", ExpiresAt: jwt.NewNumericDate(time.Now().Add(1100 * time.Millisecond)),
+	}).SignedString([]byte(testSecret))
+	require.NoError(t, err)
+	c, got := connect(t, tg, `{"token":"`+tok+`"}`)
+	require.True(t, strings.HasPrefix(got, "40{"), got)
+	require.Equal(t, "41", c.next())
+	c.waitClosed()
+	require.Equal(t, float64(1), tg.counter(tg.m.authFailures.WithLabelValues("expired_while_connected")))
+}
+
+func TestPresence(t *testing.T) {
+	e := newEnv(t)
+	g1, g2 := e.startGateway(), e.startGateway()
+	a1, a2 := connectUser(t, g1, "a"), connectUser(t, g2, "a")
+	connectUser(t, g1, "b")
+	ask := func() map[string]bool {
+		var res proto.PresenceResult
+		require.NoError(t, proto.Request(context.Background(), e.nc, proto.SubjectPresenceGet, proto.PresenceArgs{UserIDs: []string{"a", "b", "c"}}, &res))
+		return res.Active
+	}
+	require.Equal(t, map[string]bool{"a": false, "b": false, "c": false}, ask())
+	a1.mustOK("updateClient", map[string]any{"isActive": true})
+	a2.mustOK("updateClient", map[string]any{"isActive": false})
+	require.Eventually(t, func() bool { return ask()["a"] }, 5*time.Second, 20*time.Millisecond)
+	// Active while any socket, on any gateway, is.
+	a1.send("41")
+	a1.waitClosed()
+	require.Eventually(t, func() bool { return !ask()["a"] }, 5*time.Second, 20*time.Millisecond)
+	a2.mustOK("updateClient", map[string]any{"isActive": true})
+	require.Eventually(t, func() bool { return ask()["a"] }, 5*time.Second, 20*time.Millisecond)
+
+	err := proto.Request(context.Background(), e.nc, proto.SubjectPresenceGet, proto.PresenceArgs{UserIDs: []string{"a.*"}}, nil)
+	require.Equal(t, proto.CodeInvalidArgument, proto.CodeOf(err))
+}
+
+func TestDrain(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway(func(c *Config) { c.DrainGrace = 200 * time.Millisecond })
+	cs := []*client{connectUser(t, tg, "u1"), connectUser(t, tg, "u2"), connectUser(t, tg, "u3")}
+	resp, err := http.Get(tg.url + "/readyz")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	tg.cancel()
+	for _, c := range cs {
+		c.waitClosed() // a transport close, not a DISCONNECT: clients reconnect elsewhere
+		select {
+		case f := <-c.frames:
+			t.Fatalf("got %q before the close", f)
+		default:
+		}
+	}
+	select {
+	case err := <-tg.done:
+		require.NoError(t, err)
+		tg.done <- err // for the cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	_, err = dial(t, tg, "", nil)
+	require.Error(t, err)
+}
