@@ -65,7 +65,7 @@ type readResult struct {
 
 // chunk is how many messages one pull asks for. Small enough that a page cut
 // short wastes little, large enough that a room's usual backlog is one pull.
-const chunk = 128
+const chunk = 512
 
 // reader reads one room's messages from stream ROOMS through a short-lived
 // filtered consumer: the server walks only that subject's messages (its

@@ -35,7 +35,7 @@ type fixture struct {
 	cfg Config
 }
 
-func startSync(t *testing.T, store proto.StoreConfig, adjust func(*Config)) *fixture {
+func startSync(t testing.TB, store proto.StoreConfig, adjust func(*Config)) *fixture {
 	t.Helper()
 	s, nc, js := natstest.RunStack(t, store)
 	reg := prometheus.NewRegistry()
@@ -98,7 +98,7 @@ func (f *fixture) publish(t *testing.T, room proto.Room, env proto.Envelope) uin
 	return ack.Sequence
 }
 
-func room(t *testing.T, name string) proto.Room {
+func room(t testing.TB, name string) proto.Room {
 	t.Helper()
 	r, err := proto.ParseRoom(name)
 	require.NoError(t, err)
