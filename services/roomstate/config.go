@@ -16,7 +16,7 @@ import (
 const (
 	DefaultDurable   = "roomstate"
 	DefaultBatchSize = 1000
-	DefaultBatchWait = 5 * time.Millisecond
+	DefaultBatchWait = 2 * time.Millisecond
 	DefaultAckWait   = 30 * time.Second
 )
 
@@ -42,7 +42,7 @@ type Config struct {
 	BatchSize int
 	// BatchWait is how long a round waits for more messages after its first
 	// before writing: the floor of the lag under a steady trickle, and what
-	// lets a burst to one room become a handful of writes. Default 5ms.
+	// lets a burst to one room become a handful of writes. Default 2ms.
 	BatchWait time.Duration
 	// AckWait is how long the server waits for a message's ack before it
 	// redelivers it (to this or another replica). Default 30s.
