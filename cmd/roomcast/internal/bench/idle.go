@@ -19,7 +19,6 @@ func runIdle(ctx context.Context, o options, srv *server, log io.Writer) (result
 	if err != nil {
 		return res, err
 	}
-	tool0, _ := readProc(0)
 	serverW := watchProcs(ctx, []int{srv.pid}, 100*time.Millisecond)
 	f, ready, err := startFleet(ctx, o, srv, modeIdle, o.Sockets)
 	if err != nil {
@@ -40,11 +39,8 @@ func runIdle(ctx context.Context, o options, srv *server, log io.Writer) (result
 	if err != nil {
 		return res, err
 	}
-	tools, _ := sumProcs(f.toolPIDs())
 	n := float64(ready.Connected)
 	perSocket := float64(after.RSS-before.RSS) / n
-	// the in-process worker shares this process: count only what it added
-	toolPerSocket := float64(tools.RSS-tool0.RSS) / n
 	res.Connected, res.ConnectFailed = ready.Connected, ready.Failed
 	res.Metrics = []metric{
 		{Name: "sockets", Value: n, Unit: "", Higher: true},
@@ -53,7 +49,6 @@ func runIdle(ctx context.Context, o options, srv *server, log io.Writer) (result
 		{Name: "server RSS with sockets", Value: float64(after.RSS) / (1 << 20), Unit: "MiB"},
 		{Name: "connect+join time", Value: ready.Took.Seconds(), Unit: "s"},
 		{Name: "server CPU per connect", Value: float64(connectCPU) / float64(time.Microsecond) / n, Unit: "µs"},
-		{Name: "tool RSS per socket", Value: toolPerSocket / 1024, Unit: "KB"},
 	}
 	return res, nil
 }
@@ -77,8 +72,10 @@ func runStorm(ctx context.Context, o options, srv *server, log io.Writer) (resul
 	if srv.pid > 0 {
 		serverW = watchProcs(ctx, []int{srv.pid}, 100*time.Millisecond)
 	}
+	toolW := watchProcs(ctx, f.toolPIDs(), time.Second)
 	t0 := time.Now()
 	evs, err := f.command(ctx, workerCmd{Cmd: "drop", Deadline: o.StormDeadline})
+	toolCPU, _ := toolW.Stop()
 	if err != nil {
 		return res, err
 	}
@@ -101,6 +98,7 @@ func runStorm(ctx context.Context, o options, srv *server, log io.Writer) (resul
 		{Name: "back and rejoined", Value: float64(rejoined), Higher: true},
 		{Name: "time until all back", Value: took.Seconds(), Unit: "s"},
 		{Name: "failed reconnect attempts", Value: float64(failures)},
+		{Name: "tool CPU during storm", Value: toolCPU.Seconds(), Unit: "s"},
 	}
 	if serverW != nil {
 		cpu, rss := serverW.Stop()
