@@ -87,6 +87,7 @@ type options struct {
 
 	Timeout time.Duration
 	JSON    bool
+	Plot    string
 }
 
 // parseOptions reads MODE and the flags, and checks them.
@@ -135,6 +136,7 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 	fs.IntVar(&o.Queries, "queries", 200, "resync: getChangesSince calls timed")
 	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "stop everything after this")
 	fs.BoolVar(&o.JSON, "json", false, "print the results as JSON instead of a table")
+	fs.StringVar(&o.Plot, "plot", "", "fanout: write a PNG of p99 latency against deliveries/s, a point per step (roomcast blue, peer orange)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return o, err
 	}
@@ -206,6 +208,11 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if o.Plot != "" && o.Mode == modeFanout {
+		if err := savePlot(o.Plot, rs, ms(o.MaxP99)); err != nil {
+			return err
+		}
+	}
 	if o.JSON {
 		return writeJSON(stdout, rs)
 	}
@@ -257,6 +264,18 @@ func runOne(ctx context.Context, o options, target string, log io.Writer) (resul
 		return runResync(ctx, o, srv, log)
 	}
 	return runFanout(ctx, o, srv, log)
+}
+
+func savePlot(path string, rs []result, maxP99 float64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := writePlot(f, rs, maxP99); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // raiseFileLimit lifts the soft limit on open files to the hard one: every
