@@ -116,28 +116,44 @@ func TestRestartCatchesUp(t *testing.T) {
 	st := newStack(t, proto.StoreConfig{})
 	rooms := testRooms(t)
 	want := newModel()
-	r := st.start(t, func(c *Config) { c.BatchSize = 50 })
+	small := func(c *Config) { c.BatchSize = 50 }
+	r := st.start(t, small)
 
-	var published int
-	publish := func(n int) {
-		for range n {
-			room := rooms[published%len(rooms)]
-			ts := int64(1_700_000_000_000 + published)
-			want.add(room, ts, st.publish(t, room, fmt.Sprintf("m%d", published), ts))
-			published++
+	// Publishing goes on throughout: the service is stopped while messages
+	// are arriving, stays down for a while, and comes back.
+	const n = 1500
+	published := make(chan int, n)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range n {
+			room := rooms[i%len(rooms)]
+			ts := int64(1_700_000_000_000 + i)
+			ack, err := st.pub.Publish(context.Background(), room, envelope(room, fmt.Sprintf("m%d", i), ts))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			want.add(room, ts, ack.Sequence)
+			published <- i
+		}
+	}()
+	require.Eventually(t, func() bool { return r.metric(t, "roomcast_roomstate_messages_processed_total") >= 100 }, waitFor, time.Millisecond)
+	r.stop(t)
+	stoppedAt := len(published)
+	for len(published) < stoppedAt+300 && len(published) < n { // down while 300 more arrive
+		select {
+		case <-done:
+		case <-time.After(time.Millisecond):
 		}
 	}
-	publish(300)
-	// Stop mid-stream: once it has processed some, but not necessarily all.
-	require.Eventually(t, func() bool { return r.metric(t, "roomcast_roomstate_messages_processed_total") > 0 }, waitFor, time.Millisecond)
-	r.stop(t)
-	publish(700) // published while nobody consumes
-
-	r2 := st.start(t, func(c *Config) { c.BatchSize = 50 })
+	r2 := st.start(t, small)
+	<-done
+	t.Logf("stopped after %.0f processed, with %d published; restarted with %d published", r.metric(t, "roomcast_roomstate_messages_processed_total"), stoppedAt, len(published))
 	st.waitStates(t, want.snapshot())
 	st.consumerIdle(t)
 	total := r.metric(t, "roomcast_roomstate_messages_processed_total") + r2.metric(t, "roomcast_roomstate_messages_processed_total")
-	require.GreaterOrEqual(t, total, 1000.0)
+	require.GreaterOrEqual(t, total, float64(n))
 	require.Eventually(t, func() bool { return r2.metric(t, "roomcast_roomstate_lag_sequences") == 0 }, waitFor, 10*time.Millisecond)
 }
 
