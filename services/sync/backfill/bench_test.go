@@ -115,4 +115,3 @@ func publishAsync(b testing.TB, f *fixture, subjects proto.Subjects, room proto.
 	require.NoError(b, err)
 	return fut
 }
-
