@@ -126,6 +126,7 @@ func fanoutMetrics(r stepResult) []metric {
 		{Name: "server CPU", Value: r.ServerCPU.Seconds(), Unit: "s"},
 		{Name: "server peak RSS", Value: float64(r.ServerRSS) / (1 << 20), Unit: "MiB"},
 		{Name: "tool CPU", Value: r.ToolCPU.Seconds(), Unit: "s"},
+		{Name: "publisher lag max", Value: ms(r.PublishLag), Unit: "ms"},
 		{Name: "seq gaps seen", Value: float64(r.Gaps), Unit: ""},
 	}
 }
