@@ -1,0 +1,214 @@
+// Resync decisions of one room, against a scripted history: what the room
+// asks for after a join, a reconnect and a gap, and what it hands the app.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { RoomSync, decideResource, splitChanges } from "../../dist/index.js";
+
+// history is one room's messages in a stream; calls records every request.
+function fakeServer({ firstSeq = 1 } = {}) {
+  const msgs = []; // {seq, env}
+  const calls = [];
+  let seq = 100;
+  const srv = {
+    calls,
+    msgs,
+    fail: 0,
+    publish(env) {
+      seq += 3; // other rooms' messages in between
+      const prevSeq = msgs.at(-1)?.seq ?? 0;
+      msgs.push({ seq, env });
+      return { destination: "r", data: env, seq, prevSeq };
+    },
+    state() {
+      const last = msgs.at(-1);
+      return last ? { seq: last.seq, lastBroadcastTimestamp: Math.max(...msgs.map((m) => m.env.updatedAt)) } : null;
+    },
+    async call(name, args) {
+      calls.push([name, args]);
+      await null;
+      if (srv.fail > 0) {
+        srv.fail--;
+        throw Object.assign(new Error("unavailable"), { code: "unavailable" });
+      }
+      const after = args.afterSeq ?? 0;
+      const complete = args.afterSeq !== undefined ? after + 1 >= firstSeq : true;
+      const rest = msgs.filter((m) => m.seq > after && (args.since === undefined || m.env.updatedAt >= args.since));
+      const page = rest.slice(0, args.limit ?? 100);
+      const next = page.length < rest.length ? { afterSeq: page.at(-1).seq } : undefined;
+      switch (name) {
+        case "getRoomState":
+          return srv.state();
+        case "getChangesSince": {
+          const latest = new Map();
+          for (const m of page) latest.set(m.env.id, { id: m.env.id, updatedAt: m.env.updatedAt, deleted: m.env.event.startsWith("delete"), seq: m.seq });
+          return { changes: [...latest.values()].sort((a, b) => a.seq - b.seq), complete, ...(next ? { next } : {}) };
+        }
+        case "getChatMessagesSince":
+          return { messages: page.map((m) => m.env), hasMore: Boolean(next), complete, ...(next ? { next } : {}) };
+      }
+      throw new Error("unexpected " + name);
+    },
+  };
+  return srv;
+}
+
+const t = (id, at, event = "create-task") => ({ event, id, updatedAt: at, ...(event.startsWith("create") ? { data: { title: id } } : event.startsWith("update") ? { diff: { title: id + at } } : {}) });
+
+function recorder() {
+  const log = [];
+  return {
+    log,
+    handlers: {
+      onEvent: (env, b) => log.push(["event", env.id, b.seq]),
+      refetch: () => log.push(["refetch"]),
+      onChanges: (c) => log.push(["changes", c.upserts.map((x) => x.id), c.deletions.map((x) => x.id)]),
+      onMessages: (ms) => log.push(["messages", ms.map((m) => m.id)]),
+      onError: (err) => log.push(["error", err.message]),
+    },
+  };
+}
+
+test("children room, first join: refetch whole and hold the joined state's seq", async () => {
+  const srv = fakeServer();
+  srv.publish(t("t1", 10));
+  const r = recorder();
+  const room = new RoomSync("board-b1-tasks", "children", r.handlers, srv.call);
+  await room.resync("join", srv.state());
+  assert.deepEqual(r.log, [["refetch"]]);
+  assert.equal(room.lastSeq, 103);
+  assert.deepEqual(srv.calls, [], "the join ack's state is used, nothing is asked");
+});
+
+test("children room, reconnect: changes after the last seq, following next, upserts and deletions", async () => {
+  const srv = fakeServer();
+  const r = recorder();
+  const room = new RoomSync("board-b1-tasks", "children", r.handlers, srv.call, { pageLimit: 2 });
+  await room.resync("join", srv.state());
+  room.onBroadcast(srv.publish(t("t1", 10)));
+  assert.equal(room.lastSeq, 103);
+  // Away: four changes the socket never saw.
+  srv.publish(t("t2", 11));
+  srv.publish(t("t1", 12, "update-task"));
+  srv.publish(t("t3", 13));
+  srv.publish(t("t2", 14, "delete-task"));
+  r.log.length = 0;
+  await room.resync("reconnect", srv.state());
+  assert.deepEqual(r.log, [["changes", ["t1", "t3"], ["t2"]]]);
+  assert.deepEqual(srv.calls.map(([, a]) => a.afterSeq), [103, 109], "from the last seq, then next");
+  assert.equal(room.lastSeq, 115);
+});
+
+test("children room: complete:false asks for a whole refetch", async () => {
+  const srv = fakeServer({ firstSeq: 200 });
+  const r = recorder();
+  const room = new RoomSync("board-b1-tasks", "children", r.handlers, srv.call, {});
+  room.lastSeq = 103;
+  srv.publish(t("t1", 10));
+  await room.resync("reconnect");
+  assert.deepEqual(r.log, [["refetch"]]);
+});
+
+test("a gap triggers a resync; broadcasts meanwhile are delivered after it, in order", async () => {
+  const srv = fakeServer();
+  const r = recorder();
+  const room = new RoomSync("board-b1-tasks", "children", r.handlers, srv.call);
+  await room.resync("join", null);
+  room.onBroadcast(srv.publish(t("t1", 10))); // 103, in order
+  srv.publish(t("t2", 11)); // 106: lost
+  const b3 = srv.publish(t("t3", 12)); // 109, prevSeq 106: a gap
+  const b4 = srv.publish(t("t4", 13)); // 112, arrives while the resync runs
+  r.log.length = 0;
+  room.onBroadcast(b3);
+  assert.ok(room.syncing, "the gap started a resync");
+  room.onBroadcast(b4);
+  await room.resync("manual"); // waits for the running one (and runs once more)
+  assert.deepEqual(r.log[0], ["changes", ["t2", "t3", "t4"], []]);
+  assert.deepEqual(
+    r.log.filter((e) => e[0] === "event"),
+    [["event", "t3", 109], ["event", "t4", 112]],
+    "the queued broadcasts are delivered after the resync, idempotently",
+  );
+  assert.equal(room.lastSeq, 112);
+  assert.deepEqual(srv.calls.filter(([n]) => n === "getChangesSince")[0][1].afterSeq, 103);
+});
+
+test("a repeated or old broadcast does not trigger a resync", async () => {
+  const srv = fakeServer();
+  const r = recorder();
+  const room = new RoomSync("board-b1-tasks", "children", r.handlers, srv.call);
+  await room.resync("join", null);
+  const b = srv.publish(t("t1", 10));
+  room.onBroadcast(b);
+  room.onBroadcast(b);
+  assert.equal(room.syncing, false);
+  assert.deepEqual(srv.calls, []);
+});
+
+test("resource room: refetch when lastBroadcastTimestamp differs from the resource's updatedAt", async () => {
+  assert.equal(decideResource(10, { lastBroadcastTimestamp: 10, seq: 3 }), "up-to-date");
+  assert.equal(decideResource(10, { lastBroadcastTimestamp: 12, seq: 3 }), "refetch");
+  assert.equal(decideResource(undefined, { lastBroadcastTimestamp: 12, seq: 3 }), "refetch");
+  assert.equal(decideResource(10, null), "up-to-date", "never broadcast to");
+
+  const srv = fakeServer();
+  srv.publish({ event: "update-board", id: "b1", updatedAt: 50, diff: { name: "x" } });
+  let held = 50;
+  const r = recorder();
+  const room = new RoomSync("board-b1", "resource", { ...r.handlers, updatedAt: () => held }, srv.call);
+  await room.resync("join");
+  assert.deepEqual(r.log, [], "up to date: no refetch");
+  assert.deepEqual(srv.calls.map(([n]) => n), ["getRoomState"]);
+  srv.publish({ event: "update-board", id: "b1", updatedAt: 60, diff: { name: "y" } });
+  await room.resync("reconnect");
+  assert.deepEqual(r.log, [["refetch"]]);
+  assert.equal(room.lastSeq, 106);
+});
+
+test("chat room: all of the history on the first join, then messages after the last seq, paged", async () => {
+  const srv = fakeServer();
+  const m = (id, at) => ({ event: "new-message", id, updatedAt: at, data: { text: id } });
+  srv.publish(m("m1", 1));
+  srv.publish(m("m2", 2));
+  srv.publish(m("m3", 3));
+  const r = recorder();
+  const room = new RoomSync("chat-a-b", "chat", r.handlers, srv.call, { pageLimit: 2 });
+  await room.resync("join", srv.state());
+  assert.deepEqual(r.log, [["messages", ["m1", "m2", "m3"]]]);
+  assert.deepEqual(srv.calls.map(([, a]) => a.afterSeq), [0, 106]);
+  srv.publish(m("m4", 4));
+  r.log.length = 0;
+  srv.calls.length = 0;
+  await room.resync("reconnect", srv.state());
+  assert.deepEqual(r.log, [["messages", ["m4"]]]);
+  assert.deepEqual(srv.calls.map(([, a]) => a.afterSeq), [109]);
+});
+
+test("a failed resync reports the error, holds broadcasts and retries", async () => {
+  const srv = fakeServer();
+  const r = recorder();
+  const timers = [];
+  const room = new RoomSync("board-b1-tasks", "children", r.handlers, srv.call, {
+    setTimeout: (fn, ms) => timers.push({ fn, ms }),
+    clearTimeout: () => {},
+  });
+  room.lastSeq = 100;
+  srv.fail = 1;
+  await room.resync("reconnect");
+  assert.deepEqual(r.log, [["error", "unavailable"]]);
+  assert.equal(timers.length, 1);
+  const b = srv.publish(t("t1", 10));
+  room.onBroadcast(b);
+  assert.deepEqual(r.log.filter((e) => e[0] === "event"), [], "held until a resync succeeds");
+  timers[0].fn();
+  await room.resync("manual");
+  assert.deepEqual(r.log.slice(1), [["changes", ["t1"], []], ["event", "t1", 103]]);
+});
+
+test("splitChanges keeps stream order", () => {
+  const c = splitChanges([
+    { id: "b", updatedAt: 1, deleted: true, seq: 9 },
+    { id: "a", updatedAt: 2, deleted: false, seq: 4 },
+  ]);
+  assert.deepEqual(c.upserts.map((x) => x.id), ["a"]);
+  assert.deepEqual(c.deletions.map((x) => x.id), ["b"]);
+});
