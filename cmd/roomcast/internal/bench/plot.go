@@ -95,11 +95,12 @@ func line(img *image.RGBA, xa, ya, xb, yb int, c color.RGBA) {
 		if xa == xb && ya == yb {
 			return
 		}
-		if 2*e >= dy {
+		e2 := 2 * e // both tests read the error from before the step
+		if e2 >= dy {
 			e += dy
 			xa += sx
 		}
-		if 2*e <= dx {
+		if e2 <= dx {
 			e += dx
 			ya += sy
 		}

@@ -2,7 +2,10 @@ package bench
 
 import (
 	"bytes"
+	"image"
+	"image/color"
 	"image/png"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -34,5 +37,13 @@ func TestPlotDrawsEveryTarget(t *testing.T) {
 	}
 	require.True(t, seen[targetRoomcast] && seen[targetPeer], "both lines are drawn: %v", seen)
 	require.Equal(t, 500.0, niceCeil(301))
+
+	// a steep segment once looped forever
+	canvas := image.NewRGBA(image.Rect(0, 0, 100, 100))
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 10000 {
+		xa, ya, xb, yb := r.IntN(300)-100, r.IntN(300)-100, r.IntN(300)-100, r.IntN(300)-100
+		line(canvas, xa, ya, xb, yb, color.RGBA{A: 0xff})
+	}
 	require.Equal(t, 20000.0, niceCeil(15000))
 }
