@@ -2,8 +2,8 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -125,10 +125,10 @@ func TestSlowSocketIsCutOffOthersGetEverything(t *testing.T) {
 	e.answerRoomState(nil)
 	e.answerAuthz(func(string, string) bool { return true })
 	tg := e.startGateway(func(c *Config) {
-		c.SendQueueBytes = 64 << 10
+		c.SendQueueBytes = 256 << 10
 		c.TCPSendBuffer = 4096
 	})
-	const others, msgs = 100, 200
+	const others, msgs = 100, 100
 	clients := make([]*client, others)
 	for i := range clients {
 		clients[i] = connectUser(t, tg, fmt.Sprint("u", i))
@@ -140,38 +140,48 @@ func TestSlowSocketIsCutOffOthersGetEverything(t *testing.T) {
 	slow.send(`420["endpoint",{"endpointName":"addToRoom","endpointArgs":{"roomName":"board-b1"}}]`)
 	require.Eventually(t, func() bool { return tg.roomMembers(mustRoom(t, "board-b1")) == others+1 }, 5*time.Second, 10*time.Millisecond)
 
-	pad := make([]byte, 2000)
+	pad := make([]byte, 6000)
 	for i := range pad {
 		pad[i] = 'x'
 	}
-	seqs := make([]uint64, msgs)
-	for i := range seqs {
-		b := []byte(fmt.Sprintf(`{"event":"update-task","id":"t","updatedAt":%d,"diff":{"pad":%q}}`, i+1, pad))
-		ack, err := e.js.Publish(context.Background(), proto.Subjects{}.Publish(mustRoom(t, "board-b1-tasks")), b)
-		require.NoError(t, err)
-		seqs[i] = ack.Sequence
-	}
-	var wg sync.WaitGroup
-	for _, c := range clients {
-		wg.Add(1)
-		go func(c *client) {
-			defer wg.Done()
-			for i := 0; i < msgs; i++ {
-				select {
-				case e := <-c.events:
-					var b proto.Broadcast
-					if err := json.Unmarshal([]byte(e[len(`42["broadcast",`):len(e)-1]), &b); err != nil || b.Seq != seqs[i] {
-						t.Errorf("message %d: seq %d, want %d (%v)", i, b.Seq, seqs[i], err)
+	// Published in batches, each read by the 100 before the next: they
+	// are never far behind, while the slow one falls further behind with
+	// every batch until its queue overflows.
+	const batch = 10
+	for first := 0; first < msgs; first += batch {
+		seqs := make([]uint64, batch)
+		for i := range seqs {
+			b := []byte(fmt.Sprintf(`{"event":"update-task","id":"t","updatedAt":%d,"diff":{"pad":%q}}`, first+i+1, pad))
+			ack, err := e.js.Publish(context.Background(), proto.Subjects{}.Publish(mustRoom(t, "board-b1-tasks")), b)
+			require.NoError(t, err)
+			seqs[i] = ack.Sequence
+		}
+		var wg sync.WaitGroup
+		for _, c := range clients {
+			wg.Add(1)
+			go func(c *client) {
+				defer wg.Done()
+				for i := range seqs {
+					select {
+					case e := <-c.events:
+						// The seq is near the end; decoding the padded
+						// envelope 10,000 times would only slow the test.
+						tail := e[strings.LastIndex(e, `,"seq":`):]
+						if want := fmt.Sprintf(`,"seq":%d,`, seqs[i]); !strings.HasPrefix(tail, want) {
+							t.Errorf("message %d: %s, want %s", first+i, tail, want)
+						}
+					case <-time.After(10 * time.Second):
+						t.Errorf("message %d missing (slow disconnects %v)", first+i, tg.counter(tg.m.slowDisconnects))
 						return
 					}
-				case <-time.After(10 * time.Second):
-					t.Errorf("message %d missing", i)
-					return
 				}
-			}
-		}(c)
+			}(c)
+		}
+		wg.Wait()
+		if t.Failed() {
+			t.FailNow()
+		}
 	}
-	wg.Wait()
 	require.Eventually(t, func() bool { return tg.counter(tg.m.slowDisconnects) == 1 }, 5*time.Second, 10*time.Millisecond)
 	require.Equal(t, others, tg.roomMembers(mustRoom(t, "board-b1")))
 }
