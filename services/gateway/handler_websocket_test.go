@@ -181,9 +181,11 @@ func TestBadFramesCloseOnlyThatSocket(t *testing.T) {
 func TestConnectTimeoutAndHeartbeat(t *testing.T) {
 	e := newEnv(t)
 	tg := e.startGateway(func(c *Config) {
-		c.ConnectTimeout = 100 * time.Millisecond
-		c.PingInterval = 50 * time.Millisecond
-		c.PingTimeout = 100 * time.Millisecond
+		// Generous enough that a well-behaved socket keeps up under -race
+		// on a loaded 2-core machine; the silent ones still go within seconds.
+		c.ConnectTimeout = time.Second
+		c.PingInterval = 200 * time.Millisecond
+		c.PingTimeout = time.Second
 	})
 	c, err := dial(t, tg, "", nil)
 	require.NoError(t, err)
