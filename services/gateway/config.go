@@ -116,6 +116,9 @@ func (c *Config) Bind(s *flagenv.Set) {
 	s.String(&c.JWTSecret, "jwt-secret", "ROOMCAST_JWT_SECRET", "", "HS256 secret for tokens")
 	s.String(&c.GatewayID, "gateway-id", "ROOMCAST_GATEWAY_ID", "", "this gateway's name in presence keys (default random)")
 	s.Duration(&c.DrainGrace, "drain-grace", "ROOMCAST_DRAIN_GRACE", 5*time.Second, "how long a stopping gateway takes to disconnect its sockets")
+	s.Duration(&c.PingInterval, "ping-interval", "ROOMCAST_PING_INTERVAL", 25*time.Second, "how often each socket is pinged")
+	s.Duration(&c.PingTimeout, "ping-timeout", "ROOMCAST_PING_TIMEOUT", 20*time.Second, "how long a pong may take before the socket is closed")
+	s.Int(&c.SendQueueBytes, "send-queue-bytes", "ROOMCAST_SEND_QUEUE_BYTES", 1<<20, "bytes that may wait for one socket before it is cut off as slow")
 	s.String(&c.JWTPublicKeyFile, "jwt-public-key", "ROOMCAST_JWT_PUBLIC_KEY", "", "PEM file with an Ed25519 or RSA public key for tokens")
 	s.Func("allowed-origins", "comma-separated Origin allow-list, * for any ($ROOMCAST_ALLOWED_ORIGINS)", func(v string) error {
 		c.AllowedOrigins = splitList(v)

@@ -176,6 +176,9 @@ func (g *Gateway) addToRoom(ctx context.Context, s *socket, raw json.RawMessage)
 		return nil, err
 	}
 	parent := r.Parent().Name()
+	if r.Kind() == proto.KindChat {
+		s.setLeftChat(parent, false)
+	}
 	already := s.inRoom(parent)
 	if !already && s.roomCount()-fixedRooms >= g.cfg.MaxRoomsPerSocket {
 		return nil, proto.Errorf(proto.CodeInvalidArgument, "a socket may join at most %d rooms: leave one first", g.cfg.MaxRoomsPerSocket)
@@ -211,6 +214,9 @@ func (g *Gateway) removeFromRoom(s *socket, raw json.RawMessage) (any, error) {
 		return nil, proto.Errorf(proto.CodeForbidden, "client rooms are managed by the server")
 	}
 	// board-B-tasks shares board-B's list: leaving one leaves the three.
+	if r.Kind() == proto.KindChat {
+		s.setLeftChat(r.Name(), true) // its next message must not pull s back in
+	}
 	g.leave(s, r)
 	return struct{}{}, nil
 }

@@ -106,8 +106,12 @@ func (g *Gateway) deliver(m *nats.Msg, members []*socket) []*socket {
 	sh := g.rooms.shard(name)
 	sh.mu.Lock()
 	rm := sh.rooms[name]
-	if rm == nil && r.Kind() == proto.KindChat {
-		rm = g.createChatLocked(sh, r)
+	if r.Kind() == proto.KindChat {
+		if rm == nil {
+			rm = g.createChatLocked(sh, r)
+		} else {
+			g.adoptChatSocketsLocked(rm, r)
+		}
 	}
 	if rm == nil {
 		// Its last member left while the message was on its way.
@@ -146,23 +150,29 @@ func (g *Gateway) deliver(m *nats.Msg, members []*socket) []*socket {
 // socket of both members in it. Called with r's shard locked; takes the user
 // shards' locks (room shard → user shard is the lock order).
 func (g *Gateway) createChatLocked(sh *roomShard, r proto.Room) *room {
-	var sockets []*socket
-	for _, u := range r.Members() {
-		sockets = append(sockets, g.userSockets(u)...)
-	}
-	if len(sockets) == 0 {
-		return nil
-	}
-	rm := &room{members: make(map[*socket]struct{}, len(sockets))}
-	for _, s := range sockets {
-		if s.addRoom(r.Name()) {
-			rm.members[s] = struct{}{}
-		}
-	}
+	rm := &room{members: make(map[*socket]struct{}, 2)}
+	g.adoptChatSocketsLocked(rm, r)
 	if len(rm.members) == 0 {
 		return nil
 	}
 	sh.rooms[r.Name()] = rm
 	g.m.rooms.Inc()
 	return rm
+}
+
+// adoptChatSocketsLocked puts every local socket of chat r's two members in
+// its list, but those that left the chat with removeFromRoom: a tab opened
+// after the chat's first message gets the next ones too. Called with r's
+// shard locked; takes the user shards' locks.
+func (g *Gateway) adoptChatSocketsLocked(rm *room, r proto.Room) {
+	for _, u := range r.Members() {
+		for _, s := range g.userSockets(u) {
+			if _, in := rm.members[s]; in || s.leftChat(r.Name()) {
+				continue
+			}
+			if s.addRoom(r.Name()) {
+				rm.members[s] = struct{}{}
+			}
+		}
+	}
 }

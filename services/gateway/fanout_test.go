@@ -83,6 +83,17 @@ func TestChatRoomCreatedByFirstMessage(t *testing.T) {
 		c.noBroadcast()
 	}
 	require.Equal(t, 3, tg.roomMembers(chat))
+
+	// A tab opened after the chat exists gets its next messages too; a
+	// socket that left the chat stays out.
+	a3 := connectUser(t, tg, "a")
+	a1.mustOK("removeFromRoom", proto.RoomArgs{RoomName: "chat-a-b"})
+	_, seq := e.publish(chat, "m4", 4)
+	for _, c := range []*client{a2, a3, b} {
+		require.Equal(t, seq, c.broadcast().Seq)
+	}
+	a1.noBroadcast()
+	require.Equal(t, 3, tg.roomMembers(chat))
 }
 
 func TestTwoGatewaysOneNATS(t *testing.T) {

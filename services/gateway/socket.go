@@ -51,6 +51,7 @@ type socket struct {
 	writing     bool        // a writer goroutine is running
 	closeAfter  bool        // the writer closes the conn once the queue is empty
 	rooms       []string    // names of the (parent) rooms it is in
+	leftChats   []string    // chats it left with removeFromRoom: not re-adopted
 	active      bool        // updateClient {isActive}
 	hasPresence bool        // it has said updateClient at least once
 	pingPending bool
@@ -492,6 +493,34 @@ func (s *socket) inRoom(name string) bool {
 	defer s.mu.Unlock()
 	for _, r := range s.rooms {
 		if r == name {
+			return true
+		}
+	}
+	return false
+}
+
+// setLeftChat records that s left (true) or joined (false) chat name.
+func (s *socket) setLeftChat(name string, left bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, c := range s.leftChats {
+		if c == name {
+			if !left {
+				s.leftChats = append(s.leftChats[:i], s.leftChats[i+1:]...)
+			}
+			return
+		}
+	}
+	if left {
+		s.leftChats = append(s.leftChats, name)
+	}
+}
+
+func (s *socket) leftChat(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.leftChats {
+		if c == name {
 			return true
 		}
 	}
