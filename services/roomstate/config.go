@@ -61,6 +61,7 @@ type Config struct {
 // Bind registers the service's own flags; the common ones are in flagenv.Common.
 func (c *Config) Bind(s *flagenv.Set) {
 	s.String(&c.HTTPAddr, "http-addr", "ROOMCAST_ROOMSTATE_HTTP_ADDR", "127.0.0.1:8081", "address of /healthz, /readyz and /metrics; empty for none")
+	s.Bool(&c.SkipEnsure, "skip-ensure", "ROOMCAST_SKIP_ENSURE", false, "leave stream ROOMS and bucket ROOM_STATE alone at start (their creation is the admin's)")
 	s.String(&c.Durable, "durable", "ROOMCAST_ROOMSTATE_DURABLE", DefaultDurable, "durable consumer name on stream ROOMS, shared by all replicas")
 	s.Duration(&c.BatchWait, "batch-wait", "ROOMCAST_ROOMSTATE_BATCH_WAIT", DefaultBatchWait, "how long a batch waits for more messages before writing")
 }

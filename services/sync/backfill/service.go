@@ -64,13 +64,9 @@ func Run(ctx context.Context, cfg Config) error {
 		metrics: m,
 		sem:     make(chan struct{}, cfg.Concurrency),
 	}
-	// Every service may ensure the stream (idempotent); the sync service
-	// only reads it, so a failure here is logged and /readyz reports it.
-	ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	if err := proto.Ensure(ectx, js, cfg.Store); err != nil {
-		log.Warn().Err(err).Msg("could not ensure stream and buckets; requests fail until they exist")
-	}
-	cancel()
+	// The sync service only reads stream ROOMS: it does not create it (its
+	// NATS role may not), and answers unavailable until it exists; /readyz
+	// says so.
 
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        proto.ServiceSync,
