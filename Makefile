@@ -22,7 +22,7 @@ build:
 	$(GO) build -o bin/sync ./services/sync/cmd/sync
 
 ## test: every Go test with -race, each module on its own, bounded fuzzing, and the end-to-end tests
-test: lint test-go test-modules fuzz test-e2e
+test: lint test-go test-modules fuzz test-e2e test-js test-browser
 
 test-go:
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
@@ -62,3 +62,36 @@ bench:
 
 clean:
 	rm -rf bin data
+
+# --- the TypeScript client (clients/js), the demo, the browser tests ---
+
+JS := clients/js
+
+.PHONY: demo js-deps js-build chromium test-js test-browser
+
+## demo: the stack plus a demo domain service and its board page on http://127.0.0.1:8090
+demo: js-build
+	$(GO) run ./examples/demo
+
+js-deps:
+	@if [ ! -d $(JS)/node_modules ] || [ $(JS)/package-lock.json -nt $(JS)/node_modules ]; then \
+		cd $(JS) && $(NPM) ci --no-audit --no-fund; \
+	fi
+
+js-build: js-deps
+	cd $(JS) && $(NPM) run build
+
+# Debian's chromium for the browser tests (never a downloaded browser build).
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; fi
+
+## test-js: the client's unit tests, and its integration tests against bin/roomcast serve
+test-js: build e2e-deps js-build
+	cd examples/demo && GOWORK=off $(GO) build -o /dev/null . && GOWORK=off $(GO) vet .
+	@out=$$(gofmt -l examples/demo); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	cd $(JS) && node --test --test-concurrency=1 --test-timeout=180000 test/unit/ test/integration/
+
+## test-browser: the demo board in headless Chromium (two pages converge, also after going offline)
+test-browser: e2e-deps js-build chromium
+	$(GO) build -o bin/demo ./examples/demo
+	cd $(JS) && node --test --test-concurrency=1 --test-timeout=300000 test/browser/
