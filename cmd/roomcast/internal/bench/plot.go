@@ -9,8 +9,8 @@ import (
 	"math"
 )
 
-// The fan-out plot (-plot FILE.png): p99 latency (y, ms) against
-// deliveries per second (x), one line per target, one point per ramp step;
+// The fan-out plot (-plot FILE.png): p99 latency (y, ms, logarithmic)
+// against deliveries per second (x), one line per target, one point per ramp step;
 // roomcast in blue, the peer in orange, the 100 ms bound dashed grey. Drawn
 // with the standard library alone: tick labels use a 3×5 digit font.
 
@@ -21,7 +21,7 @@ var plotColors = map[string]color.RGBA{
 
 const (
 	plotW, plotH = 640, 400
-	plotMargin   = 40
+	plotMargin   = 48
 )
 
 // writePlot draws rs' steps as PNG.
@@ -30,27 +30,37 @@ func writePlot(w io.Writer, rs []result, maxP99 float64) error {
 	for i := range img.Pix {
 		img.Pix[i] = 0xff
 	}
-	var xMax, yMax float64 = 1, maxP99 * 1.2
+	xMax, yMax := 1.0, maxP99*2
 	for _, r := range rs {
 		for _, s := range r.Steps {
 			xMax = math.Max(xMax, s.DeliveriesPerSec())
 			yMax = math.Max(yMax, ms(s.Latency.P99))
 		}
 	}
-	xMax, yMax = niceCeil(xMax), niceCeil(yMax)
-	x0, y0, x1, y1 := plotMargin, plotH-plotMargin, plotW-plotMargin/2, plotMargin/2
+	// x linear from 0; y logarithmic from 1 ms to the next power of ten
+	xMax = niceCeil(xMax)
+	decades := math.Ceil(math.Log10(yMax))
+	x0, y0, x1, y1 := plotMargin, plotH-plotMargin, plotW-plotMargin, plotMargin/2
 	px := func(v float64) int { return x0 + int(v/xMax*float64(x1-x0)) }
-	py := func(v float64) int { return y0 - int(v/yMax*float64(y0-y1)) }
+	py := func(v float64) int {
+		l := math.Log10(math.Max(v, 1)) / decades
+		return y0 - int(l*float64(y0-y1))
+	}
 	black := color.RGBA{0, 0, 0, 0xff}
 	grey := color.RGBA{0xb0, 0xb0, 0xb0, 0xff}
 	line(img, x0, y0, x1, y0, black)
 	line(img, x0, y0, x0, y1, black)
 	for i := 0; i <= 4; i++ {
-		xv, yv := xMax*float64(i)/4, yMax*float64(i)/4
+		xv := xMax * float64(i) / 4
+		label := fmt.Sprintf("%.0f", xv)
 		line(img, px(xv), y0, px(xv), y0+4, black)
-		digits(img, px(xv)-8, y0+8, fmt.Sprintf("%.0f", xv), black)
+		digits(img, px(xv)-4*len(label), y0+8, label, black)
+	}
+	for d := 0.0; d <= decades; d++ {
+		yv := math.Pow(10, d)
+		label := fmt.Sprintf("%.0f", yv)
 		line(img, x0-4, py(yv), x0, py(yv), black)
-		digits(img, 2, py(yv)-2, fmt.Sprintf("%.0f", yv), black)
+		digits(img, x0-6-8*len(label), py(yv)-4, label, black)
 	}
 	for x := x0; x < x1; x += 8 {
 		line(img, x, py(maxP99), x+4, py(maxP99), grey)
