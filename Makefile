@@ -87,7 +87,7 @@ chromium:
 
 ## test-js: the client's unit tests, and its integration tests against bin/roomcast serve
 test-js: build e2e-deps js-build
-	cd examples/demo && GOWORK=off $(GO) build -o /dev/null . && GOWORK=off $(GO) vet .
+	cd examples/demo && GOWORK=off $(GO) vet . && GOWORK=off $(GO) test -race -count=1 .
 	@out=$$(gofmt -l examples/demo); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	cd $(JS) && node --test --test-concurrency=1 --test-timeout=180000 test/unit/ test/integration/
 

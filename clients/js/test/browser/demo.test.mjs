@@ -100,7 +100,7 @@ async function until(what, fn, ms = 15000) {
   }
 }
 
-test("two pages on one board converge, also after one was offline", async () => {
+test("two pages on one board converge, also after one was offline", async (t) => {
   const a = await openBoard("alice");
   const b = await openBoard("bob");
 
@@ -109,7 +109,10 @@ test("two pages on one board converge, also after one was offline", async () => 
 
   // Bob's page loses its network.
   await b.context.setOffline(true);
+  const cut = Date.now();
   await until("bob's page notices", async () => (await b.page.getAttribute("#status", "data-status")) !== "connected");
+
+  t.diagnostic(`bob's page noticed the lost network after ${Date.now() - cut} ms`);
 
   // Meanwhile alice creates, updates and deletes tasks and writes to bob.
   await addTask(a.page, "Write the release notes");
@@ -128,7 +131,9 @@ test("two pages on one board converge, also after one was offline", async () => 
   assert.equal(missed.chat.length, 0);
 
   await b.context.setOffline(false);
+  const back = Date.now();
   await connected(b.page, 30000);
+  t.diagnostic(`bob's page reconnected ${Date.now() - back} ms after the network came back`);
   const want = await shown(a.page);
   assert.equal(want.tasks.length, 3);
   assert.equal(want.chat.length, 1);
@@ -136,6 +141,7 @@ test("two pages on one board converge, also after one was offline", async () => 
     const got = await shown(b.page);
     return JSON.stringify(got) === JSON.stringify(want) || got;
   });
+  t.diagnostic(`and showed what alice's page shows ${Date.now() - back} ms after`);
 
   await a.page.screenshot({ path: join(artifacts, "demo-alice.png") });
   await b.page.screenshot({ path: join(artifacts, "demo-bob.png") });
