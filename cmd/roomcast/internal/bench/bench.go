@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -85,9 +86,10 @@ type options struct {
 	Changes    int
 	Queries    int
 
-	Timeout time.Duration
-	JSON    bool
-	Plot    string
+	Timeout    time.Duration
+	JSON       bool
+	Plot       string
+	CPUProfile string
 }
 
 // parseOptions reads MODE and the flags, and checks them.
@@ -136,6 +138,7 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 	fs.IntVar(&o.Queries, "queries", 200, "resync: getChangesSince calls timed")
 	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "stop everything after this")
 	fs.BoolVar(&o.JSON, "json", false, "print the results as JSON instead of a table")
+	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write the load tool's own CPU profile (coordinator and in-process worker) here")
 	fs.StringVar(&o.Plot, "plot", "", "fanout: write a PNG of p99 latency against deliveries/s, a point per step (roomcast blue, peer orange)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return o, err
@@ -202,6 +205,17 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	raiseFileLimit()
+	if o.CPUProfile != "" {
+		f, err := os.Create(o.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	rs, err := run(ctx, o, os.Stderr)
