@@ -1,6 +1,6 @@
 # roomcast — the two commands a fresh machine needs are `make run` and `make test`.
 
-MODULES   := proto services/gateway services/roomstate services/sync cmd/roomcast
+MODULES   := proto services/gateway services/roomstate services/sync cmd/roomcast examples/demo
 PKGS      := $(MODULES:%=./%/...)
 FUZZTIME  ?= 5s
 GO        ?= go
@@ -87,8 +87,6 @@ chromium:
 
 ## test-js: the client's unit tests, and its integration tests against bin/roomcast serve
 test-js: build e2e-deps js-build
-	cd examples/demo && GOWORK=off $(GO) vet . && GOWORK=off $(GO) test -race -count=1 .
-	@out=$$(gofmt -l examples/demo); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	cd $(JS) && node --test --test-concurrency=1 --test-timeout=180000 test/unit/ test/integration/
 
 ## test-browser: the demo board in headless Chromium (two pages converge, also after going offline)
