@@ -14,6 +14,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"runtime/pprof"
 	"strings"
@@ -167,6 +169,8 @@ func (o options) check() error {
 		return errors.New("bench: -url with roomcast needs its NATS URL: give -nats")
 	case o.URL != "" && !strings.HasPrefix(o.URL, "http://"):
 		return fmt.Errorf("bench: -url %q: want http://host:port", o.URL)
+	case o.URL != "" && !loopback(o.URL), o.NATS != "" && !loopback(o.NATS):
+		return errors.New("bench: -url and -nats must be on this machine (127.0.0.0/8, localhost or [::1]): a load test sends traffic nowhere else")
 	case o.Mode == modeResync && o.Target == targetPeer && !o.Compare:
 		return errors.New("bench: resync measures roomcast's history; the reference peer keeps none")
 	case o.Sockets < 1:
@@ -189,6 +193,20 @@ func (o options) check() error {
 		return errors.New("bench: -stream-msgs must be ≥ 0, -changes and -queries ≥ 1")
 	}
 	return nil
+}
+
+// loopback reports whether a URL's host is a loopback address.
+func loopback(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false
+	}
+	h := u.Hostname()
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Main runs `roomcast bench ARGS`.

@@ -26,6 +26,8 @@ func TestParseOptions(t *testing.T) {
 	require.Equal(t, 0.999, o.MinDelivery)
 	require.True(t, o.Authz)
 
+	_, err = parseOptions([]string{"fanout", "-url", "http://localhost:3000", "-secret", "s", "-nats", "nats://[::1]:4222"}, io.Discard)
+	require.NoError(t, err)
 	o, err = parseOptions([]string{"idle", "-target", "peer", "-url", "http://127.0.0.1:3000", "-secret", "s", "-server-pid", "42"}, io.Discard)
 	require.NoError(t, err)
 	require.Equal(t, targetPeer, o.Target)
@@ -51,6 +53,8 @@ func TestParseOptionsRefusals(t *testing.T) {
 		{[]string{"fanout", "-url", "http://127.0.0.1:1", "-secret", "s"}, "-nats"},
 		{[]string{"fanout", "-target", "peer", "-url", "ws://x", "-secret", "s"}, "want http://"},
 		{[]string{"resync", "-target", "peer"}, "keeps none"},
+		{[]string{"fanout", "-target", "peer", "-url", "http://10.0.0.5:3000", "-secret", "s"}, "on this machine"},
+		{[]string{"fanout", "-url", "http://127.0.0.1:3000", "-secret", "s", "-nats", "nats://example.com:4222"}, "on this machine"},
 		{[]string{"fanout", "-source-ips", "300"}, "-source-ips"},
 		{[]string{"fanout", "extra"}, "unexpected argument"},
 		{[]string{"fanout", "-nope"}, "not defined"},
