@@ -90,6 +90,7 @@ type options struct {
 
 	Timeout    time.Duration
 	JSON       bool
+	Markdown   bool
 	Plot       string
 	CPUProfile string
 }
@@ -140,6 +141,7 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 	fs.IntVar(&o.Queries, "queries", 200, "resync: getChangesSince calls timed")
 	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "stop everything after this")
 	fs.BoolVar(&o.JSON, "json", false, "print the results as JSON instead of a table")
+	fs.BoolVar(&o.Markdown, "markdown", false, "print the results as a markdown section (command, machine, table) for docs/performance.md")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write the load tool's own CPU profile (coordinator and in-process worker) here")
 	fs.StringVar(&o.Plot, "plot", "", "fanout: write a PNG of p99 latency against deliveries/s, a point per step (roomcast blue, peer orange)")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -251,6 +253,10 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 	// roomcast first, so the ratio reads roomcast/peer
 	if len(rs) == 2 {
 		rs[0], rs[1] = rs[1], rs[0]
+	}
+	if o.Markdown {
+		printMarkdown(stdout, o.Mode, args, rs)
+		return nil
 	}
 	for _, r := range rs {
 		printSteps(stdout, r)

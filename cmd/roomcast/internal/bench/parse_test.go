@@ -183,3 +183,17 @@ func TestPrintResultsShowsTheRatio(t *testing.T) {
 	require.Contains(t, out, "100000 /CPU-s")
 	require.Contains(t, out, "2.50×")
 }
+
+func TestPrintMarkdown(t *testing.T) {
+	var b strings.Builder
+	printMarkdown(&b, modeIdle, []string{"idle", "-compare"}, []result{
+		{Target: targetRoomcast, Metrics: []metric{{Name: "server RSS per socket", Value: 4, Unit: "KB"}}},
+		{Target: targetPeer, Metrics: []metric{{Name: "server RSS per socket", Value: 19.2, Unit: "KB"}}, Notes: []string{"a note"}},
+	})
+	out := b.String()
+	require.Contains(t, out, "`roomcast bench idle -compare`")
+	require.Contains(t, out, "| | roomcast | peer | roomcast/peer |")
+	require.Contains(t, out, "| server RSS per socket | 4 KB | 19.2 KB | 0.21× |")
+	require.Contains(t, out, "peer: a note")
+	require.Contains(t, out, "cores, load average")
+}

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"runtime"
 	"strings"
 	"text/tabwriter"
 )
@@ -99,6 +101,75 @@ func printSteps(w io.Writer, r result) {
 	for i, s := range r.Steps {
 		fmt.Fprintf(w, "  step %d: %s\n", i+1, s.line())
 	}
+}
+
+// printMarkdown writes the results as a markdown section: the command, the
+// machine, the table with the ratio, the ramp steps and the notes, ready for
+// docs/performance.md.
+func printMarkdown(w io.Writer, mode string, args []string, rs []result) {
+	fmt.Fprintf(w, "### %s\n\n`roomcast bench %s`\n\n", mode, strings.Join(args, " "))
+	fmt.Fprintf(w, "Machine: %s.\n\n", machine())
+	if len(rs) == 0 {
+		return
+	}
+	ratio := len(rs) == 2
+	fmt.Fprint(w, "| |")
+	for _, r := range rs {
+		fmt.Fprintf(w, " %s |", r.Target)
+	}
+	if ratio {
+		fmt.Fprintf(w, " %s/%s |", rs[0].Target, rs[1].Target)
+	}
+	fmt.Fprint(w, "\n|---|")
+	for range rs {
+		fmt.Fprint(w, "---|")
+	}
+	if ratio {
+		fmt.Fprint(w, "---|")
+	}
+	fmt.Fprintln(w)
+	for i, m := range rs[0].Metrics {
+		fmt.Fprintf(w, "| %s |", m.Name)
+		for _, r := range rs {
+			v := "n/a"
+			if i < len(r.Metrics) {
+				v = fmtValue(r.Metrics[i])
+			}
+			fmt.Fprintf(w, " %s |", v)
+		}
+		if ratio {
+			fmt.Fprintf(w, " %s |", fmtRatio(rs[0], rs[1], i))
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w)
+	for _, r := range rs {
+		if len(r.Steps) > 1 {
+			fmt.Fprintf(w, "%s ramp:\n\n", r.Target)
+			for i, s := range r.Steps {
+				fmt.Fprintf(w, "- step %d: %s\n", i+1, s.line())
+			}
+			fmt.Fprintln(w)
+		}
+		for _, n := range r.Notes {
+			fmt.Fprintf(w, "%s: %s\n\n", r.Target, n)
+		}
+	}
+}
+
+// machine describes where the figures were taken: cores, load, kernel.
+func machine() string {
+	load := "?"
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) >= 3 {
+			load = strings.Join(f[:3], " ")
+		}
+	}
+	kernel := "?"
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = strings.TrimSpace(string(b))
+	}
+	return fmt.Sprintf("%d cores, load average %s at the end, Linux %s, %s", runtime.NumCPU(), load, kernel, runtime.Version())
 }
 
 func writeJSON(w io.Writer, rs []result) error {
