@@ -21,6 +21,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/roomcast/roomcast/proto"
 )
 
 // The modes.
@@ -103,7 +105,7 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 			fmt.Fprintln(errOut, usage)
 			return o, flag.ErrHelp
 		}
-		return o, errors.New("bench: give a mode: fanout, idle, storm or resync (roomcast bench -h)")
+		return o, errors.New("give a mode: fanout, idle, storm or resync (roomcast bench -h)")
 	}
 	o.Mode = args[0]
 	fs := flag.NewFlagSet("bench "+o.Mode, flag.ContinueOnError)
@@ -148,7 +150,7 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 		return o, err
 	}
 	if fs.NArg() > 0 {
-		return o, fmt.Errorf("bench: unexpected argument %q", fs.Arg(0))
+		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	return o, o.check()
 }
@@ -157,42 +159,42 @@ func (o options) check() error {
 	switch o.Mode {
 	case modeFanout, modeIdle, modeStorm, modeResync:
 	default:
-		return fmt.Errorf("bench: unknown mode %q: want fanout, idle, storm or resync", o.Mode)
+		return fmt.Errorf("unknown mode %q: want fanout, idle, storm or resync", o.Mode)
 	}
 	if o.Target != targetRoomcast && o.Target != targetPeer {
-		return fmt.Errorf("bench: -target %q: want roomcast or peer", o.Target)
+		return fmt.Errorf("-target %q: want roomcast or peer", o.Target)
 	}
 	switch {
 	case o.Compare && o.URL != "":
-		return errors.New("bench: -compare starts both servers itself; drop -url")
+		return errors.New("-compare starts both servers itself; drop -url")
 	case o.URL != "" && o.Secret == "":
-		return errors.New("bench: -url needs the target's JWT secret: give -secret")
+		return errors.New("-url needs the target's JWT secret: give -secret")
 	case o.URL != "" && o.Target == targetRoomcast && o.NATS == "":
-		return errors.New("bench: -url with roomcast needs its NATS URL: give -nats")
+		return errors.New("-url with roomcast needs its NATS URL: give -nats")
 	case o.URL != "" && !strings.HasPrefix(o.URL, "http://"):
-		return fmt.Errorf("bench: -url %q: want http://host:port", o.URL)
+		return fmt.Errorf("-url %q: want http://host:port", o.URL)
 	case o.URL != "" && !loopback(o.URL), o.NATS != "" && !loopback(o.NATS):
-		return errors.New("bench: -url and -nats must be on this machine (127.0.0.0/8, localhost or [::1]): a load test sends traffic nowhere else")
+		return errors.New("-url and -nats must be on this machine (127.0.0.0/8, localhost or [::1]): a load test sends traffic nowhere else")
 	case o.Mode == modeResync && o.Target == targetPeer && !o.Compare:
-		return errors.New("bench: resync measures roomcast's history; the reference peer keeps none")
+		return errors.New("resync measures roomcast's history; the reference peer keeps none")
 	case o.Sockets < 1:
-		return fmt.Errorf("bench: -sockets %d: want at least 1", o.Sockets)
+		return fmt.Errorf("-sockets %d: want at least 1", o.Sockets)
 	case o.Rooms < 1:
-		return fmt.Errorf("bench: -rooms %d: want at least 1", o.Rooms)
+		return fmt.Errorf("-rooms %d: want at least 1", o.Rooms)
 	case o.Rate <= 0:
-		return fmt.Errorf("bench: -rate %g: want more than 0", o.Rate)
+		return fmt.Errorf("-rate %g: want more than 0", o.Rate)
 	case o.Duration <= 0 || o.Drain < 0 || o.Timeout <= 0:
-		return errors.New("bench: -duration and -timeout must be positive, -drain not negative")
+		return errors.New("-duration and -timeout must be positive, -drain not negative")
 	case o.Ramp && o.RampFactor <= 1:
-		return fmt.Errorf("bench: -ramp-factor %g: want more than 1", o.RampFactor)
+		return fmt.Errorf("-ramp-factor %g: want more than 1", o.RampFactor)
 	case o.MinDelivery < 0 || o.MinDelivery > 1:
-		return fmt.Errorf("bench: -min-delivery %g: want a fraction from 0 to 1", o.MinDelivery)
+		return fmt.Errorf("-min-delivery %g: want a fraction from 0 to 1", o.MinDelivery)
 	case o.SourceIPs < 1 || o.SourceIPs > 254:
-		return fmt.Errorf("bench: -source-ips %d: want 1 to 254", o.SourceIPs)
+		return fmt.Errorf("-source-ips %d: want 1 to 254", o.SourceIPs)
 	case o.Pad < 0 || o.Pad > 64<<10:
-		return fmt.Errorf("bench: -pad %d: want 0 to 65536", o.Pad)
+		return fmt.Errorf("-pad %d: want 0 to 65536", o.Pad)
 	case o.StreamMsgs < 0 || o.Changes < 1 || o.Queries < 1:
-		return errors.New("bench: -stream-msgs must be ≥ 0, -changes and -queries ≥ 1")
+		return errors.New("-stream-msgs must be ≥ 0, -changes and -queries ≥ 1")
 	}
 	return nil
 }
@@ -222,7 +224,8 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 		return nil
 	}
 	if err != nil {
-		return err
+		// the CLI exits 2 on invalid_argument: a bad command line, nothing done
+		return proto.Errorf(proto.CodeInvalidArgument, "%v", err)
 	}
 	raiseFileLimit()
 	if o.CPUProfile != "" {
