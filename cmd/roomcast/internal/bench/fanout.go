@@ -6,6 +6,10 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/roomcast/roomcast/proto"
 )
 
 // Fan-out: N sockets over R boards, one message after another to the boards'
@@ -28,6 +32,10 @@ type stepResult struct {
 	ServerRSS   int64         `json:"serverPeakRSS"`
 	ToolCPU     time.Duration `json:"toolCPU"`
 	Held        bool          `json:"held"`
+	// NATSLeg is roomcast's latency from the publish to the stored message's
+	// re-publication on its live subject, as a NATS client in the tool sees
+	// it: the part of the end-to-end latency that is not the gateway's.
+	NATSLeg *Summary `json:"natsLeg,omitempty"`
 	// PublishLag is how far behind its schedule the publisher fell at worst:
 	// a large one means the tool, not the server, set the pace.
 	PublishLag time.Duration `json:"publishLag"`
@@ -114,7 +122,7 @@ func (r stepResult) line() string {
 }
 
 func fanoutMetrics(r stepResult) []metric {
-	return []metric{
+	m := []metric{
 		{Name: "publish rate", Value: r.Rate, Unit: "msg/s", Higher: true},
 		{Name: "deliveries/s", Value: r.DeliveriesPerSec(), Unit: "/s", Higher: true},
 		{Name: "deliveries per server CPU-s", Value: r.PerServerCPUSec(), Unit: "/CPU-s", Higher: true},
@@ -129,6 +137,54 @@ func fanoutMetrics(r stepResult) []metric {
 		{Name: "publisher lag max", Value: ms(r.PublishLag), Unit: "ms"},
 		{Name: "seq gaps seen", Value: float64(r.Gaps), Unit: ""},
 	}
+	if r.NATSLeg != nil {
+		// last, so that the peer's column (which has none) stays aligned
+		m = append(m,
+			metric{Name: "NATS leg p50 (publish → live subject)", Value: ms(r.NATSLeg.P50), Unit: "ms"},
+			metric{Name: "NATS leg p99", Value: ms(r.NATSLeg.P99), Unit: "ms"})
+	}
+	return m
+}
+
+// watchNATSLeg times every message of step on the live subjects, where
+// JetStream re-publishes what it stored, until the returned func is called.
+func watchNATSLeg(nc *nats.Conn, step int64) (func() Summary, error) {
+	h := NewHistogram()
+	ch := make(chan *nats.Msg, 1<<16)
+	sub, err := nc.ChanSubscribe(proto.Subjects{}.LiveAll(), ch)
+	if err != nil {
+		return nil, err
+	}
+	_ = sub.SetPendingLimits(1<<16, 64<<20)
+	if err := nc.Flush(); err != nil {
+		return nil, err
+	}
+	record := func(m *nats.Msg) {
+		now := time.Now().UnixNano()
+		ts, ok := intAfter(m.Data, keyTS)
+		if st, _ := intAfter(m.Data, keyStep); ok && st == step {
+			h.Record(now - ts)
+		}
+	}
+	// ch is never closed: nats.go owns the sending side
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case m := <-ch:
+				record(m)
+			case <-stop:
+				return
+			}
+		}
+	}()
+	return func() Summary {
+		_ = sub.Unsubscribe()
+		close(stop)
+		<-done
+		return h.Summary()
+	}, nil
 }
 
 // runStep publishes at rate for o.Duration and waits for the deliveries.
@@ -143,6 +199,13 @@ func runStep(ctx context.Context, o options, srv *server, f *fleet, step int64, 
 	}
 	toolW := watchProcs(ctx, f.toolPIDs(), time.Second)
 
+	var stopLeg func() Summary
+	if srv.nc != nil {
+		var err error
+		if stopLeg, err = watchNATSLeg(srv.nc, step); err != nil {
+			return r, err
+		}
+	}
 	pub := srv.newPublisher()
 	boards := min(o.Rooms, o.Sockets)
 	pad := strings.Repeat("x", o.Pad)
@@ -222,6 +285,10 @@ func runStep(ctx context.Context, o options, srv *server, f *fleet, step int64, 
 		}
 	}
 	r.Latency = h.Summary()
+	if stopLeg != nil {
+		leg := stopLeg()
+		r.NATSLeg = &leg
+	}
 	if serverW != nil {
 		r.ServerCPU, r.ServerRSS = serverW.Stop()
 	}

@@ -199,6 +199,8 @@ func TestFanoutAgainstRoomcast(t *testing.T) {
 	require.Equal(t, s.Expected, s.Delivered, log.String())
 	require.Zero(t, s.Gaps)
 	require.Zero(t, s.PubFailed)
+	require.NotNil(t, s.NATSLeg)
+	require.Equal(t, uint64(20), s.NATSLeg.Count, "every message seen once on its live subject")
 	require.Positive(t, s.ServerCPU)
 	require.Positive(t, s.ServerRSS)
 }
