@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/roomcast/roomcast/cmd/roomcast/internal/sioclient"
 	"io"
 	"os"
 	"os/exec"
@@ -58,7 +59,7 @@ func startFleet(ctx context.Context, o options, srv *server, mode string, n int)
 			count++
 		}
 		cfg := workerConfig{
-			URL: socketURL(srv.url), Secret: srv.secret, Mode: mode, First: first, Count: count,
+			URL: sioclient.URL(srv.url), Secret: srv.secret, Mode: mode, First: first, Count: count,
 			Rooms: o.Rooms, SourceIPs: o.SourceIPs, DialConcurrency: o.DialConcurrency,
 			ConnectTimeout: 10 * time.Second, Jitter: o.Jitter,
 		}

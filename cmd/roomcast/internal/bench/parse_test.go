@@ -2,6 +2,7 @@ package bench
 
 import (
 	"encoding/json"
+	"github.com/roomcast/roomcast/cmd/roomcast/internal/sioclient"
 	"io"
 	"strings"
 	"testing"
@@ -168,8 +169,8 @@ func TestProcParsing(t *testing.T) {
 }
 
 func TestSocketURL(t *testing.T) {
-	require.Equal(t, "ws://127.0.0.1:3000/socket.io/?EIO=4&transport=websocket", socketURL("http://127.0.0.1:3000/"))
-	require.Equal(t, "ws://h:1/socket.io/?EIO=4&transport=websocket", socketURL("ws://h:1"))
+	require.Equal(t, "ws://127.0.0.1:3000/socket.io/?EIO=4&transport=websocket", sioclient.URL("http://127.0.0.1:3000/"))
+	require.Equal(t, "ws://h:1/socket.io/?EIO=4&transport=websocket", sioclient.URL("ws://h:1"))
 }
 
 func TestPrintResultsShowsTheRatio(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/roomcast/roomcast/cmd/roomcast/internal/sioclient"
 	"io"
 	"strconv"
 	"time"
@@ -69,7 +70,7 @@ func runResync(ctx context.Context, o options, srv *server, log io.Writer) (resu
 	// queries go round-robin over a few sockets, one in flight at a time,
 	// paced to stay under the limit.
 	const sockets, perSocketRate = 4, 15.0
-	var conns []*sioConn
+	var conns []*sioclient.Conn
 	defer func() {
 		for _, c := range conns {
 			_ = c.Close()
@@ -80,7 +81,7 @@ func runResync(ctx context.Context, o options, srv *server, log io.Writer) (resu
 		if err != nil {
 			return res, err
 		}
-		c, err := dialSocket(ctx, dialOptions{URL: socketURL(srv.url), Token: tok, Client: clientOf(i)})
+		c, err := sioclient.Dial(ctx, sioclient.Options{URL: sioclient.URL(srv.url), Token: tok, ClientID: clientOf(i)})
 		if err != nil {
 			return res, err
 		}
@@ -96,7 +97,7 @@ func runResync(ctx context.Context, o options, srv *server, log io.Writer) (resu
 		next = next.Add(interval)
 		c := conns[q%sockets]
 		t := time.Now()
-		ack, err := c.call(string(proto.EndpointGetChangesSince), args, nil)
+		ack, err := c.Call(string(proto.EndpointGetChangesSince), args, nil)
 		if err != nil {
 			return res, fmt.Errorf("getChangesSince: %w", err)
 		}

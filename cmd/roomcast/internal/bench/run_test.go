@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/roomcast/roomcast/cmd/roomcast/internal/sioclient"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -142,18 +143,18 @@ func TestPeerRefusesABadToken(t *testing.T) {
 	defer srv.close()
 	tok, err := mintToken("not-the-secret", "u1", time.Hour)
 	require.NoError(t, err)
-	_, err = dialSocket(t.Context(), dialOptions{URL: socketURL(srv.url), Token: tok})
-	require.ErrorIs(t, err, errRefused)
+	_, err = sioclient.Dial(t.Context(), sioclient.Options{URL: sioclient.URL(srv.url), Token: tok})
+	require.ErrorIs(t, err, sioclient.ErrRefused)
 	require.ErrorContains(t, err, "bad signature")
 
 	tok, err = mintToken(srv.secret, "u1", time.Hour)
 	require.NoError(t, err)
-	c, err := dialSocket(t.Context(), dialOptions{URL: socketURL(srv.url), Token: tok})
+	c, err := sioclient.Dial(t.Context(), sioclient.Options{URL: sioclient.URL(srv.url), Token: tok})
 	require.NoError(t, err)
 	defer c.Close()
-	_, err = c.call("addToRoom", map[string]string{"roomName": "user-u2"}, nil)
+	_, err = c.Call("addToRoom", map[string]string{"roomName": "user-u2"}, nil)
 	require.ErrorContains(t, err, "forbidden", "another user's room")
-	ack, err := c.call("addToRoom", map[string]string{"roomName": "board-b1"}, nil)
+	ack, err := c.Call("addToRoom", map[string]string{"roomName": "board-b1"}, nil)
 	require.NoError(t, err)
 	require.JSONEq(t, `{"roomName":"board-b1","lastBroadcastTimestamp":null,"seq":null}`, string(ack.Data))
 }

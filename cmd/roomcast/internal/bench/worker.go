@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/roomcast/roomcast/cmd/roomcast/internal/sioclient"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -97,7 +98,7 @@ type worker struct {
 
 type benchSocket struct {
 	i       int
-	conn    atomic.Pointer[sioConn]
+	conn    atomic.Pointer[sioclient.Conn]
 	lastSeq int64
 }
 
@@ -320,7 +321,7 @@ func (w *worker) runSocket(ctx context.Context, s *benchSocket) {
 }
 
 // connect dials, authenticates and joins s's rooms.
-func (w *worker) connect(ctx context.Context, s *benchSocket) (*sioConn, error) {
+func (w *worker) connect(ctx context.Context, s *benchSocket) (*sioclient.Conn, error) {
 	select {
 	case w.dialSlots <- struct{}{}:
 	case <-ctx.Done():
@@ -331,26 +332,26 @@ func (w *worker) connect(ctx context.Context, s *benchSocket) (*sioConn, error) 
 	if err != nil {
 		return nil, err
 	}
-	c, err := dialSocket(ctx, dialOptions{URL: w.cfg.URL, Token: tok, Client: clientOf(s.i),
+	c, err := sioclient.Dial(ctx, sioclient.Options{URL: w.cfg.URL, Token: tok, ClientID: clientOf(s.i),
 		Source: sourceIP(s.i, w.cfg.SourceIPs), Timeout: w.cfg.ConnectTimeout})
 	if err != nil {
 		return nil, err
 	}
-	_ = c.conn.SetDeadline(time.Now().Add(max(w.cfg.ConnectTimeout, 10*time.Second)))
+	_ = c.SetDeadline(time.Now().Add(max(w.cfg.ConnectTimeout, 10*time.Second)))
 	for _, room := range roomsOf(w.cfg.Mode, s.i, w.cfg.Rooms) {
-		if _, err := c.call("addToRoom", map[string]string{"roomName": room}, nil); err != nil {
+		if _, err := c.Call("addToRoom", map[string]string{"roomName": room}, nil); err != nil {
 			_ = c.Close()
 			return nil, fmt.Errorf("addToRoom %s: %w", room, err)
 		}
 	}
-	_ = c.conn.SetDeadline(time.Time{})
+	_ = c.SetDeadline(time.Time{})
 	return c, nil
 }
 
 // readLoop reads until the socket fails, timing every benchmark broadcast.
-func (w *worker) readLoop(c *sioConn, s *benchSocket) error {
+func (w *worker) readLoop(c *sioclient.Conn, s *benchSocket) error {
 	for {
-		msg, err := c.next()
+		msg, err := c.Next()
 		if err != nil {
 			return err
 		}

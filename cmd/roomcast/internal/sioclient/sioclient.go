@@ -1,4 +1,7 @@
-package bench
+// Package sioclient is a lean Socket.IO client (Engine.IO v4, Socket.IO v5,
+// WebSocket only, namespace "/"): what the load tool's sockets and the
+// failure tests need, and no more.
+package sioclient
 
 import (
 	"bufio"
@@ -8,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -17,9 +19,7 @@ import (
 	"github.com/gobwas/ws"
 )
 
-// The load tool's Socket.IO client: Engine.IO v4 / Socket.IO v5 over a
-// WebSocket, namespace "/", just what a socket of the benchmark needs. It is
-// lean on purpose, since thousands of them share a process and the tool's
+// It is lean on purpose, since thousands of them share a process and the tool's
 // own CPU competes with the server's: one goroutine owns a socket and does
 // every read and write on it (pongs included, so writes never interleave),
 // a 1 KiB read buffer, no JSON decoding of broadcasts.
@@ -33,12 +33,12 @@ const maxFrame = 1 << 20
 const readBufSize = 1024
 
 var (
-	errRefused = errors.New("connect refused")
-	errClosed  = errors.New("server closed the socket")
+	ErrRefused = errors.New("connect refused")
+	ErrClosed  = errors.New("server closed the socket")
 )
 
-// sioConn is one connected, authenticated socket.
-type sioConn struct {
+// Conn is one connected, authenticated socket.
+type Conn struct {
 	conn  net.Conn
 	br    *bufio.Reader
 	buf   []byte // the current message, reused
@@ -47,18 +47,18 @@ type sioConn struct {
 	SID   string // Socket.IO socket id from the CONNECT reply
 }
 
-// dialOptions say where and how a socket connects.
-type dialOptions struct {
-	URL     string // ws://host:port/socket.io/?EIO=4&transport=websocket
-	Token   string
-	Client  string // auth.clientId, "" for none
-	Source  net.IP // local address to dial from, nil for any
-	Timeout time.Duration
+// Options say where and how a socket connects.
+type Options struct {
+	URL      string // ws://host:port/socket.io/?EIO=4&transport=websocket
+	Token    string
+	ClientID string // auth.clientId, "" for none
+	Source   net.IP // local address to dial from, nil for any
+	Timeout  time.Duration
 }
 
-// socketURL is the Engine.IO WebSocket endpoint of a server at base
+// URL is the Engine.IO WebSocket endpoint of a server at base
 // (http://host:port or ws://host:port).
-func socketURL(base string) string {
+func URL(base string) string {
 	base = strings.TrimSuffix(base, "/")
 	if rest, ok := strings.CutPrefix(base, "http://"); ok {
 		base = "ws://" + rest
@@ -66,9 +66,9 @@ func socketURL(base string) string {
 	return base + "/socket.io/?EIO=4&transport=websocket"
 }
 
-// dialSocket opens a WebSocket, reads the Engine.IO open packet, sends the
+// Dial opens a WebSocket, reads the Engine.IO open packet, sends the
 // Socket.IO CONNECT with auth and waits for the server's answer.
-func dialSocket(ctx context.Context, o dialOptions) (*sioConn, error) {
+func Dial(ctx context.Context, o Options) (*Conn, error) {
 	if o.Timeout == 0 {
 		o.Timeout = 10 * time.Second
 	}
@@ -93,7 +93,7 @@ func dialSocket(ctx context.Context, o dialOptions) (*sioConn, error) {
 		r = io.MultiReader(bytes.NewReader(bytes.Clone(extra)), conn)
 		ws.PutReader(hbr)
 	}
-	c := &sioConn{conn: conn, br: bufio.NewReaderSize(r, readBufSize)}
+	c := &Conn{conn: conn, br: bufio.NewReaderSize(r, readBufSize)}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
@@ -107,8 +107,8 @@ func dialSocket(ctx context.Context, o dialOptions) (*sioConn, error) {
 	return c, nil
 }
 
-func (c *sioConn) handshake(o dialOptions) error {
-	msg, err := c.next()
+func (c *Conn) handshake(o Options) error {
+	msg, err := c.Next()
 	if err != nil {
 		return fmt.Errorf("engine.io open: %w", err)
 	}
@@ -116,15 +116,15 @@ func (c *sioConn) handshake(o dialOptions) error {
 		return fmt.Errorf("engine.io open: got %.60q", msg)
 	}
 	auth := map[string]string{"token": o.Token}
-	if o.Client != "" {
-		auth["clientId"] = o.Client
+	if o.ClientID != "" {
+		auth["clientId"] = o.ClientID
 	}
 	a, _ := json.Marshal(auth)
 	if err := c.write(append([]byte("40"), a...)); err != nil {
 		return err
 	}
 	for {
-		msg, err := c.next()
+		msg, err := c.Next()
 		if err != nil {
 			return fmt.Errorf("socket.io connect: %w", err)
 		}
@@ -137,7 +137,7 @@ func (c *sioConn) handshake(o dialOptions) error {
 			c.SID = r.SID
 			return nil
 		case bytes.HasPrefix(msg, []byte("44")):
-			return fmt.Errorf("%w: %s", errRefused, msg[2:])
+			return fmt.Errorf("%w: %s", ErrRefused, msg[2:])
 		case bytes.HasPrefix(msg, []byte("42")):
 			// an event before the CONNECT reply cannot be ours; skip it
 		default:
@@ -148,7 +148,7 @@ func (c *sioConn) handshake(o dialOptions) error {
 
 // next returns the next Engine.IO message that is not a ping (pings are
 // answered here). The slice is valid until the next call.
-func (c *sioConn) next() ([]byte, error) {
+func (c *Conn) Next() ([]byte, error) {
 	for {
 		msg, err := c.readMessage()
 		if err != nil {
@@ -161,16 +161,16 @@ func (c *sioConn) next() ([]byte, error) {
 			}
 			continue
 		case len(msg) >= 1 && msg[0] == '1':
-			return nil, errClosed
+			return nil, ErrClosed
 		case len(msg) >= 2 && msg[0] == '4' && msg[1] == '1':
-			return nil, errClosed
+			return nil, ErrClosed
 		}
 		return msg, nil
 	}
 }
 
 // readMessage reads one WebSocket text message (joining fragments) into c.buf.
-func (c *sioConn) readMessage() ([]byte, error) {
+func (c *Conn) readMessage() ([]byte, error) {
 	c.buf = c.buf[:0]
 	for {
 		h, err := ws.ReadHeader(c.br)
@@ -206,7 +206,7 @@ func (c *sioConn) readMessage() ([]byte, error) {
 			continue
 		case ws.OpClose:
 			_ = c.writeFrame(ws.OpClose, nil)
-			return nil, errClosed
+			return nil, ErrClosed
 		}
 		if h.Fin {
 			return c.buf, nil
@@ -215,9 +215,9 @@ func (c *sioConn) readMessage() ([]byte, error) {
 }
 
 // write sends one Engine.IO message as a masked text frame, in one write.
-func (c *sioConn) write(p []byte) error { return c.writeFrame(ws.OpText, p) }
+func (c *Conn) write(p []byte) error { return c.writeFrame(ws.OpText, p) }
 
-func (c *sioConn) writeFrame(op ws.OpCode, p []byte) error {
+func (c *Conn) writeFrame(op ws.OpCode, p []byte) error {
 	h := ws.Header{Fin: true, OpCode: op, Masked: true, Mask: ws.NewMask(), Length: int64(len(p))}
 	var hb bytes.Buffer
 	hb.Grow(ws.MaxHeaderSize)
@@ -232,7 +232,7 @@ func (c *sioConn) writeFrame(op ws.OpCode, p []byte) error {
 
 // emitEndpoint sends emit("endpoint", {endpointName, endpointArgs}, ack) and
 // returns the ack id to wait for.
-func (c *sioConn) emitEndpoint(name string, args any) (int, error) {
+func (c *Conn) Emit(name string, args any) (int, error) {
 	call, err := json.Marshal(struct {
 		EndpointName string `json:"endpointName"`
 		EndpointArgs any    `json:"endpointArgs"`
@@ -251,8 +251,8 @@ func (c *sioConn) emitEndpoint(name string, args any) (int, error) {
 	return id, c.write(p)
 }
 
-// endpointAck is an endpoint's acknowledgement.
-type endpointAck struct {
+// Ack is an endpoint's acknowledgement.
+type Ack struct {
 	OK    bool            `json:"ok"`
 	Data  json.RawMessage `json:"data"`
 	Error *struct {
@@ -261,7 +261,7 @@ type endpointAck struct {
 	} `json:"error"`
 }
 
-func (a endpointAck) err() error {
+func (a Ack) Err() error {
 	if a.OK {
 		return nil
 	}
@@ -273,23 +273,23 @@ func (a endpointAck) err() error {
 
 // call emits an endpoint and waits for its ack; broadcasts that arrive
 // meanwhile go to onOther (which may be nil).
-func (c *sioConn) call(name string, args any, onOther func([]byte)) (endpointAck, error) {
-	id, err := c.emitEndpoint(name, args)
+func (c *Conn) Call(name string, args any, onOther func([]byte)) (Ack, error) {
+	id, err := c.Emit(name, args)
 	if err != nil {
-		return endpointAck{}, err
+		return Ack{}, err
 	}
 	want := append([]byte("43"), strconv.Itoa(id)...)
 	for {
-		msg, err := c.next()
+		msg, err := c.Next()
 		if err != nil {
-			return endpointAck{}, fmt.Errorf("%s: %w", name, err)
+			return Ack{}, fmt.Errorf("%s: %w", name, err)
 		}
 		if bytes.HasPrefix(msg, want) && len(msg) > len(want) && msg[len(want)] == '[' {
-			var args []endpointAck
+			var args []Ack
 			if err := json.Unmarshal(msg[len(want):], &args); err != nil || len(args) != 1 {
-				return endpointAck{}, fmt.Errorf("%s: bad ack %.80q", name, msg)
+				return Ack{}, fmt.Errorf("%s: bad ack %.80q", name, msg)
 			}
-			return args[0], args[0].err()
+			return args[0], args[0].Err()
 		}
 		if onOther != nil {
 			onOther(msg)
@@ -299,59 +299,7 @@ func (c *sioConn) call(name string, args any, onOther func([]byte)) (endpointAck
 
 // Close closes the TCP connection at once, without a goodbye: what a lost
 // network looks like to the server.
-func (c *sioConn) Close() error { return c.conn.Close() }
+func (c *Conn) Close() error { return c.conn.Close() }
 
-// broadcastFields are what the benchmark reads from a broadcast frame.
-type broadcastFields struct {
-	ts, step       int64
-	seq, prevSeq   int64
-	hasTS, hasSeqs bool
-}
-
-// parseBroadcast picks the benchmark's fields out of a
-// 42["broadcast",{…}] message by searching for their keys, without decoding
-// the JSON: the client's CPU is the tool's limit at high rates.
-func parseBroadcast(msg []byte) (broadcastFields, bool) {
-	var f broadcastFields
-	if !bytes.HasPrefix(msg, []byte(`42["broadcast",`)) {
-		return f, false
-	}
-	var ok1, ok2 bool
-	f.ts, f.hasTS = intAfter(msg, keyTS)
-	f.step, _ = intAfter(msg, keyStep)
-	f.seq, ok1 = intAfter(msg, keySeq)
-	f.prevSeq, ok2 = intAfter(msg, keyPrevSeq)
-	f.hasSeqs = ok1 && ok2
-	return f, true
-}
-
-var (
-	keyTS      = []byte(`"benchTs":`)
-	keyStep    = []byte(`"benchStep":`)
-	keySeq     = []byte(`"seq":`)
-	keyPrevSeq = []byte(`"prevSeq":`)
-)
-
-// intAfter parses the non-negative integer that follows the last occurrence
-// of key in b.
-func intAfter(b, key []byte) (int64, bool) {
-	i := bytes.LastIndex(b, key)
-	if i < 0 {
-		return 0, false
-	}
-	b = b[i+len(key):]
-	for len(b) > 0 && b[0] == ' ' {
-		b = b[1:]
-	}
-	var v int64
-	n := 0
-	for n < len(b) && b[n] >= '0' && b[n] <= '9' {
-		d := int64(b[n] - '0')
-		if v > (math.MaxInt64-d)/10 {
-			return 0, false // out of range: not one of ours
-		}
-		v = v*10 + d
-		n++
-	}
-	return v, n > 0
-}
+// SetDeadline sets the read and write deadline of the connection (zero: none).
+func (c *Conn) SetDeadline(t time.Time) error { return c.conn.SetDeadline(t) }
