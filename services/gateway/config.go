@@ -99,6 +99,11 @@ type Config struct {
 	// drops messages (counted as slow consumer). Default 65536.
 	FanoutQueue int
 
+	// Pprof serves net/http/pprof under /debug/pprof/ on HTTPAddr, for
+	// profiling a running gateway (heap, goroutines, CPU). Off by default:
+	// profiles show internals and a CPU profile costs CPU ($ROOMCAST_PPROF).
+	Pprof bool
+
 	// DrainGrace is how long a stopping gateway takes to disconnect its
 	// sockets, spread so that they reconnect elsewhere gradually. Default 5 s.
 	DrainGrace time.Duration
@@ -119,6 +124,7 @@ func (c *Config) Bind(s *flagenv.Set) {
 	s.Duration(&c.PingInterval, "ping-interval", "ROOMCAST_PING_INTERVAL", 25*time.Second, "how often each socket is pinged")
 	s.Duration(&c.PingTimeout, "ping-timeout", "ROOMCAST_PING_TIMEOUT", 20*time.Second, "how long a pong may take before the socket is closed")
 	s.Int(&c.SendQueueBytes, "send-queue-bytes", "ROOMCAST_SEND_QUEUE_BYTES", 1<<20, "bytes that may wait for one socket before it is cut off as slow")
+	s.Bool(&c.Pprof, "pprof", "ROOMCAST_PPROF", false, "serve net/http/pprof under /debug/pprof/ (for profiling)")
 	s.String(&c.JWTPublicKeyFile, "jwt-public-key", "ROOMCAST_JWT_PUBLIC_KEY", "", "PEM file with an Ed25519 or RSA public key for tokens")
 	s.Func("allowed-origins", "comma-separated Origin allow-list, * for any ($ROOMCAST_ALLOWED_ORIGINS)", func(v string) error {
 		c.AllowedOrigins = splitList(v)
