@@ -1,117 +1,312 @@
 package backfill
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/roomcast/roomcast/proto"
 )
 
-// BenchmarkChanges measures one sync.changes request, end to end over NATS
-// (request, consumer, reads, stream info, reply), for rooms with 10, 100 and
-// 1,000 changes spread through a stream of other rooms' messages (1,000
-// rooms). The stream size is $ROOMCAST_SYNC_BENCH_STREAM, default 100,000 so
-// `make bench` stays quick; the issue's figure is with 1,000,000:
-//
-//	ROOMCAST_SYNC_BENCH_STREAM=1000000 go test -run '^$' -bench Changes ./backfill
-func BenchmarkChanges(b *testing.B) {
-	total := 100_000
-	if v := os.Getenv("ROOMCAST_SYNC_BENCH_STREAM"); v != "" {
-		n, err := strconv.Atoi(v)
-		require.NoError(b, err)
-		total = n
-	}
-	sizes := []int{10, 100, 1000}
-	// MaxTime is raised so the first, cold read (blocks loaded from disk) is
-	// measured rather than cut.
-	f := startSync(b, proto.StoreConfig{}, func(c *Config) { c.MaxLimit, c.MaxTime = 1000, time.Minute })
-	subjects := f.cfg.Store.Subjects
-	now := time.Now().UnixMilli()
-	began := time.Now()
+// The benchmarks share one stream, filled once per test binary: filling
+// 1,000,000 messages takes about a minute, and `go test -count 6` (for
+// benchstat) would otherwise fill it six times. TestMain stops it.
+var (
+	benchOnce  sync.Once
+	benchState *benchStream
+	benchErr   error
+)
 
-	// Each measured room's changes are spread evenly through the stream.
-	rooms := make([]proto.Room, len(sizes))
-	every := make([]int, len(sizes))
-	for i, n := range sizes {
-		rooms[i] = room(b, fmt.Sprintf("board-r%d-tasks", n))
-		every[i] = max(1, total/n)
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if benchState != nil {
+		benchState.stop()
 	}
+	os.Exit(code)
+}
+
+// benchStream is a server, a sync service and a stream of `total` messages
+// over 1,000 rooms (file storage, the stream's real configuration):
+//
+//   - the background: `total` messages published round-robin to 1,000 rooms;
+//     one of them, board-recent-tasks, has every message a resource of its
+//     own, stamped with the publisher's clock (about total/1000 messages
+//     spread through the whole stream);
+//   - the scattered rooms board-r10|r100|r1000-tasks, whose 10, 100 and 1,000
+//     changes (100 resources at most) are spread evenly through the stream.
+type benchStream struct {
+	f     *fixture
+	total int
+	// recentSeqs and recentAt are board-recent-tasks's messages: stream
+	// sequence and updatedAt, in stream order.
+	recentSeqs []uint64
+	recentAt   []int64
+	began      int64 // updatedAt just before the fill (the scattered `since`)
+	stop       func()
+}
+
+var (
+	benchRecent    = "board-recent-tasks"
+	benchScattered = []int{10, 100, 1000}
+)
+
+func benchTotal() (int, error) {
+	if v := os.Getenv("ROOMCAST_SYNC_BENCH_STREAM"); v != "" {
+		return strconv.Atoi(v)
+	}
+	return 100_000, nil
+}
+
+// sharedBenchStream builds the shared stream on first use.
+func sharedBenchStream(b *testing.B) *benchStream {
+	b.Helper()
+	benchOnce.Do(func() { benchState, benchErr = newBenchStream(b) })
+	if benchErr != nil {
+		b.Fatal(benchErr)
+	}
+	return benchState
+}
+
+func newBenchStream(b *testing.B) (*benchStream, error) {
+	total, err := benchTotal()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "roomcast-sync-bench-")
+	if err != nil {
+		return nil, err
+	}
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
+	if err != nil {
+		return nil, err
+	}
+	srv.Start()
+	bs := &benchStream{total: total}
+	var stops []func()
+	bs.stop = func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	stops = append(stops, func() { srv.Shutdown(); srv.WaitForShutdown(); _ = os.RemoveAll(dir) })
+	fail := func(err error) (*benchStream, error) { bs.stop(); return nil, err }
+	if !srv.ReadyForConnections(10 * time.Second) {
+		return fail(fmt.Errorf("server not ready"))
+	}
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		return fail(err)
+	}
+	stops = append(stops, nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fail(err)
+	}
+	store := proto.StoreConfig{}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	err = proto.Ensure(ctx, js, store)
+	cancel()
+	if err != nil {
+		return fail(err)
+	}
+	reg := prometheus.NewRegistry()
+	// MaxTime is raised so a cold read (blocks loaded from disk) is measured
+	// rather than cut; the margin is short so that a `since` just before the
+	// room's last 100 changes reads about those (the fill is compressed into
+	// a minute, where a real stream spreads it over days).
+	cfg := Config{NATSURL: srv.ClientURL(), Store: store, Registry: reg, Logger: zerolog.New(io.Discard),
+		MaxLimit: 1000, MaxTime: time.Minute, SkewMargin: time.Second}
+	sctx, scancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(sctx, cfg) }()
+	stops = append(stops, func() { scancel(); <-done })
+	bs.f = &fixture{nc: nc, js: js, pub: proto.NewPublisher(js, store.Subjects), reg: reg, cfg: cfg}
+	// Ready once it answers (no responders until the endpoints exist).
+	require.Eventually(b, func() bool {
+		var res proto.ChangesResult
+		return bs.f.request(proto.SubjectSyncChanges, proto.ChangesArgs{RoomName: "board-ready-tasks", Cursor: cursorAfter(0)}, &res) == nil
+	}, 10*time.Second, 20*time.Millisecond)
+	if err := bs.fill(b); err != nil {
+		return fail(err)
+	}
+	return bs, nil
+}
+
+func (bs *benchStream) fill(b *testing.B) error {
+	f, subjects, total := bs.f, bs.f.cfg.Store.Subjects, bs.total
+	began := time.Now()
+	bs.began = began.UnixMilli()
+	now := bs.began
+	recent := room(b, benchRecent)
 	others := make([]proto.Room, 1000)
-	for i := range others {
+	others[0] = recent
+	for i := 1; i < len(others); i++ {
 		others[i] = room(b, fmt.Sprintf("board-o%d-tasks", i))
 	}
-	futures := make([]jetstream.PubAckFuture, 0, 4096)
-	wait := func() {
-		for _, fut := range futures {
+	scattered := make([]proto.Room, len(benchScattered))
+	every := make([]int, len(benchScattered))
+	for i, n := range benchScattered {
+		scattered[i] = room(b, fmt.Sprintf("board-r%d-tasks", n))
+		every[i] = max(1, total/n)
+	}
+	type pending struct {
+		fut    jetstream.PubAckFuture
+		recent bool
+	}
+	futures := make([]pending, 0, 4096)
+	wait := func() error {
+		for _, p := range futures {
 			select {
-			case <-fut.Ok():
-			case err := <-fut.Err():
-				require.NoError(b, err)
+			case ack := <-p.fut.Ok():
+				if p.recent {
+					bs.recentSeqs = append(bs.recentSeqs, ack.Sequence)
+				}
+			case err := <-p.fut.Err():
+				return err
 			}
 		}
 		futures = futures[:0]
+		return nil
 	}
-	published := make([]int, len(sizes))
+	publish := func(r proto.Room, env proto.Envelope) error {
+		data, id, err := f.pub.Encode(r, env)
+		if err != nil {
+			return err
+		}
+		msg := nats.NewMsg(subjects.Publish(r))
+		msg.Data = data
+		msg.Header.Set(jetstream.MsgIDHeader, id)
+		fut, err := f.js.PublishMsgAsync(msg, jetstream.WithStallWait(30*time.Second))
+		if err != nil {
+			return err
+		}
+		futures = append(futures, pending{fut: fut, recent: r == recent})
+		return nil
+	}
+	published := make([]int, len(benchScattered))
 	for i := 0; i < total; i++ {
-		futures = append(futures, publishAsync(b, f, subjects, others[i%len(others)], update(fmt.Sprintf("x%d", i), now, `{"n":1}`)))
-		for k, n := range sizes {
+		r := others[i%len(others)]
+		env := update(fmt.Sprintf("x%d", i), now, `{"n":1}`)
+		if r == recent {
+			at := time.Now().UnixMilli()
+			env = update(fmt.Sprintf("c%d", len(bs.recentAt)), at, `{"n":1}`)
+			bs.recentAt = append(bs.recentAt, at)
+		}
+		if err := publish(r, env); err != nil {
+			return err
+		}
+		for k, n := range benchScattered {
 			if i%every[k] == 0 && published[k] < n {
 				id := fmt.Sprintf("t%d", published[k]%100) // collapses to ≤ 100 resources
-				futures = append(futures, publishAsync(b, f, subjects, rooms[k], update(id, now+int64(i), `{"n":1}`)))
+				if err := publish(scattered[k], update(id, now+int64(i), `{"n":1}`)); err != nil {
+					return err
+				}
 				published[k]++
 			}
 		}
 		if len(futures) >= 4000 {
-			wait()
+			if err := wait(); err != nil {
+				return err
+			}
 		}
 	}
-	wait()
-	b.Logf("stream: %d other messages, published in %s", total, time.Since(began).Round(time.Millisecond))
-
-	// The first reads after publishing find the blocks on disk, not cached.
-	for k, n := range sizes {
-		t0 := time.Now()
-		var res proto.ChangesResult
-		require.NoError(b, f.request(proto.SubjectSyncChanges, proto.ChangesArgs{RoomName: rooms[k].Name(), Cursor: cursorAfter(0), Limit: 1000}, &res))
-		b.Logf("first read of room=%d: %s (%d changes, next %v)", n, time.Since(t0).Round(time.Microsecond), len(res.Changes), res.Next != nil)
+	if err := wait(); err != nil {
+		return err
 	}
-	for k, n := range sizes {
+	// Acks of one async batch may come in any order; the sequences are the
+	// stream order.
+	if len(bs.recentSeqs) < 2 {
+		return fmt.Errorf("stream of %d messages gives %s only %d messages; want at least 2", total, benchRecent, len(bs.recentSeqs))
+	}
+	for i := 1; i < len(bs.recentSeqs); i++ {
+		if bs.recentSeqs[i] <= bs.recentSeqs[i-1] {
+			return fmt.Errorf("%s: acks out of order", benchRecent)
+		}
+	}
+	b.Logf("stream: %d messages over 1,000 rooms (+%d scattered), published in %s", total, sum(benchScattered), time.Since(began).Round(time.Millisecond))
+	return nil
+}
+
+func sum(xs []int) int {
+	n := 0
+	for _, x := range xs {
+		n += x
+	}
+	return n
+}
+
+// BenchmarkChanges measures one sync.changes request, end to end over NATS
+// (request, stream reads, completeness check, reply), among a stream of
+// $ROOMCAST_SYNC_BENCH_STREAM messages (default 100,000 so `make bench` stays
+// quick; the issue's figure is with 1,000,000) over 1,000 rooms:
+//
+//   - recent: the realistic case, a client that was away for a while. A room
+//     with a message every 1,000 stream messages, asked for its last 100
+//     changes (afterSeq, or since their first updatedAt), which sit in the
+//     last tenth of the stream;
+//
+//   - scattered: the worst case. A room's 10, 100 or 1,000 changes spread
+//     evenly through the whole stream, read from its beginning (afterSeq 0,
+//     or a since before the stream), so every change sits in a different
+//     stream block.
+//
+//     ROOMCAST_SYNC_BENCH_STREAM=1000000 go test -run '^$' -bench Changes -count 6 ./backfill
+func BenchmarkChanges(b *testing.B) {
+	bs := sharedBenchStream(b)
+	// The last 100 changes (fewer when the stream is too short for 101).
+	n := len(bs.recentSeqs)
+	k := min(100, n-1)
+	afterSeq := bs.recentSeqs[n-k-1]
+	since := bs.recentAt[n-k]
+	wantSince := 0
+	for _, at := range bs.recentAt {
+		if at >= since {
+			wantSince++
+		}
+	}
+	for _, mode := range []string{"afterSeq", "since"} {
+		args := proto.ChangesArgs{RoomName: benchRecent, Cursor: cursorAfter(afterSeq), Limit: 1000}
+		want := k
+		if mode == "since" {
+			args.Cursor, want = cursorSince(since), wantSince
+		}
+		b.Run(fmt.Sprintf("stream=%d/recent=%d/%s", bs.total, k, mode), func(b *testing.B) {
+			benchRequest(b, bs.f, args, want)
+		})
+	}
+	for _, n := range benchScattered {
 		for _, mode := range []string{"afterSeq", "since"} {
-			cur := cursorAfter(0)
+			args := proto.ChangesArgs{RoomName: fmt.Sprintf("board-r%d-tasks", n), Cursor: cursorAfter(0), Limit: 1000}
 			if mode == "since" {
-				cur = cursorSince(now)
+				args.Cursor = cursorSince(bs.began)
 			}
-			b.Run(fmt.Sprintf("stream=%d/room=%d/%s", total, n, mode), func(b *testing.B) {
-				args := proto.ChangesArgs{RoomName: rooms[k].Name(), Cursor: cur, Limit: 1000}
-				for b.Loop() {
-					var res proto.ChangesResult
-					if err := f.request(proto.SubjectSyncChanges, args, &res); err != nil {
-						b.Fatal(err)
-					}
-					if res.Next != nil || len(res.Changes) != min(n, 100) {
-						b.Fatalf("got %d changes, next %v", len(res.Changes), res.Next)
-					}
-				}
+			b.Run(fmt.Sprintf("stream=%d/scattered=%d/%s", bs.total, n, mode), func(b *testing.B) {
+				benchRequest(b, bs.f, args, min(n, 100))
 			})
 		}
 	}
 }
 
-// publishAsync stores env in room without waiting for its ack.
-func publishAsync(b testing.TB, f *fixture, subjects proto.Subjects, room proto.Room, env proto.Envelope) jetstream.PubAckFuture {
-	data, id, err := f.pub.Encode(room, env)
-	require.NoError(b, err)
-	msg := nats.NewMsg(subjects.Publish(room))
-	msg.Data = data
-	msg.Header.Set(jetstream.MsgIDHeader, id)
-	fut, err := f.js.PublishMsgAsync(msg, jetstream.WithStallWait(30*time.Second))
-	require.NoError(b, err)
-	return fut
+func benchRequest(b *testing.B, f *fixture, args proto.ChangesArgs, want int) {
+	for b.Loop() {
+		var res proto.ChangesResult
+		if err := f.request(proto.SubjectSyncChanges, args, &res); err != nil {
+			b.Fatal(err)
+		}
+		if res.Next != nil || len(res.Changes) != want || !res.Complete {
+			b.Fatalf("got %d changes (want %d), next %v, complete %v", len(res.Changes), want, res.Next, res.Complete)
+		}
+	}
 }
