@@ -162,7 +162,7 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 // emits connect_error and does not retry by itself.
 func (g *Gateway) refuse(s *socket, label, message string) bool {
 	g.m.authFailures.WithLabelValues(label).Inc()
-	s.gw.log.Info().Str("socket", s.id).Str("reason", message).Msg("CONNECT refused")
+	s.gw.log.Debug().Str("socket", s.id).Str("reason", message).Msg("CONNECT refused")
 	s.closeWith("CONNECT refused: "+message, textFrame(sio.AppendConnectError(nil, message, http.StatusUnauthorized)), normalCloseFrm)
 	return false
 }

@@ -40,6 +40,7 @@ type socket struct {
 	client string
 
 	// Reader goroutine only.
+	respawn      bool   // the last frame ran deep code: read on with a fresh goroutine
 	pendingToken string // from the upgrade request, until CONNECT
 	tokens       float64
 	tokensAt     time.Time
@@ -70,8 +71,11 @@ func newSocket(gw *Gateway, conn net.Conn, token string) *socket {
 	}
 }
 
+// logger is for per-socket events, at debug level: with thousands of
+// sockets connecting at once (a reconnect storm), a line per connect at info
+// costs more CPU than the connect itself, and a disabled level costs nothing.
 func (s *socket) logger() *zerolog.Event {
-	return s.gw.log.Info().Str("socket", s.id).Str("user", s.user)
+	return s.gw.log.Debug().Str("socket", s.id).Str("user", s.user)
 }
 
 // wsFrame wraps payload in an unmasked WebSocket frame of opcode op, header
@@ -300,6 +304,16 @@ func (s *socket) readLoop() {
 		if !keep {
 			return
 		}
+		if s.respawn {
+			// CONNECT and endpoint calls (JWT, JSON, NATS requests) grow
+			// this goroutine's stack to 8 KB or more, and the runtime only
+			// shrinks it at a GC. An idle socket should wait in a small
+			// stack: go on reading in a fresh goroutine (about 1 µs, once
+			// per call) and let this one, and its stack, go.
+			s.respawn = false
+			go s.readLoop()
+			return
+		}
 	}
 }
 
@@ -352,6 +366,7 @@ func (s *socket) handleText(payload []byte) bool {
 		s.close("client closed the Engine.IO session")
 		return false
 	case sio.EngineMessage:
+		s.respawn = true
 		return s.handleMessage(p)
 	}
 	// A client ping (heartbeats go server → client in v4), open or upgrade.
