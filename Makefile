@@ -6,7 +6,7 @@ FUZZTIME  ?= 5s
 GO        ?= go
 NPM       ?= npm
 
-.PHONY: all run build test test-go test-modules fuzz test-e2e e2e-deps lint bench clean
+.PHONY: all run build test test-go test-modules fuzz test-e2e e2e-deps peer-deps lint bench clean
 
 all: build
 
@@ -22,7 +22,7 @@ build:
 	$(GO) build -o bin/sync ./services/sync/cmd/sync
 
 ## test: every Go test with -race, each module on its own, bounded fuzzing, and the end-to-end tests
-test: lint test-go test-modules fuzz test-e2e test-js test-browser
+test: lint peer-deps test-go test-modules fuzz test-e2e test-js test-browser
 
 test-go:
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
@@ -56,9 +56,16 @@ lint:
 	$(GO) vet $(PKGS)
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
-## bench: Go micro-benchmarks
-bench:
+## bench: Go micro-benchmarks, then a short side-by-side run against Socket.IO into docs/performance.md
+bench: build peer-deps
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	./bench/run.sh
+
+# The Socket.IO reference peer of the load tool (and of its tests).
+peer-deps:
+	@if [ ! -d bench/peer/node_modules ] || [ bench/peer/package-lock.json -nt bench/peer/node_modules ]; then \
+		cd bench/peer && $(NPM) ci --no-audit --no-fund; \
+	fi
 
 clean:
 	rm -rf bin data

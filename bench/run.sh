@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# make bench: a short side-by-side run of roomcast and the Socket.IO peer on
+# this machine, written into docs/performance.md between the markers
+# "<!-- make bench: begin -->" and "<!-- make bench: end -->", and the fan-out
+# plot into docs/performance-fanout.png. Sizes are kept small enough for a
+# 2-core machine and ulimit -n 20000; BENCH_SOCKETS overrides them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=bin/roomcast
+sockets=${BENCH_SOCKETS:-5000}
+rooms=$((sockets / 100))
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+
+{
+  echo "Written by \`make bench\` on $(date -u +%Y-%m-%d) ($(nproc) cores, $(go version | cut -d' ' -f3))."
+  echo
+  "$bin" bench fanout -compare -ramp -sockets "$sockets" -rooms "$rooms" -rate 50 -ramp-factor 2 \
+    -max-p99 1s -duration 4s -max-steps 5 -plot docs/performance-fanout.png -markdown
+  echo
+  "$bin" bench idle -compare -sockets "$sockets" -rooms "$rooms" -markdown
+  echo
+  "$bin" bench storm -compare -sockets "$sockets" -rooms "$rooms" -markdown
+  echo
+  "$bin" bench resync -stream-msgs "${BENCH_STREAM:-100000}" -rooms 1000 -markdown
+} > "$out"
+
+doc=docs/performance.md
+begin='<!-- make bench: begin -->'
+end='<!-- make bench: end -->'
+grep -qF "$begin" "$doc" || printf '\n## The latest `make bench`\n\n%s\n%s\n' "$begin" "$end" >> "$doc"
+awk -v begin="$begin" -v end="$end" -v body="$out" '
+  $0 == begin { print; while ((getline line < body) > 0) print line; skip = 1; next }
+  $0 == end   { skip = 0 }
+  !skip       { print }
+' "$doc" > "$doc.new" && mv "$doc.new" "$doc"
+echo "wrote $doc and docs/performance-fanout.png"
