@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -24,14 +25,16 @@ const (
 
 // socket is one Engine.IO/Socket.IO connection. While idle it costs one
 // goroutine (its reader, blocked in a read), this struct and two timers: no
-// writer goroutine and no buffers. A writer goroutine runs only while the
-// send queue is not empty.
+// writer goroutine and no buffers. Frames are written by whoever sends them,
+// without blocking; a writer goroutine runs only while the kernel's buffer
+// for the socket is full.
 //
 // Lock order: room shard → user shard → socket.mu. socket.mu is never held
 // while taking another lock.
 type socket struct {
 	gw   *Gateway
 	conn net.Conn
+	raw  syscall.RawConn // conn's descriptor, for writes that must not block; nil: always write from a goroutine
 
 	// Set before the socket is published to rooms and the user index, then
 	// read-only.
@@ -60,10 +63,11 @@ type socket struct {
 	expiry      *time.Timer
 }
 
-func newSocket(gw *Gateway, conn net.Conn, token string) *socket {
+func newSocket(gw *Gateway, conn net.Conn, raw syscall.RawConn, token string) *socket {
 	return &socket{
 		gw:           gw,
 		conn:         conn,
+		raw:          raw,
 		id:           randomID(20),
 		pendingToken: token,
 		tokens:       float64(gw.cfg.RateBurst),
@@ -119,15 +123,27 @@ var (
 	normalCloseFrm  = wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, ""))
 )
 
-// send queues one frame. It is the only way anything is written to the
-// socket (pongs, pings and closes included), so writes never interleave. It
-// returns false when the socket is closing or was just cut off because its
-// queue overflowed.
+// send queues one frame and writes it now, without blocking. It is the only
+// way anything is written to the socket (pongs, pings and closes included),
+// so writes never interleave. It returns false when the socket is closing or
+// was just cut off because its queue overflowed.
 func (s *socket) send(frame []byte) bool {
+	ok, start := s.enqueue(frame)
+	if start {
+		s.writeNow()
+	}
+	return ok
+}
+
+// enqueue queues one frame without writing it. start reports that the
+// caller became the socket's writer: it must call writeNow (soon: the fan-out
+// first queues a batch of messages to every member, then writes, so that a
+// socket's frames of one batch go out in one writev).
+func (s *socket) enqueue(frame []byte) (ok, start bool) {
 	s.mu.Lock()
 	if s.state >= stateClosing {
 		s.mu.Unlock()
-		return false
+		return false, false
 	}
 	if s.queued+len(frame) > s.gw.cfg.SendQueueBytes {
 		queued := s.queued
@@ -135,20 +151,75 @@ func (s *socket) send(frame []byte) bool {
 		s.gw.m.slowDisconnects.Inc()
 		s.gw.log.Warn().Str("socket", s.id).Str("user", s.user).Int("queued", queued).Msg("send queue overflow: disconnecting slow socket")
 		s.close("slow consumer")
-		return false
+		return false, false
 	}
 	s.queue = append(s.queue, frame)
 	s.queued += len(frame)
-	if !s.writing {
-		s.writing = true
-		go s.flush()
+	if s.writing {
+		// The writer at work takes this frame with its next writev.
+		s.mu.Unlock()
+		return true, false
 	}
+	s.writing = true
 	s.mu.Unlock()
-	return true
+	return true, true
+}
+
+// inlineRounds bounds how many writevs writeNow makes for frames that other
+// senders queue while it writes, before it leaves the rest to a goroutine.
+const inlineRounds = 4
+
+// writeNow writes the queue from the calling goroutine (a fan-out worker, the
+// reader, a timer) without blocking: most writes fit in the kernel's buffer
+// at once, and writing here costs one writev and no goroutine. Whatever
+// would block (a full TCP buffer: a slow or stalled client) goes on in
+// flush, on a goroutine of its own, with the write deadline. The caller has
+// set s.writing.
+func (s *socket) writeNow() {
+	if s.raw == nil {
+		go s.flush()
+		return
+	}
+	for range inlineRounds {
+		s.mu.Lock()
+		if len(s.queue) == 0 {
+			s.writing = false
+			closeNow := s.closeAfter
+			s.mu.Unlock()
+			if closeNow {
+				_ = s.conn.Close()
+			}
+			return
+		}
+		bufs := s.queue
+		s.queue, s.queued = nil, 0
+		s.mu.Unlock()
+		rest, err := writeNonblock(s.raw, bufs)
+		if err != nil {
+			s.writeFailed(err)
+			return
+		}
+		if len(rest) > 0 {
+			// The kernel took part of it: queue the rest in front of what
+			// came meanwhile, and wait for the socket in flush.
+			n := 0
+			for _, b := range rest {
+				n += len(b)
+			}
+			s.mu.Lock()
+			s.queue = append(rest, s.queue...)
+			s.queued += n
+			s.mu.Unlock()
+			go s.flush()
+			return
+		}
+	}
+	go s.flush()
 }
 
 // flush writes the queue until it is empty, coalescing every frame queued
-// meanwhile into one writev, then exits.
+// meanwhile into one writev, then exits. It may block (up to WriteTimeout
+// per write), so it runs on a goroutine of its own.
 func (s *socket) flush() {
 	for {
 		s.mu.Lock()
@@ -166,15 +237,20 @@ func (s *socket) flush() {
 		s.mu.Unlock()
 		_ = s.conn.SetWriteDeadline(time.Now().Add(s.gw.cfg.WriteTimeout))
 		if _, err := bufs.WriteTo(s.conn); err != nil {
-			s.mu.Lock()
-			s.writing = false
-			s.queue, s.queued = nil, 0
-			s.mu.Unlock()
-			s.close("write: " + err.Error())
-			_ = s.conn.Close()
+			s.writeFailed(err)
 			return
 		}
 	}
+}
+
+// writeFailed ends the writer and the socket after a failed write.
+func (s *socket) writeFailed(err error) {
+	s.mu.Lock()
+	s.writing = false
+	s.queue, s.queued = nil, 0
+	s.mu.Unlock()
+	s.close("write: " + err.Error())
+	_ = s.conn.Close()
 }
 
 // close disconnects the socket now: nothing queued is written.

@@ -1,0 +1,13 @@
+//go:build !unix
+
+package gateway
+
+import (
+	"net"
+	"syscall"
+)
+
+// rawConnOf: no non-blocking writes here; every write goes through flush.
+func rawConnOf(net.Conn) syscall.RawConn { return nil }
+
+func writeNonblock(_ syscall.RawConn, bufs [][]byte) ([][]byte, error) { return bufs, nil }
