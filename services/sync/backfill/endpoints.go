@@ -17,6 +17,12 @@ const (
 	endpointChat    = "chat"
 )
 
+// Read methods, for metrics.
+const (
+	readDirect   = "direct"
+	readConsumer = "consumer"
+)
+
 // query is a validated history request.
 type query struct {
 	room  proto.Room
@@ -155,9 +161,32 @@ type answer struct {
 
 // read runs one bounded read of q's room and checks that the stream still
 // reaches back to q's start.
+//
+// It reads with batched direct gets while the stream allows them and has one
+// replica (learnt from the stream info every request fetches for the
+// completeness check; until the first one, and whenever they fail for want
+// of a responder, through a short-lived consumer).
 func (s *service) read(ctx context.Context, endpoint string, q query, visit func(stored) bool) (answer, error) {
 	b := budget{maxScan: s.cfg.MaxScan, maxBytes: s.cfg.MaxBytes, deadline: time.Now().Add(s.cfg.MaxTime)}
-	res, err := s.reader.read(ctx, s.cfg.Store.Subjects.Publish(q.room), q.start, b, visit)
+	subject := s.cfg.Store.Subjects.Publish(q.room)
+	var (
+		res readResult
+		err error
+	)
+	direct := s.useDirect.Load()
+	if direct {
+		s.metrics.reads.WithLabelValues(readDirect).Inc()
+		res, err = s.direct.read(ctx, subject, q.start, b, q.limit, visit)
+		if errors.Is(err, errNoDirect) && res.scanned == 0 && res.cut == cutNone {
+			s.useDirect.Store(false)
+			s.log.Info().Msg("stream does not answer direct gets: reading through a consumer")
+			direct = false
+		}
+	}
+	if !direct {
+		s.metrics.reads.WithLabelValues(readConsumer).Inc()
+		res, err = s.consumer.read(ctx, subject, q.start, b, visit)
+	}
 	s.metrics.scanned.WithLabelValues(endpoint).Add(float64(res.scanned))
 	if err != nil {
 		return answer{}, unavailable(q.room, err)
@@ -166,11 +195,13 @@ func (s *service) read(ctx context.Context, endpoint string, q query, visit func
 		s.metrics.cuts.WithLabelValues(endpoint, string(res.cut)).Inc()
 	}
 	// Taken after the read, so a removal that raced with it counts.
-	stream, err := s.js.Stream(ctx, s.reader.stream)
+	stream, err := s.js.Stream(ctx, s.consumer.stream)
 	if err != nil {
 		return answer{}, unavailable(q.room, err)
 	}
-	complete := reachesBack(q.start, stream.CachedInfo().State)
+	info := stream.CachedInfo()
+	s.useDirect.Store(info.Config.AllowDirect && info.Config.Replicas <= 1)
+	complete := reachesBack(q.start, info.State)
 	if !complete {
 		s.metrics.incomplete.WithLabelValues(endpoint).Inc()
 	}

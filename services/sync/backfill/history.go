@@ -67,7 +67,7 @@ type readResult struct {
 // short wastes little, large enough that a room's usual backlog is one pull.
 const chunk = 512
 
-// reader reads one room's messages from stream ROOMS through a short-lived
+// consumerReader reads one room's messages from stream ROOMS through a short-lived
 // filtered consumer: the server walks only that subject's messages (its
 // per-subject index, and a binary search for a start time), so the cost grows
 // with the room's own messages since the cursor, never with the stream.
@@ -77,7 +77,7 @@ const chunk = 512
 // snapshot it reads, so it never waits for messages that are not there) and
 // one consumer across several pulls; it checks the delivery sequence itself,
 // which is what the ordered consumer does.
-type reader struct {
+type consumerReader struct {
 	js     jetstream.JetStream
 	stream string
 }
@@ -86,7 +86,7 @@ type reader struct {
 // stored when the read began, until visit refuses one or the budget runs
 // out. visit is called with each message; it returns false to refuse it (the
 // read stops; that message is not counted as consumed).
-func (r reader) read(ctx context.Context, subject string, st start, b budget, visit func(stored) bool) (readResult, error) {
+func (r consumerReader) read(ctx context.Context, subject string, st start, b budget, visit func(stored) bool) (readResult, error) {
 	var res readResult
 	cfg := jetstream.ConsumerConfig{
 		FilterSubject:     subject,

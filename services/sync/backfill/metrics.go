@@ -14,6 +14,7 @@ type metrics struct {
 	cuts       *prometheus.CounterVec   // answers cut short, by endpoint and reason
 	skipped    prometheus.Counter       // stored messages that are not valid envelopes
 	incomplete *prometheus.CounterVec   // answers with complete:false, by endpoint
+	reads      *prometheus.CounterVec   // history reads, by method (direct, consumer)
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -43,8 +44,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "roomcast_sync_incomplete_total",
 			Help: "Answers with complete:false (history no longer reaches back to the cursor), by endpoint.",
 		}, []string{"endpoint"}),
+		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_sync_reads_total",
+			Help: "Reads of a room's history, by method: direct (batched direct gets) or consumer (a short-lived consumer, when the stream does not allow direct gets or is replicated).",
+		}, []string{"method"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.scanned, m.duration, m.cuts, m.skipped, m.incomplete} {
+	for _, c := range []prometheus.Collector{m.requests, m.scanned, m.duration, m.cuts, m.skipped, m.incomplete, m.reads} {
 		if err := reg.Register(c); err != nil {
 			var dup prometheus.AlreadyRegisteredError
 			if errors.As(err, &dup) {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,12 +21,16 @@ import (
 
 // service holds what the request handlers share.
 type service struct {
-	cfg     Config
-	log     zerolog.Logger
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	reader  reader
-	metrics *metrics
+	cfg Config
+	log zerolog.Logger
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	// consumer and direct read a room's history; direct is used while
+	// useDirect is set (see service.read).
+	consumer  consumerReader
+	direct    directReader
+	useDirect atomic.Bool
+	metrics   *metrics
 
 	sem      chan struct{} // bounds requests in flight
 	inflight sync.WaitGroup
@@ -56,13 +61,14 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("sync: jetstream: %w", err)
 	}
 	s := &service{
-		cfg:     cfg,
-		log:     log,
-		nc:      nc,
-		js:      js,
-		reader:  reader{js: js, stream: proto.StreamRooms},
-		metrics: m,
-		sem:     make(chan struct{}, cfg.Concurrency),
+		cfg:      cfg,
+		log:      log,
+		nc:       nc,
+		js:       js,
+		consumer: consumerReader{js: js, stream: proto.StreamRooms},
+		direct:   newDirectReader(nc, proto.StreamRooms),
+		metrics:  m,
+		sem:      make(chan struct{}, cfg.Concurrency),
 	}
 	// The sync service only reads stream ROOMS: it does not create it (its
 	// NATS role may not), and answers unavailable until it exists; /readyz

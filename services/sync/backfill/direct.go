@@ -1,0 +1,188 @@
+package backfill
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// errNoDirect says the stream did not answer a direct get (no responders:
+// AllowDirect is off, or the stream does not exist); the caller falls back to
+// a consumer read, which tells the two apart.
+var errNoDirect = errors.New("direct get: no responders")
+
+// directGetRequest is nats-server's JSApiMsgGetRequest (2.11+), the fields a
+// batched read uses. With batch > 0 the server answers batch messages (fewer
+// when the subject has no more, or max_bytes is reached after a message),
+// then an end-of-batch status message.
+type directGetRequest struct {
+	Seq       uint64     `json:"seq,omitempty"`
+	NextFor   string     `json:"next_by_subj,omitempty"`
+	Batch     int        `json:"batch,omitempty"`
+	MaxBytes  int        `json:"max_bytes,omitempty"`
+	StartTime *time.Time `json:"start_time,omitempty"`
+}
+
+// Reply headers of a batched direct get. The server appends them after the
+// stored message's own headers, so the last value of each is the server's (a
+// publisher cannot spoof them by setting the same header).
+const (
+	hdrStatus     = "Status"
+	hdrNumPending = "Nats-Num-Pending"
+	// In a message: the sequence of the message sent before it in the same
+	// batch (0 for the first). In the end-of-batch status: the last one sent.
+	hdrLastSeq = jetstream.LastSequenceHeader
+)
+
+// Statuses of direct get replies.
+const (
+	statusEOB          = "204" // end of batch
+	statusNotFound     = "404" // nothing at or after the start
+	statusNoResponders = "503"
+)
+
+// directReader reads one room's messages from stream ROOMS with batched
+// direct gets: each request names the room's subject (`next_by_subj`), a
+// start (sequence, or store time for the first), a batch size and a byte cap,
+// and the server answers straight from the stream's store — its per-subject
+// index finds the room's messages, so the cost grows with the room's own
+// messages since the cursor, never with the stream. Unlike a consumer it
+// needs no create/delete round trips and no consumer state on the server.
+//
+// Only for a stream with one replica: a replicated stream's followers answer
+// direct gets too, and one that lags could leave out the newest messages. The
+// service uses the consumer reader then.
+type directReader struct {
+	nc      *nats.Conn
+	subject string // $JS.API.DIRECT.GET.<stream>
+}
+
+func newDirectReader(nc *nats.Conn, stream string) directReader {
+	return directReader{nc: nc, subject: jetstream.DefaultAPIPrefix + "DIRECT.GET." + stream}
+}
+
+// read has the contract of reader.read. want is how many messages the caller
+// expects to visit (its page size): the first batch asks for a little more
+// than that, later ones for twice as many each, up to chunk.
+func (r directReader) read(ctx context.Context, subject string, st start, b budget, want int, visit func(stored) bool) (readResult, error) {
+	var res readResult
+	ctx, cancel := context.WithDeadline(ctx, b.deadline)
+	defer cancel()
+	inbox := r.nc.NewInbox()
+	sub, err := r.nc.SubscribeSync(inbox)
+	if err != nil {
+		return res, fmt.Errorf("read %s: subscribe: %w", subject, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+
+	req := directGetRequest{NextFor: subject}
+	switch {
+	case !st.byTime:
+		req.Seq = st.afterSeq + 1
+	case st.at.IsZero():
+		// seq 0 with next_by_subj: the subject's first message.
+	default:
+		at := st.at.UTC()
+		req.StartTime = &at
+	}
+	batch := max(1, want+1) // one more than a page, to see whether there is more
+	bytes := 0
+batches:
+	for {
+		switch {
+		case res.scanned >= b.maxScan:
+			res.cut = cutScan
+			return res, nil
+		case bytes >= b.maxBytes:
+			res.cut = cutBytes
+			return res, nil
+		case time.Until(b.deadline) <= 0:
+			res.cut = cutTime
+			return res, nil
+		}
+		req.Batch = min(batch, chunk, b.maxScan-res.scanned)
+		req.MaxBytes = b.maxBytes - bytes
+		batch = min(2*batch, chunk)
+		data, err := json.Marshal(req)
+		if err != nil {
+			return res, fmt.Errorf("read %s: %w", subject, err)
+		}
+		if err := r.nc.PublishRequest(r.subject, inbox, data); err != nil {
+			return res, fmt.Errorf("read %s: direct get: %w", subject, err)
+		}
+		// Replies: the batch's messages in stream order, each naming the one
+		// sent before it, then the end-of-batch status naming the last one.
+		var prev uint64
+		for {
+			m, err := sub.NextMsgWithContext(ctx)
+			if errors.Is(err, nats.ErrNoResponders) {
+				return res, errNoDirect // nats.go turns the 503 status into this
+			}
+			if err != nil {
+				if ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) && time.Until(b.deadline) <= 0 {
+					res.cut = cutTime
+					return res, nil
+				}
+				return res, fmt.Errorf("read %s: direct get: %w", subject, err)
+			}
+			switch status := m.Header.Get(hdrStatus); status {
+			case "":
+			case statusEOB:
+				if lastHeader(m.Header, hdrLastSeq) != strconv.FormatUint(prev, 10) {
+					res.cut = cutGap // the batch's last message was lost
+					return res, nil
+				}
+				np, err := strconv.ParseUint(lastHeader(m.Header, hdrNumPending), 10, 64)
+				if err != nil {
+					return res, fmt.Errorf("read %s: direct get: end of batch: %s: %w", subject, hdrNumPending, err)
+				}
+				if np == 0 || prev == 0 {
+					// Nothing more stored for the room (an empty batch cannot
+					// happen with messages pending; stop rather than loop).
+					return res, nil
+				}
+				req.Seq, req.StartTime = prev+1, nil
+				continue batches
+			case statusNotFound:
+				// Nothing at or after the start: the read is over.
+				return res, nil
+			case statusNoResponders:
+				return res, errNoDirect
+			default:
+				return res, fmt.Errorf("read %s: direct get: status %s %s", subject, status, m.Header.Get("Description"))
+			}
+			seq, err := strconv.ParseUint(lastHeader(m.Header, jetstream.SequenceHeader), 10, 64)
+			if err != nil {
+				return res, fmt.Errorf("read %s: direct get: %s: %w", subject, jetstream.SequenceHeader, err)
+			}
+			if lastHeader(m.Header, hdrLastSeq) != strconv.FormatUint(prev, 10) {
+				// A reply was lost between server and client: stop before
+				// the hole, the continuation cursor picks it up.
+				res.cut = cutGap
+				return res, nil
+			}
+			prev = seq
+			if !visit(stored{Seq: seq, Data: m.Data}) {
+				res.cut = cutLimit
+				return res, nil
+			}
+			res.scanned++
+			bytes += len(m.Data)
+		}
+	}
+}
+
+// lastHeader is the last value of key in h, "" when there is none.
+func lastHeader(h nats.Header, key string) string {
+	vs := h.Values(key)
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[len(vs)-1]
+}
