@@ -149,9 +149,7 @@ func (g *Gateway) deliver(m *nats.Msg, members, writers []*socket) ([]*socket, [
 		}
 		rm.lastSeq = seq
 	}
-	for s := range rm.members {
-		members = append(members, s)
-	}
+	members = rm.members.appendTo(members)
 	sh.mu.Unlock()
 
 	frame := appendBroadcastFrame(r.Name(), m.Data, seq, prev)
@@ -177,9 +175,9 @@ func (g *Gateway) deliver(m *nats.Msg, members, writers []*socket) ([]*socket, [
 // socket of both members in it. Called with r's shard locked; takes the user
 // shards' locks (room shard → user shard is the lock order).
 func (g *Gateway) createChatLocked(sh *roomShard, r proto.Room) *room {
-	rm := &room{members: make(map[*socket]struct{}, 2)}
+	rm := &room{}
 	g.adoptChatSocketsLocked(rm, r)
-	if len(rm.members) == 0 {
+	if rm.members.len() == 0 {
 		return nil
 	}
 	sh.rooms[r.Name()] = rm
@@ -194,11 +192,11 @@ func (g *Gateway) createChatLocked(sh *roomShard, r proto.Room) *room {
 func (g *Gateway) adoptChatSocketsLocked(rm *room, r proto.Room) {
 	for _, u := range r.Members() {
 		for _, s := range g.userSockets(u) {
-			if _, in := rm.members[s]; in || s.leftChat(r.Name()) {
+			if rm.members.has(s) || s.leftChat(r.Name()) {
 				continue
 			}
 			if s.addRoom(r.Name()) {
-				rm.members[s] = struct{}{}
+				rm.members.add(s)
 			}
 		}
 	}

@@ -23,11 +23,71 @@ func shardOf(name string) int { return int(maphash.String(shardSeed, name) % sha
 // which exist exactly while the list is not empty. Chat rooms have none:
 // their messages come through their members' chat subscriptions.
 type room struct {
-	members map[*socket]struct{}
+	members memberSet
 	subs    []*nats.Subscription
 	// lastSeq drops the second copy of a chat message when both members
 	// are local (each member's chat subscription matches it).
 	lastSeq uint64
+}
+
+// memberSet is a room's sockets. Most rooms have one local member (a
+// socket's client room, its user's room, a chat), so a single member is held
+// without a map: a map costs about 200 bytes more per room, paid per socket.
+type memberSet struct {
+	one  *socket              // the only member, while many is nil
+	many map[*socket]struct{} // every member, once there were two
+}
+
+func (m *memberSet) add(s *socket) {
+	switch {
+	case m.many != nil:
+		m.many[s] = struct{}{}
+	case m.one == nil || m.one == s:
+		m.one = s
+	default:
+		m.many = map[*socket]struct{}{m.one: {}, s: {}}
+		m.one = nil
+	}
+}
+
+func (m *memberSet) remove(s *socket) {
+	if m.many != nil {
+		delete(m.many, s)
+	} else if m.one == s {
+		m.one = nil
+	}
+}
+
+func (m *memberSet) has(s *socket) bool {
+	if m.many != nil {
+		_, in := m.many[s]
+		return in
+	}
+	return m.one != nil && m.one == s
+}
+
+func (m *memberSet) len() int {
+	if m.many != nil {
+		return len(m.many)
+	}
+	if m.one != nil {
+		return 1
+	}
+	return 0
+}
+
+// appendTo appends the members to dst.
+func (m *memberSet) appendTo(dst []*socket) []*socket {
+	if m.many != nil {
+		for s := range m.many {
+			dst = append(dst, s)
+		}
+		return dst
+	}
+	if m.one != nil {
+		dst = append(dst, m.one)
+	}
+	return dst
 }
 
 type roomShard struct {
@@ -58,7 +118,7 @@ func (g *Gateway) join(s *socket, r proto.Room) (created bool, err error) {
 	sh.mu.Lock()
 	rm := sh.rooms[name]
 	if rm == nil {
-		rm = &room{members: make(map[*socket]struct{}, 1)}
+		rm = &room{}
 		if parent.Kind() != proto.KindChat {
 			if rm.subs, err = g.subscribeRoom(parent); err != nil {
 				sh.mu.Unlock()
@@ -69,7 +129,7 @@ func (g *Gateway) join(s *socket, r proto.Room) (created bool, err error) {
 		sh.rooms[name] = rm
 		g.m.rooms.Inc()
 	}
-	rm.members[s] = struct{}{}
+	rm.members.add(s)
 	sh.mu.Unlock()
 	if !s.addRoom(name) {
 		g.leave(s, parent)
@@ -116,8 +176,8 @@ func (g *Gateway) leaveName(s *socket, name string) {
 	if rm == nil {
 		return
 	}
-	delete(rm.members, s)
-	if len(rm.members) == 0 {
+	rm.members.remove(s)
+	if rm.members.len() == 0 {
 		g.dropRoomLocked(sh, name, rm)
 	}
 }
@@ -156,7 +216,7 @@ func (g *Gateway) roomMembers(r proto.Room) int {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if rm := sh.rooms[name]; rm != nil {
-		return len(rm.members)
+		return rm.members.len()
 	}
 	return 0
 }
