@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"encoding/json"
-	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -60,19 +59,4 @@ func (g *Gateway) onRevoke(m *nats.Msg) {
 	for _, s := range g.userSockets(u) {
 		s.closeWith("revoked", disconnectFrame, normalCloseFrm)
 	}
-}
-
-// expireAt closes s with a server DISCONNECT when its token expires. A
-// runtime timer, not a goroutine.
-func (s *socket) expireAt(t time.Time) {
-	d := time.Until(t)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.state >= stateClosing {
-		return
-	}
-	s.expiry = time.AfterFunc(d, func() {
-		s.gw.m.authFailures.WithLabelValues("expired_while_connected").Inc()
-		s.closeWith("token expired", disconnectFrame, normalCloseFrm)
-	})
 }

@@ -47,13 +47,14 @@ func (g *Gateway) serveSocketIO(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})
+	raw := rawConnOf(conn)
 	if tc, ok := conn.(*net.TCPConn); ok && g.cfg.TCPSendBuffer > 0 {
 		_ = tc.SetWriteBuffer(g.cfg.TCPSendBuffer)
 	}
 	if rw != nil && rw.Reader.Buffered() > 0 {
 		conn = &bufferedConn{Conn: conn, r: rw.Reader}
 	}
-	s := newSocket(g, conn, token)
+	s := newSocket(g, conn, raw, token)
 	s.send(textFrame(sio.AppendOpen(nil, sio.OpenPayload{
 		SID:          randomID(20),
 		PingInterval: g.cfg.PingInterval.Milliseconds(),
@@ -147,10 +148,12 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 			return false
 		}
 	}
-	s.expireAt(exp)
 	s.mu.Lock()
 	if s.state == stateConnected {
-		s.heartbeat.Reset(g.cfg.PingInterval)
+		// The token's expiry closes the socket with a server DISCONNECT
+		// (the heartbeat timer fires for it too).
+		s.expires = exp
+		s.armLocked(g.cfg.PingInterval)
 	}
 	s.mu.Unlock()
 	s.send(textFrame(sio.AppendConnectOK(nil, s.id)))

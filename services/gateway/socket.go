@@ -59,8 +59,12 @@ type socket struct {
 	active      bool        // updateClient {isActive}
 	hasPresence bool        // it has said updateClient at least once
 	pingPending bool
-	heartbeat   *time.Timer
-	expiry      *time.Timer
+	// heartbeat is the socket's one timer: the CONNECT deadline, then the
+	// next ping or the pong deadline (due), or the token's expiry if that
+	// comes first. One timer instead of two saves ~250 bytes per socket.
+	heartbeat *time.Timer
+	due       time.Time // when the current heartbeat step is due
+	expires   time.Time // the token's exp; zero before CONNECT
 }
 
 func newSocket(gw *Gateway, conn net.Conn, raw syscall.RawConn, token string) *socket {
@@ -271,9 +275,6 @@ func (s *socket) shutdown(reason string, graceful bool, frames ...[]byte) {
 	if s.heartbeat != nil {
 		s.heartbeat.Stop()
 	}
-	if s.expiry != nil {
-		s.expiry.Stop()
-	}
 	closeNow := true
 	if graceful {
 		for _, f := range frames {
@@ -305,10 +306,25 @@ func (s *socket) isClosing() bool {
 	return s.state >= stateClosing
 }
 
+// armLocked sets the heartbeat timer for a step due in d, or for the
+// token's expiry if that comes first. Called with s.mu held.
+func (s *socket) armLocked(d time.Duration) {
+	now := time.Now()
+	s.due = now.Add(d)
+	if !s.expires.IsZero() {
+		if u := s.expires.Sub(now); u < d {
+			d = max(u, 0)
+		}
+	}
+	s.heartbeat.Reset(d)
+}
+
 // onHeartbeat runs on the socket's timer: the CONNECT deadline before
-// CONNECT, then alternately "send a ping" and "the pong is late".
+// CONNECT, then alternately "send a ping" and "the pong is late", and the
+// token's expiry, which closes the socket with a server DISCONNECT.
 func (s *socket) onHeartbeat() {
 	s.mu.Lock()
+	now := time.Now()
 	switch {
 	case s.state == stateOpen:
 		s.mu.Unlock()
@@ -317,13 +333,23 @@ func (s *socket) onHeartbeat() {
 	case s.state != stateConnected:
 		s.mu.Unlock()
 		return
+	case !s.expires.IsZero() && !now.Before(s.expires):
+		s.mu.Unlock()
+		s.gw.m.authFailures.WithLabelValues("expired_while_connected").Inc()
+		s.closeWith("token expired", disconnectFrame, normalCloseFrm)
+		return
+	case now.Before(s.due):
+		// Woken for an expiry that the wall clock says is not there yet.
+		s.armLocked(s.due.Sub(now))
+		s.mu.Unlock()
+		return
 	case s.pingPending:
 		s.mu.Unlock()
 		s.close("ping timeout")
 		return
 	}
 	s.pingPending = true
-	s.heartbeat.Reset(s.gw.cfg.PingTimeout)
+	s.armLocked(s.gw.cfg.PingTimeout)
 	s.mu.Unlock()
 	s.send(pingFrame)
 }
@@ -332,7 +358,7 @@ func (s *socket) onPong() {
 	s.mu.Lock()
 	if s.pingPending && s.state == stateConnected {
 		s.pingPending = false
-		s.heartbeat.Reset(s.gw.cfg.PingInterval)
+		s.armLocked(s.gw.cfg.PingInterval)
 	}
 	s.mu.Unlock()
 }
