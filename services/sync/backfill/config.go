@@ -29,6 +29,11 @@ const (
 	DefaultMaxTime = 2 * time.Second
 	// DefaultConcurrency is how many requests one instance serves at once.
 	DefaultConcurrency = 16
+	// DefaultIndexDepth is how many of a room's latest messages the index
+	// keeps (16 bytes each).
+	DefaultIndexDepth = 256
+	// DefaultIndexRooms is how many rooms the index keeps.
+	DefaultIndexRooms = 4096
 )
 
 // Config configures the service. Zero values mean the documented defaults.
@@ -65,6 +70,13 @@ type Config struct {
 	// Concurrency is how many requests one instance serves at once; more wait
 	// in the subscription's queue. Default 16.
 	Concurrency int
+	// IndexDepth is how many of a room's latest messages the index keeps;
+	// a read reaching further back walks the stream (exact, slower).
+	// Default 256.
+	IndexDepth int
+	// IndexRooms is how many rooms the index keeps (the memory bound is
+	// IndexRooms × IndexDepth × 16 bytes). Default 4096.
+	IndexRooms int
 
 	// Logger receives the service's logs.
 	Logger zerolog.Logger
@@ -89,7 +101,7 @@ func (c Config) Validate() error {
 	switch {
 	case c.SkewMargin < 0:
 		return fmt.Errorf("sync: skew margin %s: want zero (default) or positive", c.SkewMargin)
-	case c.DefaultLimit < 0, c.MaxLimit < 0, c.MaxScan < 0, c.MaxBytes < 0, c.Concurrency < 0:
+	case c.DefaultLimit < 0, c.MaxLimit < 0, c.MaxScan < 0, c.MaxBytes < 0, c.Concurrency < 0, c.IndexDepth < 0, c.IndexRooms < 0:
 		return fmt.Errorf("sync: limits must be zero (default) or positive")
 	case c.MaxTime < 0:
 		return fmt.Errorf("sync: max time %s: want zero (default) or positive", c.MaxTime)
@@ -123,6 +135,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
+	}
+	if c.IndexDepth == 0 {
+		c.IndexDepth = DefaultIndexDepth
+	}
+	if c.IndexRooms == 0 {
+		c.IndexRooms = DefaultIndexRooms
 	}
 	if c.Registry == nil {
 		c.Registry = prometheus.NewRegistry()

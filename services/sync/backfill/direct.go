@@ -92,14 +92,13 @@ func (r directReader) read(ctx context.Context, subject string, st start, b budg
 		req.StartTime = &at
 	}
 	batch := max(1, want+1) // one more than a page, to see whether there is more
-	bytes := 0
 batches:
 	for {
 		switch {
 		case res.scanned >= b.maxScan:
 			res.cut = cutScan
 			return res, nil
-		case bytes >= b.maxBytes:
+		case res.bytes >= b.maxBytes:
 			res.cut = cutBytes
 			return res, nil
 		case time.Until(b.deadline) <= 0:
@@ -107,7 +106,7 @@ batches:
 			return res, nil
 		}
 		req.Batch = min(batch, chunk, b.maxScan-res.scanned)
-		req.MaxBytes = b.maxBytes - bytes
+		req.MaxBytes = b.maxBytes - res.bytes
 		batch = min(2*batch, chunk)
 		data, err := json.Marshal(req)
 		if err != nil {
@@ -173,7 +172,7 @@ batches:
 				return res, nil
 			}
 			res.scanned++
-			bytes += len(m.Data)
+			res.bytes += len(m.Data)
 		}
 	}
 }
@@ -185,4 +184,82 @@ func lastHeader(h nats.Header, key string) string {
 		return ""
 	}
 	return vs[len(vs)-1]
+}
+
+// readSeqs visits the messages at seqs (increasing sequences of subject, as
+// the index gave them), fetched with one direct get each, pipelined: a window
+// of requests is sent at once and the replies read in order. Each request has
+// a reply subject of its own, so a lost reply is seen (cutGap). A sequence no
+// longer stored (removed by max age) is skipped. want is as in read.
+func (r directReader) readSeqs(ctx context.Context, subject string, seqs []uint64, b budget, want int, visit func(stored) bool) (readResult, error) {
+	var res readResult
+	ctx, cancel := context.WithDeadline(ctx, b.deadline)
+	defer cancel()
+	inbox := r.nc.NewInbox()
+	sub, err := r.nc.SubscribeSync(inbox + ".*")
+	if err != nil {
+		return res, fmt.Errorf("read %s: subscribe: %w", subject, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	window := max(1, want+1)
+	var req []byte
+	for sent := 0; sent < len(seqs); {
+		switch {
+		case res.scanned >= b.maxScan:
+			res.cut = cutScan
+			return res, nil
+		case res.bytes >= b.maxBytes:
+			res.cut = cutBytes
+			return res, nil
+		case time.Until(b.deadline) <= 0:
+			res.cut = cutTime
+			return res, nil
+		}
+		n := min(window, chunk, len(seqs)-sent, b.maxScan-res.scanned)
+		window = min(2*window, chunk)
+		for i := sent; i < sent+n; i++ {
+			req = strconv.AppendUint(append(req[:0], `{"seq":`...), seqs[i], 10)
+			req = append(req, '}')
+			if err := r.nc.PublishRequest(r.subject, inbox+"."+strconv.Itoa(i), req); err != nil {
+				return res, fmt.Errorf("read %s: direct get: %w", subject, err)
+			}
+		}
+		for i := sent; i < sent+n; i++ {
+			m, err := sub.NextMsgWithContext(ctx)
+			if errors.Is(err, nats.ErrNoResponders) {
+				return res, errNoDirect
+			}
+			if err != nil {
+				if errors.Is(err, context.DeadlineExceeded) && time.Until(b.deadline) <= 0 {
+					res.cut = cutTime
+					return res, nil
+				}
+				return res, fmt.Errorf("read %s: direct get: %w", subject, err)
+			}
+			if m.Subject != inbox+"."+strconv.Itoa(i) {
+				res.cut = cutGap // a reply was lost: stop before the hole
+				return res, nil
+			}
+			switch status := m.Header.Get(hdrStatus); status {
+			case "":
+			case statusNotFound:
+				continue // removed since the index saw it
+			default:
+				return res, fmt.Errorf("read %s: direct get: status %s %s", subject, status, m.Header.Get("Description"))
+			}
+			if lastHeader(m.Header, jetstream.SequenceHeader) != strconv.FormatUint(seqs[i], 10) ||
+				lastHeader(m.Header, jetstream.SubjectHeader) != subject {
+				return res, fmt.Errorf("read %s: direct get of %d: got %s %s", subject, seqs[i],
+					lastHeader(m.Header, jetstream.SubjectHeader), lastHeader(m.Header, jetstream.SequenceHeader))
+			}
+			if !visit(stored{Seq: seqs[i], Data: m.Data}) {
+				res.cut = cutLimit
+				return res, nil
+			}
+			res.scanned++
+			res.bytes += len(m.Data)
+		}
+		sent += n
+	}
+	return res, nil
 }

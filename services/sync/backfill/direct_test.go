@@ -41,6 +41,10 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map
 }
 
 func (f *fixture) reads(t *testing.T, method string) float64 {
+	if method == readDirect {
+		// Direct gets, with or without the index.
+		return f.reads(t, readIndex) + metricValue(t, f.reg, "roomcast_sync_reads_total", map[string]string{"method": readDirect})
+	}
 	return metricValue(t, f.reg, "roomcast_sync_reads_total", map[string]string{"method": method})
 }
 

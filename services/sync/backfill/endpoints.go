@@ -19,8 +19,9 @@ const (
 
 // Read methods, for metrics.
 const (
-	readDirect   = "direct"
-	readConsumer = "consumer"
+	readDirect   = "direct"   // batched direct gets walking the room's subject
+	readIndex    = "index"    // direct gets of the sequences the index knows
+	readConsumer = "consumer" // a short-lived consumer
 )
 
 // query is a validated history request.
@@ -175,8 +176,7 @@ func (s *service) read(ctx context.Context, endpoint string, q query, visit func
 	)
 	direct := s.useDirect.Load()
 	if direct {
-		s.metrics.reads.WithLabelValues(readDirect).Inc()
-		res, err = s.direct.read(ctx, subject, q.start, b, q.limit, visit)
+		res, err = s.readDirect(ctx, subject, q, b, visit)
 		if errors.Is(err, errNoDirect) && res.scanned == 0 && res.cut == cutNone {
 			s.useDirect.Store(false)
 			s.log.Info().Msg("stream does not answer direct gets: reading through a consumer")
@@ -206,6 +206,30 @@ func (s *service) read(ctx context.Context, endpoint string, q query, visit func
 		s.metrics.incomplete.WithLabelValues(endpoint).Inc()
 	}
 	return answer{cut: res.cut, complete: complete}, nil
+}
+
+// readDirect reads with direct gets: the messages the index knows by their
+// sequences, then anything newer than the index (its feed may lag the
+// stream) by the server's walk; or everything by the server's walk when the
+// index cannot answer.
+func (s *service) readDirect(ctx context.Context, subject string, q query, b budget, visit func(stored) bool) (readResult, error) {
+	seqs, tail, ok := s.index.lookup(subject, q.start)
+	if !ok {
+		s.metrics.reads.WithLabelValues(readDirect).Inc()
+		return s.direct.read(ctx, subject, q.start, b, q.limit, visit)
+	}
+	s.metrics.reads.WithLabelValues(readIndex).Inc()
+	res, err := s.direct.readSeqs(ctx, subject, seqs, b, q.limit, visit)
+	if err != nil || res.cut != cutNone {
+		return res, err
+	}
+	rest := b
+	rest.maxScan -= res.scanned
+	rest.maxBytes -= res.bytes
+	more, err := s.direct.read(ctx, subject, start{afterSeq: tail}, rest, q.limit, visit)
+	more.scanned += res.scanned
+	more.bytes += res.bytes
+	return more, err
 }
 
 // unavailable turns a JetStream failure into the error a client sees.

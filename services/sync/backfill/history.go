@@ -60,6 +60,7 @@ const (
 // readResult is what a read did.
 type readResult struct {
 	scanned int
+	bytes   int // read by the direct readers (the consumer reader keeps its own count)
 	cut     cut
 }
 

@@ -30,6 +30,7 @@ type service struct {
 	consumer  consumerReader
 	direct    directReader
 	useDirect atomic.Bool
+	index     *index
 	metrics   *metrics
 
 	sem      chan struct{} // bounds requests in flight
@@ -67,12 +68,24 @@ func Run(ctx context.Context, cfg Config) error {
 		js:       js,
 		consumer: consumerReader{js: js, stream: proto.StreamRooms},
 		direct:   newDirectReader(nc, proto.StreamRooms),
+		index:    newIndex(cfg.IndexDepth, cfg.IndexRooms),
 		metrics:  m,
 		sem:      make(chan struct{}, cfg.Concurrency),
 	}
 	// The sync service only reads stream ROOMS: it does not create it (its
 	// NATS role may not), and answers unavailable until it exists; /readyz
 	// says so.
+
+	// The index learns every room's latest sequences from the RePublish feed.
+	// Without it (no permission to subscribe, a slow feed) reads are still
+	// exact, only slower: see index.go.
+	feed, err := nc.Subscribe(cfg.Store.Subjects.LiveAll(), func(m *nats.Msg) { s.index.observe(m.Header) })
+	if err != nil {
+		return fmt.Errorf("sync: subscribe to %s: %w", cfg.Store.Subjects.LiveAll(), err)
+	}
+	if err := feed.SetPendingLimits(1<<16, 64<<20); err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
 
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        proto.ServiceSync,
@@ -115,6 +128,7 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Warn().Err(err).Msg("stopping micro service")
 	}
 	s.inflight.Wait()
+	_ = feed.Unsubscribe()
 	if srv != nil {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = srv.Shutdown(sctx)
