@@ -75,7 +75,7 @@ func (r directReader) read(ctx context.Context, subject string, st start, b budg
 	ctx, cancel := context.WithDeadline(ctx, b.deadline)
 	defer cancel()
 	inbox := r.nc.NewInbox()
-	sub, err := r.nc.SubscribeSync(inbox)
+	sub, err := r.subscribe(inbox)
 	if err != nil {
 		return res, fmt.Errorf("read %s: subscribe: %w", subject, err)
 	}
@@ -177,6 +177,34 @@ batches:
 	}
 }
 
+// subscribe subscribes to a request's replies. Not SubscribeSync, whose
+// channel of 65,536 pointers (512 KiB zeroed per request) cost more than
+// the reads: at most chunk messages and a status are in flight at once; more
+// would be a protocol error, seen as a gap.
+func (r directReader) subscribe(subject string) (replies, error) {
+	ch := make(chan *nats.Msg, chunk+8)
+	sub, err := r.nc.ChanSubscribe(subject, ch)
+	return replies{sub: sub, ch: ch}, err
+}
+
+// replies is a subscription to a request's replies.
+type replies struct {
+	sub *nats.Subscription
+	ch  chan *nats.Msg
+}
+
+func (r replies) Unsubscribe() error { return r.sub.Unsubscribe() }
+
+// NextMsgWithContext is the next reply, or ctx's error.
+func (r replies) NextMsgWithContext(ctx context.Context) (*nats.Msg, error) {
+	select {
+	case m := <-r.ch:
+		return m, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
 // lastHeader is the last value of key in h, "" when there is none.
 func lastHeader(h nats.Header, key string) string {
 	vs := h.Values(key)
@@ -196,7 +224,7 @@ func (r directReader) readSeqs(ctx context.Context, subject string, seqs []uint6
 	ctx, cancel := context.WithDeadline(ctx, b.deadline)
 	defer cancel()
 	inbox := r.nc.NewInbox()
-	sub, err := r.nc.SubscribeSync(inbox + ".*")
+	sub, err := r.subscribe(inbox + ".*")
 	if err != nil {
 		return res, fmt.Errorf("read %s: subscribe: %w", subject, err)
 	}
@@ -244,6 +272,8 @@ func (r directReader) readSeqs(ctx context.Context, subject string, seqs []uint6
 			case "":
 			case statusNotFound:
 				continue // removed since the index saw it
+			case statusNoResponders:
+				return res, errNoDirect
 			default:
 				return res, fmt.Errorf("read %s: direct get: status %s %s", subject, status, m.Header.Get("Description"))
 			}
