@@ -36,6 +36,7 @@ type Gateway struct {
 
 	rooms  roomTable
 	users  userTable
+	deep   deepWorkers
 	fanout []chan *nats.Msg
 
 	draining atomic.Bool

@@ -43,7 +43,6 @@ type socket struct {
 	client string
 
 	// Reader goroutine only.
-	respawn      bool   // the last frame ran deep code: read on with a fresh goroutine
 	pendingToken string // from the upgrade request, until CONNECT
 	tokens       float64
 	tokensAt     time.Time
@@ -406,16 +405,6 @@ func (s *socket) readLoop() {
 		if !keep {
 			return
 		}
-		if s.respawn {
-			// CONNECT and endpoint calls (JWT, JSON, NATS requests) grow
-			// this goroutine's stack to 8 KB or more, and the runtime only
-			// shrinks it at a GC. An idle socket should wait in a small
-			// stack: go on reading in a fresh goroutine (about 1 µs, once
-			// per call) and let this one, and its stack, go.
-			s.respawn = false
-			go s.readLoop()
-			return
-		}
 	}
 }
 
@@ -468,8 +457,10 @@ func (s *socket) handleText(payload []byte) bool {
 		s.close("client closed the Engine.IO session")
 		return false
 	case sio.EngineMessage:
-		s.respawn = true
-		return s.handleMessage(p)
+		// CONNECT and endpoint calls (JWT, JSON, NATS requests) would grow
+		// this goroutine's stack to 8 KB or more, kept until a GC shrinks
+		// it: they run on a deep worker while the reader waits.
+		return s.gw.deep.run(func() bool { return s.handleMessage(p) })
 	}
 	// A client ping (heartbeats go server → client in v4), open or upgrade.
 	s.gw.m.badFrames.WithLabelValues("unexpected").Inc()

@@ -1,0 +1,54 @@
+package gateway
+
+import "sync"
+
+// maxIdleWorkers is how many deep workers wait for work between bursts; more
+// run while a burst (a reconnect storm) needs them, then exit.
+const maxIdleWorkers = 64
+
+// deepWorkers run the deep part of reading a socket (CONNECT with its JWT and
+// subscriptions, endpoint calls with their JSON and NATS requests) for the
+// sockets' readers, which wait for the result. A reader then only ever runs
+// shallow code and keeps the smallest stack while it waits for a frame; the
+// deep stacks (8–16 KB) belong to a few long-lived workers and are not grown
+// again for every call, as a fresh goroutine's would be.
+type deepWorkers struct {
+	mu   sync.Mutex
+	idle []*deepWorker
+}
+
+type deepWorker struct {
+	work chan func() bool
+	done chan bool
+}
+
+// run runs f on an idle worker (or a new one) and returns its result.
+func (w *deepWorkers) run(f func() bool) bool {
+	w.mu.Lock()
+	var dw *deepWorker
+	if n := len(w.idle); n > 0 {
+		dw = w.idle[n-1]
+		w.idle[n-1] = nil
+		w.idle = w.idle[:n-1]
+	}
+	w.mu.Unlock()
+	if dw == nil {
+		dw = &deepWorker{work: make(chan func() bool, 1), done: make(chan bool, 1)}
+		go w.loop(dw)
+	}
+	dw.work <- f
+	return <-dw.done
+}
+
+func (w *deepWorkers) loop(dw *deepWorker) {
+	for f := range dw.work {
+		dw.done <- f()
+		w.mu.Lock()
+		if len(w.idle) >= maxIdleWorkers {
+			w.mu.Unlock()
+			return
+		}
+		w.idle = append(w.idle, dw)
+		w.mu.Unlock()
+	}
+}
