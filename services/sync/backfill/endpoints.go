@@ -201,6 +201,14 @@ func (s *service) read(ctx context.Context, endpoint string, q query, visit func
 	}
 	info := stream.CachedInfo()
 	s.useDirect.Store(info.Config.AllowDirect && info.Config.Replicas <= 1)
+	if created := info.Created.UnixNano(); s.streamCreated.Load() != created {
+		// The stream is new to the service, or was deleted and created again:
+		// the index's sequences may name another stream's messages.
+		s.index.reset()
+		if old := s.streamCreated.Swap(created); res.indexed && old != 0 && old != created {
+			return answer{}, proto.Errorf(proto.CodeUnavailable, "reading %s: stream %s was re-created; retry", q.room, proto.StreamRooms)
+		}
+	}
 	complete := reachesBack(q.start, info.State)
 	if !complete {
 		s.metrics.incomplete.WithLabelValues(endpoint).Inc()
@@ -220,6 +228,7 @@ func (s *service) readDirect(ctx context.Context, subject string, q query, b bud
 	}
 	s.metrics.reads.WithLabelValues(readIndex).Inc()
 	res, err := s.direct.readSeqs(ctx, subject, seqs, b, q.limit, visit)
+	res.indexed = true
 	if err != nil || res.cut != cutNone {
 		return res, err
 	}
@@ -229,6 +238,7 @@ func (s *service) readDirect(ctx context.Context, subject string, q query, b bud
 	more, err := s.direct.read(ctx, subject, start{afterSeq: tail}, rest, q.limit, visit)
 	more.scanned += res.scanned
 	more.bytes += res.bytes
+	more.indexed = true
 	return more, err
 }
 

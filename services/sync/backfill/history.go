@@ -62,6 +62,7 @@ type readResult struct {
 	scanned int
 	bytes   int // read by the direct readers (the consumer reader keeps its own count)
 	cut     cut
+	indexed bool // the sequences came from the index
 }
 
 // chunk is how many messages one pull asks for. Small enough that a page cut

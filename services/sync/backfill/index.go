@@ -81,6 +81,14 @@ func newIndex(depth, maxRooms int) *index {
 	return &index{depth: depth, maxRooms: maxRooms, rooms: map[string]*roomChain{}}
 }
 
+// reset forgets every room (the stream was re-created: its sequences name
+// other messages now).
+func (x *index) reset() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.rooms = map[string]*roomChain{}
+}
+
 // observe records one message of the RePublish feed; it ignores messages
 // without the headers it needs.
 func (x *index) observe(h nats.Header) {

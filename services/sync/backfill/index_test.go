@@ -1,6 +1,7 @@
 package backfill
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"testing"
@@ -173,4 +174,39 @@ func TestIndexedReadsOverNATS(t *testing.T) {
 		return walked() > walks
 	}, 5*time.Second, 10*time.Millisecond)
 	require.Equal(t, want, last)
+}
+
+// TestIndexAfterStreamRecreated deletes and re-creates stream ROOMS: the
+// index's sequences then name other rooms' messages. No answer may report
+// them: the request that notices is unavailable (retry), later ones are
+// right.
+func TestIndexAfterStreamRecreated(t *testing.T) {
+	f := startSync(t, proto.StoreConfig{}, nil)
+	a, b := room(t, "board-a-tasks"), room(t, "board-b-tasks")
+	now := time.Now().UnixMilli()
+	for i := range 3 {
+		f.publish(t, a, create(fmt.Sprintf("a%d", i), now))
+	}
+	before := f.reads(t, readIndex)
+	require.Eventually(t, func() bool {
+		res := f.changes(t, proto.ChangesArgs{RoomName: a.Name(), Cursor: cursorAfter(0)})
+		return len(res.Changes) == 3 && f.reads(t, readIndex) > before
+	}, 5*time.Second, 10*time.Millisecond)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, f.js.DeleteStream(ctx, proto.StreamRooms))
+	require.NoError(t, proto.Ensure(ctx, f.js, proto.StoreConfig{}))
+	for i := range 3 {
+		f.publish(t, b, create(fmt.Sprintf("b%d", i), now)) // the same sequences as a's
+	}
+	var res proto.ChangesResult
+	err := f.request(proto.SubjectSyncChanges, proto.ChangesArgs{RoomName: a.Name(), Cursor: cursorAfter(0)}, &res)
+	if err != nil {
+		require.Equal(t, proto.CodeUnavailable, proto.CodeOf(err))
+		require.NoError(t, f.request(proto.SubjectSyncChanges, proto.ChangesArgs{RoomName: a.Name(), Cursor: cursorAfter(0)}, &res))
+	}
+	require.Empty(t, res.Changes, "room a has no messages in the new stream")
+	res = f.changes(t, proto.ChangesArgs{RoomName: b.Name(), Cursor: cursorAfter(0)})
+	require.Equal(t, []string{"b0", "b1", "b2"}, ids(res.Changes))
 }

@@ -31,7 +31,10 @@ type service struct {
 	direct    directReader
 	useDirect atomic.Bool
 	index     *index
-	metrics   *metrics
+	// streamCreated is stream ROOMS's creation time (ns) as last seen; the
+	// index is reset when it changes.
+	streamCreated atomic.Int64
+	metrics       *metrics
 
 	sem      chan struct{} // bounds requests in flight
 	inflight sync.WaitGroup
