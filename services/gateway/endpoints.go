@@ -153,14 +153,13 @@ func (g *Gateway) serveEndpoint(s *socket, call proto.EndpointCall) proto.Ack {
 }
 
 // readState asks roomstate for r's state; nil when r was never broadcast to.
+// The request goes out after the call (batched with other sockets' in one
+// roomstate.getmany), so the state is at least as new as a subscription made
+// before it.
 func (g *Gateway) readState(ctx context.Context, r proto.Room) (*proto.RoomState, error) {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
 	defer cancel()
-	var st *proto.RoomState
-	if err := proto.Request(ctx, g.nc, proto.SubjectRoomStateGet, proto.RoomArgs{RoomName: r.Name()}, &st); err != nil {
-		return nil, err
-	}
-	return st, nil
+	return g.states.read(ctx, r)
 }
 
 // fixedRooms is how many rooms every socket is in from the start (its user
@@ -185,7 +184,8 @@ func (g *Gateway) addToRoom(ctx context.Context, s *socket, raw json.RawMessage)
 	}
 	if !already {
 		// The state request below goes out on the same connection after
-		// the SUB, so the server has the subscription before we answer: a
+		// the SUB (readState only ever sends a request made after it was
+		// called), so the server has the subscription before we answer: a
 		// message published after the ack reaches the socket.
 		if _, err := g.join(s, r); err != nil {
 			return nil, err

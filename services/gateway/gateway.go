@@ -37,6 +37,7 @@ type Gateway struct {
 	rooms  roomTable
 	users  userTable
 	deep   deepWorkers
+	states stateReader
 	fanout []chan *nats.Msg
 
 	draining atomic.Bool
@@ -102,6 +103,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.authz = &natsAuthorizer{nc: g.nc, timeout: cfg.AuthzTimeout, ttl: cfg.AuthzCacheTTL, cache: map[string]time.Time{}}
 	g.presence = newPresence(g)
+	g.states.g = g
 	return g, nil
 }
 

@@ -99,7 +99,8 @@ func token(t testing.TB, u string, ttl time.Duration) string {
 	return tok
 }
 
-// answerRoomState answers roomstate.get from states (null for others).
+// answerRoomState answers roomstate.get and roomstate.getmany from states
+// (null for others).
 func (e *env) answerRoomState(states map[string]*proto.RoomState) {
 	e.t.Helper()
 	var mu sync.Mutex
@@ -114,6 +115,20 @@ func (e *env) answerRoomState(states map[string]*proto.RoomState) {
 	})
 	require.NoError(e.t, err)
 	e.t.Cleanup(func() { _ = sub.Unsubscribe() })
+	many, err := e.nc.Subscribe(proto.SubjectRoomStateGetMany, func(m *nats.Msg) {
+		var a proto.RoomStatesArgs
+		_ = json.Unmarshal(m.Data, &a)
+		res := proto.RoomStatesResult{States: map[string]*proto.RoomState{}}
+		mu.Lock()
+		for _, name := range a.RoomNames {
+			res.States[name] = states[name]
+		}
+		mu.Unlock()
+		b, _ := json.Marshal(res)
+		_ = m.Respond(b)
+	})
+	require.NoError(e.t, err)
+	e.t.Cleanup(func() { _ = many.Unsubscribe() })
 	require.NoError(e.t, e.nc.Flush())
 }
 
