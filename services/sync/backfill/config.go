@@ -91,6 +91,8 @@ func (c *Config) Bind(s *flagenv.Set) {
 	s.Int(&c.MaxLimit, "max-limit", "ROOMCAST_SYNC_MAX_LIMIT", DefaultMaxLimit, "largest page a request may ask for")
 	s.Int(&c.MaxScan, "max-scan", "ROOMCAST_SYNC_MAX_SCAN", DefaultMaxScan, "stream messages one request reads at most")
 	s.Duration(&c.MaxTime, "max-time", "ROOMCAST_SYNC_MAX_TIME", DefaultMaxTime, "time one request spends reading at most")
+	s.Int(&c.IndexDepth, "index-depth", "ROOMCAST_SYNC_INDEX_DEPTH", DefaultIndexDepth, "latest messages per room the index keeps (16 bytes each)")
+	s.Int(&c.IndexRooms, "index-rooms", "ROOMCAST_SYNC_INDEX_ROOMS", DefaultIndexRooms, "rooms the index keeps")
 }
 
 // Validate checks what can be checked without the network.

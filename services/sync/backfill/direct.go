@@ -225,7 +225,11 @@ func lastHeader(h nats.Header, key string) string {
 // feed; service.read resets the index when the stream is re-created). A
 // sequence no longer stored (removed by max age) is skipped. want is as in
 // read.
-func (r directReader) readSeqs(ctx context.Context, subject string, seqs []uint64, b budget, want int, visit func(stored) bool) (readResult, error) {
+//
+// confirm, when not nil, is asked about a sequence the answer says is not
+// stored (a replicated stream's follower may lag): it says whether the
+// stream's leader has it.
+func (r directReader) readSeqs(ctx context.Context, subject string, seqs []uint64, b budget, want int, confirm func(context.Context, uint64) (stored, string, bool, error), visit func(stored) bool) (readResult, error) {
 	var res readResult
 	ctx, cancel := context.WithDeadline(ctx, b.deadline)
 	defer cancel()
@@ -277,7 +281,19 @@ func (r directReader) readSeqs(ctx context.Context, subject string, seqs []uint6
 			switch status := m.Header.Get(hdrStatus); status {
 			case "":
 			case statusNotFound:
-				continue // removed since the index saw it
+				if confirm == nil {
+					continue // removed since the index saw it
+				}
+				lm, subj, found, err := confirm(ctx, seqs[i])
+				switch {
+				case err != nil:
+					return res, fmt.Errorf("read %s: %w", subject, err)
+				case !found:
+					continue // removed since the index saw it
+				case subj != subject || lm.Seq != seqs[i]:
+					return res, fmt.Errorf("read %s: the stream leader has %s at %d", subject, subj, seqs[i])
+				}
+				m.Data = lm.Data
 			case statusNoResponders:
 				return res, errNoDirect
 			default:

@@ -17,6 +17,14 @@ const (
 	endpointChat    = "chat"
 )
 
+// How the service reads, as it last learnt from the stream's configuration
+// (service.mode).
+const (
+	modeConsumer   int32 = iota // no direct gets (or not known yet)
+	modeDirect                  // direct gets, one replica
+	modeReplicated              // direct gets, checked with the leader
+)
+
 // Read methods, for metrics.
 const (
 	readDirect   = "direct"   // batched direct gets walking the room's subject
@@ -174,16 +182,16 @@ func (s *service) read(ctx context.Context, endpoint string, q query, visit func
 		res readResult
 		err error
 	)
-	direct := s.useDirect.Load()
-	if direct {
-		res, err = s.readDirect(ctx, subject, q, b, visit)
+	mode := s.mode.Load()
+	if mode != modeConsumer {
+		res, err = s.readDirect(ctx, subject, q, b, mode == modeReplicated, visit)
 		if errors.Is(err, errNoDirect) && res.scanned == 0 && res.cut == cutNone {
-			s.useDirect.Store(false)
+			s.mode.Store(modeConsumer)
 			s.log.Info().Msg("stream does not answer direct gets: reading through a consumer")
-			direct = false
+			mode = modeConsumer
 		}
 	}
-	if !direct {
+	if mode == modeConsumer {
 		s.metrics.reads.WithLabelValues(readConsumer).Inc()
 		res, err = s.consumer.read(ctx, subject, q.start, b, visit)
 	}
@@ -200,7 +208,14 @@ func (s *service) read(ctx context.Context, endpoint string, q query, visit func
 		return answer{}, unavailable(q.room, err)
 	}
 	info := stream.CachedInfo()
-	s.useDirect.Store(info.Config.AllowDirect && info.Config.Replicas <= 1)
+	switch {
+	case !info.Config.AllowDirect:
+		s.mode.Store(modeConsumer)
+	case info.Config.Replicas > 1:
+		s.mode.Store(modeReplicated)
+	default:
+		s.mode.Store(modeDirect)
+	}
 	if created := info.Created.UnixNano(); s.streamCreated.Load() != created {
 		// The stream is new to the service, or was deleted and created again:
 		// the index's sequences may name another stream's messages.
@@ -218,16 +233,28 @@ func (s *service) read(ctx context.Context, endpoint string, q query, visit func
 
 // readDirect reads with direct gets: the messages the index knows by their
 // sequences, then anything newer than the index (its feed may lag the
-// stream) by the server's walk; or everything by the server's walk when the
-// index cannot answer.
-func (s *service) readDirect(ctx context.Context, subject string, q query, b budget, visit func(stored) bool) (readResult, error) {
+// stream); or everything by the server's walk when the index cannot answer.
+//
+// A replicated stream's followers answer direct gets too and may lag the
+// leader: there, what a direct get says is missing is asked of the leader,
+// the newer messages too, and a read the index cannot answer goes through a
+// consumer (on the leader).
+func (s *service) readDirect(ctx context.Context, subject string, q query, b budget, replicated bool, visit func(stored) bool) (readResult, error) {
 	seqs, tail, ok := s.index.lookup(subject, q.start)
 	if !ok {
+		if replicated {
+			s.metrics.reads.WithLabelValues(readConsumer).Inc()
+			return s.consumer.read(ctx, subject, q.start, b, visit)
+		}
 		s.metrics.reads.WithLabelValues(readDirect).Inc()
 		return s.direct.read(ctx, subject, q.start, b, q.limit, visit)
 	}
 	s.metrics.reads.WithLabelValues(readIndex).Inc()
-	res, err := s.direct.readSeqs(ctx, subject, seqs, b, q.limit, visit)
+	var confirm func(context.Context, uint64) (stored, string, bool, error)
+	if replicated {
+		confirm = func(ctx context.Context, seq uint64) (stored, string, bool, error) { return s.leader.get(ctx, seq, "") }
+	}
+	res, err := s.direct.readSeqs(ctx, subject, seqs, b, q.limit, confirm, visit)
 	res.indexed = true
 	if err != nil || res.cut != cutNone {
 		return res, err
@@ -235,7 +262,12 @@ func (s *service) readDirect(ctx context.Context, subject string, q query, b bud
 	rest := b
 	rest.maxScan -= res.scanned
 	rest.maxBytes -= res.bytes
-	more, err := s.direct.read(ctx, subject, start{afterSeq: tail}, rest, q.limit, visit)
+	var more readResult
+	if replicated {
+		more, err = s.leader.readAfter(ctx, subject, tail, rest, visit)
+	} else {
+		more, err = s.direct.read(ctx, subject, start{afterSeq: tail}, rest, q.limit, visit)
+	}
 	more.scanned += res.scanned
 	more.bytes += res.bytes
 	more.indexed = true

@@ -25,12 +25,13 @@ type service struct {
 	log zerolog.Logger
 	nc  *nats.Conn
 	js  jetstream.JetStream
-	// consumer and direct read a room's history; direct is used while
-	// useDirect is set (see service.read).
-	consumer  consumerReader
-	direct    directReader
-	useDirect atomic.Bool
-	index     *index
+	// consumer, direct and leader read a room's history; mode says which
+	// (see service.read).
+	consumer consumerReader
+	direct   directReader
+	leader   leaderGetter
+	mode     atomic.Int32
+	index    *index
 	// streamCreated is stream ROOMS's creation time (ns) as last seen; the
 	// index is reset when it changes.
 	streamCreated atomic.Int64
@@ -71,6 +72,7 @@ func Run(ctx context.Context, cfg Config) error {
 		js:       js,
 		consumer: consumerReader{js: js, stream: proto.StreamRooms},
 		direct:   newDirectReader(nc, proto.StreamRooms),
+		leader:   newLeaderGetter(nc, proto.StreamRooms),
 		index:    newIndex(cfg.IndexDepth, cfg.IndexRooms),
 		metrics:  m,
 		sem:      make(chan struct{}, cfg.Concurrency),
