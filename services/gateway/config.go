@@ -99,6 +99,12 @@ type Config struct {
 	// drops messages (counted as slow consumer). Default 65536.
 	FanoutQueue int
 
+	// ReadGoroutines gives every socket a reader goroutine blocked in a read
+	// (2.5–3 KB per idle socket) instead of the gateway's epoll poller, which
+	// reads a socket only when it is readable. Always so where there is no
+	// epoll (not Linux). Default false.
+	ReadGoroutines bool
+
 	// Pprof serves net/http/pprof under /debug/pprof/ on HTTPAddr, for
 	// profiling a running gateway (heap, goroutines, CPU). Off by default:
 	// profiles show internals and a CPU profile costs CPU ($ROOMCAST_PPROF).

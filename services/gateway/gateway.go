@@ -37,6 +37,7 @@ type Gateway struct {
 	rooms  roomTable
 	users  userTable
 	deep   deepWorkers
+	poller *poller // nil: a reader goroutine per socket
 	states stateReader
 	fanout []chan *nats.Msg
 
@@ -104,6 +105,11 @@ func New(cfg Config) (*Gateway, error) {
 	g.authz = &natsAuthorizer{nc: g.nc, timeout: cfg.AuthzTimeout, ttl: cfg.AuthzCacheTTL, cache: map[string]time.Time{}}
 	g.presence = newPresence(g)
 	g.states.g = g
+	if !cfg.ReadGoroutines {
+		if p, err := newPoller(); err == nil {
+			g.poller = p
+		}
+	}
 	return g, nil
 }
 
@@ -177,6 +183,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 		close(workers)
 		_ = wg.Wait()
+		if g.poller != nil {
+			g.poller.close()
+		}
 		g.log.Info().Msg("gateway stopped")
 		return err
 	})

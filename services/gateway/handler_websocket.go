@@ -64,6 +64,9 @@ func (g *Gateway) serveSocketIO(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.heartbeat = time.AfterFunc(g.cfg.ConnectTimeout, s.onHeartbeat)
 	s.mu.Unlock()
+	if _, buffered := conn.(*bufferedConn); !buffered && g.poller != nil && g.poller.add(s) {
+		return // the poller reads it from now on
+	}
 	// A fresh goroutine: this handler's stack has grown during the upgrade,
 	// and an idle socket should hold only a small one.
 	go s.readLoop()

@@ -23,9 +23,10 @@ const (
 	stateClosing                // leaving: flushing its last frames
 )
 
-// socket is one Engine.IO/Socket.IO connection. While idle it costs one
-// goroutine (its reader, blocked in a read), this struct and two timers: no
-// writer goroutine and no buffers. Frames are written by whoever sends them,
+// socket is one Engine.IO/Socket.IO connection. While idle it costs this
+// struct, its descriptor's place in the gateway's poller and one timer: no
+// goroutine and no buffers (where there is no epoll, one reader goroutine,
+// blocked in a read). Frames are written by whoever sends them,
 // without blocking; a writer goroutine runs only while the kernel's buffer
 // for the socket is full.
 //
@@ -42,7 +43,10 @@ type socket struct {
 	user   string
 	client string
 
-	// Reader goroutine only.
+	// Reader only (its goroutine, or the poller's one reader at a time).
+	inbuf        []byte // a partial frame kept between reads (poller only)
+	pollFD       int32  // registered descriptor and registration generation
+	pollGen      uint32
 	pendingToken string // from the upgrade request, until CONNECT
 	tokens       float64
 	tokensAt     time.Time
@@ -295,6 +299,9 @@ func (s *socket) shutdown(reason string, graceful bool, frames ...[]byte) {
 	if closeNow {
 		_ = s.conn.Close()
 	}
+	if s.gw.poller != nil {
+		s.gw.poller.forget(s)
+	}
 	s.gw.forget(s, wasConnected)
 	s.logger().Str("reason", reason).Msg("socket closed")
 }
@@ -376,14 +383,7 @@ func (s *socket) readLoop() {
 			s.close(readReason(err))
 			return
 		}
-		if h.Length > int64(s.gw.cfg.MaxPayload) {
-			s.gw.m.badFrames.WithLabelValues("too_large").Inc()
-			s.closeWith("frame too large", wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusMessageTooBig, "frame too large")))
-			return
-		}
-		if !h.Masked {
-			s.gw.m.badFrames.WithLabelValues("unmasked").Inc()
-			s.closeWith("unmasked client frame", wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusProtocolError, "frames must be masked")))
+		if !s.checkHeader(h) {
 			return
 		}
 		n := int(h.Length)
@@ -406,6 +406,22 @@ func (s *socket) readLoop() {
 			return
 		}
 	}
+}
+
+// checkHeader refuses (and closes on) a frame bigger than MaxPayload or not
+// masked, before its payload is read.
+func (s *socket) checkHeader(h ws.Header) bool {
+	if h.Length > int64(s.gw.cfg.MaxPayload) {
+		s.gw.m.badFrames.WithLabelValues("too_large").Inc()
+		s.closeWith("frame too large", wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusMessageTooBig, "frame too large")))
+		return false
+	}
+	if !h.Masked {
+		s.gw.m.badFrames.WithLabelValues("unmasked").Inc()
+		s.closeWith("unmasked client frame", wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusProtocolError, "frames must be masked")))
+		return false
+	}
+	return true
 }
 
 func readReason(err error) string {

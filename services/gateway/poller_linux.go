@@ -1,0 +1,252 @@
+//go:build linux
+
+package gateway
+
+import (
+	"encoding/binary"
+	"errors"
+	"sync"
+	"sync/atomic"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+)
+
+// poller waits for readable sockets with one epoll instance for the whole
+// gateway, so that an idle socket has no goroutine at all: no stack (2 KB at
+// least) and no goroutine struct. A readable socket is read by a short-lived
+// goroutine, which re-arms it (EPOLLONESHOT: one reader per socket at a
+// time, frames handled in order).
+//
+// The descriptor is also in Go's own netpoller (for writes that wait); the
+// kernel reports readiness to both, and Go ignores read readiness nobody
+// waits for.
+type poller struct {
+	epfd   int
+	closed atomic.Bool
+
+	mu    sync.Mutex
+	socks map[int32]*socket // by descriptor
+	gen   uint32
+}
+
+func newPoller() (*poller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	p := &poller{epfd: epfd, socks: map[int32]*socket{}}
+	go p.run()
+	return p, nil
+}
+
+// pollWaitMillis bounds one epoll_wait so that close is noticed.
+const pollWaitMillis = 500
+
+func (p *poller) run() {
+	events := make([]unix.EpollEvent, 256)
+	for !p.closed.Load() {
+		n, err := unix.EpollWait(p.epfd, events, pollWaitMillis)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return
+		}
+		for _, ev := range events[:n] {
+			p.mu.Lock()
+			s := p.socks[ev.Fd]
+			p.mu.Unlock()
+			// A descriptor number is reused once closed: the generation
+			// in the event's data tells this socket's registration from
+			// an earlier one's.
+			if s == nil || s.pollGen != uint32(ev.Pad) {
+				continue
+			}
+			go s.onReadable()
+		}
+	}
+}
+
+func (p *poller) close() {
+	p.closed.Store(true)
+	_ = unix.Close(p.epfd)
+}
+
+// add registers s; false if it cannot be polled (then it gets a reader
+// goroutine).
+func (p *poller) add(s *socket) bool {
+	if s.raw == nil {
+		return false
+	}
+	var cerr error
+	err := s.raw.Control(func(fd uintptr) {
+		p.mu.Lock()
+		p.gen++
+		s.pollFD, s.pollGen = int32(fd), p.gen
+		p.socks[int32(fd)] = s
+		p.mu.Unlock()
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: s.pollFD, Pad: int32(s.pollGen)}
+		cerr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+	})
+	if err == nil {
+		err = cerr
+	}
+	if err != nil {
+		p.forget(s)
+		return false
+	}
+	return true
+}
+
+// rearm asks for s's next readiness. Done through Control, which holds the
+// descriptor open meanwhile: a closed (and reused) number is never touched.
+func (p *poller) rearm(s *socket) error {
+	var cerr error
+	err := s.raw.Control(func(fd uintptr) {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: s.pollFD, Pad: int32(s.pollGen)}
+		cerr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, int(fd), &ev)
+	})
+	if err != nil {
+		return err
+	}
+	return cerr
+}
+
+// forget drops s from the map (the kernel drops the registration when the
+// descriptor closes).
+func (p *poller) forget(s *socket) {
+	p.mu.Lock()
+	if p.socks[s.pollFD] == s {
+		delete(p.socks, s.pollFD)
+	}
+	p.mu.Unlock()
+}
+
+// polled counts the sockets registered (tests, introspection).
+func (p *poller) polled() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.socks)
+}
+
+// onReadable reads what s has, handles every complete frame, keeps a partial
+// one, and re-arms s.
+func (s *socket) onReadable() {
+	bp := framePool.Get().(*[]byte)
+	defer framePool.Put(bp)
+	buf := *bp
+	for {
+		var (
+			n    int
+			rerr error
+		)
+		err := s.raw.Read(func(fd uintptr) bool {
+			for {
+				n, rerr = unix.Read(int(fd), buf)
+				if !errors.Is(rerr, unix.EINTR) {
+					return true // never wait here: the poller does
+				}
+			}
+		})
+		switch {
+		case err != nil:
+			s.close(readReason(err))
+			return
+		case errors.Is(rerr, unix.EAGAIN):
+		case rerr != nil:
+			s.close("read: " + rerr.Error())
+			return
+		case n == 0:
+			s.close("connection closed")
+			return
+		default:
+			if !s.consume(buf[:n]) {
+				return
+			}
+			if n == len(buf) {
+				continue // there may be more
+			}
+		}
+		break
+	}
+	if s.isClosing() {
+		return
+	}
+	if err := s.gw.poller.rearm(s); err != nil {
+		s.close(readReason(err))
+	}
+}
+
+// consume handles the complete frames in data (after what was kept from the
+// last read) and keeps the rest. It reports whether to keep reading.
+func (s *socket) consume(data []byte) bool {
+	if len(s.inbuf) > 0 {
+		data = append(s.inbuf, data...)
+		s.inbuf = nil
+	}
+	for len(data) > 0 {
+		h, hdr, ok := parseHeader(data)
+		if !ok {
+			break
+		}
+		if !s.checkHeader(h) {
+			return false
+		}
+		end := hdr + int(h.Length)
+		if len(data) < end {
+			break
+		}
+		payload := data[hdr:end]
+		ws.Cipher(payload, h.Mask, 0)
+		if !s.handleFrame(h, payload) {
+			return false
+		}
+		data = data[end:]
+	}
+	if len(data) > 0 {
+		// A partial frame (rare: clients send small frames whole). Bounded
+		// by MaxPayload, checked above once its header is in.
+		s.inbuf = append([]byte(nil), data...)
+	}
+	return true
+}
+
+// parseHeader reads a WebSocket frame header from b; ok is false while b
+// does not hold all of it.
+func parseHeader(b []byte) (h ws.Header, n int, ok bool) {
+	if len(b) < 2 {
+		return h, 0, false
+	}
+	h.Fin = b[0]&0x80 != 0
+	h.Rsv = (b[0] >> 4) & 0x7
+	h.OpCode = ws.OpCode(b[0] & 0x0f)
+	h.Masked = b[1]&0x80 != 0
+	n = 2
+	switch l := b[1] & 0x7f; l {
+	case 126:
+		if len(b) < 4 {
+			return h, 0, false
+		}
+		h.Length, n = int64(binary.BigEndian.Uint16(b[2:])), 4
+	case 127:
+		if len(b) < 10 {
+			return h, 0, false
+		}
+		u := binary.BigEndian.Uint64(b[2:])
+		if u > 1<<62 {
+			u = 1 << 62 // far past any MaxPayload: refused as too large
+		}
+		h.Length, n = int64(u), 10
+	default:
+		h.Length = int64(l)
+	}
+	if h.Masked {
+		if len(b) < n+4 {
+			return h, 0, false
+		}
+		copy(h.Mask[:], b[n:n+4])
+		n += 4
+	}
+	return h, n, true
+}
