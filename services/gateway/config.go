@@ -99,6 +99,13 @@ type Config struct {
 	// drops messages (counted as slow consumer). Default 65536.
 	FanoutQueue int
 
+	// SubscriptionLinger is how long a room's (and a user's chat) NATS
+	// subscriptions outlive the last local socket in it, so that sockets
+	// coming back (a reconnect storm, a page reload) find them: no SUB and
+	// UNSUB per socket, no flush. Messages meanwhile go nowhere. Default
+	// 10 s; negative: dropped with the last socket.
+	SubscriptionLinger time.Duration
+
 	// ReadGoroutines gives every socket a reader goroutine blocked in a read
 	// (2.5–3 KB per idle socket) instead of the gateway's epoll poller, which
 	// reads a socket only when it is readable. Always so where there is no
@@ -187,6 +194,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxRoomsPerSocket <= 0 {
 		c.MaxRoomsPerSocket = 200
+	}
+	if c.SubscriptionLinger == 0 {
+		c.SubscriptionLinger = 10 * time.Second
 	}
 	if c.FanoutWorkers <= 0 {
 		c.FanoutWorkers = 4

@@ -142,6 +142,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		wg.Go(func() error { g.runFanout(ch, workers); return nil })
 	}
 	go func() { g.presence.run(done); close(presenceDone) }()
+	go g.runSweeper(done)
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /socket.io/", g.serveSocketIO)

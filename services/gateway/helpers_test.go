@@ -66,6 +66,9 @@ func (e *env) startGateway(mod ...func(*Config)) *testGateway {
 		Logger:     zerolog.Nop(),
 		Registry:   reg,
 		DrainGrace: 50 * time.Millisecond,
+		// Subscriptions go with the last socket, as the tests check
+		// (TestSubscriptionLinger tests lingering).
+		SubscriptionLinger: -1,
 	}
 	for _, m := range mod {
 		m(&cfg)

@@ -3,6 +3,7 @@ package gateway
 import (
 	"hash/maphash"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -28,6 +29,9 @@ type room struct {
 	// lastSeq drops the second copy of a chat message when both members
 	// are local (each member's chat subscription matches it).
 	lastSeq uint64
+	// emptySince is when the last member left a room whose subscriptions
+	// linger (SubscriptionLinger); zero while it has members.
+	emptySince time.Time
 }
 
 // memberSet is a room's sockets. Most rooms have one local member (a
@@ -117,6 +121,11 @@ func (g *Gateway) join(s *socket, r proto.Room) (created bool, err error) {
 	sh := g.rooms.shard(name)
 	sh.mu.Lock()
 	rm := sh.rooms[name]
+	if rm != nil && rm.members.len() == 0 {
+		// Back within SubscriptionLinger: its subscriptions are still there.
+		rm.emptySince = time.Time{}
+		g.m.rooms.Inc()
+	}
 	if rm == nil {
 		rm = &room{}
 		if parent.Kind() != proto.KindChat {
@@ -176,8 +185,18 @@ func (g *Gateway) leaveName(s *socket, name string) {
 	if rm == nil {
 		return
 	}
+	if !rm.members.has(s) {
+		return
+	}
 	rm.members.remove(s)
 	if rm.members.len() == 0 {
+		g.m.rooms.Dec()
+		if g.cfg.SubscriptionLinger > 0 && len(rm.subs) > 0 {
+			// Kept for a socket that comes back soon (a reconnect storm
+			// then costs no SUB/UNSUB); sweepLingering drops it later.
+			rm.emptySince = time.Now()
+			return
+		}
 		g.dropRoomLocked(sh, name, rm)
 	}
 }
@@ -188,7 +207,49 @@ func (g *Gateway) dropRoomLocked(sh *roomShard, name string, rm *room) {
 	}
 	g.m.subscriptions.Sub(float64(len(rm.subs)))
 	delete(sh.rooms, name)
-	g.m.rooms.Dec()
+}
+
+// sweepLingering drops the rooms and users whose subscriptions have lingered
+// past SubscriptionLinger without a member.
+func (g *Gateway) sweepLingering() {
+	cutoff := time.Now().Add(-g.cfg.SubscriptionLinger)
+	for i := range g.rooms.shards {
+		sh := &g.rooms.shards[i]
+		sh.mu.Lock()
+		for name, rm := range sh.rooms {
+			if rm.members.len() == 0 && !rm.emptySince.IsZero() && rm.emptySince.Before(cutoff) {
+				g.dropRoomLocked(sh, name, rm)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	for i := range g.users.shards {
+		sh := &g.users.shards[i]
+		sh.mu.Lock()
+		for u, e := range sh.users {
+			if len(e.sockets) == 0 && e.emptySince.Before(cutoff) {
+				g.dropUserLocked(sh, u, e)
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// runSweeper sweeps lingering subscriptions until done is closed.
+func (g *Gateway) runSweeper(done <-chan struct{}) {
+	if g.cfg.SubscriptionLinger <= 0 {
+		return
+	}
+	t := time.NewTicker(max(g.cfg.SubscriptionLinger/2, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			g.sweepLingering()
+		case <-done:
+			return
+		}
+	}
 }
 
 // RoomSubscriptions lists the live subjects this gateway is subscribed to
@@ -225,6 +286,9 @@ func (g *Gateway) roomMembers(r proto.Room) int {
 type userEntry struct {
 	sockets  []*socket
 	chatSubs []*nats.Subscription
+	// emptySince is when the user's last local socket left, while the chat
+	// subscriptions linger (SubscriptionLinger).
+	emptySince time.Time
 }
 
 type userShard struct {
@@ -271,6 +335,7 @@ func (g *Gateway) addUserSocket(s *socket) (created bool, err error) {
 		sh.users[s.user] = e
 		created = true
 	}
+	e.emptySince = time.Time{}
 	e.sockets = append(e.sockets, s)
 	g.m.sockets.Inc()
 	sh.mu.Unlock()
@@ -300,16 +365,24 @@ func (g *Gateway) removeUserSocket(s *socket) bool {
 			e.sockets = e.sockets[:len(e.sockets)-1]
 			g.m.sockets.Dec()
 			if len(e.sockets) == 0 {
-				for _, sub := range e.chatSubs {
-					_ = sub.Unsubscribe()
+				if g.cfg.SubscriptionLinger > 0 {
+					e.emptySince = time.Now()
+				} else {
+					g.dropUserLocked(sh, s.user, e)
 				}
-				g.m.subscriptions.Sub(float64(len(e.chatSubs)))
-				delete(sh.users, s.user)
 			}
 			return true
 		}
 	}
 	return false
+}
+
+func (g *Gateway) dropUserLocked(sh *userShard, u string, e *userEntry) {
+	for _, sub := range e.chatSubs {
+		_ = sub.Unsubscribe()
+	}
+	g.m.subscriptions.Sub(float64(len(e.chatSubs)))
+	delete(sh.users, u)
 }
 
 // userSockets is a copy of u's local sockets.
