@@ -99,11 +99,13 @@ type Config struct {
 	// drops messages (counted as slow consumer). Default 65536.
 	FanoutQueue int
 
-	// SubscriptionLinger is how long a room's (and a user's chat) NATS
-	// subscriptions outlive the last local socket in it, so that sockets
-	// coming back (a reconnect storm, a page reload) find them: no SUB and
-	// UNSUB per socket, no flush. Messages meanwhile go nowhere. Default
-	// 10 s; negative: dropped with the last socket.
+	// SubscriptionLinger, when positive, is how long a room's (and a user's
+	// chat) NATS subscriptions outlive the last local socket in it, so that
+	// sockets coming back (a reconnect storm, a page reload) find them: no
+	// SUB and UNSUB per socket, no flush; messages meanwhile go nowhere.
+	// Default 0: dropped with the last socket, as DESIGN.md has it ("a NATS
+	// subscription exists exactly while a local room has members")
+	// ($ROOMCAST_SUBSCRIPTION_LINGER, e.g. 10s).
 	SubscriptionLinger time.Duration
 
 	// ReadGoroutines gives every socket a reader goroutine blocked in a read
@@ -137,6 +139,7 @@ func (c *Config) Bind(s *flagenv.Set) {
 	s.Duration(&c.PingInterval, "ping-interval", "ROOMCAST_PING_INTERVAL", 25*time.Second, "how often each socket is pinged")
 	s.Duration(&c.PingTimeout, "ping-timeout", "ROOMCAST_PING_TIMEOUT", 20*time.Second, "how long a pong may take before the socket is closed")
 	s.Int(&c.SendQueueBytes, "send-queue-bytes", "ROOMCAST_SEND_QUEUE_BYTES", 1<<20, "bytes that may wait for one socket before it is cut off as slow")
+	s.Duration(&c.SubscriptionLinger, "subscription-linger", "ROOMCAST_SUBSCRIPTION_LINGER", 0, "keep a room's NATS subscriptions this long after its last socket leaves (0: drop at once)")
 	s.Bool(&c.Pprof, "pprof", "ROOMCAST_PPROF", false, "serve net/http/pprof under /debug/pprof/ (for profiling)")
 	s.String(&c.JWTPublicKeyFile, "jwt-public-key", "ROOMCAST_JWT_PUBLIC_KEY", "", "PEM file with an Ed25519 or RSA public key for tokens")
 	s.Func("allowed-origins", "comma-separated Origin allow-list, * for any ($ROOMCAST_ALLOWED_ORIGINS)", func(v string) error {
@@ -194,9 +197,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxRoomsPerSocket <= 0 {
 		c.MaxRoomsPerSocket = 200
-	}
-	if c.SubscriptionLinger == 0 {
-		c.SubscriptionLinger = 10 * time.Second
 	}
 	if c.FanoutWorkers <= 0 {
 		c.FanoutWorkers = 4

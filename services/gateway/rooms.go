@@ -21,7 +21,8 @@ func shardOf(name string) int { return int(maphash.String(shardSeed, name) % sha
 // room is a socket list under a parent room's name (the seed's ISocketRoom):
 // board-B's list also serves board-B-tasks and board-B-sprints
 // (includeSocketIdsInRoom). It owns the NATS subscriptions of those rooms,
-// which exist exactly while the list is not empty. Chat rooms have none:
+// which exist exactly while the list is not empty (or, with
+// SubscriptionLinger, for that long after). Chat rooms have none:
 // their messages come through their members' chat subscriptions.
 type room struct {
 	members memberSet
