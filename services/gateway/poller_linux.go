@@ -101,8 +101,14 @@ func (p *poller) add(s *socket) bool {
 
 // rearm asks for s's next readiness. Done through Control, which holds the
 // descriptor open meanwhile: a closed (and reused) number is never touched.
+//
+// It holds p.mu meanwhile, as run does when it looks s up: the next reader
+// of s then sees what this one left (s.inbuf) as the race detector sees it,
+// not only through the kernel.
 func (p *poller) rearm(s *socket) error {
 	var cerr error
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	err := s.raw.Control(func(fd uintptr) {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: s.pollFD, Pad: int32(s.pollGen)}
 		cerr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, int(fd), &ev)

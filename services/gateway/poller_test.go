@@ -1,9 +1,14 @@
 package gateway
 
 import (
-	"github.com/stretchr/testify/require"
+	"bytes"
 	"runtime"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/stretchr/testify/require"
 
 	"github.com/roomcast/roomcast/proto"
 )
@@ -32,6 +37,23 @@ func TestReadersBothWays(t *testing.T) {
 			require.Equal(t, string(env1), string(b.Data))
 			require.Equal(t, seq1, b.Seq)
 			c.mustOK("addToRoom", proto.RoomArgs{RoomName: "org-o1"})
+
+			// A frame in two writes: the poller keeps the first part
+			// between reads (when the reads do split it).
+			var frame bytes.Buffer
+			require.NoError(t, ws.WriteFrame(&frame, ws.MaskFrame(ws.NewTextFrame(
+				[]byte(`4299["endpoint",{"endpointName":"updateClient","endpointArgs":{"isActive":true}}]`)))))
+			b1 := frame.Bytes()
+			_, err := c.conn.Write(b1[:5])
+			require.NoError(t, err)
+			_, err = c.conn.Write(b1[5:])
+			require.NoError(t, err)
+			select {
+			case a := <-c.acks:
+				require.True(t, strings.HasPrefix(a, `4399[{"ok":true`), a)
+			case <-time.After(5 * time.Second):
+				t.Fatal("no ack for the split frame")
+			}
 
 			c.conn.Close()
 			require.Eventually(t, func() bool { return tg.roomMembers(tasks) == 0 }, 5e9, 1e6)
