@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/roomcast/roomcast/proto"
@@ -145,6 +146,15 @@ func (r consumerReader) read(ctx context.Context, subject string, st start, b bu
 		}
 		n := min(chunk, pending, b.maxScan-res.scanned)
 		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(max(wait, time.Millisecond)))
+		if errors.Is(err, nats.ErrNoResponders) && delivered == 0 && time.Until(b.deadline) > 10*time.Millisecond {
+			// In a cluster the create call returns before the consumer's
+			// leader serves pull requests: wait a moment and pull again.
+			select {
+			case <-cctx.Done():
+			case <-time.After(5 * time.Millisecond):
+			}
+			continue
+		}
 		if err != nil {
 			return res, fmt.Errorf("read %s: fetch: %w", subject, err)
 		}
