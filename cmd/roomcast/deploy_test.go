@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -185,13 +186,21 @@ func TestDeployPermissions(t *testing.T) {
 		return sy.Publish("$KV.ROOM_STATE.board-b1-tasks", []byte(`{}`))
 	})
 
-	// The real roomstate and sync services work with nothing but their roles.
+	// The real roomstate and sync services work with nothing but their roles,
+	// and are refused nothing they ask for.
+	var refusedMu sync.Mutex
+	var refused []string
+	record := nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		refusedMu.Lock()
+		defer refusedMu.Unlock()
+		refused = append(refused, err.Error())
+	})
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go roomstate.Run(sctx, roomstate.Config{NATSURL: s.ClientURL(), SkipEnsure: true,
-		NATSOptions: []nats.Option{nats.UserInfo("roomstate", "pw-roomstate")}, Logger: zerolog.Nop(), Registry: prometheus.NewRegistry()})
+		NATSOptions: []nats.Option{nats.UserInfo("roomstate", "pw-roomstate"), record}, Logger: zerolog.Nop(), Registry: prometheus.NewRegistry()})
 	go backfill.Run(sctx, backfill.Config{NATSURL: s.ClientURL(),
-		NATSOptions: []nats.Option{nats.UserInfo("sync", "pw-sync")}, Logger: zerolog.Nop(), Registry: prometheus.NewRegistry()})
+		NATSOptions: []nats.Option{nats.UserInfo("sync", "pw-sync"), record}, Logger: zerolog.Nop(), Registry: prometheus.NewRegistry()})
 	require.Eventually(t, func() bool {
 		var st *proto.RoomState
 		rctx, c := context.WithTimeout(ctx, time.Second)
@@ -208,4 +217,7 @@ func TestDeployPermissions(t *testing.T) {
 			proto.ChangesArgs{RoomName: room.Name(), Cursor: proto.Cursor{AfterSeq: &zero}}, &changes) == nil
 	}, 15*time.Second, 100*time.Millisecond, "sync, as role sync, answers the gateway")
 	require.Equal(t, []proto.Change{{ID: "t1", UpdatedAt: 5, Deleted: true, Seq: 1}}, changes.Changes)
+	refusedMu.Lock()
+	defer refusedMu.Unlock()
+	require.Empty(t, refused, "the services' roles allow all they do")
 }
