@@ -135,6 +135,22 @@ func TestRequest(t *testing.T) {
 	err = proto.Request(ctx, nc, proto.SubjectRoomStateGet, proto.RoomArgs{RoomName: "bad"}, &st)
 	require.Equal(t, &proto.Error{Code: proto.CodeInvalidArgument, Message: "room name is bad"}, err)
 
+	// Respond writes what Request reads, from any goroutine.
+	_, err = nc.Subscribe("answering.service", func(m *nats.Msg) {
+		go func() {
+			if string(m.Data) == `"fail"` {
+				_ = proto.Respond(nc, m.Reply, nil, proto.Errorf(proto.CodeNotFound, "no such room"))
+				return
+			}
+			_ = proto.Respond(nc, m.Reply, proto.RoomState{LastBroadcastTimestamp: 1, Seq: 2}, nil)
+		}()
+	})
+	require.NoError(t, err)
+	require.NoError(t, proto.Request(ctx, nc, "answering.service", "ok", &st))
+	require.Equal(t, proto.RoomState{LastBroadcastTimestamp: 1, Seq: 2}, st)
+	err = proto.Request(ctx, nc, "answering.service", "fail", &st)
+	require.Equal(t, &proto.Error{Code: proto.CodeNotFound, Message: "no such room"}, err)
+
 	short, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel2()
 	_, err = nc.Subscribe("slow.service", func(m *nats.Msg) {})

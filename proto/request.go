@@ -66,3 +66,26 @@ func Request(ctx context.Context, nc *nats.Conn, subject string, args, result an
 	}
 	return nil
 }
+
+// Respond answers a request whose reply subject is reply: with res as JSON,
+// or, when perr is set, with an empty body and perr in the error headers that
+// ReplyError reads (those of nats.go micro). Unlike a micro.Request, which
+// must not be used once its handler has returned, it is safe from any
+// goroutine, so a service may answer requests concurrently.
+func Respond(nc *nats.Conn, reply string, res any, perr *Error) error {
+	m := nats.NewMsg(reply)
+	if perr != nil {
+		m.Header.Set(HeaderErrorCode, string(perr.Code))
+		m.Header.Set(HeaderError, perr.Message)
+		return nc.PublishMsg(m)
+	}
+	data, err := json.Marshal(res)
+	if err != nil {
+		m.Header.Set(HeaderErrorCode, string(CodeInternal))
+		m.Header.Set(HeaderError, "reply does not encode")
+		_ = nc.PublishMsg(m)
+		return err
+	}
+	m.Data = data
+	return nc.PublishMsg(m)
+}

@@ -32,6 +32,7 @@ const (
 // api answers roomstate.get and roomstate.getmany from KV, never from
 // memory, so any replica answers the same.
 type api struct {
+	nc    *nats.Conn
 	store *stateStore
 	log   zerolog.Logger
 	sem   chan struct{}
@@ -76,12 +77,9 @@ func (a *api) handler(h func(context.Context, []byte) (any, *proto.Error)) micro
 			ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 			defer cancel()
 			res, perr := h(ctx, req.Data())
-			var err error
-			if perr != nil {
-				err = req.Error(string(perr.Code), perr.Message, nil)
-			} else {
-				err = req.RespondJSON(res)
-			}
+			// Not req.RespondJSON: micro's request must not be used once its
+			// handler has returned, and this runs on a goroutine of its own.
+			err := proto.Respond(a.nc, req.Reply(), res, perr)
 			if err != nil {
 				a.log.Debug().Err(err).Str("subject", req.Subject()).Msg("reply")
 			}

@@ -187,9 +187,11 @@ func (s *service) respond(endpoint string, req micro.Request, began time.Time, r
 			s.log.Warn().Err(err).Str("endpoint", endpoint).Msg("request failed")
 		}
 		code = string(pe.Code)
-		sendErr = req.Error(string(pe.Code), pe.Message, nil)
+		sendErr = proto.Respond(s.nc, req.Reply(), nil, pe)
 	} else {
-		sendErr = req.RespondJSON(res)
+		// Not req.RespondJSON: micro's request must not be used once its
+		// handler has returned, and this runs on a goroutine of its own.
+		sendErr = proto.Respond(s.nc, req.Reply(), res, nil)
 	}
 	if sendErr != nil {
 		s.log.Warn().Err(sendErr).Str("endpoint", endpoint).Msg("could not send the reply")
