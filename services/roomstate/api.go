@@ -57,7 +57,7 @@ func addService(nc *nats.Conn, a *api) (micro.Service, error) {
 		{"get", proto.SubjectRoomStateGet, a.get},
 		{"getmany", proto.SubjectRoomStateGetMany, a.getMany},
 	} {
-		if err := svc.AddEndpoint(ep.name, a.handler(ep.h), micro.WithEndpointSubject(ep.subject)); err != nil {
+		if err := svc.AddEndpoint(ep.name, a.handler(ep.name, ep.h), micro.WithEndpointSubject(ep.subject)); err != nil {
 			_ = svc.Stop()
 			return nil, fmt.Errorf("add endpoint %s: %w", ep.subject, err)
 		}
@@ -68,7 +68,7 @@ func addService(nc *nats.Conn, a *api) (micro.Service, error) {
 // handler answers each request on its own goroutine, at most maxInFlight at
 // once: a KV read takes a round trip, and requests should not queue behind
 // one another.
-func (a *api) handler(h func(context.Context, []byte) (any, *proto.Error)) micro.Handler {
+func (a *api) handler(endpoint string, h func(context.Context, []byte) (any, *proto.Error)) micro.Handler {
 	return micro.HandlerFunc(func(req micro.Request) {
 		a.sem <- struct{}{}
 		a.wg.Add(1)
@@ -80,6 +80,11 @@ func (a *api) handler(h func(context.Context, []byte) (any, *proto.Error)) micro
 			// Not req.RespondJSON: micro's request must not be used once its
 			// handler has returned, and this runs on a goroutine of its own.
 			err := proto.Respond(a.nc, req.Reply(), res, perr)
+			code := "ok"
+			if perr != nil {
+				code = string(perr.Code)
+			}
+			a.store.m.requests.WithLabelValues(endpoint, code).Inc()
 			if err != nil {
 				a.log.Debug().Err(err).Str("subject", req.Subject()).Msg("reply")
 			}

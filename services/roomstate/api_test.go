@@ -19,7 +19,7 @@ import (
 
 func TestGet(t *testing.T) {
 	st := newStack(t, proto.StoreConfig{})
-	st.start(t, nil)
+	r := st.start(t, nil)
 	tasks, err := proto.BoardTasksRoom("b1")
 	require.NoError(t, err)
 	chat, err := proto.ChatRoom("alice", "bob")
@@ -61,6 +61,13 @@ func TestGet(t *testing.T) {
 	m, err := st.nc.Request(proto.SubjectRoomStateGet, []byte("{"), 5*time.Second)
 	require.NoError(t, err)
 	require.Equal(t, proto.CodeInvalidArgument, proto.ReplyError(m).Code)
+
+	// Every answer is counted by its code (the last one may still be on its
+	// way to the counter when the reply arrives).
+	require.Eventually(t, func() bool {
+		return r.metric(t, "roomcast_roomstate_requests_total", "code", "invalid_argument") == 8
+	}, 5*time.Second, 10*time.Millisecond)
+	require.Equal(t, float64(4), r.metric(t, "roomcast_roomstate_requests_total", "endpoint", "get", "code", "ok"))
 }
 
 func TestGetMany(t *testing.T) {

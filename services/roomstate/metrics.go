@@ -13,6 +13,7 @@ type metrics struct {
 	writeErrors prometheus.Counter
 	lagSeqs     prometheus.Gauge
 	lagSeconds  prometheus.Histogram
+	requests    *prometheus.CounterVec
 }
 
 // Reasons a message is skipped (label "reason" of skipped_messages_total).
@@ -58,8 +59,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Per message, KV write time minus the message's stream timestamp.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 60},
 		}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "requests_total",
+			Help: "roomstate.get and roomstate.getmany requests answered, by endpoint and code (ok or an error code).",
+		}, []string{"endpoint", "code"}),
 	}
-	reg.MustRegister(m.processed, m.skipped, m.batches, m.writes, m.conflicts, m.writeErrors, m.lagSeqs, m.lagSeconds)
+	reg.MustRegister(m.processed, m.skipped, m.batches, m.writes, m.conflicts, m.writeErrors, m.lagSeqs, m.lagSeconds, m.requests)
 	for _, r := range []string{skipSubject, skipEnvelope, skipMetadata} {
 		m.skipped.WithLabelValues(r)
 	}
