@@ -119,6 +119,15 @@ func (c *opsCmd) close() {
 	}
 }
 
+// parseRoom parses a command line whose one argument is a room name.
+func (c *opsCmd) parseRoom(args []string) (proto.Room, error) {
+	rest, err := c.parse(args, 1)
+	if err != nil {
+		return proto.Room{}, err
+	}
+	return room(rest[0])
+}
+
 // room parses a room name argument.
 func room(name string) (proto.Room, error) {
 	r, err := proto.ParseRoom(name)

@@ -11,11 +11,7 @@ import (
 // stateCmd: roomcast state ROOM — the room's state from roomstate.get.
 func stateCmd(ctx context.Context, args []string, out, errOut io.Writer) error {
 	c := newOpsCmd("state", "state [flags] ROOM", out, errOut)
-	rest, err := c.parse(args, 1)
-	if err != nil {
-		return err
-	}
-	r, err := room(rest[0])
+	r, err := c.parseRoom(args)
 	if err != nil {
 		return err
 	}
@@ -35,11 +31,7 @@ func historyCmd(name, subject string) func(context.Context, []string, io.Writer,
 		c.fs.IntVar(&since, "since", -1, "publisher time (updatedAt), ms since the Unix epoch")
 		c.fs.IntVar(&afterSeq, "after-seq", -1, "stream sequence to start after")
 		c.fs.IntVar(&limit, "limit", 0, "at most this many entries (0: the service's default)")
-		rest, err := c.parse(args, 1)
-		if err != nil {
-			return err
-		}
-		r, err := room(rest[0])
+		r, err := c.parseRoom(args)
 		if err != nil {
 			return err
 		}

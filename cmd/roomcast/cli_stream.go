@@ -74,11 +74,7 @@ func tailCmd(ctx context.Context, args []string, out, errOut io.Writer) error {
 	c := newOpsCmd("tail", "tail [flags] ROOM", out, errOut)
 	var count int
 	c.fs.IntVar(&count, "count", 0, "stop after this many messages (0: until interrupted)")
-	rest, err := c.parse(args, 1)
-	if err != nil {
-		return err
-	}
-	r, err := room(rest[0])
+	r, err := c.parseRoom(args)
 	if err != nil {
 		return err
 	}
@@ -142,11 +138,7 @@ func replayCmd(ctx context.Context, args []string, out, errOut io.Writer) error 
 	c.fs.StringVar(&toRoom, "to-room", "", "publish each message to this room instead of printing it")
 	c.fs.BoolVar(&rebroadcast, "rebroadcast", false, "send each message to the room's connected clients again (not stored again)")
 	c.fs.BoolVar(&quiet, "quiet", false, "no progress on stderr")
-	rest, err := c.parse(args, 1)
-	if err != nil {
-		return err
-	}
-	r, err := room(rest[0])
+	r, err := c.parseRoom(args)
 	if err != nil {
 		return err
 	}

@@ -188,19 +188,10 @@ func (s *socket) writeNow() {
 		return
 	}
 	for range inlineRounds {
-		s.mu.Lock()
-		if len(s.queue) == 0 {
-			s.writing = false
-			closeNow := s.closeAfter
-			s.mu.Unlock()
-			if closeNow {
-				_ = s.conn.Close()
-			}
+		bufs, ok := s.takeQueue()
+		if !ok {
 			return
 		}
-		bufs := s.queue
-		s.queue, s.queued = nil, 0
-		s.mu.Unlock()
 		rest, err := writeNonblock(s.raw, bufs)
 		if err != nil {
 			s.writeFailed(err)
@@ -224,24 +215,35 @@ func (s *socket) writeNow() {
 	go s.flush()
 }
 
+// takeQueue hands the writer everything queued; with nothing queued it ends
+// the writer's turn (closing the connection if a close waited for the
+// queue) and reports false.
+func (s *socket) takeQueue() (net.Buffers, bool) {
+	s.mu.Lock()
+	if len(s.queue) == 0 {
+		s.writing = false
+		closeNow := s.closeAfter
+		s.mu.Unlock()
+		if closeNow {
+			_ = s.conn.Close()
+		}
+		return nil, false
+	}
+	bufs := s.queue
+	s.queue, s.queued = nil, 0
+	s.mu.Unlock()
+	return bufs, true
+}
+
 // flush writes the queue until it is empty, coalescing every frame queued
 // meanwhile into one writev, then exits. It may block (up to WriteTimeout
 // per write), so it runs on a goroutine of its own.
 func (s *socket) flush() {
 	for {
-		s.mu.Lock()
-		if len(s.queue) == 0 {
-			s.writing = false
-			closeNow := s.closeAfter
-			s.mu.Unlock()
-			if closeNow {
-				_ = s.conn.Close()
-			}
+		bufs, ok := s.takeQueue()
+		if !ok {
 			return
 		}
-		bufs := s.queue
-		s.queue, s.queued = nil, 0
-		s.mu.Unlock()
 		_ = s.conn.SetWriteDeadline(time.Now().Add(s.gw.cfg.WriteTimeout))
 		if _, err := bufs.WriteTo(s.conn); err != nil {
 			s.writeFailed(err)
