@@ -45,6 +45,20 @@ type budget struct {
 	deadline time.Time
 }
 
+// spent says which limit a read that has scanned messages and bytes has
+// reached, cutNone if none. withTime also checks the deadline.
+func (b budget) spent(scanned, bytes int, withTime bool) cut {
+	switch {
+	case scanned >= b.maxScan:
+		return cutScan
+	case bytes >= b.maxBytes:
+		return cutBytes
+	case withTime && time.Until(b.deadline) <= 0:
+		return cutTime
+	}
+	return cutNone
+}
+
 // cut says why a read stopped before the end of its snapshot; "" means it
 // did not.
 type cut string
@@ -130,6 +144,18 @@ func (r consumerReader) read(ctx context.Context, subject string, st start, b bu
 	pending := int(cons.CachedInfo().NumPending)
 	var bytes int
 	var delivered uint64
+	// In a cluster the create call returns before the consumer's leader
+	// serves pull requests: until the first delivery, "no responders"
+	// (from Fetch or from its batch) means wait a moment and pull again.
+	notYet := func(err error) bool {
+		return errors.Is(err, nats.ErrNoResponders) && delivered == 0 && time.Until(b.deadline) > 10*time.Millisecond
+	}
+	retry := func() {
+		select {
+		case <-cctx.Done():
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 	for pending > 0 {
 		if res.scanned >= b.maxScan {
 			res.cut = cutScan
@@ -146,13 +172,8 @@ func (r consumerReader) read(ctx context.Context, subject string, st start, b bu
 		}
 		n := min(chunk, pending, b.maxScan-res.scanned)
 		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(max(wait, time.Millisecond)))
-		if errors.Is(err, nats.ErrNoResponders) && delivered == 0 && time.Until(b.deadline) > 10*time.Millisecond {
-			// In a cluster the create call returns before the consumer's
-			// leader serves pull requests: wait a moment and pull again.
-			select {
-			case <-cctx.Done():
-			case <-time.After(5 * time.Millisecond):
-			}
+		if notYet(err) {
+			retry()
 			continue
 		}
 		if err != nil {
@@ -183,7 +204,10 @@ func (r consumerReader) read(ctx context.Context, subject string, st start, b bu
 				break
 			}
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) {
+		if err := batch.Error(); got == 0 && notYet(err) {
+			retry()
+			continue
+		} else if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) {
 			return res, fmt.Errorf("read %s: fetch: %w", subject, err)
 		}
 		if got == 0 {
