@@ -94,15 +94,7 @@ func (r directReader) read(ctx context.Context, subject string, st start, b budg
 	batch := max(1, want+1) // one more than a page, to see whether there is more
 batches:
 	for {
-		switch {
-		case res.scanned >= b.maxScan:
-			res.cut = cutScan
-			return res, nil
-		case res.bytes >= b.maxBytes:
-			res.cut = cutBytes
-			return res, nil
-		case time.Until(b.deadline) <= 0:
-			res.cut = cutTime
+		if res.cut = b.spent(res.scanned, res.bytes, true); res.cut != cutNone {
 			return res, nil
 		}
 		req.Batch = min(batch, chunk, b.maxScan-res.scanned)
@@ -242,15 +234,7 @@ func (r directReader) readSeqs(ctx context.Context, subject string, seqs []uint6
 	window := max(1, want+1)
 	var req []byte
 	for sent := 0; sent < len(seqs); {
-		switch {
-		case res.scanned >= b.maxScan:
-			res.cut = cutScan
-			return res, nil
-		case res.bytes >= b.maxBytes:
-			res.cut = cutBytes
-			return res, nil
-		case time.Until(b.deadline) <= 0:
-			res.cut = cutTime
+		if res.cut = b.spent(res.scanned, res.bytes, true); res.cut != cutNone {
 			return res, nil
 		}
 		n := min(window, chunk, len(seqs)-sent, b.maxScan-res.scanned)

@@ -72,12 +72,7 @@ func (l leaderGetter) readAfter(ctx context.Context, subject string, seq uint64,
 	ctx, cancel := context.WithDeadline(ctx, b.deadline)
 	defer cancel()
 	for {
-		switch {
-		case res.scanned >= b.maxScan:
-			res.cut = cutScan
-			return res, nil
-		case res.bytes >= b.maxBytes:
-			res.cut = cutBytes
+		if res.cut = b.spent(res.scanned, res.bytes, false); res.cut != cutNone {
 			return res, nil
 		}
 		m, subj, found, err := l.get(ctx, seq+1, subject)
