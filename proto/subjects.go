@@ -107,6 +107,15 @@ func (s Subjects) LiveChats(u string) [2]string {
 	return [2]string{base + u + ".*", base + "*." + u}
 }
 
+// LivePersonal are the three wildcards that cover every personal room: each
+// user room (live.rooms.user.*), client room (live.rooms.client.*) and chat
+// (live.rooms.chat.*.*). A gateway that serves personal rooms from these
+// holds three subscriptions in all instead of several per socket.
+func (s Subjects) LivePersonal() [3]string {
+	base := LivePrefix + "." + s.Prefix() + "."
+	return [3]string{base + "user.*", base + "client.*", base + "chat.*.*"}
+}
+
 // LiveAll is the wildcard that matches every live room subject.
 func (s Subjects) LiveAll() string { return LivePrefix + "." + s.Prefix() + ".>" }
 

@@ -1,6 +1,7 @@
 package proto_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -50,4 +51,50 @@ func TestRevokeSubject(t *testing.T) {
 	require.Equal(t, "u1", proto.UserOfRevokeSubject("ctl.users.u1.revoke"))
 	require.Equal(t, "", proto.UserOfRevokeSubject("ctl.users.*.revoke"))
 	require.Equal(t, "", proto.UserOfRevokeSubject("ctl.users.u1.other"))
+}
+
+// TestLivePersonalCoversPersonalRoomsOnly: every user, client and chat room's
+// live subject matches one of the three personal wildcards, and no org or
+// board room's does (a gateway serving personal rooms from them must not get
+// the boards' traffic).
+func TestLivePersonalCoversPersonalRoomsOnly(t *testing.T) {
+	s, err := proto.NewSubjects("acme.rooms")
+	require.NoError(t, err)
+	wild := s.LivePersonal()
+	require.Equal(t, [3]string{"live.acme.rooms.user.*", "live.acme.rooms.client.*", "live.acme.rooms.chat.*.*"}, wild)
+	matches := func(subject string) int {
+		n := 0
+		for _, w := range wild {
+			if subjectMatches(w, subject) {
+				n++
+			}
+		}
+		return n
+	}
+	user, _ := proto.UserRoom("u1")
+	client, _ := proto.ClientRoom("c1")
+	chat, _ := proto.ChatRoom("u2", "u1")
+	for _, r := range []proto.Room{user, client, chat} {
+		require.Equal(t, 1, matches(s.Live(r)), r.Name())
+	}
+	org, _ := proto.OrgRoom("o1")
+	board, _ := proto.BoardRoom("b1")
+	for _, r := range append([]proto.Room{org, board}, board.Children()...) {
+		require.Zero(t, matches(s.Live(r)), r.Name())
+	}
+}
+
+// subjectMatches is NATS subject matching of a literal subject against a
+// pattern with * (one token) and > (the rest).
+func subjectMatches(pattern, subject string) bool {
+	p, s := strings.Split(pattern, "."), strings.Split(subject, ".")
+	for i, tok := range p {
+		if tok == ">" {
+			return len(s) > i
+		}
+		if i >= len(s) || (tok != "*" && tok != s[i]) {
+			return false
+		}
+	}
+	return len(p) == len(s)
 }
