@@ -3,20 +3,35 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"github.com/roomcast/roomcast/cmd/roomcast/internal/sioclient"
 	"io"
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/roomcast/roomcast/cmd/roomcast/internal/sioclient"
 	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/services/roomstate"
 )
 
 // Resync: the latency of getChangesSince for a client that was away, with a
 // large stream. The tool fills stream ROOMS with -stream-msgs messages over
-// -rooms boards (the background), then publishes -changes changes to one
-// room (board-b0-tasks), and asks for that room's changes since just before
-// them, -queries times in a row from one socket.
+// -rooms boards (the background) and asks for two rooms' -changes changes,
+// -queries times each, alternately, from a few sockets:
+//
+//   - back to back: board-b0-tasks's changes, published in one burst after
+//     the background (the server's walk of the room is cheap there);
+//   - interleaved: board-i0-tasks's changes, spread evenly through the last
+//     tenth of the background, among the other rooms' messages (one every
+//     1,000 stream messages with the default command line): the case the
+//     sync service's index is for.
+//
+// Timing starts only once roomstate's durable consumer has folded everything
+// just stored (no pending, no ack pending): otherwise the figures measure the
+// CPU that backlog takes on the same machine, not the read. The wait is
+// printed.
 //
 // roomcast only: the reference peer keeps no history. The endpoint is the
 // gateway's, answered by the sync service over NATS.
@@ -25,16 +40,32 @@ func runResync(ctx context.Context, o options, srv *server, log io.Writer) (resu
 	if srv.js == nil {
 		return res, fmt.Errorf("resync needs roomcast's NATS")
 	}
-	target, err := proto.BoardTasksRoom("b0")
+	burst, err := proto.BoardTasksRoom("b0")
 	if err != nil {
 		return res, err
 	}
+	spread, err := proto.BoardTasksRoom("i0")
+	if err != nil {
+		return res, err
+	}
+	plan := interleave(o.StreamMsgs, o.Changes)
 	background := max(1, o.Rooms-1)
 	pub := srv.newPublisher()
 	start := time.Now()
+	var spreadSince int64
+	change := 0
 	for k := 0; k < o.StreamMsgs; k++ {
 		if k%50000 == 0 && ctx.Err() != nil {
 			return res, ctx.Err()
+		}
+		if change < len(plan) && plan[change] == k {
+			if change == 0 {
+				spreadSince = time.Now().UnixMilli()
+			}
+			if err := pub.add(ctx, spread, resyncChange(change)); err != nil {
+				return res, err
+			}
+			change++
 		}
 		room, env, err := benchEnvelope(1+k%background, uint64(k), 0, time.Now(), "")
 		if err != nil {
@@ -48,13 +79,22 @@ func runResync(ctx context.Context, o options, srv *server, log io.Writer) (resu
 		return res, err
 	}
 	fill := time.Since(start)
-	fmt.Fprintf(log, "%s: %d background messages stored in %s\n", srv.name, o.StreamMsgs, fill.Round(time.Millisecond))
+	fmt.Fprintf(log, "%s: %d background messages stored in %s (%d of board-i0-tasks's changes among them)\n",
+		srv.name, o.StreamMsgs, fill.Round(time.Millisecond), change)
 	sleepCtx(ctx, 5*time.Millisecond)
-	since := time.Now().UnixMilli()
+	burstSince := time.Now().UnixMilli()
 	sleepCtx(ctx, 5*time.Millisecond)
 	for k := 0; k < o.Changes; k++ {
-		env := proto.Envelope{Event: proto.EventUpdateTask, ID: "r" + strconv.Itoa(k), UpdatedAt: time.Now().UnixMilli(), Diff: json.RawMessage(`{"title":"changed"}`)}
-		if err := pub.add(ctx, target, env); err != nil {
+		if err := pub.add(ctx, burst, resyncChange(k)); err != nil {
+			return res, err
+		}
+	}
+	// Changes the background was too short to hold go after the burst.
+	for ; change < o.Changes; change++ {
+		if change == 0 {
+			spreadSince = time.Now().UnixMilli()
+		}
+		if err := pub.add(ctx, spread, resyncChange(change)); err != nil {
 			return res, err
 		}
 	}
@@ -65,6 +105,12 @@ func runResync(ctx context.Context, o options, srv *server, log io.Writer) (resu
 	if failed > 0 {
 		res.Notes = append(res.Notes, fmt.Sprintf("%d publishes failed", failed))
 	}
+
+	caughtUp, err := waitRoomstate(ctx, srv.js)
+	if err != nil {
+		res.Notes = append(res.Notes, fmt.Sprintf("did not wait for roomstate: %v", err))
+	}
+	fmt.Fprintf(log, "%s: roomstate caught up %s after the last publish\n", srv.name, caughtUp.Round(time.Millisecond))
 
 	// The gateway limits endpoint calls per socket (20/s by default): the
 	// queries go round-robin over a few sockets, one in flight at a time,
@@ -87,41 +133,111 @@ func runResync(ctx context.Context, o options, srv *server, log io.Writer) (resu
 		}
 		conns = append(conns, c)
 	}
-	h := NewHistogram()
-	args := proto.ChangesArgs{RoomName: target.Name(), Cursor: proto.Cursor{Since: &since}}
-	var got proto.ChangesResult
+	layouts := []*resyncLayout{
+		{name: "back to back", args: proto.ChangesArgs{RoomName: burst.Name(), Cursor: proto.Cursor{Since: &burstSince}}, h: NewHistogram()},
+		{name: "interleaved", args: proto.ChangesArgs{RoomName: spread.Name(), Cursor: proto.Cursor{Since: &spreadSince}}, h: NewHistogram()},
+	}
 	interval := time.Second * 10 / (sockets * perSocketRate * 10)
 	next := time.Now()
-	for q := 0; q < o.Queries; q++ {
+	for q := 0; q < o.Queries*len(layouts); q++ {
 		sleepCtx(ctx, time.Until(next))
 		next = next.Add(interval)
 		c := conns[q%sockets]
+		l := layouts[q%len(layouts)]
 		t := time.Now()
-		ack, err := c.Call(string(proto.EndpointGetChangesSince), args, nil)
+		ack, err := c.Call(string(proto.EndpointGetChangesSince), l.args, nil)
 		if err != nil {
-			return res, fmt.Errorf("getChangesSince: %w", err)
+			return res, fmt.Errorf("getChangesSince %s: %w", l.args.RoomName, err)
 		}
-		h.Record(int64(time.Since(t)))
-		if q == 0 {
-			if err := json.Unmarshal(ack.Data, &got); err != nil {
-				return res, fmt.Errorf("getChangesSince: %w", err)
+		l.h.Record(int64(time.Since(t)))
+		if q < len(layouts) {
+			if err := json.Unmarshal(ack.Data, &l.got); err != nil {
+				return res, fmt.Errorf("getChangesSince %s: %w", l.args.RoomName, err)
 			}
 		}
 	}
-	s := h.Summary()
 	res.Metrics = []metric{
-		{Name: "stream messages", Value: float64(o.StreamMsgs + o.Changes), Higher: true},
-		{Name: "changes returned", Value: float64(len(got.Changes))},
-		{Name: "complete", Value: b2f(got.Complete)},
-		{Name: "getChangesSince p50", Value: ms(s.P50), Unit: "ms"},
-		{Name: "getChangesSince p99", Value: ms(s.P99), Unit: "ms"},
-		{Name: "getChangesSince max", Value: ms(s.Max), Unit: "ms"},
+		{Name: "stream messages", Value: float64(o.StreamMsgs + 2*o.Changes), Higher: true},
 		{Name: "stream fill rate", Value: float64(o.StreamMsgs) / fill.Seconds(), Unit: "msg/s", Higher: true},
+		{Name: "roomstate caught up after", Value: ms(caughtUp), Unit: "ms"},
 	}
-	if len(got.Changes) != o.Changes {
-		res.Notes = append(res.Notes, fmt.Sprintf("asked for %d changes, got %d", o.Changes, len(got.Changes)))
+	for i, l := range layouts {
+		s := l.h.Summary()
+		prefix := "getChangesSince "
+		if i > 0 {
+			prefix = l.name + " "
+		}
+		res.Metrics = append(res.Metrics,
+			metric{Name: l.name + ": changes returned", Value: float64(len(l.got.Changes))},
+			metric{Name: l.name + ": complete", Value: b2f(l.got.Complete)},
+			metric{Name: prefix + "p50", Value: ms(s.P50), Unit: "ms"},
+			metric{Name: prefix + "p90", Value: ms(s.P90), Unit: "ms"},
+			metric{Name: prefix + "p99", Value: ms(s.P99), Unit: "ms"},
+			metric{Name: prefix + "max", Value: ms(s.Max), Unit: "ms"},
+		)
+		if len(l.got.Changes) != o.Changes {
+			res.Notes = append(res.Notes, fmt.Sprintf("%s: asked for %d changes, got %d", l.name, o.Changes, len(l.got.Changes)))
+		}
 	}
 	return res, nil
+}
+
+// resyncLayout is one of the two rooms queried, and what it measured.
+type resyncLayout struct {
+	name string
+	args proto.ChangesArgs
+	h    *Histogram
+	got  proto.ChangesResult
+}
+
+// resyncChange is the k-th change of a queried room: a resource of its own,
+// so every change is one entry of the answer.
+func resyncChange(k int) proto.Envelope {
+	return proto.Envelope{Event: proto.EventUpdateTask, ID: "r" + strconv.Itoa(k), UpdatedAt: time.Now().UnixMilli(), Diff: json.RawMessage(`{"title":"changed"}`)}
+}
+
+// interleave says where the interleaved room's changes go in a background
+// of total messages: before background message plan[i], spread evenly
+// through the last tenth. Fewer than changes entries when the background is
+// too short to hold them apart (the rest go after it).
+func interleave(total, changes int) []int {
+	region := total / 10
+	if changes < 1 || region < changes {
+		return nil
+	}
+	plan := make([]int, changes)
+	step := region / changes
+	for i := range plan {
+		plan[i] = total - region + i*step
+	}
+	return plan
+}
+
+// waitRoomstate waits until roomstate's durable consumer on stream ROOMS has
+// nothing pending and nothing unacknowledged, and says how long that took.
+func waitRoomstate(ctx context.Context, js jetstream.JetStream) (time.Duration, error) {
+	began := time.Now()
+	deadline := began.Add(3 * time.Minute)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		cons, err := js.Consumer(cctx, proto.StreamRooms, roomstate.DefaultDurable)
+		var info *jetstream.ConsumerInfo
+		if err == nil {
+			info, err = cons.Info(cctx)
+		}
+		cancel()
+		switch {
+		case err == nil && info.NumPending == 0 && info.NumAckPending == 0:
+			return time.Since(began), nil
+		case err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound):
+			return time.Since(began), err
+		case time.Now().After(deadline):
+			return time.Since(began), fmt.Errorf("roomstate's consumer %s still behind after %s", roomstate.DefaultDurable, time.Since(began).Round(time.Second))
+		case ctx.Err() != nil:
+			return time.Since(began), ctx.Err()
+		}
+		sleepCtx(ctx, 100*time.Millisecond)
+	}
 }
 
 func b2f(b bool) float64 {
