@@ -99,6 +99,21 @@ type Config struct {
 	// drops messages (counted as slow consumer). Default 65536.
 	FanoutQueue int
 
+	// PersonalSubscriptions is how the personal rooms (user-, client- and
+	// chat- rooms: a socket has two or three of its own) get their messages.
+	// PersonalShared, the default: three gateway-wide wildcard subscriptions,
+	// made at start, cover all of them, and each message goes to whatever
+	// local sockets it names (none: dropped). A socket then costs no NATS
+	// subscription and its connect no SUB or flush; each gateway receives
+	// every personal message of the deployment, which is cheap next to the
+	// boards' traffic while gateways are few (docs/decisions.md).
+	// PersonalPerRoom: a subscription per local user room and client room
+	// and two per local user for chats, which exist while the room (the
+	// user) has local sockets, as DESIGN.md first had it: for a deployment
+	// of many gateways with heavy personal traffic
+	// ($ROOMCAST_PERSONAL_SUBSCRIPTIONS=shared|per-room).
+	PersonalSubscriptions string
+
 	// SubscriptionLinger, when positive, is how long a room's (and a user's
 	// chat) NATS subscriptions outlive the last local socket in it, so that
 	// sockets coming back (a reconnect storm, a page reload) find them: no
@@ -130,6 +145,12 @@ type Config struct {
 	Registry *prometheus.Registry
 }
 
+// The values of Config.PersonalSubscriptions.
+const (
+	PersonalShared  = "shared"
+	PersonalPerRoom = "per-room"
+)
+
 // Bind registers the gateway's own flags; the common ones are in flagenv.Common.
 func (c *Config) Bind(s *flagenv.Set) {
 	s.String(&c.HTTPAddr, "http-addr", "ROOMCAST_HTTP_ADDR", "127.0.0.1:8080", "gateway listen address")
@@ -140,6 +161,7 @@ func (c *Config) Bind(s *flagenv.Set) {
 	s.Duration(&c.PingTimeout, "ping-timeout", "ROOMCAST_PING_TIMEOUT", 20*time.Second, "how long a pong may take before the socket is closed")
 	s.Int(&c.SendQueueBytes, "send-queue-bytes", "ROOMCAST_SEND_QUEUE_BYTES", 1<<20, "bytes that may wait for one socket before it is cut off as slow")
 	s.Duration(&c.SubscriptionLinger, "subscription-linger", "ROOMCAST_SUBSCRIPTION_LINGER", 0, "keep a room's NATS subscriptions this long after its last socket leaves (0: drop at once)")
+	s.String(&c.PersonalSubscriptions, "personal-subscriptions", "ROOMCAST_PERSONAL_SUBSCRIPTIONS", PersonalShared, "how user, client and chat rooms are subscribed: shared (three wildcards per gateway) or per-room")
 	s.Bool(&c.Pprof, "pprof", "ROOMCAST_PPROF", false, "serve net/http/pprof under /debug/pprof/ (for profiling)")
 	s.String(&c.JWTPublicKeyFile, "jwt-public-key", "ROOMCAST_JWT_PUBLIC_KEY", "", "PEM file with an Ed25519 or RSA public key for tokens")
 	s.Func("allowed-origins", "comma-separated Origin allow-list, * for any ($ROOMCAST_ALLOWED_ORIGINS)", func(v string) error {
@@ -207,6 +229,9 @@ func (c Config) withDefaults() Config {
 	if c.GatewayID == "" {
 		c.GatewayID = randomID(12)
 	}
+	if c.PersonalSubscriptions == "" {
+		c.PersonalSubscriptions = PersonalShared
+	}
 	return c
 }
 
@@ -226,6 +251,11 @@ func (c Config) Validate() error {
 		if _, _, err := loadPublicKey(c.JWTPublicKeyFile); err != nil {
 			return fmt.Errorf("ROOMCAST_JWT_PUBLIC_KEY: %v", err)
 		}
+	}
+	switch c.PersonalSubscriptions {
+	case "", PersonalShared, PersonalPerRoom:
+	default:
+		return fmt.Errorf("ROOMCAST_PERSONAL_SUBSCRIPTIONS=%s: must be %s or %s", c.PersonalSubscriptions, PersonalShared, PersonalPerRoom)
 	}
 	if c.GatewayID != "" {
 		if err := proto.ValidateID(c.GatewayID); err != nil {

@@ -138,8 +138,11 @@ func (g *Gateway) deliver(m *nats.Msg, members, writers []*socket) ([]*socket, [
 		}
 	}
 	if rm == nil {
-		// Its last member left while the message was on its way.
+		// No local member: a personal room of another gateway's user (shared
+		// personal subscriptions), or its last member left while the
+		// message was on its way.
 		sh.mu.Unlock()
+		g.m.unrouted.Inc()
 		return members, writers
 	}
 	if r.Kind() == proto.KindChat && seq != 0 {

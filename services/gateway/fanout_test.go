@@ -14,11 +14,21 @@ import (
 	"github.com/roomcast/roomcast/proto"
 )
 
-func TestFanoutWithSeq(t *testing.T) {
+// bothPersonalModes runs f with the personal rooms served by the shared
+// wildcards and by subscriptions of their own.
+func bothPersonalModes(t *testing.T, f func(t *testing.T, mode func(*Config))) {
+	for _, m := range []string{PersonalShared, PersonalPerRoom} {
+		t.Run(m, func(t *testing.T) { f(t, func(c *Config) { c.PersonalSubscriptions = m }) })
+	}
+}
+
+func TestFanoutWithSeq(t *testing.T) { bothPersonalModes(t, testFanoutWithSeq) }
+
+func testFanoutWithSeq(t *testing.T, mode func(*Config)) {
 	e := newEnv(t)
 	e.answerRoomState(nil)
 	e.answerAuthz(func(string, string) bool { return true })
-	tg := e.startGateway()
+	tg := e.startGateway(mode)
 	c := connectUser(t, tg, "u1")
 	c.mustOK("addToRoom", proto.RoomArgs{RoomName: "board-b1"})
 
@@ -63,8 +73,12 @@ func TestFanoutWithSeq(t *testing.T) {
 }
 
 func TestChatRoomCreatedByFirstMessage(t *testing.T) {
+	bothPersonalModes(t, testChatRoomCreatedByFirstMessage)
+}
+
+func testChatRoomCreatedByFirstMessage(t *testing.T, mode func(*Config)) {
 	e := newEnv(t)
-	tg := e.startGateway()
+	tg := e.startGateway(mode)
 	a1 := connectUser(t, tg, "a")
 	a2 := connectUser(t, tg, "a")
 	b := connectUser(t, tg, "b")
@@ -75,7 +89,7 @@ func TestChatRoomCreatedByFirstMessage(t *testing.T) {
 		for _, c := range []*client{a1, a2, b} {
 			got := c.broadcast()
 			require.Equal(t, "chat-a-b", got.Destination)
-			require.Equal(t, seq, got.Seq) // once each, though both members' subscriptions match
+			require.Equal(t, seq, got.Seq) // once each, though (per room) both members' subscriptions match
 		}
 	}
 	other.noBroadcast()
@@ -107,8 +121,8 @@ func TestTwoGatewaysOneNATS(t *testing.T) {
 	c2.mustOK("addToRoom", proto.RoomArgs{RoomName: "board-b1"})
 	require.Contains(t, g1.RoomSubscriptions(), "live.rooms.board.b1")
 	require.Contains(t, g2.RoomSubscriptions(), "live.rooms.board.b1")
-	require.ElementsMatch(t, []string{"live.rooms.user.u3", "live.rooms.client." + g3.allSockets()[0].id}, g3.RoomSubscriptions())
-	require.Equal(t, float64(4), g3.counter(g3.m.subscriptions)) // + the user's two chat subscriptions
+	require.Empty(t, g3.RoomSubscriptions())                     // its user, client and chats come through
+	require.Equal(t, float64(3), g3.counter(g3.m.subscriptions)) // the three shared personal wildcards
 
 	const n = 50
 	var seqs []uint64
@@ -208,4 +222,57 @@ func TestAppendBroadcastFrame(t *testing.T) {
 		require.Equal(t, ws.OpText, h.OpCode)
 		require.Equal(t, `42["broadcast",{"destination":"board-b1","data":`+string(data)+`,"seq":5,"prevSeq":4}]`, string(payload))
 	}
+}
+
+// TestSharedPersonalSubscriptions: with the shared personal wildcards, two
+// gateways each hold three subscriptions however many sockets connect; a
+// user's, a client's and a chat's messages reach exactly the local sockets
+// they name, across gateways, and a gateway with none of them counts the
+// message as unrouted, makes no room and delivers nothing.
+func TestSharedPersonalSubscriptions(t *testing.T) {
+	e := newEnv(t)
+	g1, g2 := e.startGateway(), e.startGateway()
+	a1, a2 := connectUser(t, g1, "a"), connectUser(t, g1, "a")
+	b := connectUser(t, g2, "b")
+	for _, g := range []*testGateway{g1, g2} {
+		require.Equal(t, float64(3), g.counter(g.m.subscriptions))
+		require.Empty(t, g.RoomSubscriptions())
+	}
+
+	// user-a: both of a's tabs on g1; g2 has no socket of a.
+	_, seq := e.publish(mustRoom(t, "user-a"), "a", 1)
+	for _, c := range []*client{a1, a2} {
+		got := c.broadcast()
+		require.Equal(t, "user-a", got.Destination)
+		require.Equal(t, seq, got.Seq)
+	}
+	b.noBroadcast()
+	require.Eventually(t, func() bool { return g2.counter(g2.m.unrouted) == 1 }, 5*time.Second, 5*time.Millisecond)
+	require.Zero(t, g1.counter(g1.m.unrouted))
+	require.Equal(t, 0, g2.roomMembers(mustRoom(t, "user-a")))
+
+	// client-<b's sid>: b alone.
+	sid := b.sid(t, g2)
+	require.NoError(t, e.nc.Publish(proto.Subjects{}.Publish(mustRoom(t, "client-"+sid)), []byte(`{"hi":1}`)))
+	require.JSONEq(t, `{"hi":1}`, string(b.broadcast().Data))
+	a1.noBroadcast()
+	require.Eventually(t, func() bool { return g1.counter(g1.m.unrouted) == 1 }, 5*time.Second, 5*time.Millisecond)
+
+	// A chat across the two gateways: every member's socket once.
+	chat := mustRoom(t, "chat-b-a")
+	_, seq = e.publish(chat, "m1", 2)
+	for _, c := range []*client{a1, a2, b} {
+		got := c.broadcast()
+		require.Equal(t, "chat-a-b", got.Destination)
+		require.Equal(t, seq, got.Seq)
+		c.noBroadcast()
+	}
+	// A chat of two users neither gateway has.
+	before := g1.counter(g1.m.messagesOut) + g2.counter(g2.m.messagesOut)
+	e.publish(mustRoom(t, "chat-x-y"), "m2", 3)
+	require.Eventually(t, func() bool {
+		return g1.counter(g1.m.unrouted) == 2 && g2.counter(g2.m.unrouted) == 2
+	}, 5*time.Second, 5*time.Millisecond)
+	require.Equal(t, before, g1.counter(g1.m.messagesOut)+g2.counter(g2.m.messagesOut))
+	require.Equal(t, 0, g1.roomMembers(mustRoom(t, "chat-x-y")))
 }

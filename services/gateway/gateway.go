@@ -131,6 +131,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gateway: subscribe to control subjects: %w", err)
 	}
+	var personal []*nats.Subscription
+	if cfg.PersonalSubscriptions == PersonalShared {
+		if personal, err = g.subscribePersonal(); err != nil {
+			return fmt.Errorf("gateway: personal rooms: %w", err)
+		}
+	}
 	svc, err := g.addPresenceService()
 	if err != nil {
 		return fmt.Errorf("gateway: presence service: %w", err)
@@ -175,7 +181,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.drainSockets()
 		close(done)
 		<-presenceDone
-		for _, sub := range ctl {
+		for _, sub := range append(ctl, personal...) {
 			_ = sub.Unsubscribe()
 		}
 		_ = svc.Stop()

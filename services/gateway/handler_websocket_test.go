@@ -43,12 +43,31 @@ func TestConnect(t *testing.T) {
 	c, got := connect(t, tg, `{"token":"`+token(t, "u1", time.Hour)+`","clientId":"tab1"}`)
 	require.True(t, strings.HasPrefix(got, `40{"sid":"`), got)
 	require.Eventually(t, func() bool { return tg.counter(tg.m.sockets) == 1 }, 5*time.Second, 10*time.Millisecond)
-	// Its own rooms: client-tab1 and user-u1, each with one subscription.
-	require.ElementsMatch(t, []string{"live.rooms.client.tab1", "live.rooms.user.u1"}, tg.RoomSubscriptions())
+	// Its own rooms: client-tab1 and user-u1, served by the gateway's
+	// shared personal subscriptions: none of their own.
+	require.Empty(t, tg.RoomSubscriptions())
+	require.Equal(t, float64(3), tg.counter(tg.m.subscriptions))
 	require.Equal(t, 1, tg.roomMembers(mustRoom(t, "client-tab1")))
+	require.Equal(t, 1, tg.roomMembers(mustRoom(t, "user-u1")))
 	c.send("41")
 	c.waitClosed()
-	require.Eventually(t, func() bool { return len(tg.RoomSubscriptions()) == 0 && tg.counter(tg.m.sockets) == 0 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		return tg.roomMembers(mustRoom(t, "client-tab1")) == 0 && tg.counter(tg.m.sockets) == 0
+	}, 5*time.Second, 10*time.Millisecond)
+	require.Equal(t, float64(3), tg.counter(tg.m.subscriptions))
+
+	// Per room: client-tab1 and user-u1 each with one subscription, the
+	// user's chats with two, all gone with the socket.
+	pr := e.startGateway(func(c *Config) { c.PersonalSubscriptions = PersonalPerRoom })
+	c, _ = connect(t, pr, `{"token":"`+token(t, "u1", time.Hour)+`","clientId":"tab1"}`)
+	require.Eventually(t, func() bool { return pr.counter(pr.m.sockets) == 1 }, 5*time.Second, 10*time.Millisecond)
+	require.ElementsMatch(t, []string{"live.rooms.client.tab1", "live.rooms.user.u1"}, pr.RoomSubscriptions())
+	require.Equal(t, float64(4), pr.counter(pr.m.subscriptions))
+	c.send("41")
+	c.waitClosed()
+	require.Eventually(t, func() bool {
+		return len(pr.RoomSubscriptions()) == 0 && pr.counter(pr.m.subscriptions) == 0 && pr.counter(pr.m.sockets) == 0
+	}, 5*time.Second, 10*time.Millisecond)
 
 	// A clientId that is not a valid id is replaced by the socket id.
 	_, got = connect(t, tg, `{"token":"`+token(t, "u1", time.Hour)+`","clientId":"a.b"}`)

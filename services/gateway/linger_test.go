@@ -18,7 +18,9 @@ func TestSubscriptionLinger(t *testing.T) {
 	e := newEnv(t)
 	e.answerRoomState(nil)
 	e.answerAuthz(func(string, string) bool { return true })
-	tg := e.startGateway(func(c *Config) { c.SubscriptionLinger = time.Hour })
+	// Per room, so that the user's and client's subscriptions linger too.
+	perRoom := func(c *Config) { c.PersonalSubscriptions = PersonalPerRoom }
+	tg := e.startGateway(perRoom, func(c *Config) { c.SubscriptionLinger = time.Hour })
 	auth := func() string { return fmt.Sprintf(`{"token":%q,"clientId":"tab1"}`, token(t, "u1", time.Hour)) }
 
 	c, res := connect(t, tg, auth())
@@ -45,7 +47,7 @@ func TestSubscriptionLinger(t *testing.T) {
 	require.Equal(t, seq1, b.Seq)
 
 	// A short linger: dropped soon after the last socket left.
-	short := e.startGateway(func(c *Config) { c.SubscriptionLinger = 20 * time.Millisecond })
+	short := e.startGateway(perRoom, func(c *Config) { c.SubscriptionLinger = 20 * time.Millisecond })
 	c2 := connectUser(t, short, "u2")
 	c2.mustOK("addToRoom", proto.RoomArgs{RoomName: "board-b2"})
 	require.NotEmpty(t, short.RoomSubscriptions())

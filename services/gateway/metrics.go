@@ -14,6 +14,7 @@ type metrics struct {
 	subscriptions   prometheus.Gauge
 	messagesIn      prometheus.Counter
 	messagesOut     prometheus.Counter
+	unrouted        prometheus.Counter
 	dropped         *prometheus.CounterVec
 	fanoutSeconds   prometheus.Histogram
 	slowDisconnects prometheus.Counter
@@ -35,6 +36,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Room messages received from NATS."}),
 		messagesOut: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "messages_out_total",
 			Help: "Broadcast frames queued to sockets (one per recipient)."}),
+		unrouted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "messages_unrouted_total",
+			Help: "Room messages received for a room with no local member: with shared personal subscriptions, mostly the personal messages of other gateways' users (see ROOMCAST_PERSONAL_SUBSCRIPTIONS)."}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "messages_dropped_total",
 			Help: "Room messages not delivered, by reason."}, []string{"reason"}),
 		fanoutSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "fanout_seconds",
@@ -49,7 +52,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		badFrames: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "bad_frames_total",
 			Help: "Frames that closed their socket, by kind."}, []string{"kind"}),
 	}
-	for _, c := range []prometheus.Collector{m.sockets, m.rooms, m.subscriptions, m.messagesIn, m.messagesOut, m.dropped,
+	for _, c := range []prometheus.Collector{m.sockets, m.rooms, m.subscriptions, m.messagesIn, m.messagesOut, m.unrouted, m.dropped,
 		m.fanoutSeconds, m.slowDisconnects, m.authFailures, m.calls, m.badFrames} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

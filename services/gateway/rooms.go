@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"hash/maphash"
 	"sync"
 	"time"
@@ -22,8 +23,10 @@ func shardOf(name string) int { return int(maphash.String(shardSeed, name) % sha
 // board-B's list also serves board-B-tasks and board-B-sprints
 // (includeSocketIdsInRoom). It owns the NATS subscriptions of those rooms,
 // which exist exactly while the list is not empty (or, with
-// SubscriptionLinger, for that long after). Chat rooms have none:
-// their messages come through their members' chat subscriptions.
+// SubscriptionLinger, for that long after). Personal rooms (user, client,
+// chat) have none when they are served by the gateway's shared wildcards
+// (PersonalShared); chat rooms never have any: their messages come through
+// the shared wildcard or their members' chat subscriptions.
 type room struct {
 	members memberSet
 	subs    []*nats.Subscription
@@ -129,7 +132,7 @@ func (g *Gateway) join(s *socket, r proto.Room) (created bool, err error) {
 	}
 	if rm == nil {
 		rm = &room{}
-		if parent.Kind() != proto.KindChat {
+		if g.ownsSubscriptions(parent) {
 			if rm.subs, err = g.subscribeRoom(parent); err != nil {
 				sh.mu.Unlock()
 				return false, err
@@ -146,6 +149,42 @@ func (g *Gateway) join(s *socket, r proto.Room) (created bool, err error) {
 		return false, proto.Errorf(proto.CodeUnavailable, "socket is closing")
 	}
 	return created, nil
+}
+
+// ownsSubscriptions says whether room parent needs subscriptions of its own,
+// or is served by the gateway's shared personal wildcards or (chats) its
+// members' chat subscriptions.
+func (g *Gateway) ownsSubscriptions(parent proto.Room) bool {
+	switch parent.Kind() {
+	case proto.KindChat:
+		return false
+	case proto.KindUser, proto.KindClient:
+		return g.cfg.PersonalSubscriptions == PersonalPerRoom
+	}
+	return true
+}
+
+// subscribePersonal makes the shared personal subscriptions
+// (PersonalShared): the three wildcards of every user, client and chat
+// room. A callback routes each message to a fan-out channel picked by its
+// subject, so a room's messages stay in order.
+func (g *Gateway) subscribePersonal() ([]*nats.Subscription, error) {
+	var subs []*nats.Subscription
+	for _, subj := range g.subjects.LivePersonal() {
+		sub, err := g.nc.Subscribe(subj, func(m *nats.Msg) { g.fanoutChan(m.Subject) <- m })
+		if err != nil {
+			for _, s := range subs {
+				_ = s.Unsubscribe()
+			}
+			return nil, fmt.Errorf("subscribe to %s: %w", subj, err)
+		}
+		// The fan-out channels bound what waits; this subscription's own
+		// buffer must not drop a burst nats.go could still hold.
+		_ = sub.SetPendingLimits(-1, 256<<20)
+		subs = append(subs, sub)
+	}
+	g.m.subscriptions.Add(float64(len(subs)))
+	return subs, g.nc.Flush()
 }
 
 // subscribeRoom subscribes to the live subjects of parent and its children,
@@ -311,12 +350,17 @@ func (t *userTable) init() {
 
 func (t *userTable) shard(u string) *userShard { return &t.shards[shardOf(u)] }
 
-// addUserSocket registers s under its user; the user's first socket makes
-// the two chat subscriptions. created reports new subscriptions.
+// addUserSocket registers s under its user; with PersonalPerRoom, the
+// user's first socket makes the two chat subscriptions. created reports new
+// subscriptions.
 func (g *Gateway) addUserSocket(s *socket) (created bool, err error) {
 	sh := g.users.shard(s.user)
 	sh.mu.Lock()
 	e := sh.users[s.user]
+	if e == nil && g.cfg.PersonalSubscriptions == PersonalShared {
+		e = &userEntry{}
+		sh.users[s.user] = e
+	}
 	if e == nil {
 		e = &userEntry{}
 		ch := g.fanoutChan(s.user)
@@ -366,7 +410,7 @@ func (g *Gateway) removeUserSocket(s *socket) bool {
 			e.sockets = e.sockets[:len(e.sockets)-1]
 			g.m.sockets.Dec()
 			if len(e.sockets) == 0 {
-				if g.cfg.SubscriptionLinger > 0 {
+				if g.cfg.SubscriptionLinger > 0 && len(e.chatSubs) > 0 {
 					e.emptySince = time.Now()
 				} else {
 					g.dropUserLocked(sh, s.user, e)
