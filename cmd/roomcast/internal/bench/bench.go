@@ -95,6 +95,9 @@ type options struct {
 	Markdown   bool
 	Plot       string
 	CPUProfile string
+
+	ServerCPUProfile string
+	ProfileSeconds   int
 }
 
 // parseOptions reads MODE and the flags, and checks them.
@@ -144,7 +147,9 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "stop everything after this")
 	fs.BoolVar(&o.JSON, "json", false, "print the results as JSON instead of a table")
 	fs.BoolVar(&o.Markdown, "markdown", false, "print the results as a markdown section (command, machine, table) for docs/performance.md")
-	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write the load tool's own CPU profile (coordinator and in-process worker) here")
+	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write the load tool's own CPU profile (coordinator and in-process worker) here; storm: over the storm only")
+	fs.StringVar(&o.ServerCPUProfile, "server-cpuprofile", "", "storm (roomcast): write the server's CPU profile over the storm here (started with ROOMCAST_PPROF=1, or attached to one that serves /debug/pprof)")
+	fs.IntVar(&o.ProfileSeconds, "profile-seconds", 5, "storm: length of the server's CPU profile, from the drop")
 	fs.StringVar(&o.Plot, "plot", "", "fanout: write a PNG of p99 latency against deliveries/s, a point per step (roomcast blue, peer orange)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return o, err
@@ -228,16 +233,12 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 		return proto.Errorf(proto.CodeInvalidArgument, "%v", err)
 	}
 	raiseFileLimit()
-	if o.CPUProfile != "" {
-		f, err := os.Create(o.CPUProfile)
+	if o.CPUProfile != "" && o.Mode != modeStorm { // storm profiles the storm alone (runStorm)
+		stop, err := startToolProfile(o.CPUProfile)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -327,4 +328,18 @@ func raiseFileLimit() {
 		l.Cur = l.Max
 		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
 	}
+}
+
+// startToolProfile starts the load tool's CPU profile into path; stop ends
+// and writes it.
+func startToolProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

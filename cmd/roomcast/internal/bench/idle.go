@@ -72,10 +72,23 @@ func runStorm(ctx context.Context, o options, srv *server, log io.Writer) (resul
 	if srv.pid > 0 {
 		serverW = watchProcs(ctx, []int{srv.pid}, 100*time.Millisecond)
 	}
+	var prof *serverProfile
+	if o.ServerCPUProfile != "" && srv.name == targetRoomcast {
+		prof = startServerProfile(ctx, srv.url, o.ServerCPUProfile, o.ProfileSeconds)
+	}
+	var stopToolProfile func()
+	if o.CPUProfile != "" {
+		if stopToolProfile, err = startToolProfile(o.CPUProfile); err != nil {
+			return res, err
+		}
+	}
 	toolW := watchProcs(ctx, f.toolPIDs(), time.Second)
 	t0 := time.Now()
 	evs, err := f.command(ctx, workerCmd{Cmd: "drop", Deadline: o.StormDeadline})
 	toolCPU, _ := toolW.Stop()
+	if stopToolProfile != nil {
+		stopToolProfile()
+	}
 	if err != nil {
 		return res, err
 	}
@@ -110,5 +123,11 @@ func runStorm(ctx context.Context, o options, srv *server, log io.Writer) (resul
 		res.Notes = append(res.Notes, fmt.Sprintf("%d of %d sockets were not back within %s", expected-rejoined, expected, o.StormDeadline))
 	}
 	fmt.Fprintf(log, "%s: storm: %d/%d back in %s, %d failed attempts\n", srv.name, rejoined, expected, took.Round(time.Millisecond), failures)
+	if prof != nil {
+		if err := prof.wait(); err != nil {
+			return res, err
+		}
+		fmt.Fprintf(log, "%s: server CPU profile (%ds from the drop) in %s\n", srv.name, o.ProfileSeconds, o.ServerCPUProfile)
+	}
 	return res, nil
 }

@@ -145,6 +145,9 @@ func (s *server) startRoomcast(ctx context.Context, o options) error {
 		"ROOMCAST_JWT_SECRET="+s.secret,
 		"ROOMCAST_LOG_LEVEL=warn",
 	)
+	if o.ServerCPUProfile != "" {
+		cmd.Env = append(cmd.Env, "ROOMCAST_PPROF=1")
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	p, err := startProc(cmd)
 	if err != nil {

@@ -5,13 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/roomcast/roomcast/cmd/roomcast/internal/sioclient"
 	"io"
 	"math/rand/v2"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/roomcast/roomcast/cmd/roomcast/internal/sioclient"
+	"github.com/roomcast/roomcast/proto"
 )
 
 // A worker holds a shard of the benchmark's sockets, in the coordinator's
@@ -100,7 +103,20 @@ type benchSocket struct {
 	i       int
 	conn    atomic.Pointer[sioclient.Conn]
 	lastSeq int64
+
+	// Kept across reconnects, as a browser keeps its token and its rooms:
+	// a storm's reconnect signs nothing and builds no room names.
+	token    string
+	tokenExp time.Time
+	joins    []sioclient.Call
 }
+
+// tokenTTL is how long the tool's tokens are valid; one is minted again
+// when less than tokenRenew of it is left.
+const (
+	tokenTTL   = time.Hour
+	tokenRenew = time.Minute
+)
 
 // runWorker serves one worker over in (commands) and out (events) until quit,
 // EOF or ctx ends.
@@ -120,6 +136,10 @@ func runWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 	if cfg.DialConcurrency <= 0 {
 		cfg.DialConcurrency = 64
 	}
+	// The worker's live heap is small and its thousands of goroutine
+	// stacks are scanned at every collection: at the default pace, GC was
+	// about a tenth of the tool's CPU in a reconnect storm.
+	debug.SetGCPercent(400)
 	w := &worker{cfg: cfg, changed: make(chan struct{}), dialSlots: make(chan struct{}, cfg.DialConcurrency)}
 	w.hist.Store(NewHistogram())
 
@@ -328,21 +348,28 @@ func (w *worker) connect(ctx context.Context, s *benchSocket) (*sioclient.Conn, 
 		return nil, ctx.Err()
 	}
 	defer func() { <-w.dialSlots }()
-	tok, err := mintToken(w.cfg.Secret, userOf(s.i), time.Hour)
-	if err != nil {
-		return nil, err
+	if s.token == "" || time.Until(s.tokenExp) < tokenRenew {
+		tok, err := mintToken(w.cfg.Secret, userOf(s.i), tokenTTL)
+		if err != nil {
+			return nil, err
+		}
+		s.token, s.tokenExp = tok, time.Now().Add(tokenTTL)
 	}
-	c, err := sioclient.Dial(ctx, sioclient.Options{URL: w.cfg.URL, Token: tok, ClientID: clientOf(s.i),
+	if s.joins == nil {
+		for _, room := range roomsOf(w.cfg.Mode, s.i, w.cfg.Rooms) {
+			s.joins = append(s.joins, sioclient.Call{Name: string(proto.EndpointAddToRoom), Args: proto.RoomArgs{RoomName: room}})
+		}
+	}
+	c, err := sioclient.Dial(ctx, sioclient.Options{URL: w.cfg.URL, Token: s.token, ClientID: clientOf(s.i),
 		Source: sourceIP(s.i, w.cfg.SourceIPs), Timeout: w.cfg.ConnectTimeout})
 	if err != nil {
 		return nil, err
 	}
 	_ = c.SetDeadline(time.Now().Add(max(w.cfg.ConnectTimeout, 10*time.Second)))
-	for _, room := range roomsOf(w.cfg.Mode, s.i, w.cfg.Rooms) {
-		if _, err := c.Call("addToRoom", map[string]string{"roomName": room}, nil); err != nil {
-			_ = c.Close()
-			return nil, fmt.Errorf("addToRoom %s: %w", room, err)
-		}
+	// The joins go out together, as a client's "connect" handler sends them.
+	if _, err := c.CallAll(s.joins); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("join rooms: %w", err)
 	}
 	_ = c.SetDeadline(time.Time{})
 	return c, nil

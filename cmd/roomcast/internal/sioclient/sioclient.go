@@ -75,11 +75,15 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	d := ws.Dialer{ReadBufferSize: readBufSize, WriteBufferSize: readBufSize}
+	// No TCP keepalive: Engine.IO's pings watch the connection, and
+	// turning keepalive on costs four setsockopt calls per dial, which a
+	// reconnect storm of thousands of sockets pays in the tool's CPU.
+	nd := net.Dialer{KeepAlive: -1}
 	if o.Source != nil {
-		nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: o.Source}}
-		d.NetDial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return nd.DialContext(ctx, network, addr)
-		}
+		nd.LocalAddr = &net.TCPAddr{IP: o.Source}
+	}
+	d.NetDial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return nd.DialContext(ctx, network, addr)
 	}
 	conn, hbr, _, err := d.Dial(ctx, o.URL)
 	if err != nil {
@@ -218,37 +222,91 @@ func (c *Conn) readMessage() ([]byte, error) {
 func (c *Conn) write(p []byte) error { return c.writeFrame(ws.OpText, p) }
 
 func (c *Conn) writeFrame(op ws.OpCode, p []byte) error {
-	h := ws.Header{Fin: true, OpCode: op, Masked: true, Mask: ws.NewMask(), Length: int64(len(p))}
-	var hb bytes.Buffer
-	hb.Grow(ws.MaxHeaderSize)
-	if err := ws.WriteHeader(&hb, h); err != nil {
-		return err
-	}
-	c.wbuf = append(append(c.wbuf[:0], hb.Bytes()...), p...)
-	ws.Cipher(c.wbuf[hb.Len():], h.Mask, 0)
+	c.wbuf = appendFrame(c.wbuf[:0], op, p)
 	_, err := c.conn.Write(c.wbuf)
 	return err
 }
 
-// emitEndpoint sends emit("endpoint", {endpointName, endpointArgs}, ack) and
-// returns the ack id to wait for.
-func (c *Conn) Emit(name string, args any) (int, error) {
+// appendFrame appends p as one masked client frame of opcode op.
+func appendFrame(b []byte, op ws.OpCode, p []byte) []byte {
+	h := ws.Header{Fin: true, OpCode: op, Masked: true, Mask: ws.NewMask(), Length: int64(len(p))}
+	var hb bytes.Buffer
+	hb.Grow(ws.MaxHeaderSize)
+	_ = ws.WriteHeader(&hb, h) // a bytes.Buffer does not fail
+	b = append(b, hb.Bytes()...)
+	start := len(b)
+	b = append(b, p...)
+	ws.Cipher(b[start:], h.Mask, 0)
+	return b
+}
+
+// endpointPacket is the EVENT packet of emit("endpoint", {endpointName,
+// endpointArgs}, ack) with ack id id.
+func endpointPacket(id int, name string, args any) ([]byte, error) {
 	call, err := json.Marshal(struct {
 		EndpointName string `json:"endpointName"`
 		EndpointArgs any    `json:"endpointArgs"`
 	}{name, args})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	id := c.ackID
-	c.ackID++
 	p := make([]byte, 0, 32+len(call))
 	p = append(p, "42"...)
 	p = strconv.AppendInt(p, int64(id), 10)
 	p = append(p, `["endpoint",`...)
 	p = append(p, call...)
 	p = append(p, ']')
+	return p, nil
+}
+
+// Emit sends emit("endpoint", {endpointName, endpointArgs}, ack) and
+// returns the ack id to wait for.
+func (c *Conn) Emit(name string, args any) (int, error) {
+	p, err := endpointPacket(c.ackID, name, args)
+	if err != nil {
+		return 0, err
+	}
+	id := c.ackID
+	c.ackID++
 	return id, c.write(p)
+}
+
+// Call is one endpoint call of CallAll.
+type Call struct {
+	Name string
+	Args any
+}
+
+// CallAll emits every call at once, their frames in one write, then waits
+// for every ack, in order (a socket's calls are answered in the order they
+// were sent). This is what socket.io-client does with emits made in a
+// "connect" handler: it sends them back to back, without waiting for acks.
+// It stops at the first failed call (its ack is the last one returned):
+// the connection is then out of step, and the caller closes it.
+func (c *Conn) CallAll(calls []Call) ([]Ack, error) {
+	c.wbuf = c.wbuf[:0]
+	first := c.ackID
+	for _, call := range calls {
+		p, err := endpointPacket(c.ackID, call.Name, call.Args)
+		if err != nil {
+			return nil, err
+		}
+		c.ackID++
+		c.wbuf = appendFrame(c.wbuf, ws.OpText, p)
+	}
+	if _, err := c.conn.Write(c.wbuf); err != nil {
+		return nil, err
+	}
+	acks := make([]Ack, len(calls))
+	for i, call := range calls {
+		a, err := c.waitAck(first+i, call.Name, nil)
+		acks[i] = a
+		if err != nil {
+			// the later acks are left unread: the caller closes the socket
+			return acks[:i+1], err
+		}
+	}
+	return acks, nil
 }
 
 // Ack is an endpoint's acknowledgement.
@@ -271,13 +329,19 @@ func (a Ack) Err() error {
 	return fmt.Errorf("%s: %s", a.Error.Code, a.Error.Message)
 }
 
-// call emits an endpoint and waits for its ack; broadcasts that arrive
+// Call emits an endpoint and waits for its ack; broadcasts that arrive
 // meanwhile go to onOther (which may be nil).
 func (c *Conn) Call(name string, args any, onOther func([]byte)) (Ack, error) {
 	id, err := c.Emit(name, args)
 	if err != nil {
 		return Ack{}, err
 	}
+	return c.waitAck(id, name, onOther)
+}
+
+// waitAck reads until the ack of call id arrives; other messages go to
+// onOther (which may be nil).
+func (c *Conn) waitAck(id int, name string, onOther func([]byte)) (Ack, error) {
 	want := append([]byte("43"), strconv.Itoa(id)...)
 	for {
 		msg, err := c.Next()
