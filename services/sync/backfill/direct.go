@@ -75,7 +75,7 @@ func (r directReader) read(ctx context.Context, subject string, st start, b budg
 	ctx, cancel := context.WithDeadline(ctx, b.deadline)
 	defer cancel()
 	inbox := r.nc.NewInbox()
-	sub, err := r.subscribe(inbox)
+	sub, err := r.subscribe(inbox, chunk+8)
 	if err != nil {
 		return res, fmt.Errorf("read %s: subscribe: %w", subject, err)
 	}
@@ -173,8 +173,8 @@ batches:
 // channel of 65,536 pointers (512 KiB zeroed per request) cost more than
 // the reads: at most chunk messages and a status are in flight at once; more
 // would be a protocol error, seen as a gap.
-func (r directReader) subscribe(subject string) (replies, error) {
-	ch := make(chan *nats.Msg, chunk+8)
+func (r directReader) subscribe(subject string, size int) (replies, error) {
+	ch := make(chan *nats.Msg, size)
 	sub, err := r.nc.ChanSubscribe(subject, ch)
 	return replies{sub: sub, ch: ch}, err
 }
@@ -206,91 +206,214 @@ func lastHeader(h nats.Header, key string) string {
 	return vs[len(vs)-1]
 }
 
+// Batched runs: where the index shows a room's messages close together (a
+// burst), one batched direct get from the first of them walks the room's
+// subject across the run and answers them all, instead of one request each.
+// The server's cost of a batch is its walk: every stream message from the
+// run's start to its end (walkGap bounds the distance between two of the
+// room's messages in a run), plus, once per batch, a count of the room's
+// messages from the start to the end of the start's block (NumPending),
+// which walks that part of the block message by message: a run is batched
+// only when it starts within walkReach of the newest sequence the index has
+// seen, which bounds that count. One direct get of a sequence costs the
+// server a JSON decode, a lookup and a reply; measured here, about what a
+// walk of a few dozen messages costs.
+const (
+	walkGap   = 32
+	walkReach = 4096
+)
+
+// run is a stretch of an index lookup's sequences fetched by one request:
+// seqs[first : first+n].
+type run struct{ first, n int }
+
+// plan cuts seqs into runs: a batch where the sequences are close together
+// and near the end of the stream (newest, as the index knows it), one
+// sequence per request elsewhere. batched false gives one run per sequence.
+func plan(seqs []uint64, newest uint64, batched bool) []run {
+	var runs []run
+	for i := 0; i < len(seqs); {
+		n := 1
+		if batched && newest >= seqs[i] && newest-seqs[i] <= walkReach {
+			for i+n < len(seqs) && n < chunk && seqs[i+n]-seqs[i+n-1] <= walkGap {
+				n++
+			}
+		}
+		runs = append(runs, run{first: i, n: n})
+		i += n
+	}
+	return runs
+}
+
 // readSeqs visits the messages at seqs (increasing sequences of subject, as
-// the index gave them), fetched with one direct get each, pipelined: a window
-// of requests is sent at once and the replies read in order. Each request has
-// a reply subject of its own, so a lost reply is seen (cutGap) and the reply
-// needs no headers to say which message it is: the requests ask for none
-// (no_hdr), which spares the server building them and the client parsing
-// them, the larger part of the cost of a small message. That the sequence is
-// the room's is the index's word (the server's own headers on the RePublish
-// feed; service.read resets the index when the stream is re-created). A
-// sequence no longer stored (removed by max age) is skipped. want is as in
-// read.
+// the index gave them). Runs of them close together near the end of the
+// stream are fetched with one batched direct get each (see plan); the others
+// with one direct get each. The requests are pipelined: a window of them is
+// sent at once and the replies read in order. Each request has a reply
+// subject of its own, so a lost reply is seen (cutGap) and the reply needs
+// no headers to say which message it is: the requests ask for none (no_hdr),
+// which spares the server building them and the client parsing them, the
+// larger part of the cost of a small message. That the sequence is the
+// room's is the index's word (the server's own headers on the RePublish
+// feed; service.read resets the index when the stream is re-created); a
+// batch's end-of-batch status names the last sequence it sent, which must be
+// the index's. A sequence no longer stored (removed by max age) is skipped.
+// A batch whose answer does not match the index (a message removed in the
+// middle of it) is given up, and the rest of the room read by the server's
+// walk (r.read) from where the batch began: res.walked says the read then
+// went to the end of the room. want is as in read.
 //
 // confirm, when not nil, is asked about a sequence the answer says is not
 // stored (a replicated stream's follower may lag): it says whether the
-// stream's leader has it.
-func (r directReader) readSeqs(ctx context.Context, subject string, seqs []uint64, b budget, want int, confirm func(context.Context, uint64) (stored, string, bool, error), visit func(stored) bool) (readResult, error) {
+// stream's leader has it. Such a read is never batched.
+func (r directReader) readSeqs(ctx context.Context, subject string, seqs []uint64, newest uint64, b budget, want int, confirm func(context.Context, uint64) (stored, string, bool, error), visit func(stored) bool) (readResult, error) {
 	var res readResult
 	ctx, cancel := context.WithDeadline(ctx, b.deadline)
 	defer cancel()
 	inbox := r.nc.NewInbox()
-	sub, err := r.subscribe(inbox + ".*")
+	// Up to a window of messages and an end-of-batch status per run.
+	sub, err := r.subscribe(inbox+".*", 2*chunk+8)
 	if err != nil {
 		return res, fmt.Errorf("read %s: subscribe: %w", subject, err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
+	runs := plan(seqs, newest, confirm == nil)
 	window := max(1, want+1)
 	var req []byte
-	for sent := 0; sent < len(seqs); {
+	var bodies [][]byte
+	for sent := 0; sent < len(runs); {
 		if res.cut = b.spent(res.scanned, res.bytes, true); res.cut != cutNone {
 			return res, nil
 		}
-		n := min(window, chunk, len(seqs)-sent, b.maxScan-res.scanned)
+		// Runs for about window messages, at least one run.
+		end, msgs := sent, 0
+		for end < len(runs) && (end == sent || msgs+runs[end].n <= min(window, chunk, b.maxScan-res.scanned)) {
+			msgs += runs[end].n
+			end++
+		}
 		window = min(2*window, chunk)
-		for i := sent; i < sent+n; i++ {
-			req = strconv.AppendUint(append(req[:0], `{"seq":`...), seqs[i], 10)
+		for j := sent; j < end; j++ {
+			ru := runs[j]
+			req = strconv.AppendUint(append(req[:0], `{"seq":`...), seqs[ru.first], 10)
+			if ru.n > 1 {
+				req = append(req, `,"next_by_subj":`...)
+				req = strconv.AppendQuote(req, subject)
+				req = append(req, `,"batch":`...)
+				req = strconv.AppendInt(req, int64(ru.n), 10)
+				req = append(req, `,"max_bytes":`...)
+				req = strconv.AppendInt(req, int64(max(1, b.maxBytes-res.bytes)), 10)
+			}
 			req = append(req, `,"no_hdr":true}`...)
-			if err := r.nc.PublishRequest(r.subject, inbox+"."+strconv.Itoa(i), req); err != nil {
+			if err := r.nc.PublishRequest(r.subject, inbox+"."+strconv.Itoa(j), req); err != nil {
 				return res, fmt.Errorf("read %s: direct get: %w", subject, err)
 			}
 		}
-		for i := sent; i < sent+n; i++ {
-			m, err := sub.NextMsgWithContext(ctx)
-			if errors.Is(err, nats.ErrNoResponders) {
-				return res, errNoDirect
-			}
-			if err != nil {
-				if errors.Is(err, context.DeadlineExceeded) && time.Until(b.deadline) <= 0 {
-					res.cut = cutTime
+		for j := sent; j < end; j++ {
+			ru := runs[j]
+			reply := inbox + "." + strconv.Itoa(j)
+			bodies = bodies[:0]
+		replies:
+			for {
+				m, err := sub.NextMsgWithContext(ctx)
+				if errors.Is(err, nats.ErrNoResponders) {
+					return res, errNoDirect
+				}
+				if err != nil {
+					if errors.Is(err, context.DeadlineExceeded) && time.Until(b.deadline) <= 0 {
+						res.cut = cutTime
+						return res, nil
+					}
+					return res, fmt.Errorf("read %s: direct get: %w", subject, err)
+				}
+				if m.Subject != reply {
+					res.cut = cutGap // a reply was lost: stop before the hole
 					return res, nil
 				}
-				return res, fmt.Errorf("read %s: direct get: %w", subject, err)
+				status := m.Header.Get(hdrStatus)
+				if ru.n > 1 {
+					switch status {
+					case "":
+						if len(bodies) == ru.n {
+							res.cut = cutGap // more than asked for: not an answer to trust
+							return res, nil
+						}
+						bodies = append(bodies, m.Data)
+						continue
+					case statusEOB:
+						got := len(bodies)
+						if got == 0 || lastHeader(m.Header, hdrLastSeq) != strconv.FormatUint(seqs[ru.first+got-1], 10) {
+							// Not the messages the index names (one was
+							// removed, or a reply lost): walk from here.
+							return r.walkRest(ctx, subject, seqs[ru.first]-1, b, want, res, visit)
+						}
+						break replies
+					case statusNotFound:
+						break replies // nothing of the room at or after the run: all removed
+					case statusNoResponders:
+						return res, errNoDirect
+					default:
+						return res, fmt.Errorf("read %s: direct get: status %s %s", subject, status, m.Header.Get("Description"))
+					}
+				}
+				switch status {
+				case "":
+				case statusNotFound:
+					if confirm == nil {
+						break replies // removed since the index saw it
+					}
+					lm, subj, found, err := confirm(ctx, seqs[ru.first])
+					switch {
+					case err != nil:
+						return res, fmt.Errorf("read %s: %w", subject, err)
+					case !found:
+						break replies // removed since the index saw it
+					case subj != subject || lm.Seq != seqs[ru.first]:
+						return res, fmt.Errorf("read %s: the stream leader has %s at %d", subject, subj, seqs[ru.first])
+					}
+					m.Data = lm.Data
+				case statusNoResponders:
+					return res, errNoDirect
+				default:
+					return res, fmt.Errorf("read %s: direct get: status %s %s", subject, status, m.Header.Get("Description"))
+				}
+				bodies = append(bodies, m.Data)
+				break
 			}
-			if m.Subject != inbox+"."+strconv.Itoa(i) {
-				res.cut = cutGap // a reply was lost: stop before the hole
+			for k, data := range bodies {
+				if res.scanned >= b.maxScan {
+					res.cut = cutScan
+					return res, nil
+				}
+				if !visit(stored{Seq: seqs[ru.first+k], Data: data}) {
+					res.cut = cutLimit
+					return res, nil
+				}
+				res.scanned++
+				res.bytes += len(data)
+			}
+			if len(bodies) < ru.n && len(bodies) > 0 {
+				// The batch stopped early: its byte cap.
+				if res.cut = b.spent(res.scanned, res.bytes, false); res.cut == cutNone {
+					res.cut = cutBytes
+				}
 				return res, nil
 			}
-			switch status := m.Header.Get(hdrStatus); status {
-			case "":
-			case statusNotFound:
-				if confirm == nil {
-					continue // removed since the index saw it
-				}
-				lm, subj, found, err := confirm(ctx, seqs[i])
-				switch {
-				case err != nil:
-					return res, fmt.Errorf("read %s: %w", subject, err)
-				case !found:
-					continue // removed since the index saw it
-				case subj != subject || lm.Seq != seqs[i]:
-					return res, fmt.Errorf("read %s: the stream leader has %s at %d", subject, subj, seqs[i])
-				}
-				m.Data = lm.Data
-			case statusNoResponders:
-				return res, errNoDirect
-			default:
-				return res, fmt.Errorf("read %s: direct get: status %s %s", subject, status, m.Header.Get("Description"))
-			}
-			if !visit(stored{Seq: seqs[i], Data: m.Data}) {
-				res.cut = cutLimit
-				return res, nil
-			}
-			res.scanned++
-			res.bytes += len(m.Data)
 		}
-		sent += n
+		sent = end
 	}
 	return res, nil
+}
+
+// walkRest finishes a read of the index's sequences that did not match the
+// stream: the server walks the room from after afterSeq, with what is left
+// of the budget.
+func (r directReader) walkRest(ctx context.Context, subject string, afterSeq uint64, b budget, want int, res readResult, visit func(stored) bool) (readResult, error) {
+	rest := b
+	rest.maxScan -= res.scanned
+	rest.maxBytes -= res.bytes
+	more, err := r.read(ctx, subject, start{afterSeq: afterSeq}, rest, want, visit)
+	more.scanned += res.scanned
+	more.bytes += res.bytes
+	more.walked = true
+	return more, err
 }

@@ -240,7 +240,7 @@ func (s *service) read(ctx context.Context, endpoint string, q query, visit func
 // the newer messages too, and a read the index cannot answer goes through a
 // consumer (on the leader).
 func (s *service) readDirect(ctx context.Context, subject string, q query, b budget, replicated bool, visit func(stored) bool) (readResult, error) {
-	seqs, tail, ok := s.index.lookup(subject, q.start)
+	seqs, tail, newest, ok := s.index.lookup(subject, q.start)
 	if !ok {
 		if replicated {
 			s.metrics.reads.WithLabelValues(readConsumer).Inc()
@@ -254,9 +254,9 @@ func (s *service) readDirect(ctx context.Context, subject string, q query, b bud
 	if replicated {
 		confirm = func(ctx context.Context, seq uint64) (stored, string, bool, error) { return s.leader.get(ctx, seq, "") }
 	}
-	res, err := s.direct.readSeqs(ctx, subject, seqs, b, q.limit, confirm, visit)
+	res, err := s.direct.readSeqs(ctx, subject, seqs, newest, b, q.limit, confirm, visit)
 	res.indexed = true
-	if err != nil || res.cut != cutNone {
+	if err != nil || res.cut != cutNone || res.walked {
 		return res, err
 	}
 	rest := b

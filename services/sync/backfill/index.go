@@ -75,6 +75,9 @@ type index struct {
 
 	mu    sync.Mutex
 	rooms map[string]*roomChain // by stored subject
+	// newest is the highest sequence the feed has shown (any room): how far
+	// the stream reaches, as far as the index knows.
+	newest uint64
 }
 
 func newIndex(depth, maxRooms int) *index {
@@ -87,6 +90,7 @@ func (x *index) reset() {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.rooms = map[string]*roomChain{}
+	x.newest = 0
 }
 
 // observe records one message of the RePublish feed; it ignores messages
@@ -101,6 +105,7 @@ func (x *index) observe(h nats.Header) {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.newest = max(x.newest, seq)
 	c := x.rooms[subject]
 	if c == nil {
 		if len(x.rooms) >= x.maxRooms {
@@ -120,17 +125,18 @@ func (x *index) observe(h nats.Header) {
 }
 
 // lookup returns the sequences of subject's messages from st on that the
-// index knows (at most its depth), and the sequence after which the server
+// index knows (at most its depth), the sequence after which the server
 // must be asked for newer ones (the newest indexed: the feed may lag the
-// stream). ok is false when
+// stream), and the newest sequence of the whole stream the index has seen.
+// ok is false when
 // the index cannot tell: the room is not indexed, or its chain does not reach
 // back to st.
-func (x *index) lookup(subject string, st start) (seqs []uint64, tail uint64, ok bool) {
+func (x *index) lookup(subject string, st start) (seqs []uint64, tail, newest uint64, ok bool) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	c := x.rooms[subject]
 	if c == nil {
-		return nil, 0, false
+		return nil, 0, 0, false
 	}
 	// Find the first entry at or after the start; the chain must reach back
 	// to it (every message of the room after base is an entry).
@@ -138,14 +144,14 @@ func (x *index) lookup(subject string, st start) (seqs []uint64, tail uint64, ok
 	switch {
 	case !st.byTime:
 		if st.afterSeq < c.base {
-			return nil, 0, false
+			return nil, 0, 0, false
 		}
 		for i < c.n && c.at(i).seq <= st.afterSeq {
 			i++
 		}
 	case st.at.IsZero():
 		if c.base != 0 {
-			return nil, 0, false // the room's first messages are not indexed
+			return nil, 0, 0, false // the room's first messages are not indexed
 		}
 	default:
 		t := st.at.UnixNano()
@@ -156,11 +162,11 @@ func (x *index) lookup(subject string, st start) (seqs []uint64, tail uint64, ok
 		// room's beginning, or when an entry (or base's message, stored
 		// before the first entry) is older than t.
 		if i == 0 && c.base != 0 {
-			return nil, 0, false
+			return nil, 0, 0, false
 		}
 	}
 	for ; i < c.n; i++ {
 		seqs = append(seqs, c.at(i).seq)
 	}
-	return seqs, c.last(), true
+	return seqs, c.last(), x.newest, true
 }

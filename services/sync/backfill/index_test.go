@@ -31,14 +31,14 @@ func TestIndexLookup(t *testing.T) {
 	after := func(n uint64) start { return start{afterSeq: n} }
 	check := func(subject string, st start, want []uint64, wantTail uint64) {
 		t.Helper()
-		seqs, tail, ok := x.lookup(subject, st)
+		seqs, tail, _, ok := x.lookup(subject, st)
 		require.True(t, ok)
 		require.Equal(t, want, seqs)
 		require.Equal(t, wantTail, tail)
 	}
 	cannot := func(subject string, st start) {
 		t.Helper()
-		_, _, ok := x.lookup(subject, st)
+		_, _, _, ok := x.lookup(subject, st)
 		require.False(t, ok)
 	}
 
