@@ -169,10 +169,11 @@ batches:
 	}
 }
 
-// subscribe subscribes to a request's replies. Not SubscribeSync, whose
-// channel of 65,536 pointers (512 KiB zeroed per request) cost more than
-// the reads: at most chunk messages and a status are in flight at once; more
-// would be a protocol error, seen as a gap.
+// subscribe subscribes to a request's replies, with room for size of them.
+// Not SubscribeSync, whose channel of 65,536 pointers (512 KiB zeroed per
+// request) cost more than the reads: a read has at most a window of messages
+// (chunk) and their statuses in flight at once; more would be a protocol
+// error, seen as a gap.
 func (r directReader) subscribe(subject string, size int) (replies, error) {
 	ch := make(chan *nats.Msg, size)
 	sub, err := r.nc.ChanSubscribe(subject, ch)
