@@ -145,12 +145,15 @@ func (g *Gateway) deliver(m *nats.Msg, members, writers []*socket) ([]*socket, [
 		g.m.unrouted.Inc()
 		return members, writers
 	}
-	if r.Kind() == proto.KindChat && seq != 0 {
-		if seq <= rm.lastSeq {
+	if r.Kind() == proto.KindChat && seq != 0 && g.cfg.PersonalSubscriptions == PersonalPerRoom {
+		if rm.own == nil {
+			rm.own = &roomOwn{}
+		}
+		if seq <= rm.own.lastSeq {
 			sh.mu.Unlock()
 			return members, writers // the copy from the other member's subscription
 		}
-		rm.lastSeq = seq
+		rm.own.lastSeq = seq
 	}
 	members = rm.members.appendTo(members)
 	sh.mu.Unlock()

@@ -29,13 +29,30 @@ func shardOf(name string) int { return int(maphash.String(shardSeed, name) % sha
 // the shared wildcard or their members' chat subscriptions.
 type room struct {
 	members memberSet
-	subs    []*nats.Subscription
+	// own is nil for a room that needs nothing but its members: a personal
+	// room served by the shared wildcards, the commonest room there is (two
+	// or three per socket), kept at 24 bytes.
+	own *roomOwn
+}
+
+// roomOwn is what a room holds beyond its members: its subscriptions (board
+// and org rooms; per-room user and client rooms) or the last chat sequence.
+type roomOwn struct {
+	subs []*nats.Subscription
 	// lastSeq drops the second copy of a chat message when both members
-	// are local (each member's chat subscription matches it).
+	// are local and each has its own chat subscriptions (PersonalPerRoom).
 	lastSeq uint64
 	// emptySince is when the last member left a room whose subscriptions
 	// linger (SubscriptionLinger); zero while it has members.
 	emptySince time.Time
+}
+
+// subs are the room's own subscriptions (none for most rooms).
+func (rm *room) subs() []*nats.Subscription {
+	if rm.own == nil {
+		return nil
+	}
+	return rm.own.subs
 }
 
 // memberSet is a room's sockets. Most rooms have one local member (a
@@ -127,16 +144,18 @@ func (g *Gateway) join(s *socket, r proto.Room) (created bool, err error) {
 	rm := sh.rooms[name]
 	if rm != nil && rm.members.len() == 0 {
 		// Back within SubscriptionLinger: its subscriptions are still there.
-		rm.emptySince = time.Time{}
+		rm.own.emptySince = time.Time{}
 		g.m.rooms.Inc()
 	}
 	if rm == nil {
 		rm = &room{}
 		if g.ownsSubscriptions(parent) {
-			if rm.subs, err = g.subscribeRoom(parent); err != nil {
+			subs, err := g.subscribeRoom(parent)
+			if err != nil {
 				sh.mu.Unlock()
 				return false, err
 			}
+			rm.own = &roomOwn{subs: subs}
 			created = true
 		}
 		sh.rooms[name] = rm
@@ -231,10 +250,10 @@ func (g *Gateway) leaveName(s *socket, name string) {
 	rm.members.remove(s)
 	if rm.members.len() == 0 {
 		g.m.rooms.Dec()
-		if g.cfg.SubscriptionLinger > 0 && len(rm.subs) > 0 {
+		if g.cfg.SubscriptionLinger > 0 && len(rm.subs()) > 0 {
 			// Kept for a socket that comes back soon (a reconnect storm
 			// then costs no SUB/UNSUB); sweepLingering drops it later.
-			rm.emptySince = time.Now()
+			rm.own.emptySince = time.Now()
 			return
 		}
 		g.dropRoomLocked(sh, name, rm)
@@ -242,10 +261,10 @@ func (g *Gateway) leaveName(s *socket, name string) {
 }
 
 func (g *Gateway) dropRoomLocked(sh *roomShard, name string, rm *room) {
-	for _, sub := range rm.subs {
+	for _, sub := range rm.subs() {
 		_ = sub.Unsubscribe()
 	}
-	g.m.subscriptions.Sub(float64(len(rm.subs)))
+	g.m.subscriptions.Sub(float64(len(rm.subs())))
 	delete(sh.rooms, name)
 }
 
@@ -257,7 +276,7 @@ func (g *Gateway) sweepLingering() {
 		sh := &g.rooms.shards[i]
 		sh.mu.Lock()
 		for name, rm := range sh.rooms {
-			if rm.members.len() == 0 && !rm.emptySince.IsZero() && rm.emptySince.Before(cutoff) {
+			if rm.members.len() == 0 && rm.own != nil && !rm.own.emptySince.IsZero() && rm.own.emptySince.Before(cutoff) {
 				g.dropRoomLocked(sh, name, rm)
 			}
 		}
@@ -301,7 +320,7 @@ func (g *Gateway) RoomSubscriptions() []string {
 		sh := &g.rooms.shards[i]
 		sh.mu.Lock()
 		for _, rm := range sh.rooms {
-			for _, sub := range rm.subs {
+			for _, sub := range rm.subs() {
 				out = append(out, sub.Subject)
 			}
 		}

@@ -598,6 +598,11 @@ func (s *socket) addRoom(name string) bool {
 			return true
 		}
 	}
+	if s.rooms == nil {
+		// Its own two rooms and the few a page joins (an org, a board, a
+		// chat) without growing the slice three times.
+		s.rooms = make([]string, 0, fixedRooms+3)
+	}
 	s.rooms = append(s.rooms, name)
 	return true
 }
