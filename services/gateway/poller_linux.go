@@ -186,10 +186,23 @@ func (s *socket) onReadable() {
 
 // consume handles the complete frames in data (after what was kept from the
 // last read) and keeps the rest. It reports whether to keep reading.
+//
+// When data holds more than one frame (a client that sent several calls
+// back to back, as socket.io-client does with the emits of a "connect"
+// handler), their answers go out together in one write: the socket's writes
+// are held until the last of them is handled. A reconnecting client's three
+// joins then cost one write instead of three. Meanwhile a broadcast to this
+// socket waits in its queue for the calls of this read to be answered.
 func (s *socket) consume(data []byte) bool {
 	if len(s.inbuf) > 0 {
 		data = append(s.inbuf, data...)
 		s.inbuf = nil
+	}
+	if hasSecondFrame(data) && s.holdWrites() {
+		// Whatever the frames do (close the socket included), what they
+		// queued is written, or the connection closed, by the writer's
+		// usual path.
+		defer s.writeNow()
 	}
 	for len(data) > 0 {
 		h, hdr, ok := parseHeader(data)
@@ -215,6 +228,31 @@ func (s *socket) consume(data []byte) bool {
 		// by MaxPayload, checked above once its header is in.
 		s.inbuf = append([]byte(nil), data...)
 	}
+	return true
+}
+
+// hasSecondFrame reports whether b holds a complete frame followed by the
+// header of another.
+func hasSecondFrame(b []byte) bool {
+	h, hdr, ok := parseHeader(b)
+	if !ok || int64(len(b)-hdr) <= h.Length {
+		return false
+	}
+	_, _, ok = parseHeader(b[hdr+int(h.Length):])
+	return ok
+}
+
+// holdWrites makes the caller the socket's writer without writing, so that
+// frames queued meanwhile wait; the caller then calls writeNow. False when
+// another writer is at work (its next writev takes the frames anyway) or
+// the socket is closing.
+func (s *socket) holdWrites() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.writing || s.state >= stateClosing {
+		return false
+	}
+	s.writing = true
 	return true
 }
 

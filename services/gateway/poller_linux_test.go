@@ -5,11 +5,13 @@ package gateway
 import (
 	"bytes"
 	"net"
+	"os"
 	"testing"
 
 	"github.com/gobwas/ws"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // TestConsumeKeepsPartialFrames: a frame that arrives in pieces (header cut,
@@ -68,4 +70,87 @@ func FuzzParseHeader(f *testing.F) {
 		}
 		require.Equal(t, want, h)
 	})
+}
+
+// seqpacketSocket is a socket whose every write arrives as one record at
+// the peer (an AF_UNIX SOCK_SEQPACKET pair): the peer counts the writes.
+func seqpacketSocket(t *testing.T) (*socket, int) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	require.NoError(t, err)
+	f := os.NewFile(uintptr(fds[0]), "seqpacket")
+	conn, err := net.FileConn(f)
+	f.Close()
+	require.NoError(t, err)
+	raw, err := conn.(*net.UnixConn).SyscallConn()
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close(); unix.Close(fds[1]) })
+	g := &Gateway{cfg: Config{}.withDefaults(), log: zerolog.Nop()}
+	m, err := newMetrics(g.cfg.Registry)
+	require.NoError(t, err)
+	g.m = m
+	s := newSocket(g, conn, raw, "")
+	s.state = stateConnected
+	return s, fds[1]
+}
+
+// readRecord reads one record (one write of the socket) from fd.
+func readRecord(t *testing.T, fd int) []byte {
+	t.Helper()
+	buf := make([]byte, 4096)
+	n, err := unix.Read(fd, buf)
+	require.NoError(t, err)
+	return buf[:n]
+}
+
+func maskedFrames(t *testing.T, frames ...ws.Frame) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	for _, f := range frames {
+		require.NoError(t, ws.WriteFrame(&b, ws.MaskFrame(f)))
+	}
+	return b.Bytes()
+}
+
+// TestConsumeAnswersOneReadInOneWrite: the answers to the frames of one
+// read go out in one write (three pipelined joins, three acks, one write),
+// and a single frame's answer goes out at once.
+func TestConsumeAnswersOneReadInOneWrite(t *testing.T) {
+	s, peer := seqpacketSocket(t)
+	require.True(t, s.consume(maskedFrames(t, ws.NewPingFrame([]byte("a")), ws.NewPingFrame([]byte("b")), ws.NewPingFrame([]byte("c")))))
+	rec := readRecord(t, peer)
+	for _, want := range []string{"a", "b", "c"} {
+		f, err := ws.ReadFrame(bytes.NewReader(rec))
+		require.NoError(t, err, "the three pongs in one write")
+		require.Equal(t, ws.OpPong, f.Header.OpCode)
+		require.Equal(t, want, string(f.Payload))
+		rec = rec[2+len(f.Payload):]
+	}
+	require.Empty(t, rec)
+
+	require.True(t, s.consume(maskedFrames(t, ws.NewPingFrame([]byte("d")))))
+	f, err := ws.ReadFrame(bytes.NewReader(readRecord(t, peer)))
+	require.NoError(t, err)
+	require.Equal(t, "d", string(f.Payload))
+	s.mu.Lock()
+	require.False(t, s.writing, "no writer left behind")
+	s.mu.Unlock()
+}
+
+// TestConsumeHeldWritesStillClose: a read whose last frame closes the
+// socket still writes the answers before it and the close, then closes.
+func TestConsumeHeldWritesStillClose(t *testing.T) {
+	s, peer := seqpacketSocket(t)
+	require.False(t, s.consume(maskedFrames(t, ws.NewPingFrame([]byte("a")), ws.NewCloseFrame(nil))))
+	r := bytes.NewReader(readRecord(t, peer))
+	f, err := ws.ReadFrame(r)
+	require.NoError(t, err)
+	require.Equal(t, ws.OpPong, f.Header.OpCode)
+	f, err = ws.ReadFrame(r)
+	require.NoError(t, err)
+	require.Equal(t, ws.OpClose, f.Header.OpCode)
+	buf := make([]byte, 16)
+	n, err := unix.Read(peer, buf)
+	require.NoError(t, err)
+	require.Zero(t, n, "closed after the close frame")
 }
