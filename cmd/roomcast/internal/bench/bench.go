@@ -66,11 +66,12 @@ type options struct {
 	Node      string
 	Authz     bool
 
-	Sockets         int
-	Rooms           int
-	Procs           int
-	SourceIPs       int
-	DialConcurrency int
+	Sockets          int
+	Rooms            int
+	Procs            int
+	SourceIPs        int
+	DialConcurrency  int
+	StormConcurrency int
 
 	Rate        float64
 	Duration    time.Duration
@@ -128,7 +129,8 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 	fs.IntVar(&o.Rooms, "rooms", 10, "number of boards the sockets are spread over")
 	fs.IntVar(&o.Procs, "procs", 0, fmt.Sprintf("worker processes holding the sockets (0: one per %d sockets; 1: in this process)", maxSocketsPerProc))
 	fs.IntVar(&o.SourceIPs, "source-ips", 1, "dial from 127.0.0.1 … 127.0.0.N, for more sockets than one address has ephemeral ports")
-	fs.IntVar(&o.DialConcurrency, "dial-concurrency", 64, "connects in flight per worker")
+	fs.IntVar(&o.DialConcurrency, "dial-concurrency", 64, "connects in flight per worker (the sockets' first connects)")
+	fs.IntVar(&o.StormConcurrency, "storm-concurrency", 0, "storm: reconnects in flight per worker after the drop (0: no bound, every socket reconnects at once)")
 	fs.Float64Var(&o.Rate, "rate", 100, "fanout: messages per second (each goes to one board: deliveries/s = rate × sockets/rooms)")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "fanout: publishing time of a step")
 	fs.DurationVar(&o.Drain, "drain", 3*time.Second, "fanout: after publishing, wait this long without progress before counting what is missing")
@@ -194,6 +196,8 @@ func (o options) check() error {
 		return fmt.Errorf("-ramp-factor %g: want more than 1", o.RampFactor)
 	case o.MinDelivery < 0 || o.MinDelivery > 1:
 		return fmt.Errorf("-min-delivery %g: want a fraction from 0 to 1", o.MinDelivery)
+	case o.DialConcurrency < 0 || o.StormConcurrency < 0:
+		return errors.New("-dial-concurrency and -storm-concurrency must not be negative")
 	case o.SourceIPs < 1 || o.SourceIPs > 254:
 		return fmt.Errorf("-source-ips %d: want 1 to 254", o.SourceIPs)
 	case o.Pad < 0 || o.Pad > 64<<10:

@@ -61,7 +61,7 @@ func startFleet(ctx context.Context, o options, srv *server, mode string, n int)
 		cfg := workerConfig{
 			URL: sioclient.URL(srv.url), Secret: srv.secret, Mode: mode, First: first, Count: count,
 			Rooms: o.Rooms, SourceIPs: o.SourceIPs, DialConcurrency: o.DialConcurrency,
-			ConnectTimeout: 10 * time.Second, Jitter: o.Jitter,
+			ConnectTimeout: 10 * time.Second, Jitter: o.Jitter, StormConcurrency: o.StormConcurrency,
 		}
 		first += count
 		h, err := f.spawn(ctx, cfg, procs == 1)

@@ -39,6 +39,10 @@ type workerConfig struct {
 	DialConcurrency int           `json:"dialConcurrency"`
 	ConnectTimeout  time.Duration `json:"connectTimeout"`
 	Jitter          time.Duration `json:"jitter"` // storm: reconnect after a random delay up to this
+	// StormConcurrency bounds the reconnects in flight after a drop; 0:
+	// none, every dropped socket reconnects at once, as thousands of
+	// independent clients do.
+	StormConcurrency int `json:"stormConcurrency"`
 }
 
 // workerCmd is a command line.
@@ -95,8 +99,9 @@ type worker struct {
 	failed    int // sockets that never connected
 	rejoined  int // sockets back after the last drop
 	lastJoin  time.Time
-	changed   chan struct{} // closed and replaced when the counters above change
-	dialSlots chan struct{}
+	changed    chan struct{} // closed and replaced when the counters above change
+	dialSlots  chan struct{}
+	stormSlots chan struct{} // nil: reconnects after a drop are not bounded
 }
 
 type benchSocket struct {
@@ -141,6 +146,9 @@ func runWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 	// about a tenth of the tool's CPU in a reconnect storm.
 	debug.SetGCPercent(400)
 	w := &worker{cfg: cfg, changed: make(chan struct{}), dialSlots: make(chan struct{}, cfg.DialConcurrency)}
+	if cfg.StormConcurrency > 0 {
+		w.stormSlots = make(chan struct{}, cfg.StormConcurrency)
+	}
 	w.hist.Store(NewHistogram())
 
 	var wg sync.WaitGroup
@@ -275,9 +283,10 @@ func (w *worker) drop(ctx context.Context, deadline time.Duration) workerEvent {
 func (w *worker) runSocket(ctx context.Context, s *benchSocket) {
 	everJoined := false
 	attempts := 0
+	slots := w.dialSlots // after a drop: w.stormSlots
 	for ctx.Err() == nil {
 		gen := w.gen.Load()
-		c, err := w.connect(ctx, s)
+		c, err := w.connect(ctx, s, slots)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -299,6 +308,7 @@ func (w *worker) runSocket(ctx context.Context, s *benchSocket) {
 			continue
 		}
 		attempts = 0
+		slots = w.dialSlots
 		s.conn.Store(c)
 		if ctx.Err() != nil {
 			_ = c.Close()
@@ -325,6 +335,7 @@ func (w *worker) runSocket(ctx context.Context, s *benchSocket) {
 			return
 		}
 		if w.gen.Load() != gen {
+			slots = w.stormSlots
 			if w.cfg.Jitter > 0 {
 				sleepCtx(ctx, rand.N(w.cfg.Jitter))
 			}
@@ -340,14 +351,17 @@ func (w *worker) runSocket(ctx context.Context, s *benchSocket) {
 	}
 }
 
-// connect dials, authenticates and joins s's rooms.
-func (w *worker) connect(ctx context.Context, s *benchSocket) (*sioclient.Conn, error) {
-	select {
-	case w.dialSlots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+// connect dials, authenticates and joins s's rooms, holding one of slots
+// meanwhile (nil: no bound).
+func (w *worker) connect(ctx context.Context, s *benchSocket, slots chan struct{}) (*sioclient.Conn, error) {
+	if slots != nil {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		defer func() { <-slots }()
 	}
-	defer func() { <-w.dialSlots }()
 	if s.token == "" || time.Until(s.tokenExp) < tokenRenew {
 		tok, err := mintToken(w.cfg.Secret, userOf(s.i), tokenTTL)
 		if err != nil {
