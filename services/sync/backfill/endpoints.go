@@ -208,6 +208,21 @@ func (s *service) read(ctx context.Context, endpoint string, q query, visit func
 		return answer{}, unavailable(q.room, err)
 	}
 	info := stream.CachedInfo()
+	if old, changed := s.learn(info); changed && res.indexed && old != 0 {
+		return answer{}, proto.Errorf(proto.CodeUnavailable, "reading %s: stream %s was re-created; retry", q.room, proto.StreamRooms)
+	}
+	complete := reachesBack(q.start, info.State)
+	if !complete {
+		s.metrics.incomplete.WithLabelValues(endpoint).Inc()
+	}
+	return answer{cut: res.cut, complete: complete}, nil
+}
+
+// learn takes in stream ROOMS's configuration (how to read it) and creation
+// time: when the stream is new to the service, or was deleted and created
+// again, the index's sequences may name another stream's messages and it is
+// reset. It returns the creation time known before, and whether it changed.
+func (s *service) learn(info *jetstream.StreamInfo) (old int64, changed bool) {
 	switch {
 	case !info.Config.AllowDirect:
 		s.mode.Store(modeConsumer)
@@ -216,19 +231,12 @@ func (s *service) read(ctx context.Context, endpoint string, q query, visit func
 	default:
 		s.mode.Store(modeDirect)
 	}
-	if created := info.Created.UnixNano(); s.streamCreated.Load() != created {
-		// The stream is new to the service, or was deleted and created again:
-		// the index's sequences may name another stream's messages.
-		s.index.reset()
-		if old := s.streamCreated.Swap(created); res.indexed && old != 0 && old != created {
-			return answer{}, proto.Errorf(proto.CodeUnavailable, "reading %s: stream %s was re-created; retry", q.room, proto.StreamRooms)
-		}
+	created := info.Created.UnixNano()
+	if s.streamCreated.Load() == created {
+		return created, false
 	}
-	complete := reachesBack(q.start, info.State)
-	if !complete {
-		s.metrics.incomplete.WithLabelValues(endpoint).Inc()
-	}
-	return answer{cut: res.cut, complete: complete}, nil
+	s.index.reset()
+	return s.streamCreated.Swap(created), true
 }
 
 // readDirect reads with direct gets: the messages the index knows by their

@@ -3,15 +3,20 @@ package backfill
 import (
 	"context"
 	"fmt"
+	"io"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/proto/natstest"
 )
 
 // feedMsg is the headers of one re-published message: seq stored on
@@ -209,4 +214,46 @@ func TestIndexAfterStreamRecreated(t *testing.T) {
 	require.Empty(t, res.Changes, "room a has no messages in the new stream")
 	res = f.changes(t, proto.ChangesArgs{RoomName: b.Name(), Cursor: cursorAfter(0)})
 	require.Equal(t, []string{"b0", "b1", "b2"}, ids(res.Changes))
+}
+
+// TestIndexLearntBeforeFirstRequest: what the index learns from the feed
+// before the service's first request answers that request (the stream was
+// there when the service started). It once reset the index on the first
+// request, so a service whose first request came after a fill read every
+// room by the server's walk.
+func TestIndexLearntBeforeFirstRequest(t *testing.T) {
+	s, nc, js := natstest.RunStack(t, proto.StoreConfig{})
+	reg := prometheus.NewRegistry()
+	cfg := Config{NATSURL: s.ClientURL(), Registry: reg, Logger: zerolog.New(io.Discard)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	f := &fixture{nc: nc, js: js, pub: proto.NewPublisher(js, proto.Subjects{}), reg: reg, cfg: cfg}
+	// Up once micro answers a ping (the feed is subscribed before): no
+	// sync request has been made.
+	ping, err := micro.ControlSubject(micro.PingVerb, proto.ServiceSync, "")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := nc.Request(ping, nil, time.Second)
+		return err == nil
+	}, 10*time.Second, 20*time.Millisecond)
+
+	tasks := room(t, "board-b1-tasks")
+	now := time.Now().UnixMilli()
+	for i := range 5 {
+		f.publish(t, tasks, create(fmt.Sprintf("t%d", i), now))
+	}
+	// The service's first request is for another room (before the fix, it
+	// reset the index); then tasks is answered from the index.
+	f.changes(t, proto.ChangesArgs{RoomName: "board-other-tasks", Cursor: cursorAfter(0)})
+	var res proto.ChangesResult
+	require.Eventually(t, func() bool {
+		res = f.changes(t, proto.ChangesArgs{RoomName: tasks.Name(), Cursor: cursorAfter(0)})
+		return f.reads(t, readIndex) > 0
+	}, 5*time.Second, 10*time.Millisecond, "tasks is never read from the index")
+	require.Equal(t, []string{"t0", "t1", "t2", "t3", "t4"}, ids(res.Changes))
 }

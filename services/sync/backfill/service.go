@@ -81,6 +81,17 @@ func Run(ctx context.Context, cfg Config) error {
 	// NATS role may not), and answers unavailable until it exists; /readyz
 	// says so.
 
+	// Which stream the index will describe, learnt before the feed starts:
+	// otherwise the first request, seeing the stream for the first time,
+	// would have to throw away everything the index learnt until then (a
+	// stream re-created since is still seen by that request). Best effort: a
+	// stream that does not exist yet is learnt by the first request.
+	sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
+	if stream, err := js.Stream(sctx, proto.StreamRooms); err == nil {
+		s.learn(stream.CachedInfo())
+	}
+	scancel()
+
 	// The index learns every room's latest sequences from the RePublish feed.
 	// Without it (no permission to subscribe, a slow feed) reads are still
 	// exact, only slower: see index.go.

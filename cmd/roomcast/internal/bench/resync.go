@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -156,6 +158,7 @@ func runResync(ctx context.Context, o options, srv *server, log io.Writer) (resu
 			}
 		}
 	}
+	printSyncReads(ctx, srv.url, srv.name, log)
 	res.Metrics = []metric{
 		{Name: "stream messages", Value: float64(o.StreamMsgs + 2*o.Changes), Higher: true},
 		{Name: "stream fill rate", Value: float64(o.StreamMsgs) / fill.Seconds(), Unit: "msg/s", Higher: true},
@@ -211,6 +214,30 @@ func interleave(total, changes int) []int {
 		plan[i] = total - region + i*step
 	}
 	return plan
+}
+
+// printSyncReads prints how the sync service read (its reads and cuts
+// counters, from the server's /metrics): a layout answered by the server's
+// walk rather than the index shows there. Best effort.
+func printSyncReads(ctx context.Context, url, name string, log io.Writer) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/metrics", nil)
+	if err != nil {
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "roomcast_sync_reads_total{") || strings.HasPrefix(line, "roomcast_sync_cut_total{") {
+			fmt.Fprintf(log, "%s: %s\n", name, line)
+		}
+	}
 }
 
 // waitRoomstate waits until roomstate's durable consumer on stream ROOMS has
