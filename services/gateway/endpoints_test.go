@@ -5,6 +5,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
@@ -202,6 +203,57 @@ func FuzzEndpointArgs(f *testing.F) {
 		}
 		if _, r, err := decodeChatArgs(call.EndpointArgs); err == nil {
 			require.Equal(t, proto.KindChat, r.Kind())
+		}
+	})
+}
+
+// TestQuickDecodersTakeTheClientSpelling: the spelling socket.io-client
+// sends is read by the quick decoders; other spellings of the same call are
+// left to the strict decoder, which refuses what it refused before.
+func TestQuickDecodersTakeTheClientSpelling(t *testing.T) {
+	call, ok := quickCall([]byte(`{"endpointName":"addToRoom","endpointArgs":{"roomName":"board-b1"}}`))
+	require.True(t, ok)
+	require.Equal(t, proto.EndpointAddToRoom, call.EndpointName)
+	name, ok := quickRoomArgs(call.EndpointArgs)
+	require.True(t, ok)
+	require.Equal(t, "board-b1", name)
+
+	for _, raw := range []string{
+		`{"endpointName":"addToRoom","endpointArgs":{"roomName":"board-b1"},"extra":1}`,
+		`{"endpointName":"addToRoom","endpointArgs":{},"endpointName":"removeFromRoom"}`,
+		`{"endpointName":"add\u0054oRoom","endpointArgs":{}}`,
+		`{ "endpointName":"addToRoom","endpointArgs":{}}`,
+	} {
+		_, ok := quickCall([]byte(raw))
+		require.False(t, ok, raw)
+	}
+	_, err := decodeCall([]json.RawMessage{json.RawMessage(`{"endpointName":"addToRoom","endpointArgs":{"roomName":"board-b1"},"extra":1}`)})
+	require.Equal(t, proto.CodeInvalidArgument, proto.CodeOf(err), "an unknown key is still refused")
+	for _, raw := range []string{`{"roomName":"board-b1","x":1}`, `{"roomName":"bo\"ard"}`, `{"roomName":"a\u002eb"}`} {
+		_, ok := quickRoomArgs([]byte(raw))
+		require.False(t, ok, raw)
+	}
+	_, err = decodeRoomArgs(json.RawMessage(`{"roomName":"board-b1","x":1}`))
+	require.Equal(t, proto.CodeInvalidArgument, proto.CodeOf(err))
+}
+
+// FuzzQuickDecoders: whatever the quick decoders accept, the strict decoder
+// reads the same way.
+func FuzzQuickDecoders(f *testing.F) {
+	f.Add([]byte(`{"endpointName":"addToRoom","endpointArgs":{"roomName":"board-b1"}}`))
+	f.Add([]byte(`{"endpointName":"updateClient","endpointArgs":{"isActive":true}}`))
+	f.Add([]byte(`{"roomName":"chat-a-b"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if call, ok := quickCall(b); ok && knownEndpoint(string(call.EndpointName)) {
+			var strict proto.EndpointCall
+			require.NoError(t, strictDecode(b, &strict))
+			require.Equal(t, strict.EndpointName, call.EndpointName)
+			require.JSONEq(t, string(strict.EndpointArgs), string(call.EndpointArgs))
+		}
+		if name, ok := quickRoomArgs(b); ok && utf8.Valid(b) {
+			var strict proto.RoomArgs
+			require.NoError(t, strictDecode(b, &strict))
+			require.Equal(t, strict.RoomName, name)
 		}
 	})
 }
