@@ -3,9 +3,11 @@ package gateway
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -20,13 +22,40 @@ type tokenVerifier struct {
 	alg    string
 	key    any
 	parser *jwt.Parser
+
+	// verified remembers tokens whose signature and claims were checked,
+	// by their SHA-256: a client reconnecting presents the same token
+	// again (socket.io-client re-sends its auth), and parsing and checking
+	// it was most of a CONNECT's CPU in a reconnect storm. A hit still
+	// checks the expiry against the clock; a token that was refused is
+	// never remembered.
+	mu       sync.Mutex
+	verified map[[sha256.Size]byte]verifiedToken
+	now      func() time.Time // time.Now; tests move it
 }
+
+type verifiedToken struct {
+	user string
+	exp  time.Time
+	// until bounds how long the entry is kept, whatever the token's exp.
+	until time.Time
+}
+
+// Bounds of the verified-token cache: entries are kept verifiedTTL at
+// most (a storm's reconnects come within seconds); past maxVerified
+// entries, the expired ones are swept, and if that is not enough nothing
+// more is remembered until they expire.
+const (
+	verifiedTTL = 2 * time.Minute
+	maxVerified = 200_000
+)
 
 // errAlgNotAllowed is returned by the key function for any other algorithm.
 var errAlgNotAllowed = errors.New("algorithm not allowed")
 
 func newTokenVerifier(cfg Config) (*tokenVerifier, error) {
-	v := &tokenVerifier{parser: jwt.NewParser(jwt.WithExpirationRequired())}
+	v := &tokenVerifier{parser: jwt.NewParser(jwt.WithExpirationRequired()),
+		verified: map[[sha256.Size]byte]verifiedToken{}, now: time.Now}
 	switch {
 	case cfg.JWTSecret != "":
 		v.alg, v.key = jwt.SigningMethodHS256.Alg(), []byte(cfg.JWTSecret)
@@ -85,6 +114,46 @@ func (v *tokenVerifier) verify(raw string) (string, time.Time, error) {
 	if raw == "" {
 		return "", time.Time{}, &authError{reasonNoToken}
 	}
+	sum := sha256.Sum256([]byte(raw))
+	now := v.now()
+	v.mu.Lock()
+	e, ok := v.verified[sum]
+	v.mu.Unlock()
+	if ok && now.Before(e.until) {
+		if !now.Before(e.exp) {
+			return "", time.Time{}, &authError{reasonExpired}
+		}
+		return e.user, e.exp, nil
+	}
+	user, exp, nbf, err := v.check(raw)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	if nbf.IsZero() || !now.Before(nbf) { // valid from now on: remember it
+		v.remember(sum, verifiedToken{user: user, exp: exp, until: now.Add(verifiedTTL)}, now)
+	}
+	return user, exp, nil
+}
+
+func (v *tokenVerifier) remember(sum [sha256.Size]byte, e verifiedToken, now time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.verified) >= maxVerified {
+		for k, old := range v.verified {
+			if !now.Before(old.until) || !now.Before(old.exp) {
+				delete(v.verified, k)
+			}
+		}
+		if len(v.verified) >= maxVerified {
+			return
+		}
+	}
+	v.verified[sum] = e
+}
+
+// check parses raw and checks its signature and claims: its user, expiry
+// and not-before (zero when absent), or an *authError.
+func (v *tokenVerifier) check(raw string) (string, time.Time, time.Time, error) {
 	claims := jwt.RegisteredClaims{}
 	_, err := v.parser.ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
 		if t.Method == nil || t.Method.Alg() != v.alg {
@@ -108,15 +177,19 @@ func (v *tokenVerifier) verify(raw string) (string, time.Time, error) {
 		case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
 			reason = reasonNotYetValid
 		}
-		return "", time.Time{}, &authError{reason}
+		return "", time.Time{}, time.Time{}, &authError{reason}
 	}
 	if claims.Subject == "" {
-		return "", time.Time{}, &authError{reasonNoSub}
+		return "", time.Time{}, time.Time{}, &authError{reasonNoSub}
 	}
 	if proto.ValidateID(claims.Subject) != nil {
-		return "", time.Time{}, &authError{reasonBadSub}
+		return "", time.Time{}, time.Time{}, &authError{reasonBadSub}
 	}
-	return claims.Subject, claims.ExpiresAt.Time, nil
+	var nbf time.Time
+	if claims.NotBefore != nil {
+		nbf = claims.NotBefore.Time
+	}
+	return claims.Subject, claims.ExpiresAt.Time, nbf, nil
 }
 
 // idAlphabet makes socket and engine ids that are valid proto ids (so a
