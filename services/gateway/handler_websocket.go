@@ -102,9 +102,12 @@ func (g *Gateway) originAllowed(origin string) bool {
 // connect authenticates a CONNECT and puts the socket in its client and user
 // rooms. It reports whether to keep reading.
 func (g *Gateway) connect(s *socket, data []byte) bool {
-	auth, err := sio.ParseConnectAuth(data)
-	if err != nil {
-		return g.refuse(s, "malformed", "auth must be an object {token, clientId}")
+	auth, ok := quickConnectAuth(data)
+	if !ok {
+		var err error
+		if auth, err = sio.ParseConnectAuth(data); err != nil {
+			return g.refuse(s, "malformed", "auth must be an object {token, clientId}")
+		}
 	}
 	token := auth.Token
 	if token == "" {
@@ -194,4 +197,78 @@ func labelOf(reason string) string {
 		return "sub"
 	}
 	return "invalid"
+}
+
+// quickConnectAuth reads the CONNECT auth as clients spell it, a flat object
+// of string values without escapes, {"token":"…","clientId":"…"} (either
+// order, either key alone), without encoding/json: parsing it was a
+// visible share of a CONNECT in a reconnect storm. Anything else (spaces,
+// escapes, other keys, other types) reports false and goes to
+// sio.ParseConnectAuth, which decides.
+func quickConnectAuth(data []byte) (sio.ConnectAuth, bool) {
+	var a sio.ConnectAuth
+	if len(data) < 2 || data[0] != '{' || data[len(data)-1] != '}' {
+		return a, false
+	}
+	rest := data[1 : len(data)-1]
+	seen := 0
+	for len(rest) > 0 {
+		key, val, next, ok := quickStringPair(rest)
+		if !ok {
+			return a, false
+		}
+		switch key {
+		case "token":
+			if seen&1 != 0 {
+				return a, false
+			}
+			seen |= 1
+			a.Token = val
+		case "clientId":
+			if seen&2 != 0 {
+				return a, false
+			}
+			seen |= 2
+			a.ClientID = val
+		default:
+			return a, false
+		}
+		rest = next
+		if len(rest) > 0 {
+			if rest[0] != ',' || len(rest) == 1 {
+				return a, false
+			}
+			rest = rest[1:]
+		}
+	}
+	return a, seen != 0
+}
+
+// quickStringPair reads "key":"value" from the start of b, where neither
+// holds a quote, a backslash or a control character.
+func quickStringPair(b []byte) (key, val string, rest []byte, ok bool) {
+	k, b, ok := quickString(b)
+	if !ok || len(b) == 0 || b[0] != ':' {
+		return "", "", nil, false
+	}
+	v, b, ok := quickString(b[1:])
+	if !ok {
+		return "", "", nil, false
+	}
+	return k, v, b, true
+}
+
+func quickString(b []byte) (string, []byte, bool) {
+	if len(b) == 0 || b[0] != '"' {
+		return "", nil, false
+	}
+	for i := 1; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '"':
+			return string(b[1:i]), b[i+1:], true
+		case c == '\\' || c < 0x20:
+			return "", nil, false
+		}
+	}
+	return "", nil, false
 }

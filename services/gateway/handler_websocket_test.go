@@ -8,11 +8,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/require"
+
+	"github.com/roomcast/roomcast/services/gateway/internal/sio"
 )
 
 func TestHandshakeRefusedBeforeUpgrade(t *testing.T) {
@@ -220,4 +223,40 @@ func TestConnectTimeoutAndHeartbeat(t *testing.T) {
 	require.Equal(t, "2", silent.next()) // pinged
 	silent.waitClosed()                  // no pong in time
 	alive.mustOK("updateClient", map[string]any{"isActive": true})
+}
+
+// TestQuickConnectAuth: the auth spellings clients send are read without
+// encoding/json; anything else is left to sio.ParseConnectAuth.
+func TestQuickConnectAuth(t *testing.T) {
+	for raw, want := range map[string]sio.ConnectAuth{
+		`{"token":"t.k.n"}`:                 {Token: "t.k.n"},
+		`{"token":"t.k.n","clientId":"c1"}`: {Token: "t.k.n", ClientID: "c1"},
+		`{"clientId":"c1","token":"t.k.n"}`: {Token: "t.k.n", ClientID: "c1"},
+		`{"clientId":"c1"}`:                 {ClientID: "c1"},
+	} {
+		got, ok := quickConnectAuth([]byte(raw))
+		require.True(t, ok, raw)
+		require.Equal(t, want, got, raw)
+	}
+	for _, raw := range []string{``, `{}`, `{"token":"a","token":"b"}`, `{"token":"a\"b"}`, `{"token":1}`,
+		`{ "token":"a"}`, `{"token":"a","other":"b"}`, `{"token":"a",}`, `{"token":"a"`, `null`} {
+		_, ok := quickConnectAuth([]byte(raw))
+		require.False(t, ok, raw)
+	}
+}
+
+// FuzzQuickConnectAuth: whatever the quick reader accepts, the JSON one
+// reads the same way.
+func FuzzQuickConnectAuth(f *testing.F) {
+	f.Add([]byte(`{"token":"t","clientId":"c"}`))
+	f.Add([]byte(`{"clientId":"c","token":"t"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, ok := quickConnectAuth(b)
+		if !ok || !utf8.Valid(b) {
+			return
+		}
+		want, err := sio.ParseConnectAuth(b)
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+	})
 }
