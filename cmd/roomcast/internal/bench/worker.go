@@ -93,12 +93,12 @@ type worker struct {
 	gen      atomic.Int64
 	failures atomic.Int64 // connect attempts that failed
 
-	mu        sync.Mutex
-	firstErr  error
-	ready     int // sockets connected and joined at least once
-	failed    int // sockets that never connected
-	rejoined  int // sockets back after the last drop
-	lastJoin  time.Time
+	mu         sync.Mutex
+	firstErr   error
+	ready      int // sockets connected and joined at least once
+	failed     int // sockets that never connected
+	rejoined   int // sockets back after the last drop
+	lastJoin   time.Time
 	changed    chan struct{} // closed and replaced when the counters above change
 	dialSlots  chan struct{}
 	stormSlots chan struct{} // nil: reconnects after a drop are not bounded
@@ -381,7 +381,7 @@ func (w *worker) connect(ctx context.Context, s *benchSocket, slots chan struct{
 	}
 	_ = c.SetDeadline(time.Now().Add(max(w.cfg.ConnectTimeout, 10*time.Second)))
 	// The joins go out together, as a client's "connect" handler sends them.
-	if _, err := c.CallAll(s.joins); err != nil {
+	if err := c.CallAll(s.joins); err != nil {
 		_ = c.Close()
 		return nil, fmt.Errorf("join rooms: %w", err)
 	}

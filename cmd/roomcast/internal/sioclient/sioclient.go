@@ -134,11 +134,7 @@ func (c *Conn) handshake(o Options) error {
 		}
 		switch {
 		case bytes.HasPrefix(msg, []byte("40")):
-			var r struct {
-				SID string `json:"sid"`
-			}
-			_ = json.Unmarshal(msg[2:], &r)
-			c.SID = r.SID
+			c.SID = connectSID(msg[2:])
 			return nil
 		case bytes.HasPrefix(msg, []byte("44")):
 			return fmt.Errorf("%w: %s", ErrRefused, msg[2:])
@@ -150,7 +146,22 @@ func (c *Conn) handshake(o Options) error {
 	}
 }
 
-// next returns the next Engine.IO message that is not a ping (pings are
+// connectSID reads the sid of a CONNECT reply, {"sid":"…"}: the spelling
+// both servers send is read without encoding/json.
+func connectSID(p []byte) string {
+	if rest, ok := bytes.CutPrefix(p, []byte(`{"sid":"`)); ok {
+		if sid, ok := bytes.CutSuffix(rest, []byte(`"}`)); ok && bytes.IndexAny(sid, `"\`) < 0 {
+			return string(sid)
+		}
+	}
+	var r struct {
+		SID string `json:"sid"`
+	}
+	_ = json.Unmarshal(p, &r)
+	return r.SID
+}
+
+// Next returns the next Engine.IO message that is not a ping (pings are
 // answered here). The slice is valid until the next call.
 func (c *Conn) Next() ([]byte, error) {
 	for {
@@ -281,32 +292,30 @@ type Call struct {
 // for every ack, in order (a socket's calls are answered in the order they
 // were sent). This is what socket.io-client does with emits made in a
 // "connect" handler: it sends them back to back, without waiting for acks.
-// It stops at the first failed call (its ack is the last one returned):
-// the connection is then out of step, and the caller closes it.
-func (c *Conn) CallAll(calls []Call) ([]Ack, error) {
+// It returns the first failed call's error; the acks' data is not decoded
+// (a successful ack is recognised by its first bytes), so that thousands
+// of sockets rejoining cost the tool little. After an error the connection
+// is out of step: the caller closes it.
+func (c *Conn) CallAll(calls []Call) error {
 	c.wbuf = c.wbuf[:0]
 	first := c.ackID
 	for _, call := range calls {
 		p, err := endpointPacket(c.ackID, call.Name, call.Args)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		c.ackID++
 		c.wbuf = appendFrame(c.wbuf, ws.OpText, p)
 	}
 	if _, err := c.conn.Write(c.wbuf); err != nil {
-		return nil, err
+		return err
 	}
-	acks := make([]Ack, len(calls))
 	for i, call := range calls {
-		a, err := c.waitAck(first+i, call.Name, nil)
-		acks[i] = a
-		if err != nil {
-			// the later acks are left unread: the caller closes the socket
-			return acks[:i+1], err
+		if _, err := c.waitAck(first+i, call.Name, nil, false); err != nil {
+			return err
 		}
 	}
-	return acks, nil
+	return nil
 }
 
 // Ack is an endpoint's acknowledgement.
@@ -336,12 +345,17 @@ func (c *Conn) Call(name string, args any, onOther func([]byte)) (Ack, error) {
 	if err != nil {
 		return Ack{}, err
 	}
-	return c.waitAck(id, name, onOther)
+	return c.waitAck(id, name, onOther, true)
 }
 
+// okAck is how every successful ack starts ({ok, data} in that order, from
+// roomcast's encoder and from JSON.stringify on the peer).
+var okAck = []byte(`[{"ok":true,`)
+
 // waitAck reads until the ack of call id arrives; other messages go to
-// onOther (which may be nil).
-func (c *Conn) waitAck(id int, name string, onOther func([]byte)) (Ack, error) {
+// onOther (which may be nil). Without withData, a successful ack is
+// returned as {ok:true} without decoding it.
+func (c *Conn) waitAck(id int, name string, onOther func([]byte), withData bool) (Ack, error) {
 	want := append([]byte("43"), strconv.Itoa(id)...)
 	for {
 		msg, err := c.Next()
@@ -349,6 +363,9 @@ func (c *Conn) waitAck(id int, name string, onOther func([]byte)) (Ack, error) {
 			return Ack{}, fmt.Errorf("%s: %w", name, err)
 		}
 		if bytes.HasPrefix(msg, want) && len(msg) > len(want) && msg[len(want)] == '[' {
+			if !withData && bytes.HasPrefix(msg[len(want):], okAck) {
+				return Ack{OK: true}, nil
+			}
 			var args []Ack
 			if err := json.Unmarshal(msg[len(want):], &args); err != nil || len(args) != 1 {
 				return Ack{}, fmt.Errorf("%s: bad ack %.80q", name, msg)
