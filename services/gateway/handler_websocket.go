@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -40,7 +42,14 @@ func (g *Gateway) serveSocketIO(w http.ResponseWriter, r *http.Request) {
 	if h, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
 		token = strings.TrimSpace(h)
 	}
-	conn, rw, _, err := (&ws.HTTPUpgrader{Timeout: g.cfg.WriteTimeout}).Upgrade(r, w)
+	open := textFrame(sio.AppendOpen(nil, sio.OpenPayload{
+		SID:          randomID(20),
+		PingInterval: g.cfg.PingInterval.Milliseconds(),
+		PingTimeout:  g.cfg.PingTimeout.Milliseconds(),
+		MaxPayload:   int64(g.cfg.MaxPayload),
+	}))
+	ow := &openingWriter{ResponseWriter: w, open: open}
+	conn, rw, _, err := (&ws.HTTPUpgrader{Timeout: g.cfg.WriteTimeout}).Upgrade(r, ow)
 	if err != nil {
 		// The upgrader has answered with an HTTP error already.
 		g.log.Debug().Err(err).Str("remote", r.RemoteAddr).Msg("upgrade failed")
@@ -55,12 +64,9 @@ func (g *Gateway) serveSocketIO(w http.ResponseWriter, r *http.Request) {
 		conn = &bufferedConn{Conn: conn, r: rw.Reader}
 	}
 	s := newSocket(g, conn, raw, token)
-	s.send(textFrame(sio.AppendOpen(nil, sio.OpenPayload{
-		SID:          randomID(20),
-		PingInterval: g.cfg.PingInterval.Milliseconds(),
-		PingTimeout:  g.cfg.PingTimeout.Milliseconds(),
-		MaxPayload:   int64(g.cfg.MaxPayload),
-	})))
+	if !ow.opened {
+		s.send(open)
+	}
 	s.mu.Lock()
 	s.heartbeat = time.AfterFunc(g.cfg.ConnectTimeout, s.onHeartbeat)
 	s.mu.Unlock()
@@ -70,6 +76,56 @@ func (g *Gateway) serveSocketIO(w http.ResponseWriter, r *http.Request) {
 	// A fresh goroutine: this handler's stack has grown during the upgrade,
 	// and an idle socket should hold only a small one.
 	go s.readLoop()
+}
+
+// openingWriter sends the Engine.IO open packet in the same write as the
+// upgrade's 101 response: one write (and, at the client, one read) fewer
+// per connect, which a reconnect storm pays thousands of times. It lets
+// the upgrader hijack the connection, and sits under the upgrader's
+// buffered writer; any other response (a refusal) is written unchanged.
+type openingWriter struct {
+	http.ResponseWriter
+	open   []byte
+	opened bool // the open packet went out with the 101
+}
+
+func (o *openingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, rw, err := http.NewResponseController(o.ResponseWriter).Hijack()
+	if err != nil {
+		return conn, rw, err
+	}
+	rw.Writer.Reset(&upgradeWriter{Conn: conn, o: o})
+	return conn, rw, nil
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (o *openingWriter) Unwrap() http.ResponseWriter { return o.ResponseWriter }
+
+// switchingProtocols starts the upgrader's 101 response.
+var switchingProtocols = []byte("HTTP/1.1 101 ")
+
+type upgradeWriter struct {
+	net.Conn
+	o *openingWriter
+}
+
+// Write writes p; the first write of a 101 response (the upgrader writes
+// it whole, in one flush) carries the open packet after it.
+func (u *upgradeWriter) Write(p []byte) (int, error) {
+	if u.o.opened || !bytes.HasPrefix(p, switchingProtocols) || !bytes.HasSuffix(p, []byte("\r\n\r\n")) {
+		return u.Conn.Write(p)
+	}
+	b := make([]byte, 0, len(p)+len(u.o.open))
+	b = append(append(b, p...), u.o.open...)
+	n, err := u.Conn.Write(b)
+	if n >= len(p) {
+		u.o.opened = n == len(b)
+		n = len(p)
+	}
+	if err == nil && !u.o.opened {
+		err = io.ErrShortWrite
+	}
+	return n, err
 }
 
 // bufferedConn reads what the HTTP server had already buffered before
