@@ -53,11 +53,17 @@ type benchStream struct {
 	// sequence and updatedAt, in stream order.
 	recentSeqs []uint64
 	recentAt   []int64
+	// burstAfter is the sequence just before board-burst-tasks's 100
+	// changes, published back to back after the fill; burstAt is the first
+	// one's updatedAt.
+	burstAfter uint64
+	burstAt    int64
 	began      int64 // updatedAt just before the fill (the scattered `since`)
 	stop       func()
 }
 
 var (
+	benchBurst     = "board-burst-tasks"
 	benchRecent    = "board-recent-tasks"
 	benchScattered = []int{10, 100, 1000}
 )
@@ -235,6 +241,25 @@ func (bs *benchStream) fill(b *testing.B) error {
 			return fmt.Errorf("%s: acks out of order", benchRecent)
 		}
 	}
+	// The burst: 100 changes back to back at the end of the stream.
+	burst := room(b, benchBurst)
+	bs.burstAt = time.Now().UnixMilli()
+	for i := range 100 {
+		if err := publish(burst, update(fmt.Sprintf("b%d", i), bs.burstAt, `{"n":1}`)); err != nil {
+			return err
+		}
+	}
+	var last uint64
+	for _, p := range futures {
+		select {
+		case ack := <-p.fut.Ok():
+			last = max(last, ack.Sequence)
+		case err := <-p.fut.Err():
+			return err
+		}
+	}
+	futures = futures[:0]
+	bs.burstAfter = last - 100
 	b.Logf("stream: %d messages over 1,000 rooms (+%d scattered), published in %s", total, sum(benchScattered), time.Since(began).Round(time.Millisecond))
 	return nil
 }
@@ -256,6 +281,10 @@ func sum(xs []int) int {
 //     with a message every 1,000 stream messages, asked for its last 100
 //     changes (afterSeq, or since their first updatedAt), which sit in the
 //     last tenth of the stream;
+//
+//   - burst: a room's 100 changes published back to back at the end of the
+//     stream (what `roomcast bench resync` calls back to back), read with
+//     one batched direct get;
 //
 //   - scattered: the worst case. A room's 10, 100 or 1,000 changes spread
 //     evenly through the whole stream, read from its beginning (afterSeq 0,
@@ -284,6 +313,15 @@ func BenchmarkChanges(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("stream=%d/recent=%d/%s", bs.total, k, mode), func(b *testing.B) {
 			benchRequest(b, bs.f, args, want)
+		})
+	}
+	for _, mode := range []string{"afterSeq", "since"} {
+		args := proto.ChangesArgs{RoomName: benchBurst, Cursor: cursorAfter(bs.burstAfter), Limit: 1000}
+		if mode == "since" {
+			args.Cursor = cursorSince(bs.burstAt)
+		}
+		b.Run(fmt.Sprintf("stream=%d/burst=100/%s", bs.total, mode), func(b *testing.B) {
+			benchRequest(b, bs.f, args, 100)
 		})
 	}
 	for _, n := range benchScattered {

@@ -218,7 +218,9 @@ func interleave(total, changes int) []int {
 
 // printSyncReads prints how the sync service read (its reads and cuts
 // counters, from the server's /metrics): a layout answered by the server's
-// walk rather than the index shows there. Best effort.
+// walk rather than the index shows there; and the time sync itself spent on
+// sync.changes (sum and count: the mean, to set against the round trip the
+// client sees). Best effort.
 func printSyncReads(ctx context.Context, url, name string, log io.Writer) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/metrics", nil)
 	if err != nil {
@@ -234,7 +236,9 @@ func printSyncReads(ctx context.Context, url, name string, log io.Writer) {
 		return
 	}
 	for _, line := range strings.Split(string(body), "\n") {
-		if strings.HasPrefix(line, "roomcast_sync_reads_total{") || strings.HasPrefix(line, "roomcast_sync_cut_total{") {
+		if strings.HasPrefix(line, "roomcast_sync_reads_total{") || strings.HasPrefix(line, "roomcast_sync_cut_total{") ||
+			strings.HasPrefix(line, `roomcast_sync_request_duration_seconds_sum{endpoint="changes"}`) ||
+			strings.HasPrefix(line, `roomcast_sync_request_duration_seconds_count{endpoint="changes"}`) {
 			fmt.Fprintf(log, "%s: %s\n", name, line)
 		}
 	}
