@@ -42,12 +42,7 @@ func (g *Gateway) serveSocketIO(w http.ResponseWriter, r *http.Request) {
 	if h, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
 		token = strings.TrimSpace(h)
 	}
-	open := textFrame(sio.AppendOpen(nil, sio.OpenPayload{
-		SID:          randomID(20),
-		PingInterval: g.cfg.PingInterval.Milliseconds(),
-		PingTimeout:  g.cfg.PingTimeout.Milliseconds(),
-		MaxPayload:   int64(g.cfg.MaxPayload),
-	}))
+	open := g.openFrame()
 	ow := &openingWriter{ResponseWriter: w, open: open}
 	conn, rw, _, err := (&ws.HTTPUpgrader{Timeout: g.cfg.WriteTimeout}).Upgrade(r, ow)
 	if err != nil {
@@ -56,15 +51,37 @@ func (g *Gateway) serveSocketIO(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})
+	var extra []byte
+	if rw != nil && rw.Reader.Buffered() > 0 {
+		b, _ := rw.Reader.Peek(rw.Reader.Buffered())
+		extra = bytes.Clone(b)
+	}
+	g.startSocket(conn, extra, token, open, ow.opened)
+}
+
+// openFrame is a new socket's Engine.IO open packet, as a frame.
+func (g *Gateway) openFrame() []byte {
+	return textFrame(sio.AppendOpen(nil, sio.OpenPayload{
+		SID:          randomID(20),
+		PingInterval: g.cfg.PingInterval.Milliseconds(),
+		PingTimeout:  g.cfg.PingTimeout.Milliseconds(),
+		MaxPayload:   int64(g.cfg.MaxPayload),
+	}))
+}
+
+// startSocket starts an upgraded connection's socket: extra are bytes the
+// client sent after its request, read already; open is the socket's open
+// packet, already written with the 101 when opened.
+func (g *Gateway) startSocket(conn net.Conn, extra []byte, token string, open []byte, opened bool) {
 	raw := rawConnOf(conn)
 	if tc, ok := conn.(*net.TCPConn); ok && g.cfg.TCPSendBuffer > 0 {
 		_ = tc.SetWriteBuffer(g.cfg.TCPSendBuffer)
 	}
-	if rw != nil && rw.Reader.Buffered() > 0 {
-		conn = &bufferedConn{Conn: conn, r: rw.Reader}
+	if len(extra) > 0 {
+		conn = &bufferedConn{Conn: conn, extra: extra}
 	}
 	s := newSocket(g, conn, raw, token)
-	if !ow.opened {
+	if !opened {
 		s.send(open)
 	}
 	s.mu.Lock()
@@ -133,15 +150,14 @@ func (u *upgradeWriter) Write(p []byte) (int, error) {
 // upgrade request).
 type bufferedConn struct {
 	net.Conn
-	r *bufio.Reader
+	extra []byte
 }
 
 func (c *bufferedConn) Read(p []byte) (int, error) {
-	if c.r != nil {
-		if c.r.Buffered() > 0 {
-			return c.r.Read(p)
-		}
-		c.r = nil
+	if len(c.extra) > 0 {
+		n := copy(p, c.extra)
+		c.extra = c.extra[n:]
+		return n, nil
 	}
 	return c.Conn.Read(p)
 }

@@ -1,0 +1,301 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// socketIOListener takes the Socket.IO upgrades off net/http. It accepts
+// the connections itself, reads each request head into a pooled buffer,
+// and upgrades GET /socket.io/… with gobwas/ws's Upgrader (header checks
+// as callbacks, no http.Request, no per-connection bufio pair kept by a
+// hijack); every other request (health, metrics, pprof) is handed, with the
+// bytes already read, to the http.Server that Accepts from it.
+//
+// In a reconnect storm net/http's share was about a fifth of the gateway's
+// CPU (request parsing, the connection goroutine's state, 8 KB of buffers
+// per hijacked connection, all garbage a moment later). The checks and
+// answers are those of serveSocketIO, which still serves an upgrade that
+// reaches the mux (a second request on a kept-alive connection).
+type socketIOListener struct {
+	net.Listener
+	g *Gateway
+
+	others    chan net.Conn
+	closed    chan struct{}
+	closeOnce sync.Once
+	err       error // why Accept stopped; set before closed is closed
+}
+
+// headTimeout bounds how long a client may take to send its request head
+// (as http.Server's ReadHeaderTimeout does for the others).
+const headTimeout = 10 * time.Second
+
+// maxHead is the largest request head the listener reads itself; a bigger
+// one goes to net/http, which answers it.
+const maxHead = 4096
+
+var headPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, maxHead) }}
+
+// SocketIOListener wraps ln: Socket.IO upgrades are served from it
+// directly, and the http.Server given the result gets the other requests.
+func (g *Gateway) SocketIOListener(ln net.Listener) net.Listener {
+	l := &socketIOListener{Listener: ln, g: g, others: make(chan net.Conn), closed: make(chan struct{})}
+	go l.acceptLoop()
+	return l
+}
+
+func (l *socketIOListener) acceptLoop() {
+	var delay time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// as net/http does with a temporary accept error
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			l.stop(err)
+			return
+		}
+		delay = 0
+		go l.serve(c)
+	}
+}
+
+func (l *socketIOListener) stop(err error) {
+	l.closeOnce.Do(func() {
+		l.err = err
+		close(l.closed)
+	})
+}
+
+// Accept returns the next connection that is not a Socket.IO upgrade.
+func (l *socketIOListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.others:
+		return c, nil
+	case <-l.closed:
+		return nil, l.err
+	}
+}
+
+func (l *socketIOListener) Close() error {
+	err := l.Listener.Close()
+	l.stop(net.ErrClosed)
+	return err
+}
+
+// serve reads c's request head and upgrades it, or hands c to net/http.
+func (l *socketIOListener) serve(c net.Conn) {
+	_ = c.SetReadDeadline(time.Now().Add(headTimeout))
+	br := headPool.Get().(*bufio.Reader)
+	br.Reset(c)
+	head, err := readHead(br)
+	switch {
+	case errors.Is(err, errHeadTooLarge), err == nil && !isSocketIORequest(head):
+		// net/http reads it again from the start, and answers it
+		select {
+		case l.others <- &replayConn{Conn: c, r: br}:
+		case <-l.closed:
+			_ = c.Close()
+		}
+		return // br is the connection's now, not the pool's
+	case err != nil:
+		_ = c.Close()
+	default:
+		l.g.upgradeSocketIO(c, br, head)
+	}
+	br.Reset(nil)
+	headPool.Put(br)
+}
+
+var errHeadTooLarge = errors.New("request head too large")
+
+// readHead returns the request head (through its blank line), buffered in
+// br and not consumed.
+func readHead(br *bufio.Reader) ([]byte, error) {
+	for {
+		buf, _ := br.Peek(br.Buffered())
+		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
+			return buf[:i+4], nil
+		}
+		if br.Buffered() == br.Size() {
+			return nil, errHeadTooLarge
+		}
+		if _, err := br.Peek(br.Buffered() + 1); err != nil {
+			return nil, err
+		}
+	}
+}
+
+var socketIOPrefix = []byte("GET /socket.io/")
+
+func isSocketIORequest(head []byte) bool { return bytes.HasPrefix(head, socketIOPrefix) }
+
+// handshakeRefusal is a refusal before the upgrade, as serveSocketIO
+// answers it.
+func handshakeRefusal(status int, reason string) error {
+	return ws.RejectConnectionError(ws.RejectionStatus(status), ws.RejectionReason(reason))
+}
+
+// upgradeSocketIO upgrades the request whose head is buffered in br, with
+// the checks of serveSocketIO, and starts the socket.
+func (g *Gateway) upgradeSocketIO(c net.Conn, br *bufio.Reader, head []byte) {
+	var token, origin string
+	var bearer bool
+	up := ws.Upgrader{
+		OnRequest: func(uri []byte) error {
+			q := queryOf(uri)
+			switch {
+			case queryValue(q, "EIO") != "4":
+				return handshakeRefusal(http.StatusBadRequest, "unsupported Engine.IO version: this server speaks EIO=4 (socket.io-client v3/v4)")
+			case queryValue(q, "transport") != "websocket":
+				return handshakeRefusal(http.StatusBadRequest, "unsupported transport: connect with transports: [\"websocket\"]")
+			case g.draining.Load():
+				return handshakeRefusal(http.StatusServiceUnavailable, "gateway is shutting down: reconnect to another")
+			}
+			token = queryValue(q, "token")
+			return nil
+		},
+		OnHeader: func(key, value []byte) error {
+			switch {
+			case origin == "" && len(value) > 0 && asciiEqualFold(key, "Origin"):
+				origin = string(value)
+				if !g.originAllowed(origin) {
+					g.m.authFailures.WithLabelValues("origin").Inc()
+					g.log.Info().Str("origin", origin).Str("remote", c.RemoteAddr().String()).Msg("refused a socket from an origin not allowed")
+					return handshakeRefusal(http.StatusForbidden, "origin not allowed")
+				}
+			case !bearer && asciiEqualFold(key, "Authorization"):
+				bearer = true
+				if h, ok := strings.CutPrefix(string(value), "Bearer "); ok {
+					token = strings.TrimSpace(h)
+				}
+			}
+			return nil
+		},
+	}
+	open := g.openFrame()
+	w := &openingConn{Conn: c, open: open}
+	_ = c.SetWriteDeadline(time.Now().Add(g.cfg.WriteTimeout))
+	// The upgrader reads the head alone: bytes after it (a client that did
+	// not wait for the 101) stay in br for the socket.
+	_, err := up.Upgrade(struct {
+		*bytes.Reader
+		*openingConn
+	}{bytes.NewReader(head), w})
+	_, _ = br.Discard(len(head))
+	if err != nil {
+		g.log.Debug().Err(err).Str("remote", c.RemoteAddr().String()).Msg("upgrade failed")
+		_ = c.Close()
+		return
+	}
+	_ = c.SetDeadline(time.Time{})
+	var extra []byte
+	if n := br.Buffered(); n > 0 {
+		b, _ := br.Peek(n)
+		extra = bytes.Clone(b)
+	}
+	g.startSocket(c, extra, token, open, w.opened)
+}
+
+// openingConn writes the upgrader's 101 response with the Engine.IO open
+// packet after it, in one write; any other response unchanged.
+type openingConn struct {
+	net.Conn
+	open   []byte
+	opened bool
+}
+
+func (o *openingConn) Write(p []byte) (int, error) {
+	if o.opened || !bytes.HasPrefix(p, switchingProtocols) || !bytes.HasSuffix(p, []byte("\r\n\r\n")) {
+		return o.Conn.Write(p)
+	}
+	b := make([]byte, 0, len(p)+len(o.open))
+	b = append(append(b, p...), o.open...)
+	n, err := o.Conn.Write(b)
+	o.opened = err == nil && n == len(b)
+	return min(n, len(p)), err
+}
+
+// replayConn reads what was buffered in r before the connection itself.
+type replayConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if c.r != nil {
+		if c.r.Buffered() > 0 {
+			return c.r.Read(p)
+		}
+		c.r = nil
+	}
+	return c.Conn.Read(p)
+}
+
+// queryOf is the query string of a request URI.
+func queryOf(uri []byte) []byte {
+	if i := bytes.IndexByte(uri, '?'); i >= 0 {
+		return uri[i+1:]
+	}
+	return nil
+}
+
+// queryValue is the first value of key in query q, unescaped, as
+// url.Values.Get would say ("" when absent or malformed).
+func queryValue(q []byte, key string) string {
+	for len(q) > 0 {
+		var pair []byte
+		pair, q, _ = bytes.Cut(q, []byte("&"))
+		k, v, _ := bytes.Cut(pair, []byte("="))
+		if bytes.ContainsAny(k, "%+") {
+			uk, err := url.QueryUnescape(string(k))
+			if err != nil || uk != key {
+				continue
+			}
+		} else if string(k) != key {
+			continue
+		}
+		if !bytes.ContainsAny(v, "%+") {
+			return string(v)
+		}
+		uv, err := url.QueryUnescape(string(v))
+		if err != nil {
+			continue
+		}
+		return uv
+	}
+	return ""
+}
+
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
