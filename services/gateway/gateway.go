@@ -163,6 +163,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// Socket.IO upgrades are served by the listener itself; net/http gets
+	// the rest (health, metrics, pprof).
+	ln = g.SocketIOListener(ln)
 
 	g.log.Info().Str("addr", ln.Addr().String()).Msg("gateway listening")
 	eg, gctx := errgroup.WithContext(ctx)
