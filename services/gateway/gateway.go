@@ -39,6 +39,7 @@ type Gateway struct {
 	deep   deepWorkers
 	poller *poller // nil: a reader goroutine per socket
 	states stateReader
+	hb     heartbeats
 	fanout []chan *nats.Msg
 
 	draining atomic.Bool
@@ -81,6 +82,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.rooms.init()
 	g.users.init()
+	g.hb.init()
 	g.fanout = make([]chan *nats.Msg, cfg.FanoutWorkers)
 	for i := range g.fanout {
 		g.fanout[i] = make(chan *nats.Msg, cfg.FanoutQueue)
@@ -196,6 +198,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		if g.poller != nil {
 			g.poller.close()
 		}
+		g.hb.stop()
 		g.log.Info().Msg("gateway stopped")
 		return err
 	})

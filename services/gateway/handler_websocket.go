@@ -85,7 +85,7 @@ func (g *Gateway) startSocket(conn net.Conn, extra []byte, token string, open []
 		s.send(open)
 	}
 	s.mu.Lock()
-	s.heartbeat = time.AfterFunc(g.cfg.ConnectTimeout, s.onHeartbeat)
+	s.armLocked(g.cfg.ConnectTimeout)
 	s.mu.Unlock()
 	if _, buffered := conn.(*bufferedConn); !buffered && g.poller != nil && g.poller.add(s) {
 		return // the poller reads it from now on
@@ -230,7 +230,7 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 	if s.state == stateConnected {
 		// The token's expiry closes the socket with a server DISCONNECT
 		// (the heartbeat timer fires for it too).
-		s.expires = exp
+		s.expires = exp.UnixNano()
 		s.armLocked(g.cfg.PingInterval)
 	}
 	s.mu.Unlock()

@@ -49,25 +49,30 @@ type socket struct {
 	pollGen      uint32
 	pendingToken string // from the upgrade request, until CONNECT
 	tokens       float64
-	tokensAt     time.Time
+	tokensAt     int64 // when tokens was last topped up (mono)
 
+	// Under mu. The small fields sit together: the struct is allocated per
+	// socket, and padding between them cost a size class.
 	mu          sync.Mutex
 	state       uint8
+	writing     bool // a writer goroutine is running
+	closeAfter  bool // the writer closes the conn once the queue is empty
+	active      bool // updateClient {isActive}
+	hasPresence bool // it has said updateClient at least once
+	pingPending bool
 	queue       net.Buffers // frames waiting to be written, header included
 	queued      int         // bytes in queue
-	writing     bool        // a writer goroutine is running
-	closeAfter  bool        // the writer closes the conn once the queue is empty
 	rooms       []string    // names of the (parent) rooms it is in
 	leftChats   []string    // chats it left with removeFromRoom: not re-adopted
-	active      bool        // updateClient {isActive}
-	hasPresence bool        // it has said updateClient at least once
-	pingPending bool
-	// heartbeat is the socket's one timer: the CONNECT deadline, then the
-	// next ping or the pong deadline (due), or the token's expiry if that
-	// comes first. One timer instead of two saves ~250 bytes per socket.
-	heartbeat *time.Timer
-	due       time.Time // when the current heartbeat step is due
-	expires   time.Time // the token's exp; zero before CONNECT
+	// The heartbeat: the CONNECT deadline, then the next ping or the pong
+	// deadline (due), or the token's expiry if that comes first, run by
+	// the gateway's heartbeats (one timer for every socket).
+	due     int64 // when the current heartbeat step is due (mono)
+	expires int64 // the token's exp (Unix ns); zero before CONNECT
+
+	// The socket's place in the gateway's heartbeats, under its lock.
+	hbAt  int64 // when heartbeats runs onHeartbeat (mono)
+	hbIdx int32 // index in the heap; -1: none scheduled
 }
 
 func newSocket(gw *Gateway, conn net.Conn, raw syscall.RawConn, token string) *socket {
@@ -78,7 +83,8 @@ func newSocket(gw *Gateway, conn net.Conn, raw syscall.RawConn, token string) *s
 		id:           randomID(20),
 		pendingToken: token,
 		tokens:       float64(gw.cfg.RateBurst),
-		tokensAt:     time.Now(),
+		tokensAt:     mono(),
+		hbIdx:        -1,
 	}
 }
 
@@ -277,9 +283,7 @@ func (s *socket) shutdown(reason string, graceful bool, frames ...[]byte) {
 	}
 	wasConnected := s.state == stateConnected
 	s.state = stateClosing
-	if s.heartbeat != nil {
-		s.heartbeat.Stop()
-	}
+	s.gw.hb.cancel(s)
 	closeNow := true
 	if graceful {
 		for _, f := range frames {
@@ -317,14 +321,14 @@ func (s *socket) isClosing() bool {
 // armLocked sets the heartbeat timer for a step due in d, or for the
 // token's expiry if that comes first. Called with s.mu held.
 func (s *socket) armLocked(d time.Duration) {
-	now := time.Now()
-	s.due = now.Add(d)
-	if !s.expires.IsZero() {
-		if u := s.expires.Sub(now); u < d {
+	now := mono()
+	s.due = now + int64(d)
+	if s.expires != 0 {
+		if u := time.Duration(s.expires - time.Now().UnixNano()); u < d {
 			d = max(u, 0)
 		}
 	}
-	s.heartbeat.Reset(d)
+	s.gw.hb.schedule(s, now+int64(d))
 }
 
 // onHeartbeat runs on the socket's timer: the CONNECT deadline before
@@ -332,7 +336,7 @@ func (s *socket) armLocked(d time.Duration) {
 // token's expiry, which closes the socket with a server DISCONNECT.
 func (s *socket) onHeartbeat() {
 	s.mu.Lock()
-	now := time.Now()
+	now := mono()
 	switch {
 	case s.state == stateOpen:
 		s.mu.Unlock()
@@ -341,14 +345,14 @@ func (s *socket) onHeartbeat() {
 	case s.state != stateConnected:
 		s.mu.Unlock()
 		return
-	case !s.expires.IsZero() && !now.Before(s.expires):
+	case s.expires != 0 && time.Now().UnixNano() >= s.expires:
 		s.mu.Unlock()
 		s.gw.m.authFailures.WithLabelValues("expired_while_connected").Inc()
 		s.closeWith("token expired", disconnectFrame, normalCloseFrm)
 		return
-	case now.Before(s.due):
+	case now < s.due:
 		// Woken for an expiry that the wall clock says is not there yet.
-		s.armLocked(s.due.Sub(now))
+		s.armLocked(time.Duration(s.due - now))
 		s.mu.Unlock()
 		return
 	case s.pingPending:
@@ -572,8 +576,8 @@ func (s *socket) handleEvent(p sio.Packet) bool {
 
 // allowCall takes one token from the socket's bucket.
 func (s *socket) allowCall() bool {
-	now := time.Now()
-	s.tokens += now.Sub(s.tokensAt).Seconds() * s.gw.cfg.RateLimit
+	now := mono()
+	s.tokens += time.Duration(now-s.tokensAt).Seconds() * s.gw.cfg.RateLimit
 	s.tokensAt = now
 	if max := float64(s.gw.cfg.RateBurst); s.tokens > max {
 		s.tokens = max
