@@ -94,6 +94,7 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	flagenv.GCPercent(flagenv.GatewayGCPercent)
 	if err := c.check(); err != nil {
 		return err
 	}

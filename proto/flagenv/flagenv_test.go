@@ -3,6 +3,8 @@ package flagenv_test
 import (
 	"flag"
 	"io"
+	"os"
+	"runtime/debug"
 	"testing"
 	"time"
 
@@ -60,4 +62,19 @@ func TestCommon(t *testing.T) {
 	c = flagenv.Common{LogLevel: "loud"}
 	_, err = c.Logger(io.Discard)
 	require.ErrorContains(t, err, "ROOMCAST_LOG_LEVEL")
+}
+
+// TestGCPercent: the target is set unless GOGC is, and GOGC wins.
+func TestGCPercent(t *testing.T) {
+	prev := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(prev) })
+
+	t.Setenv("GOGC", "")
+	os.Unsetenv("GOGC")
+	flagenv.GCPercent(50)
+	require.Equal(t, 50, debug.SetGCPercent(100))
+
+	t.Setenv("GOGC", "100")
+	flagenv.GCPercent(50)
+	require.Equal(t, 100, debug.SetGCPercent(100), "GOGC in the environment wins")
 }

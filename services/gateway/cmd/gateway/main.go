@@ -9,6 +9,7 @@ import (
 )
 
 func main() {
+	flagenv.GCPercent(flagenv.GatewayGCPercent)
 	var cfg gateway.Config
 	flagenv.Main("gateway", cfg.Bind, func(ctx context.Context, s flagenv.Service) error {
 		cfg.NATSURL, cfg.Store, cfg.Logger = s.Common.NATSURL, s.Store, s.Logger
