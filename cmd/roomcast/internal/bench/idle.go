@@ -95,7 +95,11 @@ func runStorm(ctx context.Context, o options, srv *server, log io.Writer) (resul
 	var expected, rejoined int
 	var failures int64
 	var done int64
+	var firstErr string
 	for _, ev := range evs {
+		if firstErr == "" {
+			firstErr = ev.Error
+		}
 		expected += ev.Expected
 		rejoined += ev.Rejoined
 		failures += ev.Failures
@@ -123,6 +127,9 @@ func runStorm(ctx context.Context, o options, srv *server, log io.Writer) (resul
 		res.Notes = append(res.Notes, fmt.Sprintf("%d of %d sockets were not back within %s", expected-rejoined, expected, o.StormDeadline))
 	}
 	fmt.Fprintf(log, "%s: storm: %d/%d back in %s, %d failed attempts\n", srv.name, rejoined, expected, took.Round(time.Millisecond), failures)
+	if firstErr != "" {
+		fmt.Fprintf(log, "%s: storm: first failure: %s\n", srv.name, firstErr)
+	}
 	if prof != nil {
 		if err := prof.wait(); err != nil {
 			return res, err

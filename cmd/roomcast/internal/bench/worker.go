@@ -263,6 +263,9 @@ func (w *worker) drop(ctx context.Context, deadline time.Duration) workerEvent {
 		expected = w.ready
 	})
 	f0 := w.failures.Load()
+	w.mu.Lock()
+	w.firstErr = nil // the storm's own first failure, for the report
+	w.mu.Unlock()
 	w.gen.Add(1)
 	for _, s := range w.sockets {
 		if c := s.conn.Load(); c != nil {
@@ -273,6 +276,9 @@ func (w *worker) drop(ctx context.Context, deadline time.Duration) workerEvent {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	ev := workerEvent{Ev: "storm", Expected: expected, Rejoined: w.rejoined, Failures: w.failures.Load() - f0}
+	if ev.Failures > 0 && w.firstErr != nil {
+		ev.Error = w.firstErr.Error()
+	}
 	if !w.lastJoin.IsZero() {
 		ev.DoneNs = w.lastJoin.UnixNano()
 	}
