@@ -177,10 +177,10 @@ func TestBatchedIndexReadsByteCap(t *testing.T) {
 	require.Eventually(t, func() bool {
 		gets.reset()
 		f.changes(t, proto.ChangesArgs{RoomName: a.Name(), Cursor: cursorAfter(0)})
-		// Both bursts' batches are sent at once (pipelined); the first
-		// reaches the cap, so no request for newer messages follows.
+		// Both bursts' batches and the request for newer messages are sent
+		// at once (pipelined); the first batch reaches the cap.
 		n, batched := gets.count()
-		return n == 2 && batched == 2
+		return n == 3 && batched == 2
 	}, 5*time.Second, 10*time.Millisecond)
 	// About 100 bytes per stored message: 3 or 4 per page (the cap is
 	// reached after a message).
@@ -216,5 +216,29 @@ func requireSeqs(t *testing.T, seqs []uint64, changes []proto.Change) {
 		_, err := fmt.Sscanf(c.ID, "a%d", &n)
 		require.NoError(t, err)
 		require.Equal(t, seqs[n], c.Seq, c.ID)
+	}
+}
+
+// TestReadSeqsAsksForNewer gives readSeqs an index that lags the stream (it
+// knows a00…a29 of a00…a59): the request for newer messages, sent with the
+// index's, reads the rest, in one batch or, when a page is small, several.
+func TestReadSeqsAsksForNewer(t *testing.T) {
+	f := startSync(t, proto.StoreConfig{}, nil)
+	seqs := publishBursts(t, f, time.Now().UnixMilli())
+	r := newDirectReader(f.nc, proto.StreamRooms)
+	subject := f.cfg.Store.Subjects.Publish(room(t, "board-a-tasks"))
+	for _, want := range []int{100, 5} {
+		b := budget{maxScan: 10_000, maxBytes: 1 << 20, deadline: time.Now().Add(10 * time.Second)}
+		tail := seqs[29]
+		var got []uint64
+		res, err := r.readSeqs(context.Background(), subject, seqs[:30], seqs[59], &tail, b, want, nil, func(m stored) bool {
+			got = append(got, m.Seq)
+			return true
+		})
+		require.NoError(t, err)
+		require.Equal(t, cutNone, res.cut)
+		require.True(t, res.toEnd, "want %d: the newer messages were read", want)
+		require.Equal(t, seqs, got, "want %d", want)
+		require.Equal(t, 60, res.scanned)
 	}
 }

@@ -92,7 +92,6 @@ func (r directReader) read(ctx context.Context, subject string, st start, b budg
 		req.StartTime = &at
 	}
 	batch := max(1, want+1) // one more than a page, to see whether there is more
-batches:
 	for {
 		if res.cut = b.spent(res.scanned, res.bytes, true); res.cut != cutNone {
 			return res, nil
@@ -107,65 +106,80 @@ batches:
 		if err := r.nc.PublishRequest(r.subject, inbox, data); err != nil {
 			return res, fmt.Errorf("read %s: direct get: %w", subject, err)
 		}
-		// Replies: the batch's messages in stream order, each naming the one
-		// sent before it, then the end-of-batch status naming the last one.
-		var prev uint64
-		for {
-			m, err := sub.NextMsgWithContext(ctx)
-			if errors.Is(err, nats.ErrNoResponders) {
-				return res, errNoDirect // nats.go turns the 503 status into this
-			}
-			if err != nil {
-				if ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) && time.Until(b.deadline) <= 0 {
-					res.cut = cutTime
-					return res, nil
-				}
-				return res, fmt.Errorf("read %s: direct get: %w", subject, err)
-			}
-			switch status := m.Header.Get(hdrStatus); status {
-			case "":
-			case statusEOB:
-				if lastHeader(m.Header, hdrLastSeq) != strconv.FormatUint(prev, 10) {
-					res.cut = cutGap // the batch's last message was lost
-					return res, nil
-				}
-				np, err := strconv.ParseUint(lastHeader(m.Header, hdrNumPending), 10, 64)
-				if err != nil {
-					return res, fmt.Errorf("read %s: direct get: end of batch: %s: %w", subject, hdrNumPending, err)
-				}
-				if np == 0 || prev == 0 {
-					// Nothing more stored for the room (an empty batch cannot
-					// happen with messages pending; stop rather than loop).
-					return res, nil
-				}
-				req.Seq, req.StartTime = prev+1, nil
-				continue batches
-			case statusNotFound:
-				// Nothing at or after the start: the read is over.
-				return res, nil
-			case statusNoResponders:
-				return res, errNoDirect
-			default:
-				return res, fmt.Errorf("read %s: direct get: status %s %s", subject, status, m.Header.Get("Description"))
-			}
-			seq, err := strconv.ParseUint(lastHeader(m.Header, jetstream.SequenceHeader), 10, 64)
-			if err != nil {
-				return res, fmt.Errorf("read %s: direct get: %s: %w", subject, jetstream.SequenceHeader, err)
-			}
-			if lastHeader(m.Header, hdrLastSeq) != strconv.FormatUint(prev, 10) {
-				// A reply was lost between server and client: stop before
-				// the hole, the continuation cursor picks it up.
-				res.cut = cutGap
-				return res, nil
-			}
-			prev = seq
-			if !visit(stored{Seq: seq, Data: m.Data}) {
-				res.cut = cutLimit
-				return res, nil
-			}
-			res.scanned++
-			res.bytes += len(m.Data)
+		next, err := batchReplies(ctx, sub, "", subject, b, &res, visit)
+		if err != nil || next == 0 {
+			return res, err
 		}
+		req.Seq, req.StartTime = next, nil
+	}
+}
+
+// batchReplies receives one batched direct get's replies (on reply, or on
+// whatever the subscription gets when reply is ""): the batch's messages in
+// stream order, each naming the one sent before it, visited and counted in
+// res, then the end-of-batch status naming the last one. It returns the
+// sequence the next batch starts at when the room has more, 0 when the read
+// is over (nothing more, or res.cut says why it stopped).
+func batchReplies(ctx context.Context, sub replies, reply, subject string, b budget, res *readResult, visit func(stored) bool) (uint64, error) {
+	var prev uint64
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if errors.Is(err, nats.ErrNoResponders) {
+			return 0, errNoDirect // nats.go turns the 503 status into this
+		}
+		if err != nil {
+			if ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) && time.Until(b.deadline) <= 0 {
+				res.cut = cutTime
+				return 0, nil
+			}
+			return 0, fmt.Errorf("read %s: direct get: %w", subject, err)
+		}
+		if reply != "" && m.Subject != reply {
+			res.cut = cutGap // a reply was lost: stop before the hole
+			return 0, nil
+		}
+		switch status := m.Header.Get(hdrStatus); status {
+		case "":
+		case statusEOB:
+			if lastHeader(m.Header, hdrLastSeq) != strconv.FormatUint(prev, 10) {
+				res.cut = cutGap // the batch's last message was lost
+				return 0, nil
+			}
+			np, err := strconv.ParseUint(lastHeader(m.Header, hdrNumPending), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("read %s: direct get: end of batch: %s: %w", subject, hdrNumPending, err)
+			}
+			if np == 0 || prev == 0 {
+				// Nothing more stored for the room (an empty batch cannot
+				// happen with messages pending; stop rather than loop).
+				return 0, nil
+			}
+			return prev + 1, nil
+		case statusNotFound:
+			// Nothing at or after the start: the read is over.
+			return 0, nil
+		case statusNoResponders:
+			return 0, errNoDirect
+		default:
+			return 0, fmt.Errorf("read %s: direct get: status %s %s", subject, status, m.Header.Get("Description"))
+		}
+		seq, err := strconv.ParseUint(lastHeader(m.Header, jetstream.SequenceHeader), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("read %s: direct get: %s: %w", subject, jetstream.SequenceHeader, err)
+		}
+		if lastHeader(m.Header, hdrLastSeq) != strconv.FormatUint(prev, 10) {
+			// A reply was lost between server and client: stop before
+			// the hole, the continuation cursor picks it up.
+			res.cut = cutGap
+			return 0, nil
+		}
+		prev = seq
+		if !visit(stored{Seq: seq, Data: m.Data}) {
+			res.cut = cutLimit
+			return 0, nil
+		}
+		res.scanned++
+		res.bytes += len(m.Data)
 	}
 }
 
@@ -261,13 +275,19 @@ func plan(seqs []uint64, newest uint64, batched bool) []run {
 // the index's. A sequence no longer stored (removed by max age) is skipped.
 // A batch whose answer does not match the index (a message removed in the
 // middle of it) is given up, and the rest of the room read by the server's
-// walk (r.read) from where the batch began: res.walked says the read then
+// walk (r.read) from where the batch began: res.toEnd says the read then
 // went to the end of the room. want is as in read.
 //
 // confirm, when not nil, is asked about a sequence the answer says is not
 // stored (a replicated stream's follower may lag): it says whether the
 // stream's leader has it. Such a read is never batched.
-func (r directReader) readSeqs(ctx context.Context, subject string, seqs []uint64, newest uint64, b budget, want int, confirm func(context.Context, uint64) (stored, string, bool, error), visit func(stored) bool) (readResult, error) {
+//
+// When the index's sequences take one window (the usual case) and tail is
+// not nil, the request for the room's messages after *tail (newer than the
+// index: its feed may lag the stream) is sent with them, its replies read
+// after theirs, and res.toEnd says the read covered it: one round trip
+// instead of two.
+func (r directReader) readSeqs(ctx context.Context, subject string, seqs []uint64, newest uint64, tail *uint64, b budget, want int, confirm func(context.Context, uint64) (stored, string, bool, error), visit func(stored) bool) (readResult, error) {
 	var res readResult
 	ctx, cancel := context.WithDeadline(ctx, b.deadline)
 	defer cancel()
@@ -282,7 +302,17 @@ func (r directReader) readSeqs(ctx context.Context, subject string, seqs []uint6
 	window := max(1, want+1)
 	var req []byte
 	var bodies [][]byte
-	for sent := 0; sent < len(runs); {
+	tailReply := ""
+	for sent := 0; sent < len(runs) || tailReply != ""; {
+		if sent == len(runs) {
+			// Everything the index knows is read: now what is newer.
+			next, err := batchReplies(ctx, sub, tailReply, subject, b, &res, visit)
+			if err != nil || next == 0 {
+				res.toEnd = err == nil && res.cut == cutNone
+				return res, err
+			}
+			return r.walkRest(ctx, subject, next-1, b, want, res, visit)
+		}
 		if res.cut = b.spent(res.scanned, res.bytes, true); res.cut != cutNone {
 			return res, nil
 		}
@@ -306,6 +336,16 @@ func (r directReader) readSeqs(ctx context.Context, subject string, seqs []uint6
 			}
 			req = append(req, `,"no_hdr":true}`...)
 			if err := r.nc.PublishRequest(r.subject, inbox+"."+strconv.Itoa(j), req); err != nil {
+				return res, fmt.Errorf("read %s: direct get: %w", subject, err)
+			}
+		}
+		if tail != nil && sent == 0 && end == len(runs) {
+			data, err := json.Marshal(directGetRequest{Seq: *tail + 1, NextFor: subject, Batch: min(max(1, want+1), chunk), MaxBytes: max(1, b.maxBytes)})
+			if err != nil {
+				return res, fmt.Errorf("read %s: %w", subject, err)
+			}
+			tailReply = inbox + ".t"
+			if err := r.nc.PublishRequest(r.subject, tailReply, data); err != nil {
 				return res, fmt.Errorf("read %s: direct get: %w", subject, err)
 			}
 		}
@@ -415,6 +455,6 @@ func (r directReader) walkRest(ctx context.Context, subject string, afterSeq uin
 	more, err := r.read(ctx, subject, start{afterSeq: afterSeq}, rest, want, visit)
 	more.scanned += res.scanned
 	more.bytes += res.bytes
-	more.walked = true
+	more.toEnd = true
 	return more, err
 }

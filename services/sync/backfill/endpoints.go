@@ -262,9 +262,15 @@ func (s *service) readDirect(ctx context.Context, subject string, q query, b bud
 	if replicated {
 		confirm = func(ctx context.Context, seq uint64) (stored, string, bool, error) { return s.leader.get(ctx, seq, "") }
 	}
-	res, err := s.direct.readSeqs(ctx, subject, seqs, newest, b, q.limit, confirm, visit)
+	// The newer messages are asked for with the index's, except on a
+	// replicated stream, where the leader must be asked.
+	withTail := &tail
+	if replicated {
+		withTail = nil
+	}
+	res, err := s.direct.readSeqs(ctx, subject, seqs, newest, withTail, b, q.limit, confirm, visit)
 	res.indexed = true
-	if err != nil || res.cut != cutNone || res.walked {
+	if err != nil || res.cut != cutNone || res.toEnd {
 		return res, err
 	}
 	rest := b

@@ -78,7 +78,7 @@ type readResult struct {
 	bytes   int // read by the direct readers (the consumer reader keeps its own count)
 	cut     cut
 	indexed bool // the sequences came from the index
-	walked  bool // the index's read fell back to the server's walk, which went to the room's end
+	toEnd   bool // the index's read also read what is newer than the index (or fell back to the walk): the room's end
 }
 
 // chunk is how many messages one pull asks for. Small enough that a page cut
