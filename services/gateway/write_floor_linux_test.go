@@ -1,0 +1,74 @@
+package gateway
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// BenchmarkWriteFloor is the floor under a delivery: what writeNonblock
+// costs the writing thread's CPU (user + system, so the loopback's delivery
+// to the reader and its wake-up are in it), writing one frame or four
+// coalesced frames per writev to 1,000 sockets in turn whose readers sleep
+// between frames, as an idle client's does. Reported per writev and as
+// frames per CPU-second of the writing thread: the most deliveries per
+// server CPU-second that one syscall per delivery allows on this machine.
+func BenchmarkWriteFloor(b *testing.B) {
+	const conns = 1000
+	frame := appendBroadcastFrame("board-b1-tasks", benchEnvelope, 1, 0)
+	raws := loopbackPairs(b, conns)
+	for _, frames := range []int{1, 4} {
+		b.Run(fmt.Sprintf("frames=%d", frames), func(b *testing.B) {
+			bufs := make([][]byte, frames)
+			for i := range bufs {
+				bufs[i] = frame
+			}
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			before := threadCPU(b)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := writeNonblock(raws[i%conns], append([][]byte(nil), bufs...)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			cpu := threadCPU(b) - before
+			b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(b.N), "cpu-µs/writev")
+			b.ReportMetric(float64(b.N*frames)/cpu.Seconds(), "frames/cpu-s")
+		})
+	}
+}
+
+// loopbackPairs connects n loopback TCP pairs, drains the far ends with a
+// goroutine each, and returns the near ends' descriptors.
+func loopbackPairs(b *testing.B, n int) []syscall.RawConn {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(b, err)
+	defer ln.Close()
+	raws := make([]syscall.RawConn, 0, n)
+	for range n {
+		far, err := net.Dial("tcp", ln.Addr().String())
+		require.NoError(b, err)
+		near, err := ln.Accept()
+		require.NoError(b, err)
+		b.Cleanup(func() { far.Close(); near.Close() })
+		go func() { _, _ = io.Copy(io.Discard, far) }()
+		raws = append(raws, rawConnOf(near))
+	}
+	return raws
+}
+
+// threadCPU is the calling thread's CPU time (it must be locked to it).
+func threadCPU(b *testing.B) time.Duration {
+	var ru unix.Rusage
+	require.NoError(b, unix.Getrusage(unix.RUSAGE_THREAD, &ru))
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
