@@ -286,7 +286,7 @@ func (g *Gateway) sweepLingering() {
 		sh := &g.users.shards[i]
 		sh.mu.Lock()
 		for u, e := range sh.users {
-			if len(e.sockets) == 0 && e.emptySince.Before(cutoff) {
+			if len(e.sockets) == 0 && e.chats != nil && e.chats.emptySince.Before(cutoff) {
 				g.dropUserLocked(sh, u, e)
 			}
 		}
@@ -341,13 +341,27 @@ func (g *Gateway) roomMembers(r proto.Room) int {
 	return 0
 }
 
-// userEntry is one user's local sockets and chat subscriptions.
+// userEntry is one user's local sockets and, with PersonalPerRoom, chat
+// subscriptions (32 bytes without them: one per connected user).
 type userEntry struct {
-	sockets  []*socket
-	chatSubs []*nats.Subscription
+	sockets []*socket
+	chats   *userChats
+}
+
+// userChats are a user's own chat subscriptions (PersonalPerRoom).
+type userChats struct {
+	subs []*nats.Subscription
 	// emptySince is when the user's last local socket left, while the chat
 	// subscriptions linger (SubscriptionLinger).
 	emptySince time.Time
+}
+
+// chatSubs are the user's own chat subscriptions (none when shared).
+func (e *userEntry) chatSubs() []*nats.Subscription {
+	if e.chats == nil {
+		return nil
+	}
+	return e.chats.subs
 }
 
 type userShard struct {
@@ -381,25 +395,27 @@ func (g *Gateway) addUserSocket(s *socket) (created bool, err error) {
 		sh.users[s.user] = e
 	}
 	if e == nil {
-		e = &userEntry{}
+		e = &userEntry{chats: &userChats{}}
 		ch := g.fanoutChan(s.user)
 		for _, subj := range g.subjects.LiveChats(s.user) {
 			sub, err := g.nc.ChanSubscribe(subj, ch)
 			if err != nil {
-				for _, sub := range e.chatSubs {
+				for _, sub := range e.chats.subs {
 					_ = sub.Unsubscribe()
 				}
-				g.m.subscriptions.Sub(float64(len(e.chatSubs)))
+				g.m.subscriptions.Sub(float64(len(e.chats.subs)))
 				sh.mu.Unlock()
 				return false, proto.Errorf(proto.CodeUnavailable, "subscribe to chats: %v", err)
 			}
 			g.m.subscriptions.Inc()
-			e.chatSubs = append(e.chatSubs, sub)
+			e.chats.subs = append(e.chats.subs, sub)
 		}
 		sh.users[s.user] = e
 		created = true
 	}
-	e.emptySince = time.Time{}
+	if e.chats != nil {
+		e.chats.emptySince = time.Time{}
+	}
 	e.sockets = append(e.sockets, s)
 	g.m.sockets.Inc()
 	sh.mu.Unlock()
@@ -429,8 +445,8 @@ func (g *Gateway) removeUserSocket(s *socket) bool {
 			e.sockets = e.sockets[:len(e.sockets)-1]
 			g.m.sockets.Dec()
 			if len(e.sockets) == 0 {
-				if g.cfg.SubscriptionLinger > 0 && len(e.chatSubs) > 0 {
-					e.emptySince = time.Now()
+				if g.cfg.SubscriptionLinger > 0 && len(e.chatSubs()) > 0 {
+					e.chats.emptySince = time.Now()
 				} else {
 					g.dropUserLocked(sh, s.user, e)
 				}
@@ -442,10 +458,10 @@ func (g *Gateway) removeUserSocket(s *socket) bool {
 }
 
 func (g *Gateway) dropUserLocked(sh *userShard, u string, e *userEntry) {
-	for _, sub := range e.chatSubs {
+	for _, sub := range e.chatSubs() {
 		_ = sub.Unsubscribe()
 	}
-	g.m.subscriptions.Sub(float64(len(e.chatSubs)))
+	g.m.subscriptions.Sub(float64(len(e.chatSubs())))
 	delete(sh.users, u)
 }
 
