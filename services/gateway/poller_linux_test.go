@@ -154,3 +154,17 @@ func TestConsumeHeldWritesStillClose(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, n, "closed after the close frame")
 }
+
+// TestPolledReadAgain: readiness reported while a reader is at work makes
+// that reader read again (done says false once), and starts no second one.
+func TestPolledReadAgain(t *testing.T) {
+	e := &polled{}
+	e.state.Store(pollReading) // a reader at work
+	e.readable()
+	e.readable()
+	require.Equal(t, pollAgain, e.state.Load(), "told once, no second reader")
+	require.False(t, e.done(), "read again")
+	require.Equal(t, pollReading, e.state.Load())
+	require.True(t, e.done())
+	require.Equal(t, pollIdle, e.state.Load())
+}
