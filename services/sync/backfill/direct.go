@@ -292,8 +292,10 @@ func (r directReader) readSeqs(ctx context.Context, subject string, seqs []uint6
 	ctx, cancel := context.WithDeadline(ctx, b.deadline)
 	defer cancel()
 	inbox := r.nc.NewInbox()
-	// Up to a window of messages and an end-of-batch status per run.
-	sub, err := r.subscribe(inbox+".*", 2*chunk+8)
+	// In flight at most: a window of messages (chunk), an end-of-batch status
+	// per batched run (at most chunk/2), and the newer-than-index batch
+	// (chunk and its status).
+	sub, err := r.subscribe(inbox+".*", 3*chunk+8)
 	if err != nil {
 		return res, fmt.Errorf("read %s: subscribe: %w", subject, err)
 	}
