@@ -226,7 +226,12 @@ func TestResyncAgainstRoomcast(t *testing.T) {
 	log := logTo(t)
 	rs, err := run(t.Context(), o, log)
 	require.NoError(t, err, log.String())
-	require.Equal(t, 30.0, metricOf(t, rs[0], "changes returned"), "every change since the cursor, once")
-	require.Equal(t, 1.0, metricOf(t, rs[0], "complete"))
+	// Both layouts: the changes back to back, and interleaved with other
+	// rooms' messages.
+	for _, layout := range []string{"back to back", "interleaved"} {
+		require.Equal(t, 30.0, metricOf(t, rs[0], layout+": changes returned"), "every change since the cursor, once: "+layout)
+		require.Equal(t, 1.0, metricOf(t, rs[0], layout+": complete"), layout)
+	}
 	require.Positive(t, metricOf(t, rs[0], "getChangesSince p99"))
+	require.Positive(t, metricOf(t, rs[0], "interleaved p99"))
 }
