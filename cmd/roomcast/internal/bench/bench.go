@@ -72,7 +72,6 @@ type options struct {
 	SourceIPs        int
 	DialConcurrency  int
 	StormConcurrency int
-	ReadGoroutines   bool
 
 	Rate        float64
 	Duration    time.Duration
@@ -131,7 +130,6 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 	fs.IntVar(&o.Procs, "procs", 0, fmt.Sprintf("worker processes holding the sockets (0: one per %d sockets; 1: in this process)", maxSocketsPerProc))
 	fs.IntVar(&o.SourceIPs, "source-ips", 1, "dial from 127.0.0.1 … 127.0.0.N, for more sockets than one address has ephemeral ports")
 	fs.IntVar(&o.DialConcurrency, "dial-concurrency", 64, "connects in flight per worker (the sockets' first connects)")
-	fs.BoolVar(&o.ReadGoroutines, "read-goroutines", false, "read each socket from its own goroutine (the tool's old way) instead of one epoll reader per worker")
 	fs.IntVar(&o.StormConcurrency, "storm-concurrency", 0, "storm: reconnects in flight per worker after the drop (0: no bound, every socket reconnects at once)")
 	fs.Float64Var(&o.Rate, "rate", 100, "fanout: messages per second (each goes to one board: deliveries/s = rate × sockets/rooms)")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "fanout: publishing time of a step")

@@ -62,7 +62,6 @@ func startFleet(ctx context.Context, o options, srv *server, mode string, n int)
 			URL: sioclient.URL(srv.url), Secret: srv.secret, Mode: mode, First: first, Count: count,
 			Rooms: o.Rooms, SourceIPs: o.SourceIPs, DialConcurrency: o.DialConcurrency,
 			ConnectTimeout: 10 * time.Second, Jitter: o.Jitter, StormConcurrency: o.StormConcurrency,
-			ReadGoroutines: o.ReadGoroutines,
 		}
 		first += count
 		h, err := f.spawn(ctx, cfg, procs == 1)

@@ -43,9 +43,6 @@ type workerConfig struct {
 	// none, every dropped socket reconnects at once, as thousands of
 	// independent clients do.
 	StormConcurrency int `json:"stormConcurrency"`
-	// ReadGoroutines reads each socket from its own goroutine instead of
-	// the worker's one epoll reader (to compare the two).
-	ReadGoroutines bool `json:"readGoroutines,omitempty"`
 }
 
 // workerCmd is a command line.
@@ -105,17 +102,12 @@ type worker struct {
 	changed    chan struct{} // closed and replaced when the counters above change
 	dialSlots  chan struct{}
 	stormSlots chan struct{} // nil: reconnects after a drop are not bounded
-
-	// rp reads every connected socket from one goroutine (Linux); nil:
-	// each socket reads from its own (readLoop).
-	rp *readPoller
 }
 
 type benchSocket struct {
 	i       int
 	conn    atomic.Pointer[sioclient.Conn]
 	lastSeq int64
-	polled  atomic.Pointer[polledSocket] // its registration with the read poller
 
 	// Kept across reconnects, as a browser keeps its token and its rooms:
 	// a storm's reconnect signs nothing and builds no room names.
@@ -158,13 +150,6 @@ func runWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 		w.stormSlots = make(chan struct{}, cfg.StormConcurrency)
 	}
 	w.hist.Store(NewHistogram())
-	if !cfg.ReadGoroutines {
-		if rp, err := newReadPoller(); err == nil {
-			w.rp = rp
-			go rp.run(w)
-			defer rp.close()
-		}
-	}
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -176,7 +161,7 @@ func runWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 	context.AfterFunc(ctx, func() {
 		for _, s := range w.sockets {
 			if c := s.conn.Load(); c != nil {
-				w.closeConn(s, c)
+				_ = c.Close()
 			}
 		}
 	})
@@ -284,7 +269,7 @@ func (w *worker) drop(ctx context.Context, deadline time.Duration) workerEvent {
 	w.gen.Add(1)
 	for _, s := range w.sockets {
 		if c := s.conn.Load(); c != nil {
-			w.closeConn(s, c)
+			_ = c.Close()
 		}
 	}
 	w.waitFor(ctx, deadline, func() bool { return w.rejoined >= expected })
@@ -349,11 +334,7 @@ func (w *worker) runSocket(ctx context.Context, s *benchSocket) {
 			}
 		})
 		everJoined = true
-		if w.rp != nil {
-			err = w.rp.wait(w, s, c)
-		} else {
-			err = w.readLoop(c, s)
-		}
+		err = w.readLoop(c, s)
 		s.conn.Store(nil)
 		_ = c.Close()
 		if ctx.Err() != nil {
@@ -414,15 +395,6 @@ func (w *worker) connect(ctx context.Context, s *benchSocket, slots chan struct{
 	return c, nil
 }
 
-// closeConn closes s's connection c from outside its reader (a drop, the
-// end of the run).
-func (w *worker) closeConn(s *benchSocket, c *sioclient.Conn) {
-	_ = c.Close()
-	if w.rp != nil {
-		w.rp.closedConn(s, c) // no event says so
-	}
-}
-
 // readLoop reads until the socket fails, timing every benchmark broadcast.
 func (w *worker) readLoop(c *sioclient.Conn, s *benchSocket) error {
 	for {
@@ -430,29 +402,24 @@ func (w *worker) readLoop(c *sioclient.Conn, s *benchSocket) error {
 		if err != nil {
 			return err
 		}
-		w.onMessage(s, msg)
-	}
-}
-
-// onMessage times a benchmark broadcast and checks its sequence.
-func (w *worker) onMessage(s *benchSocket, msg []byte) {
-	f, ok := parseBroadcast(msg)
-	if !ok {
-		return
-	}
-	now := time.Now().UnixNano()
-	if f.hasTS && f.step == w.step.Load() {
-		w.hist.Load().Record(now - f.ts)
-		w.delivered.Add(1)
-	} else {
-		w.stale.Add(1)
-	}
-	if f.hasSeqs {
-		if s.lastSeq != 0 && f.prevSeq != s.lastSeq && f.seq > s.lastSeq {
-			w.gaps.Add(1)
+		f, ok := parseBroadcast(msg)
+		if !ok {
+			continue
 		}
-		if f.seq > s.lastSeq {
-			s.lastSeq = f.seq
+		now := time.Now().UnixNano()
+		if f.hasTS && f.step == w.step.Load() {
+			w.hist.Load().Record(now - f.ts)
+			w.delivered.Add(1)
+		} else {
+			w.stale.Add(1)
+		}
+		if f.hasSeqs {
+			if s.lastSeq != 0 && f.prevSeq != s.lastSeq && f.seq > s.lastSeq {
+				w.gaps.Add(1)
+			}
+			if f.seq > s.lastSeq {
+				s.lastSeq = f.seq
+			}
 		}
 	}
 }

@@ -37,9 +37,7 @@ func (c *Conn) Fd() (int, error) {
 
 // ReadReady reads what the socket has, without waiting, and calls f with
 // each complete Engine.IO message that is not a ping (pings are answered
-// here, as Next does); a partial frame is kept for the next call. It reads
-// until a read returns less than buf (for an edge-triggered epoll set, which
-// reports any later arrival). buf is
+// here, as Next does); a partial frame is kept for the next call. buf is
 // scratch space the caller may share between sockets (not between
 // goroutines). It returns nil once the kernel has nothing more, and an
 // error when the socket is done (ErrClosed, io.EOF, ...).
@@ -48,16 +46,10 @@ func (c *Conn) Fd() (int, error) {
 // per socket woken per message, and the reads are raw system calls.
 func (c *Conn) ReadReady(buf []byte, f func(msg []byte)) error {
 	if n := c.br.Buffered(); n > 0 {
-		// What the handshake's reader already holds comes first, whether
-		// or not the kernel has more.
+		// What the handshake's reader already holds comes first.
 		b, _ := c.br.Peek(n)
 		c.pend = append(c.pend, b...)
 		_, _ = c.br.Discard(n)
-		rest, err := c.frames(c.pend, f)
-		if err != nil {
-			return err
-		}
-		c.pend = append(c.pend[:0], rest...)
 	}
 	tc, ok := c.conn.(*net.TCPConn)
 	if !ok {
@@ -99,13 +91,6 @@ func (c *Conn) ReadReady(buf []byte, f func(msg []byte)) error {
 			return err
 		}
 		c.pend = append(c.pend[:0], rest...)
-		if n < len(buf) {
-			// The kernel had less than buf: drained. Edge-triggered epoll
-			// reports whatever arrives after this read, so the read that
-			// would only say EAGAIN (one system call per delivery) is
-			// skipped.
-			return nil
-		}
 	}
 }
 
