@@ -43,7 +43,6 @@ type Conn struct {
 	br    *bufio.Reader
 	buf   []byte // the current message, reused
 	wbuf  []byte // the current outgoing frame, reused
-	pend  []byte // a partial frame kept between ReadReady calls
 	ackID int
 	SID   string // Socket.IO socket id from the CONNECT reply
 }
