@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"container/heap"
 	"sync"
 	"time"
 )
@@ -16,7 +17,7 @@ import (
 // after letting go of mu.
 type heartbeats struct {
 	mu      sync.Mutex
-	heap    []*socket // by hbAt, soonest first; a socket's place is hbIdx
+	heap    hbHeap // by hbAt, soonest first; a socket's place is hbIdx
 	timer   *time.Timer
 	armedAt int64 // when timer fires (mono); 0: not armed
 }
@@ -38,10 +39,10 @@ func (h *heartbeats) schedule(s *socket, at int64) {
 	h.mu.Lock()
 	s.hbAt = at
 	if s.hbIdx < 0 {
-		s.hbIdx = int32(len(h.heap))
-		h.heap = append(h.heap, s)
+		heap.Push(&h.heap, s)
+	} else {
+		h.fix(int(s.hbIdx))
 	}
-	h.fix(int(s.hbIdx))
 	h.armLocked()
 	h.mu.Unlock()
 }
@@ -106,59 +107,33 @@ func (h *heartbeats) len() int {
 	return len(h.heap)
 }
 
-func (h *heartbeats) removeAt(i int) {
-	last := len(h.heap) - 1
-	s := h.heap[i]
-	if i != last {
-		h.swap(i, last)
-	}
-	h.heap[last] = nil
-	h.heap = h.heap[:last]
-	s.hbIdx = -1
-	if i != last {
-		h.fix(i)
-	}
-}
+func (h *heartbeats) removeAt(i int) { heap.Remove(&h.heap, i) }
 
 // fix restores the heap order around i after its time changed.
-func (h *heartbeats) fix(i int) {
-	if !h.down(i) {
-		h.up(i)
-	}
+func (h *heartbeats) fix(i int) { heap.Fix(&h.heap, i) }
+
+// hbHeap orders sockets by hbAt for container/heap, keeping each socket's
+// hbIdx current.
+type hbHeap []*socket
+
+func (q hbHeap) Len() int           { return len(q) }
+func (q hbHeap) Less(i, j int) bool { return q[i].hbAt < q[j].hbAt }
+func (q hbHeap) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].hbIdx, q[j].hbIdx = int32(i), int32(j)
 }
 
-func (h *heartbeats) up(i int) {
-	for i > 0 {
-		parent := (i - 1) / 2
-		if h.heap[parent].hbAt <= h.heap[i].hbAt {
-			return
-		}
-		h.swap(i, parent)
-		i = parent
-	}
+func (q *hbHeap) Push(x any) {
+	s := x.(*socket)
+	s.hbIdx = int32(len(*q))
+	*q = append(*q, s)
 }
 
-// down moves i toward the leaves; it reports whether i moved.
-func (h *heartbeats) down(i int) bool {
-	start, n := i, len(h.heap)
-	for {
-		least := 2*i + 1
-		if least >= n {
-			break
-		}
-		if r := least + 1; r < n && h.heap[r].hbAt < h.heap[least].hbAt {
-			least = r
-		}
-		if h.heap[i].hbAt <= h.heap[least].hbAt {
-			break
-		}
-		h.swap(i, least)
-		i = least
-	}
-	return i > start
-}
-
-func (h *heartbeats) swap(i, j int) {
-	h.heap[i], h.heap[j] = h.heap[j], h.heap[i]
-	h.heap[i].hbIdx, h.heap[j].hbIdx = int32(i), int32(j)
+func (q *hbHeap) Pop() any {
+	old := *q
+	s := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	s.hbIdx = -1
+	return s
 }

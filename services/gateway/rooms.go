@@ -188,22 +188,39 @@ func (g *Gateway) ownsSubscriptions(parent proto.Room) bool {
 // room. A callback routes each message to a fan-out channel picked by its
 // subject, so a room's messages stay in order.
 func (g *Gateway) subscribePersonal() ([]*nats.Subscription, error) {
-	var subs []*nats.Subscription
-	for _, subj := range g.subjects.LivePersonal() {
+	wild := g.subjects.LivePersonal()
+	subs, err := g.subscribeAll(wild[:], func(subj string) (*nats.Subscription, error) {
 		sub, err := g.nc.Subscribe(subj, func(m *nats.Msg) { g.fanoutChan(m.Subject) <- m })
+		if err == nil {
+			// The fan-out channels bound what waits; this subscription's
+			// own buffer must not drop a burst nats.go could still hold.
+			_ = sub.SetPendingLimits(-1, 256<<20)
+		}
+		return sub, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return subs, g.nc.Flush()
+}
+
+// subscribeAll subscribes to each subject with subscribe, counting each in
+// the subscriptions gauge; on the first failure it drops the ones it made.
+func (g *Gateway) subscribeAll(subjects []string, subscribe func(subject string) (*nats.Subscription, error)) ([]*nats.Subscription, error) {
+	subs := make([]*nats.Subscription, 0, len(subjects))
+	for _, subj := range subjects {
+		sub, err := subscribe(subj)
 		if err != nil {
 			for _, s := range subs {
 				_ = s.Unsubscribe()
 			}
+			g.m.subscriptions.Sub(float64(len(subs)))
 			return nil, fmt.Errorf("subscribe to %s: %w", subj, err)
 		}
-		// The fan-out channels bound what waits; this subscription's own
-		// buffer must not drop a burst nats.go could still hold.
-		_ = sub.SetPendingLimits(-1, 256<<20)
+		g.m.subscriptions.Inc()
 		subs = append(subs, sub)
 	}
-	g.m.subscriptions.Add(float64(len(subs)))
-	return subs, g.nc.Flush()
+	return subs, nil
 }
 
 // subscribeRoom subscribes to the live subjects of parent and its children,
@@ -211,19 +228,13 @@ func (g *Gateway) subscribePersonal() ([]*nats.Subscription, error) {
 // in order. Called with the room's shard locked.
 func (g *Gateway) subscribeRoom(parent proto.Room) ([]*nats.Subscription, error) {
 	ch := g.fanoutChan(parent.Name())
-	rooms := append([]proto.Room{parent}, parent.Children()...)
-	subs := make([]*nats.Subscription, 0, len(rooms))
-	for _, r := range rooms {
-		sub, err := g.nc.ChanSubscribe(g.subjects.Live(r), ch)
-		if err != nil {
-			for _, s := range subs {
-				_ = s.Unsubscribe()
-			}
-			g.m.subscriptions.Sub(float64(len(subs)))
-			return nil, proto.Errorf(proto.CodeUnavailable, "subscribe to %s: %v", r.Name(), err)
-		}
-		g.m.subscriptions.Inc()
-		subs = append(subs, sub)
+	subjects := []string{g.subjects.Live(parent)}
+	for _, c := range parent.Children() {
+		subjects = append(subjects, g.subjects.Live(c))
+	}
+	subs, err := g.subscribeAll(subjects, func(subj string) (*nats.Subscription, error) { return g.nc.ChanSubscribe(subj, ch) })
+	if err != nil {
+		return nil, proto.Errorf(proto.CodeUnavailable, "room %s: %v", parent.Name(), err)
 	}
 	return subs, nil
 }
@@ -395,21 +406,14 @@ func (g *Gateway) addUserSocket(s *socket) (created bool, err error) {
 		sh.users[s.user] = e
 	}
 	if e == nil {
-		e = &userEntry{chats: &userChats{}}
 		ch := g.fanoutChan(s.user)
-		for _, subj := range g.subjects.LiveChats(s.user) {
-			sub, err := g.nc.ChanSubscribe(subj, ch)
-			if err != nil {
-				for _, sub := range e.chats.subs {
-					_ = sub.Unsubscribe()
-				}
-				g.m.subscriptions.Sub(float64(len(e.chats.subs)))
-				sh.mu.Unlock()
-				return false, proto.Errorf(proto.CodeUnavailable, "subscribe to chats: %v", err)
-			}
-			g.m.subscriptions.Inc()
-			e.chats.subs = append(e.chats.subs, sub)
+		chats := g.subjects.LiveChats(s.user)
+		subs, err := g.subscribeAll(chats[:], func(subj string) (*nats.Subscription, error) { return g.nc.ChanSubscribe(subj, ch) })
+		if err != nil {
+			sh.mu.Unlock()
+			return false, proto.Errorf(proto.CodeUnavailable, "chats: %v", err)
 		}
+		e = &userEntry{chats: &userChats{subs: subs}}
 		sh.users[s.user] = e
 		created = true
 	}
