@@ -23,6 +23,14 @@ type deepWorker struct {
 }
 
 // run runs f on an idle worker (or a new one) and returns its result.
+//
+// The worker goes back to the idle list here, after its result was
+// received, not in its own loop: a worker that listed itself idle right
+// after sending could be taken by another caller whose receive got the
+// first caller's result from the channel's buffer. That caller then went
+// on before its own call had run, and its reader reused the frame buffer
+// the call was still reading (a CONNECT or a join read another socket's
+// bytes).
 func (w *deepWorkers) run(f func() bool) bool {
 	w.mu.Lock()
 	var dw *deepWorker
@@ -33,22 +41,25 @@ func (w *deepWorkers) run(f func() bool) bool {
 	}
 	w.mu.Unlock()
 	if dw == nil {
-		dw = &deepWorker{work: make(chan func() bool, 1), done: make(chan bool, 1)}
-		go w.loop(dw)
+		dw = &deepWorker{work: make(chan func() bool), done: make(chan bool)}
+		go dw.loop()
 	}
 	dw.work <- f
-	return <-dw.done
+	ok := <-dw.done
+	w.mu.Lock()
+	if len(w.idle) < maxIdleWorkers {
+		w.idle = append(w.idle, dw)
+		dw = nil
+	}
+	w.mu.Unlock()
+	if dw != nil {
+		close(dw.work) // enough wait already: this one exits
+	}
+	return ok
 }
 
-func (w *deepWorkers) loop(dw *deepWorker) {
+func (dw *deepWorker) loop() {
 	for f := range dw.work {
 		dw.done <- f()
-		w.mu.Lock()
-		if len(w.idle) >= maxIdleWorkers {
-			w.mu.Unlock()
-			return
-		}
-		w.idle = append(w.idle, dw)
-		w.mu.Unlock()
 	}
 }
