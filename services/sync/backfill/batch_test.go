@@ -113,7 +113,7 @@ func names(from, to int) []string {
 // none repeated across pages) whatever the cursor, limit or byte cap, and
 // when messages were removed under the index.
 func TestBatchedIndexReads(t *testing.T) {
-	f := startSync(t, proto.StoreConfig{}, nil)
+	f := startSync(t, proto.StoreConfig{}, func(c *Config) { c.TailMessages = -1 })
 	a := room(t, "board-a-tasks")
 	gets := watchDirectGets(t, f.nc)
 	now := time.Now().UnixMilli()
@@ -169,7 +169,7 @@ func TestBatchedIndexReads(t *testing.T) {
 // messages per request: each answer is cut (with next) and the pages
 // together are every change once.
 func TestBatchedIndexReadsByteCap(t *testing.T) {
-	f := startSync(t, proto.StoreConfig{}, func(c *Config) { c.MaxBytes = 300 })
+	f := startSync(t, proto.StoreConfig{}, func(c *Config) { c.MaxBytes, c.TailMessages = 300, -1 })
 	a := room(t, "board-a-tasks")
 	gets := watchDirectGets(t, f.nc)
 	now := time.Now().UnixMilli()
@@ -223,7 +223,7 @@ func requireSeqs(t *testing.T, seqs []uint64, changes []proto.Change) {
 // knows a00…a29 of a00…a59): the request for newer messages, sent with the
 // index's, reads the rest, in one batch or, when a page is small, several.
 func TestReadSeqsAsksForNewer(t *testing.T) {
-	f := startSync(t, proto.StoreConfig{}, nil)
+	f := startSync(t, proto.StoreConfig{}, func(c *Config) { c.TailMessages = -1 })
 	seqs := publishBursts(t, f, time.Now().UnixMilli())
 	r := newDirectReader(f.nc, proto.StreamRooms)
 	subject := f.cfg.Store.Subjects.Publish(room(t, "board-a-tasks"))

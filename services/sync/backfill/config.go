@@ -34,6 +34,11 @@ const (
 	DefaultIndexDepth = 256
 	// DefaultIndexRooms is how many rooms the index keeps.
 	DefaultIndexRooms = 4096
+	// DefaultTailMessages is how many of a room's latest messages' bodies
+	// the tail keeps (at most IndexDepth).
+	DefaultTailMessages = 128
+	// DefaultTailBytes bounds the tail's memory over all rooms.
+	DefaultTailBytes = 64 << 20
 )
 
 // Config configures the service. Zero values mean the documented defaults.
@@ -77,6 +82,13 @@ type Config struct {
 	// IndexRooms is how many rooms the index keeps (the memory bound is
 	// IndexRooms × IndexDepth × 16 bytes). Default 4096.
 	IndexRooms int
+	// TailMessages is how many of a room's latest messages the tail keeps
+	// the bodies of, to answer reads without the stream (at most
+	// IndexDepth; -1 keeps none). Default 128.
+	TailMessages int
+	// TailBytes bounds the memory of the tail over all rooms (the capacity
+	// of the rooms' logs); beyond it, rooms lose their bodies. Default 64 MiB.
+	TailBytes int
 
 	// Logger receives the service's logs.
 	Logger zerolog.Logger
@@ -93,6 +105,8 @@ func (c *Config) Bind(s *flagenv.Set) {
 	s.Duration(&c.MaxTime, "max-time", "ROOMCAST_SYNC_MAX_TIME", DefaultMaxTime, "time one request spends reading at most")
 	s.Int(&c.IndexDepth, "index-depth", "ROOMCAST_SYNC_INDEX_DEPTH", DefaultIndexDepth, "latest messages per room the index keeps (16 bytes each)")
 	s.Int(&c.IndexRooms, "index-rooms", "ROOMCAST_SYNC_INDEX_ROOMS", DefaultIndexRooms, "rooms the index keeps")
+	s.Int(&c.TailMessages, "tail-messages", "ROOMCAST_SYNC_TAIL_MESSAGES", DefaultTailMessages, "latest messages per room whose bodies are kept to answer reads from memory (-1: none)")
+	s.Int(&c.TailBytes, "tail-bytes", "ROOMCAST_SYNC_TAIL_BYTES", DefaultTailBytes, "memory the kept bodies may take over all rooms, in bytes")
 }
 
 // Validate checks what can be checked without the network.
@@ -103,8 +117,10 @@ func (c Config) Validate() error {
 	switch {
 	case c.SkewMargin < 0:
 		return fmt.Errorf("sync: skew margin %s: want zero (default) or positive", c.SkewMargin)
-	case c.DefaultLimit < 0, c.MaxLimit < 0, c.MaxScan < 0, c.MaxBytes < 0, c.Concurrency < 0, c.IndexDepth < 0, c.IndexRooms < 0:
+	case c.DefaultLimit < 0, c.MaxLimit < 0, c.MaxScan < 0, c.MaxBytes < 0, c.Concurrency < 0, c.IndexDepth < 0, c.IndexRooms < 0, c.TailBytes < 0:
 		return fmt.Errorf("sync: limits must be zero (default) or positive")
+	case c.TailMessages < -1:
+		return fmt.Errorf("sync: tail messages %d: want -1 (none), zero (default) or positive", c.TailMessages)
 	case c.MaxTime < 0:
 		return fmt.Errorf("sync: max time %s: want zero (default) or positive", c.MaxTime)
 	}
@@ -143,6 +159,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.IndexRooms == 0 {
 		c.IndexRooms = DefaultIndexRooms
+	}
+	switch c.TailMessages {
+	case 0:
+		c.TailMessages = DefaultTailMessages
+	case -1:
+		c.TailMessages = 0
+	}
+	if c.TailBytes == 0 {
+		c.TailBytes = DefaultTailBytes
 	}
 	if c.Registry == nil {
 		c.Registry = prometheus.NewRegistry()

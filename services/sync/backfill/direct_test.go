@@ -175,7 +175,7 @@ func TestDirectGetHeadersNotSpoofed(t *testing.T) {
 // through consumers from the start, and turning it back on returns to direct
 // gets.
 func TestConsumerReadWithoutDirectGets(t *testing.T) {
-	f := startSync(t, proto.StoreConfig{}, nil)
+	f := startSync(t, proto.StoreConfig{}, func(c *Config) { c.TailMessages = -1 })
 	tasks := room(t, "board-b1-tasks")
 	now := time.Now().UnixMilli()
 	f.publish(t, tasks, create("t1", now))

@@ -27,6 +27,7 @@ const (
 
 // Read methods, for metrics.
 const (
+	readTail     = "tail"     // from memory: the bodies the feed showed (tail.go)
 	readDirect   = "direct"   // batched direct gets walking the room's subject
 	readIndex    = "index"    // direct gets of the sequences the index knows
 	readConsumer = "consumer" // a short-lived consumer
@@ -178,6 +179,11 @@ type answer struct {
 func (s *service) read(ctx context.Context, endpoint string, q query, visit func(stored) bool) (answer, error) {
 	b := budget{maxScan: s.cfg.MaxScan, maxBytes: s.cfg.MaxBytes, deadline: time.Now().Add(s.cfg.MaxTime)}
 	subject := s.cfg.Store.Subjects.Publish(q.room)
+	if s.mode.Load() == modeDirect {
+		if ans, ok := s.readTail(ctx, endpoint, q, subject, b, visit); ok {
+			return ans, nil
+		}
+	}
 	var (
 		res readResult
 		err error
@@ -211,6 +217,7 @@ func (s *service) read(ctx context.Context, endpoint string, q query, visit func
 	if old, changed := s.learn(info); changed && res.indexed && old != 0 {
 		return answer{}, proto.Errorf(proto.CodeUnavailable, "reading %s: stream %s was re-created; retry", q.room, proto.StreamRooms)
 	}
+	s.removals.observe(info.State)
 	complete := reachesBack(q.start, info.State)
 	if !complete {
 		s.metrics.incomplete.WithLabelValues(endpoint).Inc()
@@ -236,6 +243,7 @@ func (s *service) learn(info *jetstream.StreamInfo) (old int64, changed bool) {
 		return created, false
 	}
 	s.index.reset()
+	s.removals.reset()
 	return s.streamCreated.Swap(created), true
 }
 

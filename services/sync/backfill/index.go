@@ -31,6 +31,8 @@ import (
 type indexEntry struct {
 	seq uint64
 	ts  int64 // store time, ns since the epoch
+	// The message's body in the room's log, when the tail keeps it.
+	off, len uint32
 }
 
 // roomChain is a room's latest messages: every message of the room stored
@@ -40,6 +42,12 @@ type roomChain struct {
 	entries []indexEntry // ring buffer
 	head    int          // index of the oldest entry
 	n       int
+
+	// The tail (tail.go): the bodies of the newest `bodies` entries, in
+	// stream order, in log[dead:].
+	log    []byte
+	dead   int
+	bodies int
 }
 
 func (c *roomChain) at(i int) indexEntry { return c.entries[(c.head+i)%len(c.entries)] }
@@ -56,8 +64,12 @@ func (c *roomChain) add(e indexEntry, prev uint64) {
 	if prev != c.last() {
 		// A message of the room is not in the chain: start again from e.
 		c.base, c.head, c.n = prev, 0, 0
+		c.log, c.dead, c.bodies = c.log[:0], 0, 0
 	}
 	if c.n == len(c.entries) {
+		if c.bodies == c.n {
+			c.dropOldestBody()
+		}
 		c.base = c.entries[c.head].seq
 		c.entries[c.head] = e
 		c.head = (c.head + 1) % len(c.entries)
@@ -72,16 +84,34 @@ func (c *roomChain) add(e indexEntry, prev uint64) {
 type index struct {
 	depth    int
 	maxRooms int
+	// The tail: the bodies of each room's latest keep messages, at most
+	// maxTailBytes of logs in all (tail.go).
+	keep         int
+	maxTailBytes int
 
 	mu    sync.Mutex
 	rooms map[string]*roomChain // by stored subject
 	// newest is the highest sequence the feed has shown (any room): how far
 	// the stream reaches, as far as the index knows.
 	newest uint64
+	// contiguousFrom: the feed has shown every sequence from it to newest
+	// (a delivery the feed dropped is seen as a jump in sequences).
+	contiguousFrom uint64
+	// moved is closed when newest moves (waitNewest), nil when nobody waits.
+	moved chan struct{}
+	// tailBytes is the capacity of every room's log.
+	tailBytes int
 }
 
-func newIndex(depth, maxRooms int) *index {
-	return &index{depth: depth, maxRooms: maxRooms, rooms: map[string]*roomChain{}}
+func newIndex(depth, maxRooms, keep, maxTailBytes int) *index {
+	return &index{depth: depth, maxRooms: maxRooms, keep: min(keep, depth), maxTailBytes: maxTailBytes, rooms: map[string]*roomChain{}}
+}
+
+// bytes is the memory of the tail's logs.
+func (x *index) bytes() int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.tailBytes
 }
 
 // reset forgets every room (the stream was re-created: its sequences name
@@ -90,12 +120,12 @@ func (x *index) reset() {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.rooms = map[string]*roomChain{}
-	x.newest = 0
+	x.newest, x.contiguousFrom, x.tailBytes = 0, 0, 0
 }
 
-// observe records one message of the RePublish feed; it ignores messages
-// without the headers it needs.
-func (x *index) observe(h nats.Header) {
+// observe records one message of the RePublish feed, data its body; it
+// ignores messages without the headers it needs.
+func (x *index) observe(h nats.Header, data []byte) {
 	subject := h.Get(jetstream.SubjectHeader)
 	seq, err1 := strconv.ParseUint(h.Get(jetstream.SequenceHeader), 10, 64)
 	prev, err2 := strconv.ParseUint(h.Get(jetstream.LastSequenceHeader), 10, 64)
@@ -105,12 +135,22 @@ func (x *index) observe(h nats.Header) {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	x.newest = max(x.newest, seq)
+	if x.newest == 0 || seq > x.newest+1 {
+		x.contiguousFrom = seq
+	}
+	if seq > x.newest {
+		x.newest = seq
+		if x.moved != nil {
+			close(x.moved)
+			x.moved = nil
+		}
+	}
 	c := x.rooms[subject]
 	if c == nil {
 		if len(x.rooms) >= x.maxRooms {
 			// Forget some room (map order is random): a cache, not a record.
-			for k := range x.rooms {
+			for k, old := range x.rooms {
+				x.tailBytes -= old.logCap()
 				delete(x.rooms, k)
 				break
 			}
@@ -121,7 +161,13 @@ func (x *index) observe(h nats.Header) {
 	if seq <= c.last() {
 		return // a duplicate delivery
 	}
+	before := c.logCap()
 	c.add(indexEntry{seq: seq, ts: ts.UnixNano()}, prev)
+	c.keepBody(data, x.keep)
+	x.tailBytes += c.logCap() - before
+	if x.tailBytes > x.maxTailBytes {
+		x.evictBodies(c)
+	}
 }
 
 // lookup returns the sequences of subject's messages from st on that the
@@ -140,30 +186,9 @@ func (x *index) lookup(subject string, st start) (seqs []uint64, tail, newest ui
 	}
 	// Find the first entry at or after the start; the chain must reach back
 	// to it (every message of the room after base is an entry).
-	i := 0
-	switch {
-	case !st.byTime:
-		if st.afterSeq < c.base {
-			return nil, 0, 0, false
-		}
-		for i < c.n && c.at(i).seq <= st.afterSeq {
-			i++
-		}
-	case st.at.IsZero():
-		if c.base != 0 {
-			return nil, 0, 0, false // the room's first messages are not indexed
-		}
-	default:
-		t := st.at.UnixNano()
-		for i < c.n && c.at(i).ts < t {
-			i++
-		}
-		// Messages stored at or after t are all entries when base is the
-		// room's beginning, or when an entry (or base's message, stored
-		// before the first entry) is older than t.
-		if i == 0 && c.base != 0 {
-			return nil, 0, 0, false
-		}
+	i, ok := c.from(st)
+	if !ok {
+		return nil, 0, 0, false
 	}
 	for ; i < c.n; i++ {
 		seqs = append(seqs, c.at(i).seq)

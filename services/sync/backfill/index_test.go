@@ -31,7 +31,7 @@ func feedMsg(subject string, seq, prev uint64, ts int) nats.Header {
 }
 
 func TestIndexLookup(t *testing.T) {
-	x := newIndex(4, 2)
+	x := newIndex(4, 2, 0, 0)
 	at := func(sec int) start { return start{byTime: true, at: time.Unix(int64(sec), 0)} }
 	after := func(n uint64) start { return start{afterSeq: n} }
 	check := func(subject string, st start, want []uint64, wantTail uint64) {
@@ -49,8 +49,8 @@ func TestIndexLookup(t *testing.T) {
 
 	cannot("a", after(0))
 	// The room's first messages: the chain reaches its beginning.
-	x.observe(feedMsg("a", 3, 0, 10))
-	x.observe(feedMsg("a", 5, 3, 11))
+	x.observe(feedMsg("a", 3, 0, 10), nil)
+	x.observe(feedMsg("a", 5, 3, 11), nil)
 	check("a", after(0), []uint64{3, 5}, 5)
 	check("a", after(3), []uint64{5}, 5)
 	check("a", after(4), []uint64{5}, 5)
@@ -59,13 +59,13 @@ func TestIndexLookup(t *testing.T) {
 	check("a", start{byTime: true}, []uint64{3, 5}, 5)
 	check("a", at(11), []uint64{5}, 5)
 	check("a", at(1), []uint64{3, 5}, 5)
-	x.observe(feedMsg("a", 5, 3, 11)) // a duplicate changes nothing
+	x.observe(feedMsg("a", 5, 3, 11), nil) // a duplicate changes nothing
 	check("a", after(0), []uint64{3, 5}, 5)
 
 	// The ring keeps the latest 4: base moves up.
-	x.observe(feedMsg("a", 8, 5, 12))
-	x.observe(feedMsg("a", 9, 8, 13))
-	x.observe(feedMsg("a", 12, 9, 14))
+	x.observe(feedMsg("a", 8, 5, 12), nil)
+	x.observe(feedMsg("a", 9, 8, 13), nil)
+	x.observe(feedMsg("a", 12, 9, 14), nil)
 	check("a", after(3), []uint64{5, 8, 9, 12}, 12)
 	cannot("a", after(2))
 	cannot("a", start{byTime: true})
@@ -73,7 +73,7 @@ func TestIndexLookup(t *testing.T) {
 	check("a", at(12), []uint64{8, 9, 12}, 12)
 
 	// A room first seen mid-history: its chain starts at its Last-Sequence.
-	x.observe(feedMsg("b", 20, 15, 20))
+	x.observe(feedMsg("b", 20, 15, 20), nil)
 	check("b", after(15), []uint64{20}, 20)
 	check("b", after(17), []uint64{20}, 20)
 	cannot("b", after(14))
@@ -81,18 +81,18 @@ func TestIndexLookup(t *testing.T) {
 	check("b", at(21), nil, 20)
 
 	// A message the feed dropped (21 after 18, not 20): the chain restarts.
-	x.observe(feedMsg("b", 21, 18, 21))
+	x.observe(feedMsg("b", 21, 18, 21), nil)
 	cannot("b", after(15))
 	check("b", after(18), []uint64{21}, 21)
 
 	// Bounded in rooms: a third room evicts one of the two.
-	x.observe(feedMsg("c", 30, 0, 30))
+	x.observe(feedMsg("c", 30, 0, 30), nil)
 	check("c", after(0), []uint64{30}, 30)
 	require.Len(t, x.rooms, 2)
 
 	// Headers that are missing or make no sense are ignored.
-	x.observe(nats.Header{})
-	x.observe(feedMsg("c", 31, 31, 31))
+	x.observe(nats.Header{}, nil)
+	x.observe(feedMsg("c", 31, 31, 31), nil)
 	check("c", after(0), []uint64{30}, 30)
 }
 
@@ -101,7 +101,7 @@ func TestIndexLookup(t *testing.T) {
 // the walk: cursors, since, pagination, and messages newer than the index
 // knows.
 func TestIndexedReadsOverNATS(t *testing.T) {
-	f := startSync(t, proto.StoreConfig{}, func(c *Config) { c.IndexDepth = 8 })
+	f := startSync(t, proto.StoreConfig{}, func(c *Config) { c.IndexDepth, c.TailMessages = 8, -1 })
 	tasks, other := room(t, "board-b1-tasks"), room(t, "board-b2-tasks")
 	now := time.Now().UnixMilli()
 	var seqs []uint64
@@ -186,7 +186,7 @@ func TestIndexedReadsOverNATS(t *testing.T) {
 // them: the request that notices is unavailable (retry), later ones are
 // right.
 func TestIndexAfterStreamRecreated(t *testing.T) {
-	f := startSync(t, proto.StoreConfig{}, nil)
+	f := startSync(t, proto.StoreConfig{}, func(c *Config) { c.TailMessages = -1 })
 	a, b := room(t, "board-a-tasks"), room(t, "board-b-tasks")
 	now := time.Now().UnixMilli()
 	for i := range 3 {
@@ -224,7 +224,7 @@ func TestIndexAfterStreamRecreated(t *testing.T) {
 func TestIndexLearntBeforeFirstRequest(t *testing.T) {
 	s, nc, js := natstest.RunStack(t, proto.StoreConfig{})
 	reg := prometheus.NewRegistry()
-	cfg := Config{NATSURL: s.ClientURL(), Registry: reg, Logger: zerolog.New(io.Discard)}
+	cfg := Config{NATSURL: s.ClientURL(), Registry: reg, Logger: zerolog.New(io.Discard), TailMessages: -1}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg) }()

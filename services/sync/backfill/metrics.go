@@ -14,10 +14,11 @@ type metrics struct {
 	cuts       *prometheus.CounterVec   // answers cut short, by endpoint and reason
 	skipped    prometheus.Counter       // stored messages that are not valid envelopes
 	incomplete *prometheus.CounterVec   // answers with complete:false, by endpoint
-	reads      *prometheus.CounterVec   // history reads, by method (direct, consumer)
+	reads      *prometheus.CounterVec   // history reads, by method (tail, index, direct, consumer)
+	tailBytes  prometheus.GaugeFunc     // memory of the tail's logs
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, tailBytes func() float64) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_sync_requests_total",
@@ -46,10 +47,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"endpoint"}),
 		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_sync_reads_total",
-			Help: "Reads of a room's history, by method: direct (batched direct gets) or consumer (a short-lived consumer, when the stream does not allow direct gets or is replicated).",
+			Help: "Reads of a room's history, by method: tail (from memory), index (direct gets of the sequences the index knows), direct (batched direct gets) or consumer (a short-lived consumer, when the stream does not allow direct gets or is replicated).",
 		}, []string{"method"}),
+		tailBytes: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "roomcast_sync_tail_bytes",
+			Help: "Memory of the bodies the tail keeps (the capacity of the rooms' logs), bounded by ROOMCAST_SYNC_TAIL_BYTES.",
+		}, tailBytes),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.scanned, m.duration, m.cuts, m.skipped, m.incomplete, m.reads} {
+	for _, c := range []prometheus.Collector{m.requests, m.scanned, m.duration, m.cuts, m.skipped, m.incomplete, m.reads, m.tailBytes} {
 		if err := reg.Register(c); err != nil {
 			var dup prometheus.AlreadyRegisteredError
 			if errors.As(err, &dup) {

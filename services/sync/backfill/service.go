@@ -32,6 +32,7 @@ type service struct {
 	leader   leaderGetter
 	mode     atomic.Int32
 	index    *index
+	removals removals
 	// streamCreated is stream ROOMS's creation time (ns) as last seen; the
 	// index is reset when it changes.
 	streamCreated atomic.Int64
@@ -49,7 +50,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	cfg = cfg.withDefaults()
 	log := cfg.Logger.With().Str("service", "sync").Logger()
-	m, err := newMetrics(cfg.Registry)
+	idx := newIndex(cfg.IndexDepth, cfg.IndexRooms, cfg.TailMessages, cfg.TailBytes)
+	m, err := newMetrics(cfg.Registry, func() float64 { return float64(idx.bytes()) })
 	if err != nil {
 		return err
 	}
@@ -73,7 +75,7 @@ func Run(ctx context.Context, cfg Config) error {
 		consumer: consumerReader{js: js, stream: proto.StreamRooms},
 		direct:   newDirectReader(nc, proto.StreamRooms),
 		leader:   newLeaderGetter(nc, proto.StreamRooms),
-		index:    newIndex(cfg.IndexDepth, cfg.IndexRooms),
+		index:    idx,
 		metrics:  m,
 		sem:      make(chan struct{}, cfg.Concurrency),
 	}
@@ -95,7 +97,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// The index learns every room's latest sequences from the RePublish feed.
 	// Without it (no permission to subscribe, a slow feed) reads are still
 	// exact, only slower: see index.go.
-	feed, err := nc.Subscribe(cfg.Store.Subjects.LiveAll(), func(m *nats.Msg) { s.index.observe(m.Header) })
+	feed, err := nc.Subscribe(cfg.Store.Subjects.LiveAll(), func(m *nats.Msg) { s.index.observe(m.Header, m.Data) })
 	if err != nil {
 		return fmt.Errorf("sync: subscribe to %s: %w", cfg.Store.Subjects.LiveAll(), err)
 	}

@@ -1,0 +1,418 @@
+package backfill
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/proto/natstest"
+)
+
+// body is a stored body for the unit tests: the sequence, recognisable.
+func body(seq uint64) []byte {
+	return []byte(fmt.Sprintf(`{"seq":%d,"pad":"%s"}`, seq, strings.Repeat("x", int(seq%7))))
+}
+
+// tailSeqs reads subject after afterSeq from x's tail, the stream holding
+// first..last with no interior removal; nil, false when the tail cannot
+// answer. Every body must be the one observed.
+func tailSeqs(t *testing.T, x *index, subject string, afterSeq, first, last uint64) ([]uint64, bool) {
+	t.Helper()
+	msgs, ok := x.tailRead(subject, start{afterSeq: afterSeq}, jetstream.StreamState{FirstSeq: first, LastSeq: last, Msgs: last - first + 1}, 0)
+	if !ok {
+		return nil, false
+	}
+	var seqs []uint64
+	for _, m := range msgs {
+		require.Equal(t, string(body(m.Seq)), string(m.Data))
+		seqs = append(seqs, m.Seq)
+	}
+	return seqs, true
+}
+
+func TestTailBodies(t *testing.T) {
+	x := newIndex(6, 8, 4, 1<<20)
+	feed := func(subject string, seq, prev uint64) {
+		x.observe(feedMsg(subject, seq, prev, int(seq)), body(seq))
+	}
+	// a: 1, 3, 5, 7, 9, 11 (every other sequence); b the rest.
+	var prevA, prevB uint64
+	for seq := uint64(1); seq <= 12; seq++ {
+		if seq%2 == 1 {
+			feed("a", seq, prevA)
+			prevA = seq
+		} else {
+			feed("b", seq, prevB)
+			prevB = seq
+		}
+	}
+	// The tail keeps a's last 4 bodies (5, 7, 9, 11) of its 6 entries.
+	seqs, ok := tailSeqs(t, x, "a", 3, 1, 12)
+	require.True(t, ok)
+	require.Equal(t, []uint64{5, 7, 9, 11}, seqs)
+	seqs, ok = tailSeqs(t, x, "a", 8, 1, 12)
+	require.True(t, ok)
+	require.Equal(t, []uint64{9, 11}, seqs)
+	seqs, ok = tailSeqs(t, x, "a", 11, 1, 12)
+	require.True(t, ok)
+	require.Empty(t, seqs)
+	_, ok = tailSeqs(t, x, "a", 1, 1, 12)
+	require.False(t, ok, "the body of 3 is not kept")
+	// The answer is the stream's at the state given: newer entries left
+	// out, removed ones (below the first sequence) skipped.
+	seqs, ok = tailSeqs(t, x, "a", 3, 1, 10)
+	require.True(t, ok)
+	require.Equal(t, []uint64{5, 7, 9}, seqs)
+	seqs, ok = tailSeqs(t, x, "a", 3, 8, 12)
+	require.True(t, ok)
+	require.Equal(t, []uint64{9, 11}, seqs)
+	// The feed has not shown the stream's last sequence: no answer.
+	_, ok = tailSeqs(t, x, "a", 3, 1, 13)
+	require.False(t, ok)
+	// A possibly deleted entry (at or below the barrier): no answer.
+	_, ok = x.tailRead("a", start{afterSeq: 3}, jetstream.StreamState{FirstSeq: 1, LastSeq: 12, Msgs: 11}, 5)
+	require.False(t, ok)
+	_, ok = x.tailRead("a", start{afterSeq: 5}, jetstream.StreamState{FirstSeq: 1, LastSeq: 12, Msgs: 11}, 5)
+	require.True(t, ok, "entries above the barrier are still stored")
+
+	// Many more messages: the log is compacted, the bodies stay right.
+	for seq := uint64(13); seq <= 400; seq++ {
+		feed("a", seq, seq-1)
+	}
+	seqs, ok = tailSeqs(t, x, "a", 396, 1, 400)
+	require.True(t, ok)
+	require.Equal(t, []uint64{397, 398, 399, 400}, seqs)
+	require.LessOrEqual(t, x.rooms["a"].logCap(), 4*len(body(400))*4)
+
+	// A body too large ends the tail there.
+	x.observe(feedMsg("a", 401, 400, 401), make([]byte, tailMaxMessage+1))
+	_, ok = tailSeqs(t, x, "a", 399, 1, 401)
+	require.False(t, ok)
+	feed("a", 402, 401)
+	seqs, ok = tailSeqs(t, x, "a", 401, 1, 402)
+	require.True(t, ok)
+	require.Equal(t, []uint64{402}, seqs)
+
+	// A message of the room the feed dropped restarts its chain and tail.
+	feed("a", 404, 403)
+	_, ok = tailSeqs(t, x, "a", 401, 1, 404)
+	require.False(t, ok)
+	seqs, ok = tailSeqs(t, x, "a", 403, 1, 404)
+	require.True(t, ok)
+	require.Equal(t, []uint64{404}, seqs)
+
+	// A delivery the feed dropped (405, whichever room it was) leaves every
+	// room whose last entry is older unable to say it has nothing newer.
+	feed("c", 406, 0)
+	_, ok = tailSeqs(t, x, "a", 403, 1, 406)
+	require.False(t, ok, "405 may have been a's")
+	_, ok = tailSeqs(t, x, "b", 10, 1, 406)
+	require.False(t, ok)
+	seqs, ok = tailSeqs(t, x, "c", 0, 1, 406)
+	require.True(t, ok)
+	require.Equal(t, []uint64{406}, seqs)
+	feed("a", 407, 404)
+	seqs, ok = tailSeqs(t, x, "a", 403, 1, 407)
+	require.True(t, ok, "a's chain goes on past the dropped delivery")
+	require.Equal(t, []uint64{404, 407}, seqs)
+}
+
+func TestTailBytesBound(t *testing.T) {
+	x := newIndex(16, 100, 16, 4<<10)
+	for seq := uint64(1); seq <= 2000; seq++ {
+		x.observe(feedMsg(fmt.Sprintf("r%d", seq%20), seq, max(seq, 20)-20, int(seq)), body(seq))
+		total := 0
+		for _, c := range x.rooms {
+			total += c.logCap()
+		}
+		require.Equal(t, total, x.tailBytes)
+		require.LessOrEqual(t, x.tailBytes, 4<<10)
+	}
+	// Some rooms lost their bodies, the room written last kept its own.
+	seqs, ok := tailSeqs(t, x, "r0", 1980, 1, 2000)
+	require.True(t, ok)
+	require.Equal(t, []uint64{2000}, seqs)
+	x.reset()
+	require.Zero(t, x.bytes())
+}
+
+func TestRemovals(t *testing.T) {
+	state := func(first, last, msgs uint64) jetstream.StreamState {
+		return jetstream.StreamState{FirstSeq: first, LastSeq: last, Msgs: msgs}
+	}
+	var r removals
+	require.Zero(t, r.observe(state(1, 10, 10)), "nothing removed")
+	require.Zero(t, r.observe(state(5, 10, 6)), "removed from the front only")
+	require.Equal(t, uint64(12), r.observe(state(5, 12, 7)), "an interior delete: up to 12")
+	require.Equal(t, uint64(12), r.observe(state(5, 20, 15)), "nothing removed since")
+	require.Equal(t, uint64(12), r.observe(state(5, 11, 6)), "an older state, the same removals")
+	require.Equal(t, uint64(21), r.observe(state(5, 21, 15)), "another delete")
+	require.Equal(t, uint64(30), r.observe(state(6, 30, 23)), "the front moved: which were removed is not known")
+	require.Zero(t, r.observe(state(31, 30, 0)), "purged: nothing left to be wrong about")
+	r.reset()
+	require.Equal(t, uint64(9), r.observe(state(1, 9, 8)))
+}
+
+// tailFixture is a stream and a sync service that can be stopped and
+// started again, with what a test needs to compute the stream's answer.
+type tailFixture struct {
+	*fixture
+	url  string
+	stop func()
+	// reads of the services stopped before, by method
+	readsBefore map[string]float64
+}
+
+// allReads is how many reads by method every service started so far made.
+func (f *tailFixture) allReads(t *testing.T, method string) float64 {
+	return f.readsBefore[method] + f.reads(t, method)
+}
+
+func startTailFixture(t *testing.T) *tailFixture {
+	t.Helper()
+	s, nc, js := natstest.RunStack(t, proto.StoreConfig{})
+	f := &tailFixture{fixture: &fixture{nc: nc, js: js, pub: proto.NewPublisher(js, proto.Subjects{})}, url: s.ClientURL()}
+	f.start(t)
+	t.Cleanup(func() { f.stop() })
+	return f
+}
+
+// start starts the service (a new one: what it learnt before is gone).
+func (f *tailFixture) start(t *testing.T) {
+	t.Helper()
+	f.reg = prometheus.NewRegistry()
+	f.cfg = Config{NATSURL: f.url, Registry: f.reg, Logger: zerolog.New(io.Discard), TailMessages: 64}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, f.cfg) }()
+	f.stop = func() {
+		if f.readsBefore == nil {
+			f.readsBefore = map[string]float64{}
+		}
+		for _, m := range []string{readTail, readIndex, readDirect, readConsumer} {
+			f.readsBefore[m] += f.reads(t, m)
+		}
+		cancel()
+		require.NoError(t, <-done)
+	}
+	require.Eventually(t, func() bool {
+		var res proto.ChangesResult
+		select {
+		case err := <-done:
+			t.Fatalf("sync stopped: %v", err)
+		default:
+		}
+		// A short timeout: a request that reached the stopped service's
+		// draining subscription is never answered.
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		return proto.Request(ctx, f.nc, proto.SubjectSyncChanges, proto.ChangesArgs{RoomName: "board-ready-tasks", Cursor: cursorAfter(0)}, &res) == nil
+	}, 10*time.Second, 20*time.Millisecond)
+}
+
+// streamCopy is every message stream ROOMS holds, and its state.
+type streamCopy struct {
+	state jetstream.StreamState
+	msgs  []*jetstream.RawStreamMsg
+}
+
+func (f *tailFixture) copyStream(t *testing.T) streamCopy {
+	t.Helper()
+	ctx := context.Background()
+	stream, err := f.js.Stream(ctx, proto.StreamRooms)
+	require.NoError(t, err)
+	c := streamCopy{state: stream.CachedInfo().State}
+	for seq := c.state.FirstSeq; seq <= c.state.LastSeq; seq++ {
+		m, err := stream.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		require.NoError(t, err)
+		c.msgs = append(c.msgs, m)
+	}
+	return c
+}
+
+// want is the answer the stream gives, computed from every message it
+// holds: the room's records from the cursor, collapsed.
+func (c streamCopy) want(t *testing.T, args proto.ChangesArgs) proto.ChangesResult {
+	t.Helper()
+	subject := proto.Subjects{}.Publish(room(t, args.RoomName))
+	at := startOf(args.Cursor, DefaultSkewMargin)
+	var records []record
+	for _, m := range c.msgs {
+		switch {
+		case m.Subject != subject:
+		case !at.byTime && m.Sequence <= at.afterSeq:
+		case at.byTime && m.Time.Before(at.at):
+		default:
+			rec, err := parseRecord(m.Sequence, m.Data)
+			require.NoError(t, err)
+			records = append(records, rec)
+		}
+	}
+	changes, folded := collapse(records, args.Since, cmp(args.Limit, DefaultLimit))
+	res := proto.ChangesResult{Changes: changes, Complete: reachesBack(at, c.state)}
+	if folded < len(records) {
+		next := records[folded-1].Seq
+		res.Next = &proto.Cursor{AfterSeq: &next}
+	}
+	return res
+}
+
+func cmp(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// check asks the service and requires the stream's answer.
+func (f *tailFixture) check(t *testing.T, c streamCopy, args proto.ChangesArgs) proto.ChangesResult {
+	t.Helper()
+	got := f.changes(t, args)
+	want := c.want(t, args)
+	if len(want.Changes) == 0 {
+		want.Changes = got.Changes // nil and empty alike
+	}
+	require.Equal(t, want, got, "%+v", args)
+	return got
+}
+
+// TestTailMatchesStream: on random streams of random rooms, with messages
+// deleted, rooms purged, the stream's front cut and the service restarted
+// between rounds, every answer equals the stream's, whether the tail gave
+// it or not.
+func TestTailMatchesStream(t *testing.T) {
+	f := startTailFixture(t)
+	rng := rand.New(rand.NewPCG(8, 2026))
+	rooms := []proto.Room{room(t, "board-p0-tasks"), room(t, "board-p1-tasks"), room(t, "board-p2-tasks"), room(t, "org-p3")}
+	ctx := context.Background()
+	base := time.Now().UnixMilli()
+	var seqs []uint64
+	for round := range 12 {
+		for range 20 + rng.IntN(60) {
+			r := rooms[rng.IntN(len(rooms))]
+			id := fmt.Sprintf("x%d", rng.IntN(6))
+			at := base + int64(rng.IntN(1000))
+			var env proto.Envelope
+			switch ev := rng.IntN(3); {
+			case r.Kind() == proto.KindOrg:
+				env = proto.Envelope{Event: proto.EventUpdateOrganization, ID: id, UpdatedAt: at, Diff: []byte(`{"n":1}`)}
+			case ev == 0:
+				env = create(id, at)
+			case ev == 1:
+				env = update(id, at, fmt.Sprintf(`{"n":%d}`, rng.IntN(100)))
+			default:
+				env = remove(id, at)
+			}
+			seqs = append(seqs, f.publish(t, r, env))
+		}
+		stream, err := f.js.Stream(ctx, proto.StreamRooms)
+		require.NoError(t, err)
+		switch round % 6 {
+		case 1: // a message deleted
+			_ = stream.DeleteMsg(ctx, seqs[rng.IntN(len(seqs))])
+		case 3: // a room purged
+			require.NoError(t, stream.Purge(ctx, jetstream.WithPurgeSubject(proto.Subjects{}.Publish(rooms[rng.IntN(len(rooms))]))))
+		case 4: // the front cut (as max age does)
+			require.NoError(t, stream.Purge(ctx, jetstream.WithPurgeSequence(seqs[len(seqs)/3])))
+		case 5: // a restart: the new service learns from the feed from now on
+			f.stop()
+			f.start(t)
+		}
+		last := seqs[len(seqs)-1]
+		c := f.copyStream(t)
+		for range 30 {
+			args := proto.ChangesArgs{RoomName: rooms[rng.IntN(len(rooms))].Name(), Limit: []int{0, 1, 3, 100}[rng.IntN(4)]}
+			if rng.IntN(5) == 0 {
+				since := base + int64(rng.IntN(1000))
+				args.Cursor = cursorSince(since)
+			} else {
+				// Mostly recent cursors, as resyncs are.
+				args.Cursor = cursorAfter(last - min(last, uint64(rng.IntN(120))))
+			}
+			res := f.check(t, c, args)
+			for page := 0; res.Next != nil; page++ {
+				require.Less(t, page, 200)
+				args.Cursor = *res.Next
+				res = f.check(t, c, args)
+			}
+		}
+	}
+	tail, others := f.allReads(t, readTail), f.allReads(t, readIndex)+f.allReads(t, readDirect)
+	t.Logf("reads: tail %.0f, stream %.0f", tail, others)
+	require.Positive(t, tail)
+	require.Positive(t, others)
+}
+
+// TestTailFallsBack: each way the tail cannot be sure sends the read to the
+// stream, with the stream's answer; and the tail answers again once sure.
+func TestTailFallsBack(t *testing.T) {
+	f := startTailFixture(t)
+	ctx := context.Background()
+	tasks := room(t, "board-f1-tasks")
+	now := time.Now().UnixMilli()
+	// Another room's message first: purging tasks then removes messages
+	// in the middle of the stream, not at its front.
+	f.publish(t, room(t, "board-f2-tasks"), create("o", now))
+	var seqs []uint64
+	for i := range 6 {
+		seqs = append(seqs, f.publish(t, tasks, create(fmt.Sprintf("t%d", i), now)))
+	}
+	ask := func(after uint64, wantIDs []string, fromTail bool) proto.ChangesResult {
+		t.Helper()
+		tail := f.reads(t, readTail)
+		res := f.check(t, f.copyStream(t), proto.ChangesArgs{RoomName: tasks.Name(), Cursor: cursorAfter(after)})
+		require.Equal(t, wantIDs, ids(res.Changes))
+		if fromTail {
+			require.Equal(t, tail+1, f.reads(t, readTail), "from the tail")
+		} else {
+			require.Equal(t, tail, f.reads(t, readTail), "not from the tail")
+		}
+		return res
+	}
+	ask(0, []string{"t0", "t1", "t2", "t3", "t4", "t5"}, true)
+
+	// A deleted message: the tail no longer answers for what was stored
+	// before the delete was seen.
+	stream, err := f.js.Stream(ctx, proto.StreamRooms)
+	require.NoError(t, err)
+	require.NoError(t, stream.DeleteMsg(ctx, seqs[2]))
+	ask(0, []string{"t0", "t1", "t3", "t4", "t5"}, false)
+	seqs = append(seqs, f.publish(t, tasks, create("t6", now)))
+	ask(seqs[5], []string{"t6"}, true)
+	ask(seqs[4], []string{"t5", "t6"}, false)
+
+	// A restart: the new service has not seen the room's earlier messages.
+	f.stop()
+	f.start(t)
+	ask(seqs[5], []string{"t6"}, false)
+	seqs = append(seqs, f.publish(t, tasks, create("t7", now)))
+	ask(seqs[6], []string{"t7"}, true)
+
+	// The room purged: nothing left, complete.
+	require.NoError(t, stream.Purge(ctx, jetstream.WithPurgeSubject(proto.Subjects{}.Publish(tasks))))
+	res := ask(seqs[6], []string{}, false)
+	require.True(t, res.Complete)
+
+	// The front cut (max age): what is left is reported, incomplete; the
+	// tail answers it (no interior removal left).
+	for i := 8; i < 12; i++ {
+		seqs = append(seqs, f.publish(t, tasks, create(fmt.Sprintf("t%d", i), now)))
+	}
+	require.NoError(t, stream.Purge(ctx, jetstream.WithPurgeSequence(seqs[10])))
+	res = ask(seqs[8], []string{"t10", "t11"}, true)
+	require.False(t, res.Complete)
+}
