@@ -140,6 +140,10 @@ func runResync(ctx context.Context, o options, srv *server, log io.Writer) (resu
 		{name: "interleaved", args: proto.ChangesArgs{RoomName: spread.Name(), Cursor: proto.Cursor{Since: &spreadSince}}, h: NewHistogram()},
 	}
 	interval := time.Second * 10 / (sockets * perSocketRate * 10)
+	// The server's CPU over the queries (the process holds the gateway,
+	// sync, roomstate and the embedded NATS: what a query costs them all)
+	// and its memory after them (sync's index and tail among it).
+	before, procErr := readProc(srv.pid)
 	next := time.Now()
 	for q := 0; q < o.Queries*len(layouts); q++ {
 		sleepCtx(ctx, time.Until(next))
@@ -158,11 +162,23 @@ func runResync(ctx context.Context, o options, srv *server, log io.Writer) (resu
 			}
 		}
 	}
+	after, err := readProc(srv.pid)
 	printSyncReads(ctx, srv.url, srv.name, log)
 	res.Metrics = []metric{
 		{Name: "stream messages", Value: float64(o.StreamMsgs + 2*o.Changes), Higher: true},
 		{Name: "stream fill rate", Value: float64(o.StreamMsgs) / fill.Seconds(), Unit: "msg/s", Higher: true},
 		{Name: "roomstate caught up after", Value: ms(caughtUp), Unit: "ms"},
+	}
+	if srv.pid > 0 && procErr == nil && err == nil {
+		queries := o.Queries * len(layouts)
+		perQuery := (after.CPU - before.CPU) / time.Duration(max(1, queries))
+		fmt.Fprintf(log, "%s: server CPU %s over %d queries (%s each), RSS %.1f MiB after them, peak %.1f MiB\n",
+			srv.name, (after.CPU - before.CPU).Round(time.Millisecond), queries, perQuery.Round(time.Microsecond),
+			float64(after.RSS)/(1<<20), float64(after.HWM)/(1<<20))
+		res.Metrics = append(res.Metrics,
+			metric{Name: "server CPU per query", Value: float64(perQuery.Microseconds()), Unit: "µs"},
+			metric{Name: "server RSS after the queries", Value: float64(after.RSS) / (1 << 20), Unit: "MiB"},
+		)
 	}
 	for i, l := range layouts {
 		s := l.h.Summary()
@@ -218,7 +234,8 @@ func interleave(total, changes int) []int {
 
 // printSyncReads prints how the sync service read (its reads and cuts
 // counters, from the server's /metrics): a layout answered by the server's
-// walk rather than the index shows there; and the time sync itself spent on
+// walk rather than the index (or the tail) shows there, with the tail's
+// memory; and the time sync itself spent on
 // sync.changes (sum and count: the mean, to set against the round trip the
 // client sees). Best effort.
 func printSyncReads(ctx context.Context, url, name string, log io.Writer) {
@@ -237,6 +254,7 @@ func printSyncReads(ctx context.Context, url, name string, log io.Writer) {
 	}
 	for _, line := range strings.Split(string(body), "\n") {
 		if strings.HasPrefix(line, "roomcast_sync_reads_total{") || strings.HasPrefix(line, "roomcast_sync_cut_total{") ||
+			strings.HasPrefix(line, "roomcast_sync_tail_bytes ") ||
 			strings.HasPrefix(line, `roomcast_sync_request_duration_seconds_sum{endpoint="changes"}`) ||
 			strings.HasPrefix(line, `roomcast_sync_request_duration_seconds_count{endpoint="changes"}`) {
 			fmt.Fprintf(log, "%s: %s\n", name, line)
