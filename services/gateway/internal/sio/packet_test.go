@@ -1,6 +1,7 @@
 package sio
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 
@@ -53,6 +54,62 @@ func TestParseEvent(t *testing.T) {
 		_, _, err := ParseEvent([]byte(bad))
 		require.Error(t, err, bad)
 	}
+}
+
+// TestQuickEvent: the spelling socket.io-client sends is read without
+// encoding/json; anything else goes to the strict decoder, which decides.
+func TestQuickEvent(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		name string
+		args []string
+	}{
+		{`["endpoint",{"endpointName":"addToRoom","endpointArgs":{"roomName":"board-b1"}}]`, "endpoint", []string{`{"endpointName":"addToRoom","endpointArgs":{"roomName":"board-b1"}}`}},
+		{`["ping"]`, "ping", nil},
+		{`["x",[1,2]]`, "x", []string{`[1,2]`}},
+	} {
+		name, args, ok := quickEvent([]byte(c.in))
+		require.True(t, ok, c.in)
+		require.Equal(t, c.name, name)
+		require.Len(t, args, len(c.args))
+		for i := range args {
+			require.Equal(t, c.args[i], string(args[i]))
+		}
+	}
+	for _, other := range []string{`["a",1,2]`, `["a",{"x":1},{"y":2}]`, `[ "a",1]`, `["a\"b",1]`, `["é",1]`, `["a",1]]`, `["a",]`, `["a"`, `[1]`} {
+		_, _, ok := quickEvent([]byte(other))
+		require.False(t, ok, other)
+	}
+	name, args, err := ParseEvent([]byte(`["a",{"x":1},{"y":2}]`))
+	require.NoError(t, err, "the strict decoder takes what the quick one leaves")
+	require.Equal(t, "a", name)
+	require.Len(t, args, 2)
+}
+
+// FuzzParseEvent: whatever the quick decoder accepts, the strict one reads
+// the same way.
+func FuzzParseEvent(f *testing.F) {
+	for _, s := range []string{`["endpoint",{"endpointName":"addToRoom"}]`, `["x"]`, `["x",1,2]`, `["a",{"x":1},{"y":2}]`, `["x",[1]]]`, `["\u0041",1]`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		name, args, ok := quickEvent(b)
+		if !ok {
+			return
+		}
+		sname, sargs, err := parseEventStrict(b)
+		if err != nil {
+			t.Fatalf("quick read %q, strict refused it: %v", b, err)
+		}
+		if name != sname || len(args) != len(sargs) {
+			t.Fatalf("%q: quick %q %d args, strict %q %d args", b, name, len(args), sname, len(sargs))
+		}
+		for i := range args {
+			if !bytes.Equal(args[i], sargs[i]) {
+				t.Fatalf("%q: arg %d: quick %q, strict %q", b, i, args[i], sargs[i])
+			}
+		}
+	})
 }
 
 func TestEncode(t *testing.T) {
