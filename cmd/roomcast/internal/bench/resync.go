@@ -144,6 +144,10 @@ func runResync(ctx context.Context, o options, srv *server, log io.Writer) (resu
 	// sync, roomstate and the embedded NATS: what a query costs them all)
 	// and its memory after them (sync's index and tail among it).
 	before, procErr := readProc(srv.pid)
+	var prof *serverProfile
+	if o.ServerCPUProfile != "" {
+		prof = startServerProfile(ctx, srv.url, o.ServerCPUProfile, o.ProfileSeconds)
+	}
 	next := time.Now()
 	for q := 0; q < o.Queries*len(layouts); q++ {
 		sleepCtx(ctx, time.Until(next))
@@ -163,6 +167,11 @@ func runResync(ctx context.Context, o options, srv *server, log io.Writer) (resu
 		}
 	}
 	after, err := readProc(srv.pid)
+	if prof != nil {
+		if err := prof.wait(); err != nil {
+			res.Notes = append(res.Notes, err.Error())
+		}
+	}
 	printSyncReads(ctx, srv.url, srv.name, log)
 	res.Metrics = []metric{
 		{Name: "stream messages", Value: float64(o.StreamMsgs + 2*o.Changes), Higher: true},
