@@ -75,6 +75,15 @@ func benchTotal() (int, error) {
 	return 100_000, nil
 }
 
+// benchTailMessages is the service's TailMessages: -1 to compare with the
+// reads the tail replaced (ROOMCAST_SYNC_BENCH_TAIL_MESSAGES).
+func benchTailMessages() (int, error) {
+	if v := os.Getenv("ROOMCAST_SYNC_BENCH_TAIL_MESSAGES"); v != "" {
+		return strconv.Atoi(v)
+	}
+	return 0, nil
+}
+
 // sharedBenchStream builds the shared stream on first use.
 func sharedBenchStream(b *testing.B) *benchStream {
 	b.Helper()
@@ -127,13 +136,17 @@ func newBenchStream(b *testing.B) (*benchStream, error) {
 	if err != nil {
 		return fail(err)
 	}
+	tail, err := benchTailMessages()
+	if err != nil {
+		return fail(err)
+	}
 	reg := prometheus.NewRegistry()
 	// MaxTime is raised so a cold read (blocks loaded from disk) is measured
 	// rather than cut; the margin is short so that a `since` just before the
 	// room's last 100 changes reads about those (the fill is compressed into
 	// a minute, where a real stream spreads it over days).
 	cfg := Config{NATSURL: srv.ClientURL(), Store: store, Registry: reg, Logger: zerolog.New(io.Discard),
-		MaxLimit: 1000, MaxTime: time.Minute, SkewMargin: time.Second}
+		MaxLimit: 1000, MaxTime: time.Minute, SkewMargin: time.Second, TailMessages: tail}
 	sctx, scancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(sctx, cfg) }()
