@@ -129,9 +129,16 @@ func serve(ctx context.Context, args []string) error {
 		}()
 		natsURL = ns.ClientURL()
 		log.Info().Str("url", natsURL).Str("store", c.dataDir).Msg("embedded NATS started")
+		embeddedStarted(ns)
 	}
 
-	nc, err := nats.Connect(natsURL, nats.Name("roomcast-serve"), nats.MaxReconnects(-1))
+	// With the embedded server, every service's connection is in-process:
+	// no loopback TCP, no system call per message between them.
+	var natsOpts []nats.Option
+	if ns != nil {
+		natsOpts = append(natsOpts, nats.InProcessServer(ns))
+	}
+	nc, err := nats.Connect(natsURL, append([]nats.Option{nats.Name("roomcast-serve"), nats.MaxReconnects(-1)}, natsOpts...)...)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", natsURL, err)
 	}
@@ -151,9 +158,10 @@ func serve(ctx context.Context, args []string) error {
 	registry := prometheus.NewRegistry()
 	gw := c.gateway
 	gw.NATSURL, gw.Store, gw.Logger, gw.Registry = natsURL, store, log, registry
+	gw.NATSOptions = natsOpts
 	gw.ReadyChecks = map[string]func() error{"stream": func() error { return streamReady(js) }}
-	rs := roomstate.Config{NATSURL: natsURL, Store: store, Logger: log, Registry: registry}
-	bf := backfill.Config{NATSURL: natsURL, Store: store, Logger: log, Registry: registry}
+	rs := roomstate.Config{NATSURL: natsURL, NATSOptions: natsOpts, Store: store, Logger: log, Registry: registry}
+	bf := backfill.Config{NATSURL: natsURL, NATSOptions: natsOpts, Store: store, Logger: log, Registry: registry}
 
 	ln, err := net.Listen("tcp", gw.HTTPAddr)
 	if err != nil {
@@ -174,6 +182,9 @@ func serve(ctx context.Context, args []string) error {
 	}
 	return err
 }
+
+// embeddedStarted is called with the embedded server once it is up (tests).
+var embeddedStarted = func(*server.Server) {}
 
 // streamReady is a readiness check: stream ROOMS answers.
 func streamReady(js jetstream.JetStream) error {

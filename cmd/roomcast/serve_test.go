@@ -4,8 +4,12 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/stretchr/testify/require"
 )
 
@@ -31,4 +35,45 @@ func TestServeRefusesBadSettings(t *testing.T) {
 			require.ErrorContains(t, err, tc.want)
 		})
 	}
+}
+
+// TestServeConnectsInProcess: with the embedded server, the gateway,
+// roomstate and sync connect to it in-process, not over loopback TCP.
+func TestServeConnectsInProcess(t *testing.T) {
+	started := make(chan *server.Server, 1)
+	embeddedStarted = func(ns *server.Server) { started <- ns }
+	t.Cleanup(func() { embeddedStarted = func(*server.Server) {} })
+	dir := t.TempDir() // removed after serve stops (cleanups run last first)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, []string{"-http-addr", "127.0.0.1:0", "-nats-addr", "127.0.0.1:0",
+			"-data-dir", dir, "-log-level", "error", "-jwt-secret", "0123456789abcdef0123456789abcdef"})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	var ns *server.Server
+	select {
+	case ns = <-started:
+	case err := <-done:
+		t.Fatalf("serve stopped: %v", err)
+	}
+	want := []string{"roomcast-gateway", "roomcast-roomstate", "roomcast-serve", "roomcast-sync"}
+	require.Eventually(t, func() bool {
+		cz, err := ns.Connz(&server.ConnzOptions{})
+		if err != nil {
+			return false
+		}
+		var inProcess []string
+		for _, c := range cz.Conns {
+			name, _, _ := strings.Cut(c.Name, " ")
+			if c.Port == 0 {
+				inProcess = append(inProcess, name)
+			}
+		}
+		slices.Sort(inProcess)
+		return slices.Equal(inProcess, want)
+	}, 10*time.Second, 10*time.Millisecond, "every service's connection in-process")
 }
