@@ -246,7 +246,7 @@ func interleave(total, changes int) []int {
 // walk rather than the index (or the tail) shows there, with the tail's
 // memory; and the time sync itself spent on
 // sync.changes (sum and count: the mean, to set against the round trip the
-// client sees). Best effort.
+// client sees; the buckets: whether the slow round trips were slow in sync). Best effort.
 func printSyncReads(ctx context.Context, url, name string, log io.Writer) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/metrics", nil)
 	if err != nil {
@@ -264,6 +264,7 @@ func printSyncReads(ctx context.Context, url, name string, log io.Writer) {
 	for _, line := range strings.Split(string(body), "\n") {
 		if strings.HasPrefix(line, "roomcast_sync_reads_total{") || strings.HasPrefix(line, "roomcast_sync_cut_total{") ||
 			strings.HasPrefix(line, "roomcast_sync_tail_bytes ") ||
+			strings.HasPrefix(line, `roomcast_sync_request_duration_seconds_bucket{endpoint="changes"`) ||
 			strings.HasPrefix(line, `roomcast_sync_request_duration_seconds_sum{endpoint="changes"}`) ||
 			strings.HasPrefix(line, `roomcast_sync_request_duration_seconds_count{endpoint="changes"}`) {
 			fmt.Fprintf(log, "%s: %s\n", name, line)
