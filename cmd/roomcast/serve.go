@@ -163,7 +163,7 @@ func serve(ctx context.Context, args []string) error {
 	rs := roomstate.Config{NATSURL: natsURL, NATSOptions: natsOpts, Store: store, Logger: log, Registry: registry}
 	bf := backfill.Config{NATSURL: natsURL, NATSOptions: natsOpts, Store: store, Logger: log, Registry: registry}
 
-	ln, err := net.Listen("tcp", gw.HTTPAddr)
+	ln, err := gateway.Listen(ctx, gw.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("ROOMCAST_HTTP_ADDR=%s: %w", gw.HTTPAddr, err)
 	}

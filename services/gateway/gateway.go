@@ -124,7 +124,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	var err error
 	ln := cfg.Listener
 	if ln == nil {
-		ln, err = net.Listen("tcp", cfg.HTTPAddr)
+		ln, err = Listen(ctx, cfg.HTTPAddr)
 		if err != nil {
 			return fmt.Errorf("ROOMCAST_HTTP_ADDR=%s: %w", cfg.HTTPAddr, err)
 		}
@@ -263,4 +263,13 @@ func (g *Gateway) serveReady(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	fmt.Fprintln(w, "ready")
+}
+
+// Listen listens on addr for the gateway's sockets and HTTP endpoints, with
+// no TCP keepalive on accepted connections: Engine.IO's pings find dead
+// peers, and the keepalive options cost several setsockopt calls per
+// accepted socket (~2.5 % of the gateway's CPU in a reconnect storm).
+func Listen(ctx context.Context, addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	return lc.Listen(ctx, "tcp", addr)
 }
