@@ -101,6 +101,8 @@ type index struct {
 	moved chan struct{}
 	// tailBytes is the capacity of every room's log.
 	tailBytes int
+	// gaps counts the jumps in the feed's sequences (deliveries lost).
+	gaps uint64
 }
 
 func newIndex(depth, maxRooms, keep, maxTailBytes int) *index {
@@ -112,6 +114,13 @@ func (x *index) bytes() int {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	return x.tailBytes
+}
+
+// feedGaps is how many times the feed's sequences jumped.
+func (x *index) feedGaps() uint64 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.gaps
 }
 
 // reset forgets every room (the stream was re-created: its sequences name
@@ -136,6 +145,9 @@ func (x *index) observe(h nats.Header, data []byte) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.newest == 0 || seq > x.newest+1 {
+		if x.newest != 0 {
+			x.gaps++
+		}
 		x.contiguousFrom = seq
 	}
 	if seq > x.newest {

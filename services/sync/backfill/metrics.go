@@ -16,9 +16,10 @@ type metrics struct {
 	incomplete *prometheus.CounterVec   // answers with complete:false, by endpoint
 	reads      *prometheus.CounterVec   // history reads, by method (tail, index, direct, consumer)
 	tailBytes  prometheus.GaugeFunc     // memory of the tail's logs
+	feedGaps   prometheus.CounterFunc   // jumps in the feed's sequences
 }
 
-func newMetrics(reg prometheus.Registerer, tailBytes func() float64) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, tailBytes, feedGaps func() float64) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_sync_requests_total",
@@ -53,8 +54,12 @@ func newMetrics(reg prometheus.Registerer, tailBytes func() float64) (*metrics, 
 			Name: "roomcast_sync_tail_bytes",
 			Help: "Memory of the bodies the tail keeps (the capacity of the rooms' logs), bounded by ROOMCAST_SYNC_TAIL_BYTES.",
 		}, tailBytes),
+		feedGaps: prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "roomcast_sync_feed_gaps_total",
+			Help: "Jumps in the stream sequences the RePublish feed delivered to sync (deliveries lost, e.g. a slow consumer): rooms written before one are read from the stream until they are written again.",
+		}, feedGaps),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.scanned, m.duration, m.cuts, m.skipped, m.incomplete, m.reads, m.tailBytes} {
+	for _, c := range []prometheus.Collector{m.requests, m.scanned, m.duration, m.cuts, m.skipped, m.incomplete, m.reads, m.tailBytes, m.feedGaps} {
 		if err := reg.Register(c); err != nil {
 			var dup prometheus.AlreadyRegisteredError
 			if errors.As(err, &dup) {

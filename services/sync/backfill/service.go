@@ -51,7 +51,7 @@ func Run(ctx context.Context, cfg Config) error {
 	cfg = cfg.withDefaults()
 	log := cfg.Logger.With().Str("service", "sync").Logger()
 	idx := newIndex(cfg.IndexDepth, cfg.IndexRooms, cfg.TailMessages, cfg.TailBytes)
-	m, err := newMetrics(cfg.Registry, func() float64 { return float64(idx.bytes()) })
+	m, err := newMetrics(cfg.Registry, func() float64 { return float64(idx.bytes()) }, func() float64 { return float64(idx.feedGaps()) })
 	if err != nil {
 		return err
 	}

@@ -114,7 +114,9 @@ func TestTailBodies(t *testing.T) {
 
 	// A delivery the feed dropped (405, whichever room it was) leaves every
 	// room whose last entry is older unable to say it has nothing newer.
+	require.Equal(t, uint64(1), x.feedGaps(), "403 was never delivered")
 	feed("c", 406, 0)
+	require.Equal(t, uint64(2), x.feedGaps())
 	_, ok = tailSeqs(t, x, "a", 403, 1, 406)
 	require.False(t, ok, "405 may have been a's")
 	_, ok = tailSeqs(t, x, "b", 10, 1, 406)
