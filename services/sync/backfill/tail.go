@@ -10,8 +10,8 @@ import (
 
 // Why a tail: a read the index answers still costs the server one lookup per
 // message, and a lookup in a block that is not in the file store's cache
-// loads the block from disk: that, not the lookups, made the p99 of a
-// resync. The feed the index learns from carries every stored message's
+// loads the block from disk: that, not the lookups, made the slow reads in
+// sync's own time. The feed the index learns from carries every stored message's
 // body too, so the index keeps the bodies of each room's latest messages
 // (the tail) and answers the common resync from memory. It only does so
 // when it can prove the answer is the one the stream would give (see
