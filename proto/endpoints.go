@@ -63,6 +63,27 @@ type nullable struct{ v any }
 
 func (n nullable) MarshalJSON() ([]byte, error) { return json.Marshal(n.v) }
 
+// AppendJSON appends a's JSON to b, as json.Marshal writes it. Data that is
+// already JSON (a json.RawMessage, such as a service's reply passed on) is
+// appended as it is: json.Marshal would scan and copy it once more to
+// check and compact it, which for a hundred changes (~15 KB) cost more than
+// reading them. Such data must be valid JSON (Request checks what it hands
+// back); it is not compacted.
+func (a Ack) AppendJSON(b []byte) ([]byte, error) {
+	if n, ok := a.Data.(nullable); ok && a.OK && a.Error == nil {
+		if raw, ok := n.v.(json.RawMessage); ok && len(raw) > 0 {
+			b = append(b, `{"ok":true,"data":`...)
+			b = append(b, raw...)
+			return append(b, '}'), nil
+		}
+	}
+	j, err := json.Marshal(a)
+	if err != nil {
+		return b, err
+	}
+	return append(b, j...), nil
+}
+
 // RoomArgs are the arguments of addToRoom, removeFromRoom and getRoomState.
 type RoomArgs struct {
 	RoomName string `json:"roomName"`

@@ -3,7 +3,10 @@ package proto_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -151,10 +154,67 @@ func TestRequest(t *testing.T) {
 	err = proto.Request(ctx, nc, "answering.service", "fail", &st)
 	require.Equal(t, &proto.Error{Code: proto.CodeNotFound, Message: "no such room"}, err)
 
+	// A reply kept as raw JSON is handed back as it came, if it is JSON.
+	_, err = nc.Subscribe("raw.service", func(m *nats.Msg) {
+		var reply string // the request is the reply to send
+		_ = json.Unmarshal(m.Data, &reply)
+		_ = m.Respond([]byte(reply))
+	})
+	require.NoError(t, err)
+	var raw json.RawMessage
+	require.NoError(t, proto.Request(ctx, nc, "raw.service", `{"changes": [1, 2]}`, &raw))
+	require.Equal(t, `{"changes": [1, 2]}`, string(raw))
+	err = proto.Request(ctx, nc, "raw.service", `{"changes": [1,`, &raw)
+	require.Equal(t, proto.CodeInternal, proto.CodeOf(err), "a reply that is not JSON: %v", err)
+
 	short, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel2()
 	_, err = nc.Subscribe("slow.service", func(m *nats.Msg) {})
 	require.NoError(t, err)
 	err = proto.Request(short, nc, "slow.service", nil, nil)
 	require.Equal(t, proto.CodeUnavailable, proto.CodeOf(err), "no answer in time: %v", err)
+}
+
+// TestAckAppendJSON: an Ack appends what json.Marshal writes, raw JSON data
+// (compact) included, which is appended without being scanned again.
+func TestAckAppendJSON(t *testing.T) {
+	for _, a := range []proto.Ack{
+		proto.OK(proto.RoomState{LastBroadcastTimestamp: 5, Seq: 9}),
+		proto.OK(nil),
+		proto.OK(struct{}{}),
+		proto.OK(json.RawMessage(`{"changes":[{"a":1}],"complete":true}`)),
+		proto.Fail(proto.Errorf(proto.CodeForbidden, "no")),
+		proto.Fail(errors.New("internal detail")),
+	} {
+		want, err := json.Marshal(a)
+		require.NoError(t, err)
+		got, err := a.AppendJSON([]byte("x"))
+		require.NoError(t, err)
+		require.Equal(t, "x"+string(want), string(got))
+	}
+}
+
+// BenchmarkAckAppendJSON: the ack of a getChangesSince of 100 changes, the
+// reply of sync passed on as raw JSON (checked once by Request).
+func BenchmarkAckAppendJSON(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString(`{"changes":[`)
+	for i := range 100 {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, `{"event":"task.updated","roomName":"board-b0-tasks","updatedAt":%d,"data":{"id":"t%d","title":"a task title of some length","status":"open"},"seq":%d}`, 1700000000000+i, i, 1000000+i)
+	}
+	sb.WriteString(`],"complete":true}`)
+	reply := []byte(sb.String())
+	b.SetBytes(int64(len(reply)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if !json.Valid(reply) {
+			b.Fatal("invalid")
+		}
+		if _, err := proto.OK(json.RawMessage(reply)).AppendJSON(nil); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -61,6 +61,15 @@ func Request(ctx context.Context, nc *nats.Conn, subject string, args, result an
 	if result == nil {
 		return nil
 	}
+	if raw, ok := result.(*json.RawMessage); ok {
+		// Passed on as it is (Ack.AppendJSON): checked once, not decoded
+		// into a copy.
+		if !json.Valid(m.Data) {
+			return Errorf(CodeInternal, "%s: reply is not JSON", subject)
+		}
+		*raw = m.Data
+		return nil
+	}
 	if err := json.Unmarshal(m.Data, result); err != nil {
 		return Errorf(CodeInternal, "%s: reply does not decode: %v", subject, err)
 	}

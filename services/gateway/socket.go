@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -566,9 +565,9 @@ func (s *socket) handleEvent(p sio.Packet) bool {
 		s.logger().Str("endpoint", endpoint).Str("code", code).Msg("endpoint call without ack id: nothing answered")
 		return true
 	}
-	body, err := json.Marshal(ack)
+	body, err := ack.AppendJSON(nil)
 	if err != nil {
-		body, _ = json.Marshal(proto.Fail(err))
+		body, _ = proto.Fail(err).AppendJSON(nil)
 	}
 	s.send(textFrame(sio.AppendAck(nil, p.ID, body)))
 	return true
