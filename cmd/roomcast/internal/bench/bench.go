@@ -90,6 +90,7 @@ type options struct {
 	StreamMsgs int
 	Changes    int
 	Queries    int
+	QueryAfter time.Duration
 
 	Timeout    time.Duration
 	JSON       bool
@@ -146,11 +147,12 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 	fs.IntVar(&o.StreamMsgs, "stream-msgs", 100000, "resync: background messages stored before the changes")
 	fs.IntVar(&o.Changes, "changes", 100, "resync: changes in the queried room")
 	fs.IntVar(&o.Queries, "queries", 200, "resync: getChangesSince calls timed")
+	fs.DurationVar(&o.QueryAfter, "query-after", 0, "resync: start the queries no sooner than this after the last publish (e.g. 2m10s: past the stream's 2-minute duplicate window, once the server has let go of the fill's message IDs)")
 	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "stop everything after this")
 	fs.BoolVar(&o.JSON, "json", false, "print the results as JSON instead of a table")
 	fs.BoolVar(&o.Markdown, "markdown", false, "print the results as a markdown section (command, machine, table) for docs/performance.md")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write the load tool's own CPU profile (coordinator and in-process worker) here; storm: over the storm only")
-	fs.StringVar(&o.ServerCPUProfile, "server-cpuprofile", "", "storm (roomcast): write the server's CPU profile over the storm here (started with ROOMCAST_PPROF=1, or attached to one that serves /debug/pprof)")
+	fs.StringVar(&o.ServerCPUProfile, "server-cpuprofile", "", "storm, resync (roomcast): write the server's CPU profile over the storm, or the queries, here (started with ROOMCAST_PPROF=1, or attached to one that serves /debug/pprof)")
 	fs.IntVar(&o.ProfileSeconds, "profile-seconds", 5, "storm: length of the server's CPU profile, from the drop")
 	fs.StringVar(&o.Plot, "plot", "", "fanout: write a PNG of p99 latency against deliveries/s, a point per step (roomcast blue, peer orange)")
 	if err := fs.Parse(args[1:]); err != nil {

@@ -104,6 +104,7 @@ func runResync(ctx context.Context, o options, srv *server, log io.Writer) (resu
 	if err != nil {
 		return res, err
 	}
+	filled := time.Now()
 	if failed > 0 {
 		res.Notes = append(res.Notes, fmt.Sprintf("%d publishes failed", failed))
 	}
@@ -113,6 +114,15 @@ func runResync(ctx context.Context, o options, srv *server, log io.Writer) (resu
 		res.Notes = append(res.Notes, fmt.Sprintf("did not wait for roomstate: %v", err))
 	}
 	fmt.Fprintf(log, "%s: roomstate caught up %s after the last publish\n", srv.name, caughtUp.Round(time.Millisecond))
+	if wait := time.Until(filled.Add(o.QueryAfter)); wait > 0 {
+		fmt.Fprintf(log, "%s: queries start %s after the last publish (-query-after): waiting %s\n", srv.name, o.QueryAfter, wait.Round(time.Second))
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return res, ctx.Err()
+		}
+		res.Notes = append(res.Notes, fmt.Sprintf("queries started %s after the last publish", o.QueryAfter))
+	}
 
 	// The gateway limits endpoint calls per socket (20/s by default): the
 	// queries go round-robin over a few sockets, one in flight at a time,
