@@ -37,6 +37,11 @@ type serveConfig struct {
 	natsAddr string
 	// dataDir holds the embedded server's JetStream store (ROOMCAST_DATA_DIR).
 	dataDir string
+	// roomstate and sync read their own services' ROOMCAST_ROOMSTATE_* and
+	// ROOMCAST_SYNC_* variables (their flags are bin/roomstate's and
+	// bin/sync's); their metrics are served with the gateway's.
+	roomstate roomstate.Config
+	sync      backfill.Config
 }
 
 func parseServe(args []string) (serveConfig, error) {
@@ -49,6 +54,14 @@ func parseServe(args []string) (serveConfig, error) {
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	for _, bind := range []func(*flagenv.Set){c.roomstate.Bind, c.sync.Bind} {
+		env := flagenv.New(flag.NewFlagSet("serve", flag.ContinueOnError))
+		bind(env)
+		if err := env.Parse(nil); err != nil {
+			return c, err
+		}
+	}
+	c.roomstate.HTTPAddr, c.sync.HTTPAddr = "", ""
 	return c, nil
 }
 
@@ -68,6 +81,14 @@ func (c serveConfig) check() error {
 		}
 	} else if err := flagenv.CheckNATSURL(c.common.NATSURL); err != nil {
 		return err
+	}
+	rs, bf := c.roomstate, c.sync
+	rs.NATSURL, bf.NATSURL = "nats://127.0.0.1:4222", "nats://127.0.0.1:4222" // checked above
+	if err := rs.Validate(); err != nil {
+		return fmt.Errorf("ROOMCAST_ROOMSTATE_*: %w", err)
+	}
+	if err := bf.Validate(); err != nil {
+		return fmt.Errorf("ROOMCAST_SYNC_*: %w", err)
 	}
 	if c.gateway.JWTSecret == "" && c.gateway.JWTPublicKeyFile == "" {
 		return nil // a development secret is generated
@@ -160,8 +181,9 @@ func serve(ctx context.Context, args []string) error {
 	gw.NATSURL, gw.Store, gw.Logger, gw.Registry = natsURL, store, log, registry
 	gw.NATSOptions = natsOpts
 	gw.ReadyChecks = map[string]func() error{"stream": func() error { return streamReady(js) }}
-	rs := roomstate.Config{NATSURL: natsURL, NATSOptions: natsOpts, Store: store, Logger: log, Registry: registry}
-	bf := backfill.Config{NATSURL: natsURL, NATSOptions: natsOpts, Store: store, Logger: log, Registry: registry}
+	rs, bf := c.roomstate, c.sync
+	rs.NATSURL, rs.NATSOptions, rs.Store, rs.Logger, rs.Registry = natsURL, natsOpts, store, log, registry
+	bf.NATSURL, bf.NATSOptions, bf.Store, bf.Logger, bf.Registry = natsURL, natsOpts, store, log, registry
 
 	ln, err := gateway.Listen(ctx, gw.HTTPAddr)
 	if err != nil {

@@ -35,6 +35,19 @@ func TestServeRefusesBadSettings(t *testing.T) {
 			require.ErrorContains(t, err, tc.want)
 		})
 	}
+	// The roomstate and sync services it runs read their own variables.
+	for _, tc := range []struct{ env, value, want string }{
+		{"ROOMCAST_SYNC_TAIL_MESSAGES", "many", "ROOMCAST_SYNC_TAIL_MESSAGES"},
+		{"ROOMCAST_SYNC_TAIL_MESSAGES", "-2", "ROOMCAST_SYNC_*: sync: tail messages -2"},
+		{"ROOMCAST_ROOMSTATE_BATCH_WAIT", "soon", "ROOMCAST_ROOMSTATE_BATCH_WAIT"},
+		{"ROOMCAST_ROOMSTATE_BATCH_WAIT", "-1s", "ROOMCAST_ROOMSTATE_*: roomstate: BatchWait -1s"},
+	} {
+		t.Run(tc.env+"="+tc.value, func(t *testing.T) {
+			t.Setenv(tc.env, tc.value)
+			err := serve(context.Background(), []string{"-http-addr", "127.0.0.1:0", "-data-dir", dir})
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
 }
 
 // TestServeConnectsInProcess: with the embedded server, the gateway,
