@@ -127,6 +127,9 @@ func (a *api) getMany(ctx context.Context, data []byte) (any, *proto.Error) {
 		}
 		rooms[i] = r
 	}
+	if res, ok := a.getManyBatched(ctx, args.RoomNames, rooms); ok {
+		return res, nil
+	}
 	states := make([]*proto.RoomState, len(rooms))
 	errs := make([]*proto.Error, len(rooms))
 	var g errgroup.Group
@@ -146,6 +149,35 @@ func (a *api) getMany(ctx context.Context, data []byte) (any, *proto.Error) {
 		res.States[name] = states[i]
 	}
 	return res, nil
+}
+
+// getManyBatched answers a getmany with one batched read (GetMany); false
+// when that could not answer and the rooms are to be read one by one.
+func (a *api) getManyBatched(ctx context.Context, names []string, rooms []proto.Room) (proto.RoomStatesResult, bool) {
+	stored := make([]string, 0, len(rooms))
+	for _, r := range rooms {
+		if r.Kind().Stored() {
+			stored = append(stored, r.Name())
+		}
+	}
+	states, err := a.store.GetMany(ctx, stored)
+	if err != nil {
+		if !errors.Is(err, errNoMultiGet) {
+			a.log.Warn().Err(err).Int("rooms", len(stored)).Msg("batched read of room states: reading them one by one")
+		}
+		return proto.RoomStatesResult{}, false
+	}
+	res := proto.RoomStatesResult{States: make(map[string]*proto.RoomState, len(rooms))}
+	j := 0
+	for i, r := range rooms {
+		var st *proto.RoomState
+		if r.Kind().Stored() {
+			st = states[j]
+			j++
+		}
+		res.States[names[i]] = st
+	}
+	return res, true
 }
 
 func parseRoom(name string) (proto.Room, *proto.Error) {

@@ -63,6 +63,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("roomstate: bucket %s: %w (is JetStream enabled, and was the bucket created?)", proto.BucketRoomState, err)
 	}
 	store := newStateStore(kv, m, log)
+	store.nc = nc
 	a := &api{nc: nc, store: store, log: log, sem: make(chan struct{}, maxInFlight)}
 	svc, err := addService(nc, a)
 	if err != nil {

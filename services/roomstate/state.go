@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -41,6 +42,7 @@ func mergeState(a, b proto.RoomState) proto.RoomState {
 // with no read before it; a stale revision only costs a conflict and a read.
 type stateStore struct {
 	kv  jetstream.KeyValue
+	nc  *nats.Conn // for GetMany's batched reads; nil: key by key
 	m   *metrics
 	log zerolog.Logger
 
