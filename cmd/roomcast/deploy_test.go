@@ -208,6 +208,10 @@ func TestDeployPermissions(t *testing.T) {
 		err := proto.Request(rctx, gateway.Conn, proto.SubjectRoomStateGet, proto.RoomArgs{RoomName: room.Name()}, &st)
 		return err == nil && st != nil && st.LastBroadcastTimestamp == 5 && st.Seq == 1
 	}, 15*time.Second, 100*time.Millisecond, "roomstate, as role roomstate, folds the stream into ROOM_STATE for the gateway")
+	var many proto.RoomStatesResult
+	require.NoError(t, proto.Request(ctx, gateway.Conn, proto.SubjectRoomStateGetMany,
+		proto.RoomStatesArgs{RoomNames: []string{room.Name(), "board-never"}}, &many), "getmany, read in one batched direct get")
+	require.Equal(t, map[string]*proto.RoomState{room.Name(): {LastBroadcastTimestamp: 5, Seq: 1}, "board-never": nil}, many.States)
 	zero := uint64(0)
 	var changes proto.ChangesResult
 	require.Eventually(t, func() bool {

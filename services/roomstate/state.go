@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -41,10 +42,12 @@ func mergeState(a, b proto.RoomState) proto.RoomState {
 // revision it last wrote per room so a write is usually one compare-and-set,
 // with no read before it; a stale revision only costs a conflict and a read.
 type stateStore struct {
-	kv  jetstream.KeyValue
-	nc  *nats.Conn // for GetMany's batched reads; nil: key by key
-	m   *metrics
-	log zerolog.Logger
+	kv jetstream.KeyValue
+	nc *nats.Conn // for GetMany's batched reads; nil: key by key
+	// multiOff is set when a batched read went unanswered (GetMany).
+	multiOff atomic.Bool
+	m        *metrics
+	log      zerolog.Logger
 
 	mu    sync.Mutex
 	cache map[string]revState

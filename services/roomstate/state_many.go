@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -27,6 +28,13 @@ const maxMultiLast = 1024
 // key by key.
 var errNoMultiGet = errors.New("batched direct get unavailable")
 
+// multiFirstReply bounds the wait for a batched read's first reply. None
+// means the request went nowhere: a role without publish permission on
+// the bare $JS.API.DIRECT.GET.<stream> subject is refused silently, as far
+// as the request goes. Batched reads are then given up for good (logged
+// once): key by key is slower, not wrong.
+const multiFirstReply = time.Second
+
 // Headers and statuses of a batched direct get's replies.
 const (
 	hdrStatus      = "Status"
@@ -42,7 +50,7 @@ const (
 // too many rooms, direct gets off, a reply lost): then nothing is known and
 // the caller reads key by key.
 func (s *stateStore) GetMany(ctx context.Context, rooms []string) ([]*proto.RoomState, error) {
-	if s.nc == nil || len(rooms) == 0 || len(rooms) > maxMultiLast {
+	if s.nc == nil || s.multiOff.Load() || len(rooms) == 0 || len(rooms) > maxMultiLast {
 		return nil, errNoMultiGet
 	}
 	bucket := s.kv.Bucket()
@@ -75,10 +83,20 @@ func (s *stateStore) GetMany(ctx context.Context, rooms []string) ([]*proto.Room
 	}
 	states := make([]*proto.RoomState, len(rooms))
 	prev := "0" // each reply names the sequence of the one before it
-	for {
+	first := time.NewTimer(multiFirstReply)
+	defer first.Stop()
+	for got := false; ; got = true {
 		var m *nats.Msg
 		select {
 		case m = <-replies:
+		case <-first.C:
+			if got {
+				continue
+			}
+			s.multiOff.Store(true)
+			s.log.Warn().Str("subject", jetstream.DefaultAPIPrefix+"DIRECT.GET.KV_"+bucket).Dur("waited", multiFirstReply).
+				Msg("a batched read of room states got no answer (is publishing to this subject allowed?): reading key by key from now on")
+			return nil, errNoMultiGet
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
@@ -122,4 +125,29 @@ func BenchmarkGetMany(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestGetManyUnansweredGivesUp: a batched read that gets no answer at all
+// (the role may not publish to the bare DIRECT.GET subject: the server drops
+// the request) is given up for good after multiFirstReply, and later reads
+// go key by key at once.
+func TestGetManyUnansweredGivesUp(t *testing.T) {
+	st := newStack(t, proto.StoreConfig{})
+	store := newStateStore(st.kv, newMetrics(prometheus.NewRegistry()), zerolog.Nop())
+	// Another server, where something takes the request and never answers.
+	nc := natstest.Connect(t, natstest.RunServer(t))
+	var asked atomic.Int32
+	_, err := nc.Subscribe(jetstream.DefaultAPIPrefix+"DIRECT.GET.KV_"+st.kv.Bucket(), func(*nats.Msg) { asked.Add(1) })
+	require.NoError(t, err)
+	require.NoError(t, nc.Flush())
+	store.nc = nc
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = store.GetMany(ctx, []string{"board-b1"})
+	require.ErrorIs(t, err, errNoMultiGet)
+	require.True(t, store.multiOff.Load())
+	_, err = store.GetMany(ctx, []string{"board-b1"})
+	require.ErrorIs(t, err, errNoMultiGet)
+	require.NoError(t, nc.Flush())
+	require.Equal(t, int32(1), asked.Load(), "asked once, then not again")
 }
