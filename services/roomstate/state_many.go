@@ -33,7 +33,7 @@ var errNoMultiGet = errors.New("batched direct get unavailable")
 // the bare $JS.API.DIRECT.GET.<stream> subject is refused silently, as far
 // as the request goes. Batched reads are then given up for good (logged
 // once): key by key is slower, not wrong.
-const multiFirstReply = time.Second
+const multiFirstReply = 2 * time.Second
 
 // Headers and statuses of a batched direct get's replies.
 const (
