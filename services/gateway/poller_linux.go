@@ -261,7 +261,7 @@ func (s *socket) consume(data []byte) bool {
 // header of another.
 func hasSecondFrame(b []byte) bool {
 	h, hdr, ok := parseHeader(b)
-	if !ok || int64(len(b)-hdr) <= h.Length {
+	if !ok || h.Length < 0 || int64(len(b)-hdr) <= h.Length {
 		return false
 	}
 	_, _, ok = parseHeader(b[hdr+int(h.Length):])
@@ -304,10 +304,17 @@ func parseHeader(b []byte) (h ws.Header, n int, ok bool) {
 			return h, 0, false
 		}
 		u := binary.BigEndian.Uint64(b[2:])
-		if u > 1<<62 {
+		switch {
+		case u >= 1<<63:
+			u = 0 // RFC 6455 wants the top bit clear: lengthMSB tells
+			h.Length = lengthMSB
+		case u > 1<<62:
 			u = 1 << 62 // far past any MaxPayload: refused as too large
 		}
-		h.Length, n = int64(u), 10
+		if h.Length != lengthMSB {
+			h.Length = int64(u)
+		}
+		n = 10
 	default:
 		h.Length = int64(l)
 	}

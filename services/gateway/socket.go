@@ -384,6 +384,9 @@ func (s *socket) readLoop() {
 	var hdrBuf [ws.MaxHeaderSize - 2]byte
 	for {
 		h, err := ws.ReadHeaderBuffer(s.conn, hdrBuf[:])
+		if errors.Is(err, ws.ErrHeaderLengthMSB) {
+			h.Length, err = lengthMSB, nil
+		}
 		if err != nil {
 			s.close(readReason(err))
 			return
@@ -413,9 +416,18 @@ func (s *socket) readLoop() {
 	}
 }
 
+// lengthMSB is the Length of a frame header whose 64-bit length has its top
+// bit set, which RFC 6455 forbids.
+const lengthMSB = -1
+
 // checkHeader refuses (and closes on) a frame bigger than MaxPayload or not
 // masked, before its payload is read.
 func (s *socket) checkHeader(h ws.Header) bool {
+	if h.Length == lengthMSB {
+		s.gw.m.badFrames.WithLabelValues("length").Inc()
+		s.closeWith("frame length with its top bit set", wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusProtocolError, "frame length with its top bit set")))
+		return false
+	}
 	if h.Length > int64(s.gw.cfg.MaxPayload) {
 		s.gw.m.badFrames.WithLabelValues("too_large").Inc()
 		s.closeWith("frame too large", wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusMessageTooBig, "frame too large")))
