@@ -13,10 +13,9 @@ import {
   type EndpointResults,
   type Envelope,
   type Resource,
-  type RoomState,
 } from "./contract.js";
 import { RoomcastError } from "./errors.js";
-import { RoomSync, type RoomHandlers, type RoomSyncOptions, type SyncReason } from "./room.js";
+import { RoomSync, type RoomHandlers, type RoomStatus, type RoomSyncOptions, type SyncReason } from "./room.js";
 import { roomKind, rooms as roomNames, syncStyleOf } from "./rooms.js";
 import { MessageStore, ResourceStore } from "./store.js";
 import { isExpired, refreshable, type TokenSource } from "./token.js";
@@ -78,9 +77,17 @@ export interface RoomHandle {
   readonly name: string;
   /** The last seq the app holds for the room (undefined before the first sync). */
   readonly lastSeq: number | undefined;
-  /** Resolves when the current join and resync are done. */
+  /** joining, joined, retrying or failed (see RoomStatus). */
+  readonly status: RoomStatus;
+  /** Calls fn on every status change, with the error behind retrying and failed; returns the unsubscribe. */
+  onStatus(fn: (status: RoomStatus, err?: unknown) => void): () => void;
+  /**
+   * Resolves when the room is joined and synced; rejects with the
+   * gateway's error when it was refused for good (forbidden,
+   * invalid_argument), or when the room is left.
+   */
   ready(): Promise<void>;
-  /** Resync now (e.g. after the app suspects it is behind). */
+  /** Resync now (e.g. after the app suspects it is behind); joins again a room that failed. */
   resync(): Promise<void>;
   /** Stop tracking the room, and leave it on the server when no tracked room shares its socket list. */
   leave(): Promise<void>;
@@ -99,8 +106,6 @@ export interface CollectionOptions<T extends Resource> {
 interface Entry {
   name: string;
   sync: RoomSync;
-  handlers: RoomHandlers;
-  current: Promise<void>;
 }
 
 const CLIENT_ID_KEY = "roomcast.clientId";
@@ -203,21 +208,25 @@ export class RoomcastClient {
     if (kind === undefined) throw new TypeError(`roomcast: ${JSON.stringify(name)} is not a room name`);
     if (kind === "chat") name = chatName(name) ?? name;
     this.entries.get(name)?.sync.stop();
-    const entry: Entry = {
-      name,
-      handlers,
-      sync: new RoomSync(name, syncStyleOf(kind), handlers, (n, a) => this.call(n, a), this.opts.sync),
-      current: Promise.resolve(),
-    };
+    const sync = new RoomSync(name, syncStyleOf(kind), handlers, (n, a) => this.call(n, a), this.opts.sync);
+    const entry: Entry = { name, sync };
     this.entries.set(name, entry);
-    if (this.socket.connected) entry.current = this.join(entry, "join");
+    // A room without its own onError reports failed joins and resyncs to
+    // the client's error listeners.
+    if (!handlers.onError) sync.onStatus((_, err) => err !== undefined && this.fail(err));
+    if (this.socket.connected) void sync.join("join");
+    else sync.pause();
     return {
       name,
       get lastSeq() {
-        return entry.sync.lastSeq;
+        return sync.lastSeq;
       },
-      ready: () => entry.current,
-      resync: () => (entry.current = entry.sync.resync("manual")),
+      get status() {
+        return sync.status;
+      },
+      onStatus: (fn) => sync.onStatus(fn),
+      ready: () => sync.ready(),
+      resync: () => sync.refresh("manual"),
       leave: () => this.leave(entry),
     };
   }
@@ -288,30 +297,19 @@ export class RoomcastClient {
     if (!shared && this.socket.connected) await this.call("removeFromRoom", { roomName: entry.name });
   }
 
-  private async join(entry: Entry, reason: SyncReason): Promise<void> {
-    try {
-      const ack = await this.call("addToRoom", { roomName: entry.name });
-      if (this.entries.get(entry.name) !== entry) return;
-      const state: RoomState | null =
-        ack.seq === null || ack.seq === undefined ? null : { seq: ack.seq, lastBroadcastTimestamp: ack.lastBroadcastTimestamp ?? 0 };
-      await entry.sync.resync(reason, state);
-    } catch (err) {
-      if (entry.handlers.onError) entry.handlers.onError(err);
-      else this.fail(err);
-    }
-  }
-
   private onConnect(): void {
     this.authRetries = 0;
     const reason: SyncReason = this.everConnected ? "reconnect" : "join";
     this.everConnected = true;
     this.setStatus("connected");
     void this.sendPresence();
-    for (const e of this.entries.values()) e.current = this.join(e, reason);
+    for (const e of this.entries.values()) void e.sync.join(reason);
   }
 
   private onDisconnect(reason: Socket.DisconnectReason): void {
     if (this._status === "closed") return;
+    // The new session (if any) holds none of the rooms: they are joined again at its connect.
+    for (const e of this.entries.values()) e.sync.pause();
     if (reason === "io server disconnect") {
       // The gateway ends a session with a server DISCONNECT for two reasons:
       // the token expired, or the session was revoked. The token says which.

@@ -3,6 +3,7 @@
 // broadcasts in order meanwhile. Independent of the socket (it is given a
 // function that calls endpoints), so its decisions are unit-tested alone.
 import type { Broadcast, Change, Cursor, EndpointArgs, EndpointName, EndpointResults, Envelope, RoomState } from "./contract.js";
+import { RoomcastError } from "./errors.js";
 import { classify } from "./gap.js";
 import type { SyncStyle } from "./rooms.js";
 
@@ -18,6 +19,26 @@ export interface ChangeSet {
 }
 
 export type SyncReason = "join" | "reconnect" | "gap" | "manual" | "retry";
+
+/**
+ * Where a room stands:
+ * - joining: waiting for the socket, or addToRoom and the first resync after it are under way;
+ * - joined: in the room and synced; live broadcasts are applied (a gap's resync may be running);
+ * - retrying: the last join or resync failed with an answer that may change
+ *   (unavailable, rate_limited, a timeout: e.g. the authorizer has not
+ *   answered yet after a restart); it is tried again after a backoff;
+ * - failed: the gateway's answer is final (forbidden, invalid_argument): no
+ *   retry until the next reconnect or a manual resync.
+ */
+export type RoomStatus = "joining" | "joined" | "retrying" | "failed";
+
+/** Error codes that a retry cannot change. */
+const FINAL_CODES: ReadonlySet<string> = new Set(["forbidden", "invalid_argument"]);
+
+/** isFinal says whether err is an answer that retrying cannot change. */
+export function isFinal(err: unknown): boolean {
+  return err instanceof RoomcastError && FINAL_CODES.has(err.code);
+}
 
 export interface RoomHandlers {
   /** Every broadcast to the room, in stream order, also those that arrived while a resync ran. */
@@ -55,18 +76,32 @@ export interface RoomSyncOptions {
   pageLimit?: number;
   /** Most pages one resync follows before it refetches whole instead. Default 100. */
   maxPages?: number;
-  /** Delay before retrying a failed resync, doubled each time up to retryMaxMs. Default 500. */
+  /**
+   * Delay before retrying a failed join or resync, doubled after each
+   * failure up to retryMaxMs (default 500 and 30000); each wait is drawn
+   * between half of that step and all of it, so rooms that failed together
+   * (a gateway restart) do not retry together.
+   */
   retryMs?: number;
   retryMaxMs?: number;
+  /** A number in [0, 1) for the jitter, replaceable in tests. Default Math.random. */
+  random?: () => number;
   /** Timers, replaceable in tests. */
   setTimeout?: (fn: () => void, ms: number) => unknown;
   clearTimeout?: (t: unknown) => void;
 }
 
-/** RoomSync keeps one room in step. */
+/**
+ * RoomSync keeps one room in step: join() joins it (addToRoom, retried
+ * until joined or refused for good) and resyncs it; pause() says the socket
+ * is gone. Used alone, without join(), resync() brings an already joined
+ * room up to date.
+ */
 export class RoomSync {
   /** The last seq the app holds for the room; undefined before the first sync. */
   lastSeq: number | undefined;
+  private _status: RoomStatus = "joining";
+  private lastError: unknown;
   private initial: Cursor | undefined;
   private running: Promise<void> | undefined;
   private again: { reason: SyncReason } | undefined;
@@ -74,6 +109,15 @@ export class RoomSync {
   private failures = 0;
   private retryTimer: unknown;
   private stopped = false;
+  // online: the socket is up (pause() clears it, join() sets it).
+  // needsJoin: the room must be joined (again) before it can be resynced.
+  // epoch: bumped by join() and pause(), so that an answer to a call made
+  // for an earlier socket changes nothing.
+  private online = true;
+  private needsJoin = false;
+  private epoch = 0;
+  private waiters: { ok: () => void; fail: (err: unknown) => void }[] = [];
+  private readonly statusListeners = new Set<(status: RoomStatus, err?: unknown) => void>();
   private readonly o: Required<Omit<RoomSyncOptions, "setTimeout" | "clearTimeout">> & Pick<RoomSyncOptions, "setTimeout" | "clearTimeout">;
 
   constructor(
@@ -85,12 +129,116 @@ export class RoomSync {
   ) {
     this.initial = handlers.cursor;
     if (handlers.cursor?.afterSeq !== undefined) this.lastSeq = handlers.cursor.afterSeq;
-    this.o = { pageLimit: 500, maxPages: 100, retryMs: 500, retryMaxMs: 30000, ...opts };
+    this.o = { pageLimit: 500, maxPages: 100, retryMs: 500, retryMaxMs: 30000, random: Math.random, ...opts };
   }
 
   /** True while a resync runs (broadcasts are queued meanwhile). */
   get syncing(): boolean {
     return this.running !== undefined;
+  }
+
+  get status(): RoomStatus {
+    return this._status;
+  }
+
+  /** onStatus calls fn on every status change (every retry too), with the error that caused it. */
+  onStatus(fn: (status: RoomStatus, err?: unknown) => void): () => void {
+    this.statusListeners.add(fn);
+    return () => this.statusListeners.delete(fn);
+  }
+
+  /**
+   * ready resolves when the room is joined and synced (at once when it is
+   * and no resync runs), and rejects with the gateway's error when the room
+   * failed for good, or when it is left.
+   */
+  ready(): Promise<void> {
+    if (this.stopped) return Promise.reject(new RoomcastError("disconnected", "the room was left"));
+    if (this._status === "joined" && !this.running) return Promise.resolve();
+    if (this._status === "failed") return Promise.reject(this.lastError);
+    return new Promise((ok, fail) => this.waiters.push({ ok, fail }));
+  }
+
+  /**
+   * join joins the room on a connected socket and resyncs it, retrying
+   * with backoff until it is joined or the answer is final. The promise
+   * settles when this attempt ends, not when the room is joined: ready()
+   * says that.
+   */
+  join(reason: SyncReason): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    this.epoch++;
+    this.online = true;
+    this.needsJoin = true;
+    this.cancelRetry();
+    this.setStatus("joining");
+    return this.attemptJoin(this.epoch, reason);
+  }
+
+  /** pause says the socket is gone: the room is joined again at the next join(); no retry until then. */
+  pause(): void {
+    if (this.stopped) return;
+    this.epoch++;
+    this.online = false;
+    this.needsJoin = true;
+    this.cancelRetry();
+    if (this._status !== "failed") this.setStatus("joining");
+  }
+
+  /**
+   * refresh brings the room up to date now: joins it again when it is not
+   * in it (it failed, or a join is waiting for its retry), resyncs it
+   * otherwise. Nothing happens while the socket is down: the next join
+   * does it.
+   */
+  refresh(reason: SyncReason): Promise<void> {
+    if (this.stopped || !this.online) return Promise.resolve();
+    if (!this.needsJoin) return this.resync(reason);
+    this.epoch++;
+    this.cancelRetry();
+    // A retry stays "retrying" until it succeeds; a failed room joined again by hand is joining.
+    if (this._status === "failed") this.setStatus("joining");
+    return this.attemptJoin(this.epoch, reason);
+  }
+
+  private async attemptJoin(epoch: number, reason: SyncReason): Promise<void> {
+    let ack: EndpointResults["addToRoom"];
+    try {
+      ack = await this.call("addToRoom", { roomName: this.name });
+    } catch (err) {
+      if (epoch !== this.epoch || this.stopped) return;
+      this.failures++;
+      this.safe(() => this.handlers.onError?.(err));
+      this.failed(err);
+      return;
+    }
+    if (epoch !== this.epoch || this.stopped) return;
+    this.needsJoin = false;
+    const state: RoomState | null =
+      ack.seq === null || ack.seq === undefined ? null : { seq: ack.seq, lastBroadcastTimestamp: ack.lastBroadcastTimestamp ?? 0 };
+    await this.resync(reason, state);
+  }
+
+  // failed decides what a failed join or resync leads to: a final answer
+  // stops the room, anything else is retried after a backoff.
+  private failed(err: unknown): void {
+    this.lastError = err;
+    if (isFinal(err)) {
+      this.needsJoin = true;
+      this.setStatus("failed", err);
+      const waiters = this.waiters;
+      this.waiters = [];
+      for (const w of waiters) w.fail(err);
+      return;
+    }
+    this.setStatus("retrying", err);
+    this.scheduleRetry();
+  }
+
+  private setStatus(s: RoomStatus, err?: unknown): void {
+    if (this._status === s && s !== "retrying") return;
+    this._status = s;
+    for (const fn of this.statusListeners) this.safe(() => fn(s, err));
   }
 
   /**
@@ -100,7 +248,9 @@ export class RoomSync {
    */
   onBroadcast(b: Broadcast): void {
     if (this.stopped) return;
-    if (this.running || this.lastSeq === undefined || this.failures > 0) {
+    // Until a resync succeeds (joining, retrying) what is held is not a
+    // base to apply broadcasts to: the next resync covers them.
+    if (this.running || this.lastSeq === undefined || this._status !== "joined") {
       this.queue.push(b);
       return;
     }
@@ -135,11 +285,15 @@ export class RoomSync {
     return this.running;
   }
 
-  /** stop drops queued broadcasts and pending retries (the room was left). */
+  /** stop drops queued broadcasts and pending retries (the room was left); ready() rejects from now on. */
   stop(): void {
     this.stopped = true;
+    this.epoch++;
     this.queue = [];
     this.cancelRetry();
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w.fail(new RoomcastError("disconnected", "the room was left"));
   }
 
   private cancelRetry(): void {
@@ -149,15 +303,19 @@ export class RoomSync {
   }
 
   private async run(reason: SyncReason, state: RoomState | null | undefined): Promise<void> {
+    let epoch = this.epoch;
     let ok = true;
+    let error: unknown;
     for (;;) {
       this.again = undefined;
+      epoch = this.epoch;
       try {
         await this.once(reason, state);
         this.failures = 0;
         ok = true;
       } catch (err) {
         ok = false;
+        error = err;
         this.failures++;
         this.safe(() => this.handlers.onError?.(err));
       }
@@ -168,12 +326,16 @@ export class RoomSync {
       state = undefined;
     }
     this.running = undefined;
+    // The socket went away (or came back) meanwhile: the join that follows
+    // decides, and the queue waits for it.
+    if (epoch !== this.epoch || this.stopped) return;
     if (!ok) {
       // Keep the queue until a resync succeeds: delivering it on top of a
       // failed one would find the same gap and spin.
-      this.scheduleRetry();
+      this.failed(error);
       return;
     }
+    this.setStatus("joined");
     const queued = this.queue;
     this.queue = [];
     for (const b of queued) {
@@ -183,15 +345,21 @@ export class RoomSync {
       }
       this.deliver(b);
     }
+    if (this.running) return; // a delivered broadcast showed a gap: ready() waits for its resync
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w.ok();
   }
 
   private scheduleRetry(): void {
-    if (this.stopped) return;
-    const ms = Math.min(this.o.retryMaxMs, this.o.retryMs * 2 ** Math.min(this.failures - 1, 16));
+    if (this.stopped || !this.online) return;
+    this.cancelRetry();
+    const step = Math.min(this.o.retryMaxMs, this.o.retryMs * 2 ** Math.min(this.failures - 1, 16));
+    const ms = step / 2 + (this.o.random() * step) / 2;
     const set = this.o.setTimeout ?? ((fn, d) => setTimeout(fn, d));
     this.retryTimer = set(() => {
       this.retryTimer = undefined;
-      void this.resync("retry");
+      void this.refresh("retry");
     }, ms);
   }
 

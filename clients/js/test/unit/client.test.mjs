@@ -195,3 +195,176 @@ test("rooms are joined on connect and joined again after a reconnect", async () 
   assert.equal(sock.calls.at(-1).endpointName, "removeFromRoom");
   assert.throws(() => c.room("board-*"), TypeError);
 });
+
+// A scripted clock for the rooms' retries: timers run when the test says.
+function timers() {
+  const pending = [];
+  return {
+    pending,
+    setTimeout: (fn, ms) => {
+      const t = { fn, ms, cleared: false };
+      pending.push(t);
+      return t;
+    },
+    clearTimeout: (t) => (t.cleared = true),
+    // fire runs the one live timer and says how long it was set for.
+    fire() {
+      const live = pending.filter((t) => !t.cleared);
+      assert.equal(live.length, 1, "one retry pending");
+      pending.length = 0;
+      live[0].fn();
+      return live[0].ms;
+    },
+    live: () => pending.filter((t) => !t.cleared).length,
+  };
+}
+// watch follows a promise from now on; settled says where it stands after the work queued so far.
+const watch = (p) => {
+  const w = { state: "pending" };
+  p.then(() => (w.state = "resolved"), (e) => (w.state = `rejected: ${e.code}`));
+  return w;
+};
+const settled = async (p) => {
+  const w = p.state ? p : watch(p);
+  for (let i = 0; i < 5; i++) await tick();
+  return w.state;
+};
+const refusing = (codes) => (call) => {
+  if (call.endpointName === "addToRoom" && codes.length > 0) {
+    const code = codes.shift();
+    return { ok: false, error: { code, message: `${code} for now` } };
+  }
+  return { ok: true, data: call.endpointName === "addToRoom" ? { roomName: call.endpointArgs.roomName, seq: 7, lastBroadcastTimestamp: 1 } : null };
+};
+
+test("a join the gateway cannot answer yet (unavailable, timeout) is retried with growing, jittered waits until joined; ready() waits for it", async () => {
+  const clock = timers();
+  const { c, sock } = open({ token: "t", sync: { ...clock, retryMs: 100, retryMaxMs: 400, random: () => 0.5 } });
+  const codes = ["unavailable", "timeout", "rate_limited", "unavailable"];
+  sock.answer = refusing(codes);
+  const seen = [];
+  const errors = [];
+  c.on("error", (e) => errors.push(e.code));
+  const r = c.room("board-b1", {});
+  r.onStatus((s, err) => seen.push(err ? `${s}: ${err.code}` : s));
+  sock.up();
+  const ready = watch(r.ready());
+  await tick();
+  assert.equal(r.status, "retrying");
+  assert.equal(await settled(ready), "pending", "not joined: ready() waits");
+  // Waits of step/2 + random·step/2, the step doubling from retryMs up to retryMaxMs.
+  const waits = [];
+  for (let i = 0; i < 4; i++) {
+    waits.push(clock.fire());
+    await tick();
+  }
+  assert.deepEqual(waits, [75, 150, 300, 300]);
+  assert.equal(r.status, "joined");
+  assert.equal(await settled(ready), "resolved");
+  assert.equal(r.lastSeq, 7, "synced from the join's state");
+  assert.deepEqual(seen, ["retrying: unavailable", "retrying: timeout", "retrying: rate_limited", "retrying: unavailable", "joined"]);
+  assert.deepEqual(errors, ["unavailable", "timeout", "rate_limited", "unavailable"], "a room without onError reports to the client");
+  assert.equal(sock.calls.filter((x) => x.endpointName === "addToRoom").length, 5);
+  assert.equal(clock.live(), 0, "no retry left once joined");
+});
+
+test("the jitter spreads each wait between half the step and the whole step", async () => {
+  for (const [random, want] of [
+    [0, [50, 100, 200]],
+    [0.999, [99.95, 199.9, 399.8]],
+  ]) {
+    const clock = timers();
+    const { c, sock } = open({ token: "t", sync: { ...clock, retryMs: 100, retryMaxMs: 400, random: () => random } });
+    sock.answer = refusing(["unavailable", "unavailable", "unavailable", "unavailable"]);
+    c.room("board-b1", {});
+    sock.up();
+    await tick();
+    const waits = [];
+    for (let i = 0; i < 3; i++) {
+      waits.push(clock.fire());
+      await tick();
+    }
+    assert.deepEqual(waits.map((w) => Math.round(w * 100) / 100), want);
+  }
+});
+
+test("a final answer (forbidden, invalid_argument) stops the retries: failed, ready() rejects; a reconnect tries again", async () => {
+  for (const code of ["forbidden", "invalid_argument"]) {
+    const clock = timers();
+    const { c, sock } = open({ token: "t", sync: { ...clock, retryMs: 100 } });
+    sock.answer = refusing(["unavailable", code]);
+    const errors = [];
+    const r = c.room("board-b1", { onError: (e) => errors.push(e.code) });
+    sock.up();
+    const ready = watch(r.ready());
+    await tick();
+    clock.fire();
+    await tick();
+    assert.equal(r.status, "failed");
+    assert.equal(await settled(ready), `rejected: ${code}`);
+    assert.equal(await settled(r.ready()), `rejected: ${code}`, "a later ready() rejects too");
+    assert.equal(clock.live(), 0, "no retry after a final answer");
+    assert.deepEqual(errors, ["unavailable", code]);
+    sock.connected = false;
+    sock.fire("disconnect", "transport close");
+    assert.equal(r.status, "failed", "still failed while away");
+    sock.up();
+    await tick();
+    assert.equal(r.status, "joined", "the next connect joins again");
+    assert.equal(await settled(r.ready()), "resolved");
+  }
+});
+
+test("a disconnect cancels a pending retry; the reconnect joins at once", async () => {
+  const clock = timers();
+  const { c, sock } = open({ token: "t", sync: { ...clock, retryMs: 100 } });
+  sock.answer = refusing(["unavailable"]);
+  const r = c.room("board-b1", {});
+  sock.up();
+  await tick();
+  assert.equal(r.status, "retrying");
+  assert.equal(clock.live(), 1);
+  sock.connected = false;
+  sock.fire("disconnect", "transport close");
+  assert.equal(r.status, "joining");
+  assert.equal(clock.live(), 0, "no retry while the socket is down");
+  sock.up();
+  await tick();
+  assert.equal(r.status, "joined");
+  assert.equal(sock.calls.filter((x) => x.endpointName === "addToRoom").length, 2);
+});
+
+test("the answer to a join made before a disconnect changes nothing after it", async () => {
+  const clock = timers();
+  const { c, sock } = open({ token: "t", sync: { ...clock, retryMs: 100 } });
+  let release;
+  sock.answer = (call) =>
+    call.endpointName === "addToRoom" && !release
+      ? new Promise((ok) => (release = () => ok({ ok: false, error: { code: "unavailable", message: "late" } })))
+      : { ok: true, data: call.endpointName === "addToRoom" ? { roomName: "board-b1", seq: null, lastBroadcastTimestamp: null } : null };
+  const r = c.room("board-b1", {});
+  sock.up();
+  await tick();
+  sock.connected = false;
+  sock.fire("disconnect", "transport close");
+  release();
+  await tick();
+  assert.equal(r.status, "joining", "the late failure of the old session is ignored");
+  assert.equal(clock.live(), 0);
+});
+
+test("a room tracked before the first connect is not ready until joined; a left room's ready() rejects", async () => {
+  const { c, sock } = open({ token: "t" });
+  const r = c.room("board-b1", {});
+  assert.equal(r.status, "joining");
+  const ready = watch(r.ready());
+  assert.equal(await settled(ready), "pending", "not connected: not ready");
+  sock.up();
+  assert.equal(await settled(ready), "resolved");
+  const other = c.room("board-b2", {});
+  sock.connected = false;
+  sock.fire("disconnect", "transport close");
+  const waiting = watch(other.ready());
+  await other.leave();
+  assert.equal(await settled(waiting), "rejected: disconnected");
+});

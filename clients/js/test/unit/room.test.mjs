@@ -2,7 +2,7 @@
 // asks for after a join, a reconnect and a gap, and what it hands the app.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { RoomSync, decideResource, splitChanges } from "../../dist/index.js";
+import { RoomSync, RoomcastError, decideResource, splitChanges } from "../../dist/index.js";
 
 // history is one room's messages in a stream; calls records every request.
 function fakeServer({ firstSeq = 1 } = {}) {
@@ -195,6 +195,7 @@ test("a failed resync reports the error, holds broadcasts and retries", async ()
   srv.fail = 1;
   await room.resync("reconnect");
   assert.deepEqual(r.log, [["error", "unavailable"]]);
+  assert.equal(room.status, "retrying");
   assert.equal(timers.length, 1);
   const b = srv.publish(t("t1", 10));
   room.onBroadcast(b);
@@ -202,6 +203,21 @@ test("a failed resync reports the error, holds broadcasts and retries", async ()
   timers[0].fn();
   await room.resync("manual");
   assert.deepEqual(r.log.slice(1), [["changes", ["t1"], []], ["event", "t1", 103]]);
+  assert.equal(room.status, "joined");
+});
+
+test("a resync refused for good (forbidden: the user was removed from the board) fails the room; no retry", async () => {
+  const r = recorder();
+  const timers = [];
+  const forbidden = async () => {
+    throw new RoomcastError("forbidden", "access to board-b1-tasks denied", "getChangesSince");
+  };
+  const room = new RoomSync("board-b1-tasks", "children", r.handlers, forbidden, { setTimeout: (fn, ms) => timers.push({ fn, ms }), clearTimeout: () => {} });
+  room.lastSeq = 100;
+  await room.resync("gap");
+  assert.equal(room.status, "failed");
+  assert.equal(timers.length, 0);
+  await assert.rejects(room.ready(), { code: "forbidden" });
 });
 
 test("splitChanges keeps stream order", () => {
