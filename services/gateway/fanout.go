@@ -179,7 +179,7 @@ func (g *Gateway) deliver(m *nats.Msg, members, writers []*socket) ([]*socket, [
 
 // createChatLocked makes chat room r on its first message, with every local
 // socket of both members in it. Called with r's shard locked; takes the user
-// shards' locks (room shard → user shard is the lock order).
+// shards' locks (lock order: locksordering.txt).
 func (g *Gateway) createChatLocked(sh *roomShard, r proto.Room) *room {
 	rm := &room{}
 	g.adoptChatSocketsLocked(rm, r)

@@ -190,16 +190,18 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 	if err != nil {
 		return g.refuse(s, labelOf(err.Error()), err.Error())
 	}
-	s.user = user
-	s.client = s.id
+	client := s.id
 	if auth.ClientID != "" && proto.ValidateID(auth.ClientID) == nil {
-		s.client = auth.ClientID
+		client = auth.ClientID
 	}
+	// user and client are written under mu, and only while the socket is
+	// open: the CONNECT deadline's close (on the heartbeat) reads them.
 	s.mu.Lock()
 	if s.state != stateOpen {
 		s.mu.Unlock()
 		return false
 	}
+	s.user, s.client = user, client
 	s.state = stateConnected
 	s.mu.Unlock()
 

@@ -294,3 +294,34 @@ func TestOpenPacketWithTheUpgrade(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
 	require.False(t, <-opened)
 }
+
+// TestConnectAtTheDeadline: CONNECTs that arrive as the CONNECT deadline
+// closes their socket. Under -race this was a data race (connect wrote the
+// socket's user and client on its worker while the heartbeat's close read
+// them); whichever wins, the socket is either connected or closed, and
+// nothing is left behind in the user index.
+func TestConnectAtTheDeadline(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway(func(c *Config) { c.ConnectTimeout = 3 * time.Millisecond })
+	connectFrame := ws.MustCompileFrame(ws.MaskFrame(ws.NewTextFrame([]byte(`40{"token":"` + token(t, "u1", time.Hour) + `"}`))))
+	for range 300 {
+		conn, _, _, err := ws.Dialer{Timeout: 5 * time.Second}.Dial(context.Background(), "ws"+strings.TrimPrefix(tg.url, "http")+wsPath)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = conn.Close() })
+		_, _ = conn.Write(connectFrame)
+	}
+	// Settled: every socket still in the user index is connected, with its
+	// heartbeat scheduled, and no closed one holds a heartbeat.
+	require.Eventually(t, func() bool {
+		sockets := tg.allSockets()
+		for _, s := range sockets {
+			s.mu.Lock()
+			state := s.state
+			s.mu.Unlock()
+			if state != stateConnected {
+				return false
+			}
+		}
+		return tg.hb.len() == len(sockets) && int(tg.counter(tg.m.sockets)) == len(sockets)
+	}, 10*time.Second, 10*time.Millisecond, "a socket left behind")
+}

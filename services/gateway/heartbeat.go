@@ -13,8 +13,8 @@ import (
 // timer behind it); here a socket pays a slot in the heap (8 bytes) and two
 // fields.
 //
-// Lock order: socket.mu → heartbeats.mu. fire calls the sockets' steps
-// after letting go of mu.
+// Lock order: see locksordering.txt (socket.mu → heartbeats.mu). fire
+// calls the sockets' steps after letting go of mu.
 type heartbeats struct {
 	mu      sync.Mutex
 	heap    hbHeap // by hbAt, soonest first; a socket's place is hbIdx

@@ -29,23 +29,30 @@ const (
 // without blocking; a writer goroutine runs only while the kernel's buffer
 // for the socket is full.
 //
-// Lock order: room shard → user shard → socket.mu. socket.mu is never held
-// while taking another lock.
+// Lock order: see locksordering.txt (socket.mu comes after the shard locks
+// and before heartbeats.mu).
 type socket struct {
 	gw   *Gateway
 	conn net.Conn
 	raw  syscall.RawConn // conn's descriptor, for writes that must not block; nil: always write from a goroutine
 
-	// Set before the socket is published to rooms and the user index, then
-	// read-only.
+	// id is set at creation; user and client are written once, under mu,
+	// by connect while the state is stateOpen (so never once a close has
+	// begun), before the socket is published to rooms and the user index.
+	// Read-only from then: read them after taking mu, or on a socket found
+	// in a room or the user index.
 	id     string
 	user   string
 	client string
 
-	// Reader only (its goroutine, or the poller's one reader at a time).
+	// Under poller.mu (written by poller.add, read by poller.forget on
+	// any goroutine): the registered descriptor and its generation.
+	pollFD  int32
+	pollGen uint32
+
+	// Reader only (its goroutine, or the poller's one reader at a time, and
+	// the deep worker it hands a message to while it waits).
 	inbuf        []byte // a partial frame kept between reads (poller only)
-	pollFD       int32  // registered descriptor and registration generation
-	pollGen      uint32
 	pendingToken string // from the upgrade request, until CONNECT
 	tokens       float64
 	tokensAt     int64 // when tokens was last topped up (mono)
@@ -69,7 +76,7 @@ type socket struct {
 	due     int64 // when the current heartbeat step is due (mono)
 	expires int64 // the token's exp (Unix ns); zero before CONNECT
 
-	// The socket's place in the gateway's heartbeats, under its lock.
+	// The socket's place in the gateway's heartbeats, under heartbeats.mu.
 	hbAt  int64 // when heartbeats runs onHeartbeat (mono)
 	hbIdx int32 // index in the heap; -1: none scheduled
 }
