@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
 
 	"github.com/roomcast/roomcast/proto"
 	"github.com/roomcast/roomcast/proto/flagenv"
@@ -31,28 +31,17 @@ func (e usageError) Unwrap() error { return e.err }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
-// exitCode maps a command's error to the process's exit code.
-func exitCode(err error) int {
-	var u usageError
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.As(err, &u), errors.Is(err, flag.ErrHelp):
-		return exitUsage
-	case proto.CodeOf(err) == proto.CodeInvalidArgument:
-		return exitUsage
-	}
-	return exitFailure
-}
-
 // opsCmd is what every operator command shares: the NATS connection, the
 // subject mapping, a timeout for requests, and where output goes.
 type opsCmd struct {
 	common  flagenv.Common
 	timeout time.Duration
-	fs      *flagenv.Set
-	out     io.Writer
-	errOut  io.Writer
+	// fs holds the shared settings the command reads, bound to their
+	// ROOMCAST_* variables; the rest keep their defaults.
+	fs     *flagenv.Set
+	reads  opsSettings
+	out    io.Writer
+	errOut io.Writer
 
 	store    proto.StoreConfig
 	nc       *nats.Conn
@@ -60,43 +49,54 @@ type opsCmd struct {
 	subjects proto.Subjects
 }
 
-func newOpsCmd(name, synopsis string, out, errOut io.Writer) *opsCmd {
-	c := &opsCmd{out: out, errOut: errOut}
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(errOut)
-	fs.Usage = func() {
-		fmt.Fprintf(errOut, "usage: roomcast %s\n\nflags:\n", synopsis)
-		fs.PrintDefaults()
-	}
-	c.fs = flagenv.New(fs)
+// opsSettings says which shared settings beyond the NATS URL and the
+// timeout a command reads, so its help lists only those.
+type opsSettings int
+
+const (
+	readsSubjects opsSettings = 1 << iota // --subject-prefix
+	readsStore                            // --replicas, --max-age (streams ensure)
+)
+
+func newOpsCmd(reads opsSettings, out, errOut io.Writer) *opsCmd {
+	c := &opsCmd{out: out, errOut: errOut, reads: reads}
+	all := flag.NewFlagSet("common", flag.ContinueOnError)
+	c.fs = flagenv.New(all)
 	c.common.Bind(c.fs, "nats://127.0.0.1:4222")
 	c.fs.Duration(&c.timeout, "timeout", "ROOMCAST_TIMEOUT", 5*time.Second, "how long to wait for NATS and services")
 	return c
 }
 
-// parse parses args and checks that want positional arguments remain
-// (-1: any number, at least one).
-func (c *opsCmd) parse(args []string, want int) ([]string, error) {
-	if err := c.fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, usageError{err}
+// command adds c's shared flags to cmd and returns it.
+func (c *opsCmd) command(cmd *cobra.Command) *cobra.Command {
+	names := []string{"nats-url", "timeout"}
+	if c.reads&readsSubjects != 0 {
+		names = append(names, "subject-prefix")
 	}
-	rest := c.fs.Args()
-	if (want >= 0 && len(rest) != want) || (want < 0 && len(rest) == 0) {
-		c.fs.Usage()
-		return nil, usagef("%s: wrong number of arguments", c.fs.Name())
+	if c.reads&readsStore != 0 {
+		names = append(names, "subject-prefix", "replicas", "max-age")
+	}
+	for _, n := range names {
+		cmd.Flags().AddGoFlag(c.fs.Lookup(n))
+	}
+	return cmd
+}
+
+// ready checks the shared settings once the command line is parsed.
+func (c *opsCmd) ready() error {
+	// Parse(nil) parses nothing: it reports the first bad ROOMCAST_* value.
+	if err := c.fs.Parse(nil); err != nil {
+		return usageError{err}
 	}
 	store, err := c.common.Store()
 	if err != nil {
-		return nil, usageError{err}
+		return usageError{err}
 	}
 	if err := flagenv.CheckNATSURL(c.common.NATSURL); err != nil {
-		return nil, usageError{err}
+		return usageError{err}
 	}
 	c.store, c.subjects = store, store.Subjects
-	return rest, nil
+	return nil
 }
 
 func (c *opsCmd) connect() error {
@@ -117,15 +117,6 @@ func (c *opsCmd) close() {
 	if c.nc != nil {
 		c.nc.Close()
 	}
-}
-
-// parseRoom parses a command line whose one argument is a room name.
-func (c *opsCmd) parseRoom(args []string) (proto.Room, error) {
-	rest, err := c.parse(args, 1)
-	if err != nil {
-		return proto.Room{}, err
-	}
-	return room(rest[0])
 }
 
 // room parses a room name argument.

@@ -5,120 +5,169 @@ import (
 	"encoding/json"
 	"io"
 
+	"github.com/spf13/cobra"
+
 	"github.com/roomcast/roomcast/proto"
 )
 
-// stateCmd: roomcast state ROOM — the room's state from roomstate.get.
-func stateCmd(ctx context.Context, args []string, out, errOut io.Writer) error {
-	c := newOpsCmd("state", "state [flags] ROOM", out, errOut)
-	r, err := c.parseRoom(args)
-	if err != nil {
-		return err
-	}
-	if err := c.connect(); err != nil {
-		return err
-	}
-	defer c.close()
-	return c.request(ctx, proto.SubjectRoomStateGet, proto.RoomArgs{RoomName: r.Name()})
+// stateCommand: roomcast state ROOM — the room's state from roomstate.get.
+func stateCommand(out, errOut io.Writer) *cobra.Command {
+	c := newOpsCmd(0, out, errOut)
+	return c.command(&cobra.Command{
+		Use:     "state ROOM",
+		Short:   "the room's lastBroadcastTimestamp and seq (roomstate.get)",
+		Example: "  roomcast state board-b1-tasks",
+		Args:    usageArgs("ROOM", cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := c.readyRoom(args[0])
+			if err != nil {
+				return err
+			}
+			if err := c.connect(); err != nil {
+				return err
+			}
+			defer c.close()
+			return c.request(cmd.Context(), proto.SubjectRoomStateGet, proto.RoomArgs{RoomName: r.Name()})
+		},
+	})
 }
 
-// historyCmd is changes and chat: a room's history since a cursor, from the
-// sync service.
-func historyCmd(name, subject string) func(context.Context, []string, io.Writer, io.Writer) error {
-	return func(ctx context.Context, args []string, out, errOut io.Writer) error {
-		c := newOpsCmd(name, name+" [flags] ROOM (-since MS | -after-seq N)", out, errOut)
-		var since, afterSeq, limit int
-		c.fs.IntVar(&since, "since", -1, "publisher time (updatedAt), ms since the Unix epoch")
-		c.fs.IntVar(&afterSeq, "after-seq", -1, "stream sequence to start after")
-		c.fs.IntVar(&limit, "limit", 0, "at most this many entries (0: the service's default)")
-		r, err := c.parseRoom(args)
-		if err != nil {
-			return err
-		}
-		var cur proto.Cursor
-		if since >= 0 {
-			s := int64(since)
-			cur.Since = &s
-		}
-		if afterSeq >= 0 {
-			a := uint64(afterSeq)
-			cur.AfterSeq = &a
-		}
-		if err := cur.Validate(); err != nil {
-			return usageError{err}
-		}
-		if err := c.connect(); err != nil {
-			return err
-		}
-		defer c.close()
-		return c.request(ctx, subject, proto.ChangesArgs{RoomName: r.Name(), Cursor: cur, Limit: limit})
+// historyCommand is changes and chat: a room's history since a cursor, from
+// the sync service.
+func historyCommand(name, subject string, out, errOut io.Writer) *cobra.Command {
+	c := newOpsCmd(0, out, errOut)
+	var since, afterSeq, limit int
+	short := "what changed in a room since a cursor (" + subject + ")"
+	example := "  roomcast changes board-b1-tasks --after-seq 0\n  roomcast changes board-b1-tasks --since 1764262800000 --limit 50"
+	if name == "chat" {
+		short = "a chat room's messages since a cursor (" + subject + ")"
+		example = "  roomcast chat chat-alice-bob --after-seq 0"
 	}
+	cmd := c.command(&cobra.Command{
+		Use:     name + " ROOM (--since MS | --after-seq N)",
+		Short:   short,
+		Example: example,
+		Args:    usageArgs("ROOM", cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := c.readyRoom(args[0])
+			if err != nil {
+				return err
+			}
+			var cur proto.Cursor
+			if since >= 0 {
+				s := int64(since)
+				cur.Since = &s
+			}
+			if afterSeq >= 0 {
+				a := uint64(afterSeq)
+				cur.AfterSeq = &a
+			}
+			if err := cur.Validate(); err != nil {
+				return usageError{err}
+			}
+			if err := c.connect(); err != nil {
+				return err
+			}
+			defer c.close()
+			return c.request(cmd.Context(), subject, proto.ChangesArgs{RoomName: r.Name(), Cursor: cur, Limit: limit})
+		},
+	})
+	cmd.Flags().IntVar(&since, "since", -1, "publisher time (updatedAt), ms since the Unix epoch")
+	cmd.Flags().IntVar(&afterSeq, "after-seq", -1, "stream sequence to start after")
+	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many entries (0: the service's default)")
+	return cmd
 }
 
-// presenceCmd: roomcast presence USER… — whether each user is active.
-func presenceCmd(ctx context.Context, args []string, out, errOut io.Writer) error {
-	c := newOpsCmd("presence", "presence [flags] USER...", out, errOut)
-	users, err := c.parse(args, -1)
-	if err != nil {
-		return err
-	}
-	for _, u := range users {
-		if err := proto.ValidateID(u); err != nil {
-			return usageError{err}
-		}
-	}
-	if err := c.connect(); err != nil {
-		return err
-	}
-	defer c.close()
-	return c.request(ctx, proto.SubjectPresenceGet, proto.PresenceArgs{UserIDs: users})
+// presenceCommand: roomcast presence USER… — whether each user is active.
+func presenceCommand(out, errOut io.Writer) *cobra.Command {
+	c := newOpsCmd(0, out, errOut)
+	return c.command(&cobra.Command{
+		Use:     "presence USER...",
+		Short:   "whether users are active (presence.get): true once a socket of theirs has called updateClient",
+		Example: "  roomcast presence dev alice",
+		Args:    usageArgs("one USER or more", cobra.MinimumNArgs(1)),
+		RunE: func(cmd *cobra.Command, users []string) error {
+			if err := c.ready(); err != nil {
+				return err
+			}
+			for _, u := range users {
+				if err := proto.ValidateID(u); err != nil {
+					return usageError{err}
+				}
+			}
+			if err := c.connect(); err != nil {
+				return err
+			}
+			defer c.close()
+			return c.request(cmd.Context(), proto.SubjectPresenceGet, proto.PresenceArgs{UserIDs: users})
+		},
+	})
 }
 
-// revokeCmd: roomcast revoke USER — disconnect every socket of USER on every
-// gateway.
-func revokeCmd(ctx context.Context, args []string, out, errOut io.Writer) error {
-	c := newOpsCmd("revoke", "revoke [flags] USER", out, errOut)
-	rest, err := c.parse(args, 1)
-	if err != nil {
-		return err
-	}
-	if err := proto.ValidateID(rest[0]); err != nil {
-		return usageError{err}
-	}
-	if err := c.connect(); err != nil {
-		return err
-	}
-	defer c.close()
-	if err := c.publish(ctx, proto.RevokeSubject(rest[0]), nil); err != nil {
-		return err
-	}
-	return c.printJSON(map[string]string{"revoked": rest[0]})
+// revokeCommand: roomcast revoke USER — disconnect every socket of USER on
+// every gateway.
+func revokeCommand(out, errOut io.Writer) *cobra.Command {
+	c := newOpsCmd(0, out, errOut)
+	return c.command(&cobra.Command{
+		Use:     "revoke USER",
+		Short:   "disconnect every socket of USER on every gateway",
+		Example: "  roomcast revoke alice",
+		Args:    usageArgs("USER", cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := c.ready(); err != nil {
+				return err
+			}
+			if err := proto.ValidateID(args[0]); err != nil {
+				return usageError{err}
+			}
+			if err := c.connect(); err != nil {
+				return err
+			}
+			defer c.close()
+			if err := c.publish(cmd.Context(), proto.RevokeSubject(args[0]), nil); err != nil {
+				return err
+			}
+			return c.printJSON(map[string]string{"revoked": args[0]})
+		},
+	})
 }
 
-// kickCmd: roomcast kick ROOM USER — remove USER's sockets from ROOM on every
-// gateway.
-func kickCmd(ctx context.Context, args []string, out, errOut io.Writer) error {
-	c := newOpsCmd("kick", "kick [flags] ROOM USER", out, errOut)
-	rest, err := c.parse(args, 2)
-	if err != nil {
-		return err
+// kickCommand: roomcast kick ROOM USER — remove USER's sockets from ROOM on
+// every gateway.
+func kickCommand(out, errOut io.Writer) *cobra.Command {
+	c := newOpsCmd(0, out, errOut)
+	return c.command(&cobra.Command{
+		Use:     "kick ROOM USER",
+		Short:   "remove USER's sockets from ROOM on every gateway",
+		Example: "  roomcast kick board-b1 alice",
+		Args:    usageArgs("ROOM USER", cobra.ExactArgs(2)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := c.readyRoom(args[0])
+			if err != nil {
+				return err
+			}
+			if err := proto.ValidateID(args[1]); err != nil {
+				return usageError{err}
+			}
+			if err := c.connect(); err != nil {
+				return err
+			}
+			defer c.close()
+			b, _ := json.Marshal(proto.KickRequest{RoomName: r.Name(), UserID: args[1]})
+			if err := c.publish(cmd.Context(), proto.SubjectKick, b); err != nil {
+				return err
+			}
+			return c.printJSON(map[string]string{"kicked": args[1], "room": r.Name()})
+		},
+	})
+}
+
+// readyRoom checks the shared settings and parses a room name argument.
+func (c *opsCmd) readyRoom(name string) (proto.Room, error) {
+	if err := c.ready(); err != nil {
+		return proto.Room{}, err
 	}
-	r, err := room(rest[0])
-	if err != nil {
-		return err
-	}
-	if err := proto.ValidateID(rest[1]); err != nil {
-		return usageError{err}
-	}
-	if err := c.connect(); err != nil {
-		return err
-	}
-	defer c.close()
-	b, _ := json.Marshal(proto.KickRequest{RoomName: r.Name(), UserID: rest[1]})
-	if err := c.publish(ctx, proto.SubjectKick, b); err != nil {
-		return err
-	}
-	return c.printJSON(map[string]string{"kicked": rest[1], "room": r.Name()})
+	return room(name)
 }
 
 // publish sends a core NATS message and waits until the server has it.

@@ -11,21 +11,53 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
 
 	"github.com/roomcast/roomcast/proto"
 )
 
-// publishCmd: roomcast publish ROOM EVENT ID, validated by proto.
-func publishCmd(ctx context.Context, args []string, out, errOut io.Writer) error {
-	c := newOpsCmd("publish", "publish [flags] ROOM EVENT ID", out, errOut)
+// publishCommand: roomcast publish ROOM EVENT ID, validated by proto.
+func publishCommand(out, errOut io.Writer) *cobra.Command {
+	c := newOpsCmd(readsSubjects, out, errOut)
 	var diff, data, msgID string
 	var updatedAt int
-	c.fs.StringVar(&diff, "diff", "", "changed fields, a JSON object (update events)")
-	c.fs.StringVar(&data, "data", "", "the whole resource or message, JSON (create events, new-message)")
-	c.fs.StringVar(&msgID, "msg-id", "", "Nats-Msg-Id (default: a hash of room and envelope)")
-	c.fs.IntVar(&updatedAt, "updated-at", 0, "updatedAt in ms since the Unix epoch (default: now)")
-	rest, err := c.parse(args, 3)
-	if err != nil {
+	cmd := c.command(&cobra.Command{
+		Use:   "publish ROOM EVENT ID",
+		Short: "publish an event to a room, validated (the event must be allowed in the room)",
+		Example: `  roomcast publish board-b1-tasks create-task t1 --data '{"title":"Write the README","status":"todo"}'
+  roomcast publish board-b1-tasks update-task t1 --diff '{"status":"done"}'
+  roomcast publish board-b1-tasks delete-task t1`,
+		Args: usageArgs("ROOM EVENT ID", cobra.ExactArgs(3)),
+		// EVENT completes to the events allowed in ROOM.
+		ValidArgsFunction: func(_ *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			if len(args) != 1 {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			r, err := proto.ParseRoom(args[0])
+			if err != nil {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			var events []cobra.Completion
+			for _, e := range proto.Events {
+				if e.AllowedIn(r) {
+					events = append(events, string(e))
+				}
+			}
+			return events, cobra.ShellCompDirectiveNoFileComp
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.publishEvent(cmd.Context(), args, diff, data, msgID, updatedAt)
+		},
+	})
+	cmd.Flags().StringVar(&diff, "diff", "", "changed fields, a JSON object (update events)")
+	cmd.Flags().StringVar(&data, "data", "", "the whole resource or message, JSON (create events, new-message)")
+	cmd.Flags().StringVar(&msgID, "msg-id", "", "Nats-Msg-Id (default: a hash of room and envelope)")
+	cmd.Flags().IntVar(&updatedAt, "updated-at", 0, "updatedAt in ms since the Unix epoch (default: now)")
+	return cmd
+}
+
+func (c *opsCmd) publishEvent(ctx context.Context, rest []string, diff, data, msgID string, updatedAt int) error {
+	if err := c.ready(); err != nil {
 		return err
 	}
 	r, err := room(rest[0])
@@ -39,7 +71,7 @@ func publishCmd(ctx context.Context, args []string, out, errOut io.Writer) error
 	for _, f := range []struct {
 		name, val string
 		dst       *json.RawMessage
-	}{{"-diff", diff, &env.Diff}, {"-data", data, &env.Data}} {
+	}{{"--diff", diff, &env.Diff}, {"--data", data, &env.Data}} {
 		if f.val == "" {
 			continue
 		}
@@ -69,12 +101,25 @@ func publishCmd(ctx context.Context, args []string, out, errOut io.Writer) error
 	return c.printJSON(map[string]any{"room": r.Name(), "seq": ack.Sequence, "duplicate": ack.Duplicate})
 }
 
-// tailCmd: roomcast tail ROOM — live broadcasts as gateways receive them.
-func tailCmd(ctx context.Context, args []string, out, errOut io.Writer) error {
-	c := newOpsCmd("tail", "tail [flags] ROOM", out, errOut)
+// tailCommand: roomcast tail ROOM — live broadcasts as gateways receive them.
+func tailCommand(out, errOut io.Writer) *cobra.Command {
+	c := newOpsCmd(readsSubjects, out, errOut)
 	var count int
-	c.fs.IntVar(&count, "count", 0, "stop after this many messages (0: until interrupted)")
-	r, err := c.parseRoom(args)
+	cmd := c.command(&cobra.Command{
+		Use:     "tail ROOM",
+		Short:   "print live broadcasts as gateways receive them",
+		Example: "  roomcast tail board-b1-tasks\n  roomcast tail board-b1-tasks --count 1",
+		Args:    usageArgs("ROOM", cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.tail(cmd.Context(), args[0], count)
+		},
+	})
+	cmd.Flags().IntVar(&count, "count", 0, "stop after this many messages (0: until interrupted)")
+	return cmd
+}
+
+func (c *opsCmd) tail(ctx context.Context, name string, count int) error {
+	r, err := c.readyRoom(name)
 	if err != nil {
 		return err
 	}
@@ -91,7 +136,7 @@ func tailCmd(ctx context.Context, args []string, out, errOut io.Writer) error {
 	if err := c.nc.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(errOut, "tailing %s (%s)\n", r, c.subjects.Live(r))
+	fmt.Fprintf(c.errOut, "tailing %s (%s)\n", r, c.subjects.Live(r))
 	for n := 0; count == 0 || n < count; n++ {
 		select {
 		case <-ctx.Done():
@@ -126,19 +171,41 @@ type replayLine struct {
 	Data    json.RawMessage `json:"data"`
 }
 
-// replayCmd: roomcast replay ROOM (-since | -from-seq) [-to-seq] [-to-room | -rebroadcast].
-func replayCmd(ctx context.Context, args []string, out, errOut io.Writer) error {
-	c := newOpsCmd("replay", "replay [flags] ROOM  (-since MS | -from-seq N) [-to-seq M] [-to-room ROOM | -rebroadcast]", out, errOut)
-	var since, fromSeq, toSeq int
-	var toRoom string
-	var rebroadcast, quiet bool
-	c.fs.IntVar(&since, "since", -1, "start at this stream time, ms since the Unix epoch")
-	c.fs.IntVar(&fromSeq, "from-seq", 0, "start at this stream sequence")
-	c.fs.IntVar(&toSeq, "to-seq", 0, "stop after this stream sequence (0: the room's last message)")
-	c.fs.StringVar(&toRoom, "to-room", "", "publish each message to this room instead of printing it")
-	c.fs.BoolVar(&rebroadcast, "rebroadcast", false, "send each message to the room's connected clients again (not stored again)")
-	c.fs.BoolVar(&quiet, "quiet", false, "no progress on stderr")
-	r, err := c.parseRoom(args)
+// replayOptions are replay's own flags.
+type replayOptions struct {
+	since, fromSeq, toSeq int
+	toRoom                string
+	rebroadcast, quiet    bool
+}
+
+// replayCommand: roomcast replay ROOM (--since | --from-seq) [--to-seq] [--to-room | --rebroadcast].
+func replayCommand(out, errOut io.Writer) *cobra.Command {
+	c := newOpsCmd(readsSubjects, out, errOut)
+	var o replayOptions
+	cmd := c.command(&cobra.Command{
+		Use:   "replay ROOM (--since MS | --from-seq N) [--to-seq M] [--to-room ROOM | --rebroadcast]",
+		Short: "read a room's history back: print it, copy it to another room, or send it to its clients again",
+		Example: `  roomcast replay board-b1-tasks --from-seq 1200 --to-seq 1300
+  roomcast replay board-b1-tasks --since 1764262800000 --rebroadcast
+  roomcast replay board-b1-tasks --from-seq 1 --to-room board-b9-tasks`,
+		Args: usageArgs("ROOM", cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.replay(cmd.Context(), args[0], o)
+		},
+	})
+	f := cmd.Flags()
+	f.IntVar(&o.since, "since", -1, "start at this stream time, ms since the Unix epoch")
+	f.IntVar(&o.fromSeq, "from-seq", 0, "start at this stream sequence")
+	f.IntVar(&o.toSeq, "to-seq", 0, "stop after this stream sequence (0: the room's last message)")
+	f.StringVar(&o.toRoom, "to-room", "", "publish each message to this room instead of printing it")
+	f.BoolVar(&o.rebroadcast, "rebroadcast", false, "send each message to the room's connected clients again (not stored again)")
+	f.BoolVar(&o.quiet, "quiet", false, "no progress on stderr")
+	return cmd
+}
+
+func (c *opsCmd) replay(ctx context.Context, name string, o replayOptions) error {
+	since, fromSeq, toSeq, toRoom, rebroadcast, quiet := o.since, o.fromSeq, o.toSeq, o.toRoom, o.rebroadcast, o.quiet
+	r, err := c.readyRoom(name)
 	if err != nil {
 		return err
 	}
@@ -146,10 +213,10 @@ func replayCmd(ctx context.Context, args []string, out, errOut io.Writer) error 
 		return usagef("%s is a client room: client rooms are not stored", r)
 	}
 	if (since >= 0) == (fromSeq > 0) {
-		return usagef("give -since or -from-seq, one of them")
+		return usagef("give --since or --from-seq, one of them")
 	}
 	if toRoom != "" && rebroadcast {
-		return usagef("give -to-room or -rebroadcast, not both")
+		return usagef("give --to-room or --rebroadcast, not both")
 	}
 	var target proto.Room
 	if toRoom != "" {
@@ -269,15 +336,28 @@ func (c *opsCmd) republish(ctx context.Context, pub *proto.Publisher, target pro
 	return err
 }
 
-// streamsCmd: roomcast streams ensure|info.
-func streamsCmd(ctx context.Context, args []string, out, errOut io.Writer) error {
-	c := newOpsCmd("streams", "streams [flags] ensure|info", out, errOut)
-	rest, err := c.parse(args, 1)
-	if err != nil {
+// streamsCommand: roomcast streams ensure|info.
+func streamsCommand(out, errOut io.Writer) *cobra.Command {
+	c := newOpsCmd(readsStore, out, errOut)
+	return c.command(&cobra.Command{
+		Use:   "streams ensure|info",
+		Short: "create or update stream ROOMS and the buckets (ensure), or show them (info)",
+		Example: `  roomcast streams info
+  roomcast streams ensure --replicas 3`,
+		ValidArgs: []string{"ensure", "info"},
+		Args:      usageArgs("ensure or info", cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.streams(cmd.Context(), args[0])
+		},
+	})
+}
+
+func (c *opsCmd) streams(ctx context.Context, what string) error {
+	if err := c.ready(); err != nil {
 		return err
 	}
-	if rest[0] != "ensure" && rest[0] != "info" {
-		return usagef("streams: want ensure or info, got %q", rest[0])
+	if what != "ensure" && what != "info" {
+		return usagef("want ensure or info, got %q", what)
 	}
 	if err := c.connect(); err != nil {
 		return err
@@ -285,7 +365,7 @@ func streamsCmd(ctx context.Context, args []string, out, errOut io.Writer) error
 	defer c.close()
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	if rest[0] == "ensure" {
+	if what == "ensure" {
 		if err := proto.Ensure(ctx, c.js, c.store); err != nil {
 			return err
 		}

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -222,4 +225,125 @@ func TestCLIExitCodes(t *testing.T) {
 	code, _, errOut2 := c.run("state", "board-b1")
 	require.Equal(t, exitFailure, code)
 	require.Contains(t, errOut2, "connect to NATS")
+}
+
+// TestCLICommandLine: flags anywhere in either spelling, help that exits 0
+// and lists only the command's flags, usage errors in one line and a hint,
+// shell completion.
+func TestCLICommandLine(t *testing.T) {
+	s, _, _ := natstest.RunStack(t, proto.StoreConfig{})
+	c := cli{t, s.ClientURL()}
+	for _, args := range [][]string{
+		{"publish", "board-b1-tasks", "update-task", "t1", "-diff", `{"title":"New"}`},
+		{"publish", "board-b1-tasks", "--diff", `{"title":"New"}`, "update-task", "t1"},
+		{"publish", "board-b1-tasks", "update-task", "t1", "--diff={\"title\":\"New\"}", "--updated-at", "5"},
+	} {
+		require.Equal(t, "board-b1-tasks", lines(t, c.ok(args...))[0]["room"], "%v", args)
+	}
+
+	help := func(args ...string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		require.Equal(t, exitOK, run(context.Background(), args, &out, &errOut), "%v: %s", args, errOut.String())
+		return out.String()
+	}
+	state := help("state", "-h")
+	require.Contains(t, state, "--nats-url")
+	require.Contains(t, state, "roomcast state board-b1-tasks", "an example")
+	for _, unused := range []string{"--since", "--subject-prefix", "--replicas", "--max-age", "--log-level"} {
+		require.NotContains(t, state, unused)
+	}
+	changes := help("changes", "--help")
+	require.Contains(t, changes, "--after-seq")
+	for _, unused := range []string{"--subject-prefix", "--replicas", "--log-level"} {
+		require.NotContains(t, changes, unused)
+	}
+	require.Contains(t, help("streams", "-help"), "--replicas")
+	require.Contains(t, help("help", "publish"), "--diff")
+	require.Contains(t, help("-h"), "publish")
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"publish", "board-b1-tasks", "update-task"}, "roomcast publish: want ROOM EVENT ID, got 2 argument(s)"},
+		{[]string{"state", "board-b1", "-frob"}, "roomcast state: unknown flag: --frob"},
+		{[]string{"changes", "board-b1-tasks", "--since", "soon"}, `roomcast changes: invalid argument "soon" for "--since"`},
+		{[]string{"frobnicate"}, `roomcast: unknown command "frobnicate"`},
+	} {
+		var out, errOut bytes.Buffer
+		require.Equal(t, exitUsage, run(context.Background(), tc.args, &out, &errOut), "%v", tc.args)
+		got := strings.Split(strings.TrimSpace(errOut.String()), "\n")
+		require.Len(t, got, 2, "one line and a hint: %q", errOut.String())
+		require.Contains(t, got[0], tc.want)
+		require.Contains(t, got[1], "--help")
+	}
+
+	for _, shell := range []string{"bash", "zsh", "fish"} {
+		require.Contains(t, help("completion", shell), "roomcast", shell)
+	}
+	events := help("__complete", "publish", "board-b1-tasks", "")
+	require.Equal(t, []string{"create-task", "update-task", "delete-task", ":4"}, strings.Fields(events),
+		"EVENT completes to the room's events")
+}
+
+// TestCLIToken: the token verifies with the configured secret, or with the
+// development secret serve keeps in its data directory.
+func TestCLIToken(t *testing.T) {
+	verify := func(tok, secret string) jwt.MapClaims {
+		t.Helper()
+		claims := jwt.MapClaims{}
+		_, err := jwt.ParseWithClaims(strings.TrimSpace(tok), claims, func(*jwt.Token) (any, error) { return []byte(secret), nil },
+			jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired())
+		require.NoError(t, err)
+		return claims
+	}
+	token := func(args ...string) (int, string, string) {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), append([]string{"token"}, args...), &out, &errOut)
+		return code, out.String(), errOut.String()
+	}
+	secret := "0123456789abcdef0123456789abcdef"
+	code, out, errOut := token("alice", "--jwt-secret", secret, "--ttl", "1h")
+	require.Equal(t, exitOK, code, errOut)
+	claims := verify(out, secret)
+	require.Equal(t, "alice", claims["sub"])
+	exp, err := claims.GetExpirationTime()
+	require.NoError(t, err)
+	require.WithinDuration(t, time.Now().Add(time.Hour), exp.Time, time.Minute)
+
+	t.Setenv("ROOMCAST_JWT_SECRET", secret)
+	code, out, _ = token("bob")
+	require.Equal(t, exitOK, code)
+	require.Equal(t, "bob", verify(out, secret)["sub"], "ROOMCAST_JWT_SECRET is read")
+	t.Setenv("ROOMCAST_JWT_SECRET", "")
+
+	dir := t.TempDir()
+	code, _, errOut = token("alice", "--data-dir", dir)
+	require.Equal(t, exitFailure, code)
+	require.Contains(t, errOut, "no secret to sign with: set ROOMCAST_JWT_SECRET")
+	secret2, devToken, err := devSecret(dir)
+	require.NoError(t, err)
+	require.Equal(t, "dev", verify(devToken, secret2)["sub"])
+	again, _, err := devSecret(dir)
+	require.NoError(t, err)
+	require.Equal(t, secret2, again, "a restart keeps the development secret")
+	code, out, errOut = token("alice", "--data-dir", dir)
+	require.Equal(t, exitOK, code, errOut)
+	require.Equal(t, "alice", verify(out, secret2)["sub"], "signed with serve's development secret")
+
+	require.NoError(t, os.WriteFile(filepath.Join(dir, devSecretFile), []byte("short\n"), 0o600))
+	code, _, errOut = token("alice", "--data-dir", dir)
+	require.Equal(t, exitFailure, code)
+	require.Contains(t, errOut, "too short")
+
+	for _, bad := range [][]string{{"a*b", "--jwt-secret", secret}, {"alice", "--ttl", "0s", "--jwt-secret", secret}, {}} {
+		code, out, _ := token(bad...)
+		require.Equal(t, exitUsage, code, "%v", bad)
+		require.Empty(t, out)
+	}
+	t.Setenv("ROOMCAST_JWT_PUBLIC_KEY", "/some/key.pem")
+	code, _, errOut = token("alice", "--data-dir", dir)
+	require.Equal(t, exitFailure, code)
+	require.Contains(t, errOut, "ROOMCAST_JWT_PUBLIC_KEY is set")
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -19,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/roomcast/roomcast/proto"
@@ -44,25 +46,55 @@ type serveConfig struct {
 	sync      backfill.Config
 }
 
-func parseServe(args []string) (serveConfig, error) {
+// serveCommand: roomcast serve.
+func serveCommand(out io.Writer) *cobra.Command {
 	var c serveConfig
 	fs := flagenv.New(flag.NewFlagSet("serve", flag.ContinueOnError))
 	c.common.Bind(fs, "")
 	c.gateway.Bind(fs)
 	fs.String(&c.natsAddr, "nats-addr", "ROOMCAST_NATS_ADDR", "127.0.0.1:4222", "embedded NATS client address (when no NATS URL is given)")
-	fs.String(&c.dataDir, "data-dir", "ROOMCAST_DATA_DIR", "./data", "embedded NATS JetStream store")
-	if err := fs.Parse(args); err != nil {
-		return c, err
+	bindDataDir(fs, &c.dataDir)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "an embedded NATS with JetStream and every roomcast service, in one process",
+		Long: `serve runs an embedded nats-server with JetStream (or connects to --nats-url)
+and the gateway, roomstate and sync services in one process.
+
+With no --jwt-secret and no --jwt-public-key it is in development mode: it
+generates a secret (kept in --data-dir, so "roomcast token USER" can sign with
+it), prints a token for user "dev", and says what else it allows.
+
+The roomstate and sync services read their own ROOMCAST_ROOMSTATE_* and
+ROOMCAST_SYNC_* variables (see bin/roomstate -h and bin/sync -h).`,
+		Example: `  roomcast serve
+  ROOMCAST_JWT_SECRET=... roomcast serve --http-addr 0.0.0.0:8080`,
+		Args: usageArgs("no arguments", cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Parse(nil) parses nothing: it reports the first bad ROOMCAST_* value.
+			if err := fs.Parse(nil); err != nil {
+				return usageError{err}
+			}
+			if err := c.readServices(); err != nil {
+				return err
+			}
+			return serve(cmd.Context(), c, out)
+		},
 	}
+	cmd.Flags().AddGoFlagSet(fs.FlagSet)
+	return cmd
+}
+
+// readServices reads the roomstate and sync services' variables.
+func (c *serveConfig) readServices() error {
 	for _, bind := range []func(*flagenv.Set){c.roomstate.Bind, c.sync.Bind} {
 		env := flagenv.New(flag.NewFlagSet("serve", flag.ContinueOnError))
 		bind(env)
 		if err := env.Parse(nil); err != nil {
-			return c, err
+			return err
 		}
 	}
 	c.roomstate.HTTPAddr, c.sync.HTTPAddr = "", ""
-	return c, nil
+	return nil
 }
 
 // check validates everything that can be checked before anything starts,
@@ -110,11 +142,7 @@ func checkWritableDir(dir string) error {
 	return os.Remove(f.Name())
 }
 
-func serve(ctx context.Context, args []string) error {
-	c, err := parseServe(args)
-	if err != nil {
-		return err
-	}
+func serve(ctx context.Context, c serveConfig, out io.Writer) error {
 	flagenv.GCPercent(flagenv.GatewayGCPercent)
 	if err := c.check(); err != nil {
 		return err
@@ -130,7 +158,7 @@ func serve(ctx context.Context, args []string) error {
 
 	var devToken string
 	if c.gateway.JWTSecret == "" && c.gateway.JWTPublicKeyFile == "" {
-		c.gateway.JWTSecret, devToken, err = devSecret()
+		c.gateway.JWTSecret, devToken, err = devSecret(c.dataDir)
 		if err != nil {
 			return err
 		}
@@ -190,7 +218,7 @@ func serve(ctx context.Context, args []string) error {
 		return fmt.Errorf("ROOMCAST_HTTP_ADDR=%s: %w", gw.HTTPAddr, err)
 	}
 	gw.Listener = ln
-	printBanner(os.Stdout, ln.Addr().String(), natsURL, devToken)
+	printBanner(out, ln.Addr().String(), natsURL, devToken, filepath.Join(c.dataDir, devSecretFile))
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return gateway.Run(gctx, gw) })
@@ -243,29 +271,70 @@ func startEmbedded(addr, dataDir string) (*server.Server, error) {
 	return s, nil
 }
 
-// devSecret makes a secret for this run and a token for user "dev", for
-// trying roomcast without an identity provider.
-func devSecret() (secret, token string, err error) {
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
+// bindDataDir binds serve's data directory, which "roomcast token" reads too.
+func bindDataDir(fs *flagenv.Set, dir *string) {
+	fs.String(dir, "data-dir", "ROOMCAST_DATA_DIR", "./data", "embedded NATS JetStream store, and the development secret")
+}
+
+// devSecretFile is where serve keeps the secret it generates, in its data
+// directory: "roomcast token" signs with it, and a restart keeps the
+// tokens a developer has pasted into pages valid.
+const devSecretFile = "dev-jwt-secret"
+
+// devSecret reads the development secret from dataDir, making one the first
+// time, and makes a token for user "dev", for trying roomcast without an
+// identity provider.
+func devSecret(dataDir string) (secret, token string, err error) {
+	secret, err = readDevSecret(dataDir)
+	if errors.Is(err, os.ErrNotExist) {
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return "", "", err
+		}
+		secret = hex.EncodeToString(b)
+		if err := os.MkdirAll(dataDir, 0o755); err != nil {
+			return "", "", fmt.Errorf("ROOMCAST_DATA_DIR=%q: %v", dataDir, err)
+		}
+		if err := os.WriteFile(filepath.Join(dataDir, devSecretFile), []byte(secret+"\n"), 0o600); err != nil {
+			return "", "", fmt.Errorf("ROOMCAST_DATA_DIR=%q: keep the development secret: %v", dataDir, err)
+		}
+	} else if err != nil {
 		return "", "", err
 	}
-	secret = hex.EncodeToString(b)
-	token, err = jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"sub": "dev",
-		"iat": time.Now().Unix(),
-		"exp": time.Now().Add(24 * time.Hour).Unix(),
-	}).SignedString([]byte(secret))
+	token, err = signToken(secret, "dev", 24*time.Hour)
 	return secret, token, err
 }
 
-func printBanner(w io.Writer, httpAddr, natsURL, devToken string) {
+// readDevSecret reads the development secret serve keeps in dataDir.
+func readDevSecret(dataDir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, devSecretFile))
+	if err != nil {
+		return "", err
+	}
+	secret := strings.TrimSpace(string(b))
+	if len(secret) < 32 {
+		return "", fmt.Errorf("%s: too short to be a secret serve wrote; remove it and serve makes a new one", filepath.Join(dataDir, devSecretFile))
+	}
+	return secret, nil
+}
+
+// signToken is an HS256 token for user, valid for ttl.
+func signToken(secret, user string, ttl time.Duration) (string, error) {
+	now := time.Now()
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": user,
+		"iat": now.Unix(),
+		"exp": now.Add(ttl).Unix(),
+	}).SignedString([]byte(secret))
+}
+
+func printBanner(w io.Writer, httpAddr, natsURL, devToken, devSecretPath string) {
 	fmt.Fprintf(w, "roomcast is starting\n")
 	fmt.Fprintf(w, "  sockets  ws://%s/socket.io/?EIO=4&transport=websocket\n", httpAddr)
 	fmt.Fprintf(w, "  health   http://%s/healthz  http://%s/readyz  http://%s/metrics\n", httpAddr, httpAddr, httpAddr)
 	fmt.Fprintf(w, "  nats     %s  (stream %s, buckets %s and %s)\n", natsURL, proto.StreamRooms, proto.BucketRoomState, proto.BucketPresence)
 	if devToken != "" {
-		fmt.Fprintf(w, "  no ROOMCAST_JWT_SECRET given: a secret was generated for this run.\n")
-		fmt.Fprintf(w, "  development token (user \"dev\", valid 24h):\n  %s\n", devToken)
+		fmt.Fprintf(w, "  no ROOMCAST_JWT_SECRET given: a development secret is kept in %s\n", devSecretPath)
+		fmt.Fprintf(w, "  development token (user \"dev\", valid 24h; \"roomcast token USER\" makes more):\n  %s\n", devToken)
 	}
 }

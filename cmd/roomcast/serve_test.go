@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +15,16 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/stretchr/testify/require"
 )
+
+// serveCLI runs "roomcast serve ARGS…"; its error is what it printed on
+// stderr when it did not exit 0.
+func serveCLI(ctx context.Context, args []string) error {
+	var errOut bytes.Buffer
+	if code := run(ctx, append([]string{"serve"}, args...), io.Discard, &errOut); code != exitOK {
+		return fmt.Errorf("exit %d: %s", code, errOut.String())
+	}
+	return nil
+}
 
 // A bad setting stops start-up with one clear error naming the setting,
 // before anything starts.
@@ -31,7 +44,7 @@ func TestServeRefusesBadSettings(t *testing.T) {
 		{"bad subject prefix", "ROOMCAST_SUBJECT_PREFIX", []string{"-subject-prefix", "a..b", "-data-dir", dir}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := serve(context.Background(), append(tc.args, "-http-addr", "127.0.0.1:0"))
+			err := serveCLI(context.Background(), append(tc.args, "-http-addr", "127.0.0.1:0"))
 			require.ErrorContains(t, err, tc.want)
 		})
 	}
@@ -44,7 +57,7 @@ func TestServeRefusesBadSettings(t *testing.T) {
 	} {
 		t.Run(tc.env+"="+tc.value, func(t *testing.T) {
 			t.Setenv(tc.env, tc.value)
-			err := serve(context.Background(), []string{"-http-addr", "127.0.0.1:0", "-data-dir", dir})
+			err := serveCLI(context.Background(), []string{"-http-addr", "127.0.0.1:0", "-data-dir", dir})
 			require.ErrorContains(t, err, tc.want)
 		})
 	}
@@ -60,7 +73,7 @@ func TestServeConnectsInProcess(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- serve(ctx, []string{"-http-addr", "127.0.0.1:0", "-nats-addr", "127.0.0.1:0",
+		done <- serveCLI(ctx, []string{"-http-addr", "127.0.0.1:0", "-nats-addr", "127.0.0.1:0",
 			"-data-dir", dir, "-log-level", "error", "-jwt-secret", "0123456789abcdef0123456789abcdef"})
 	}()
 	t.Cleanup(func() {
