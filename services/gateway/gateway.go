@@ -43,6 +43,9 @@ type Gateway struct {
 	fanout []chan *nats.Msg
 
 	draining atomic.Bool
+	// notAccepting is the listener's last accept error while accepts fail
+	// (nil: accepting), for /readyz.
+	notAccepting atomic.Pointer[string]
 }
 
 // Run serves the gateway until ctx is done, then drains and returns. It
@@ -250,6 +253,10 @@ func (g *Gateway) drainNATS() error {
 func (g *Gateway) serveReady(w http.ResponseWriter, r *http.Request) {
 	if g.draining.Load() {
 		http.Error(w, "draining", http.StatusServiceUnavailable)
+		return
+	}
+	if err := g.notAccepting.Load(); err != nil {
+		http.Error(w, "not accepting: "+*err, http.StatusServiceUnavailable)
 		return
 	}
 	if !g.nc.IsConnected() {

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -54,24 +55,74 @@ func (g *Gateway) SocketIOListener(ln net.Listener) net.Listener {
 	return l
 }
 
+// acceptLoop accepts until the listener is closed. Any other accept error
+// (out of descriptors, EMFILE or ENFILE, above all; ENOBUFS, ENOMEM, a
+// firewall's EPERM) is waited out as net/http waits out a temporary one: 5
+// ms, doubling to 1 s, and again. Giving up would leave a process that
+// looks alive and never accepts again, a socket or a /readyz; an error that
+// does not pass is at least counted, logged and shown by /readyz.
 func (l *socketIOListener) acceptLoop() {
 	var delay time.Duration
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// as net/http does with a temporary accept error
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				l.stop(err)
+				return
 			}
-			l.stop(err)
-			return
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			l.g.acceptFailed(err, delay)
+			select {
+			case <-time.After(delay):
+				continue
+			case <-l.closed:
+				return
+			}
 		}
-		delay = 0
+		if delay != 0 {
+			delay = 0
+			l.g.acceptRecovered()
+		}
 		go l.serve(c)
 	}
+}
+
+// acceptFailed counts an accept error, and makes /readyz say "not
+// accepting" until an accept succeeds again.
+func (g *Gateway) acceptFailed(err error, retry time.Duration) {
+	g.m.acceptErrors.WithLabelValues(acceptErrorLabel(err)).Inc()
+	msg := err.Error()
+	if g.notAccepting.Swap(&msg) == nil {
+		g.log.Error().Err(err).Msg("accept failed: no new connection (socket or HTTP) until it passes; retrying")
+	} else if retry == time.Second {
+		g.log.Warn().Err(err).Msg("accept still failing; retrying every second")
+	}
+}
+
+func (g *Gateway) acceptRecovered() {
+	if g.notAccepting.Swap(nil) != nil {
+		g.log.Info().Msg("accepting connections again")
+	}
+}
+
+// acceptErrorLabel names an accept error for the metric.
+func acceptErrorLabel(err error) string {
+	for _, e := range []struct {
+		errno syscall.Errno
+		label string
+	}{
+		{syscall.EMFILE, "emfile"}, {syscall.ENFILE, "enfile"}, {syscall.ENOBUFS, "enobufs"},
+		{syscall.ENOMEM, "enomem"}, {syscall.ECONNABORTED, "econnaborted"}, {syscall.EPERM, "eperm"},
+	} {
+		if errors.Is(err, e.errno) {
+			return e.label
+		}
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "timeout"
+	}
+	return "other"
 }
 
 func (l *socketIOListener) stop(err error) {

@@ -21,6 +21,7 @@ type metrics struct {
 	authFailures    *prometheus.CounterVec
 	calls           *prometheus.CounterVec
 	badFrames       *prometheus.CounterVec
+	acceptErrors    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -51,9 +52,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Endpoint calls by endpoint and result code (ok or an error code)."}, []string{"endpoint", "code"}),
 		badFrames: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "bad_frames_total",
 			Help: "Frames that closed their socket, by kind."}, []string{"kind"}),
+		acceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "accept_errors_total",
+			Help: "Failed accepts of new connections (each retried after a pause, 5 ms doubling to 1 s), by error: emfile and enfile mean out of file descriptors."}, []string{"error"}),
 	}
 	for _, c := range []prometheus.Collector{m.sockets, m.rooms, m.subscriptions, m.messagesIn, m.messagesOut, m.unrouted, m.dropped,
-		m.fanoutSeconds, m.slowDisconnects, m.authFailures, m.calls, m.badFrames} {
+		m.fanoutSeconds, m.slowDisconnects, m.authFailures, m.calls, m.badFrames, m.acceptErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
