@@ -31,8 +31,10 @@ import (
 type indexEntry struct {
 	seq uint64
 	ts  int64 // store time, ns since the epoch
-	// The message's body in the room's log, when the tail keeps it.
-	off, len uint32
+	// bodyLen is the length of the message's body in the room's log, when
+	// the tail keeps it (at most tailMaxMessage). Where the body starts is
+	// not stored: see roomChain.log.
+	bodyLen uint32
 }
 
 // roomChain is a room's latest messages: every message of the room stored
@@ -44,7 +46,9 @@ type roomChain struct {
 	n       int
 
 	// The tail (tail.go): the bodies of the newest `bodies` entries, in
-	// stream order, in log[dead:].
+	// stream order and back to back, are log[dead:]. Only their lengths are
+	// in the entries, so moving the bytes (compact) touches no entry, and a
+	// body's start is summed at read time and checked against len(log).
 	log    []byte
 	dead   int
 	bodies int

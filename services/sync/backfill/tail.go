@@ -19,12 +19,21 @@ import (
 // before.
 //
 // Memory: the bodies of a room live in one byte slice (its log), appended in
-// stream order; an entry of the chain holds its body's offset and length.
-// The oldest bodies' bytes are dropped by moving the log's start (dead) and
-// reclaimed by compacting in place when the log would grow. No pointer per
-// message; the bound is TailBytes of log capacity over all rooms, checked on
-// every append (a room beyond it loses its bodies: the room chosen at random,
-// as the index evicts rooms).
+// stream order; an entry of the chain holds its body's length, not where it
+// starts. The oldest bodies' bytes are dropped by moving the log's start
+// (dead) and reclaimed by compacting in place when the log would grow. No
+// pointer per message; the bound is TailBytes of log capacity over all
+// rooms, checked on every append (a room beyond it loses its bodies: the
+// room chosen at random, as the index evicts rooms).
+//
+// Why no offsets: offsets stored in the entries had to be rewritten on every
+// compaction, for exactly the entries that had bodies at that moment, and a
+// compaction run while the newest entry was counted but its body not yet
+// (issue 13) rewrote the wrong window; the uint32 offsets then wrapped below
+// zero and index.observe panicked. With lengths only, the one position kept
+// is dead (an int that only grows by a kept body's length and returns to
+// zero), and every read sums the lengths and checks that they end exactly
+// at len(log) before it slices (bodySpan).
 
 // tailWait is how long a tail read waits for the feed to show the stream's
 // last sequence (the feed trails the stream by the time a re-published
@@ -47,7 +56,6 @@ func (c *roomChain) dropBodies() {
 // keepBody appends the body of the chain's newest entry (just added) to the
 // log, keeping at most keep bodies; a body too large to keep ends the tail.
 func (c *roomChain) keepBody(data []byte, keep int) {
-	i := (c.head + c.n - 1) % len(c.entries)
 	if keep == 0 || len(data) > tailMaxMessage {
 		c.dropBodies()
 		return
@@ -55,33 +63,58 @@ func (c *roomChain) keepBody(data []byte, keep int) {
 	if len(c.log)+len(data) > cap(c.log) && c.dead > 0 {
 		c.compact()
 	}
-	c.entries[i].off = uint32(len(c.log))
-	c.entries[i].len = uint32(len(data))
+	c.entries[(c.head+c.n-1)%len(c.entries)].bodyLen = uint32(len(data))
 	c.log = append(c.log, data...)
 	c.bodies++
-	if c.bodies > keep {
+	for c.bodies > keep {
 		c.dropOldestBody()
 	}
 }
 
 // dropOldestBody forgets the oldest body the chain holds.
 func (c *roomChain) dropOldestBody() {
-	e := c.at(c.n - c.bodies)
-	c.dead = int(e.off + e.len)
+	c.dead += int(c.at(c.n - c.bodies).bodyLen)
 	c.bodies--
-	if c.bodies == 0 {
-		c.log, c.dead = c.log[:0], 0
+	if c.bodies == 0 || c.dead > len(c.log) {
+		// The second case is a broken invariant (see bodySpan): forget the
+		// bodies rather than keep a start past the log's end.
+		c.log, c.dead, c.bodies = c.log[:0], 0, 0
 	}
 }
 
-// compact moves the live bodies to the log's start.
+// compact moves the live bodies to the log's start. No entry changes: they
+// hold lengths, not offsets.
 func (c *roomChain) compact() {
-	live := copy(c.log, c.log[c.dead:])
-	c.log = c.log[:live]
-	for k := c.n - c.bodies; k < c.n; k++ {
-		c.entries[(c.head+k)%len(c.entries)].off -= uint32(c.dead)
-	}
+	c.log = c.log[:copy(c.log, c.log[c.dead:])]
 	c.dead = 0
+}
+
+// bodySpan is where, in the log, the bodies of entries i to end-1 lie
+// (n-bodies <= i <= end <= n). ok is false when the kept bodies' lengths do
+// not add up to the log's live bytes: a bug, and the caller must not read
+// the log then.
+func (c *roomChain) bodySpan(i, end int) (from, to int, ok bool) {
+	first := c.n - c.bodies
+	if i < first || i > end || end > c.n {
+		return 0, 0, false
+	}
+	off := c.dead
+	for k := first; k < c.n; k++ {
+		if k == i {
+			from = off
+		}
+		if k == end {
+			to = off
+		}
+		off += int(c.at(k).bodyLen)
+	}
+	if end == c.n {
+		to = off
+		if i == end {
+			from = off
+		}
+	}
+	return from, to, off == len(c.log)
 }
 
 // from is the position of the chain's first entry a read from st needs, ok
@@ -190,24 +223,29 @@ func (x *index) tailRead(subject string, st start, s jetstream.StreamState, barr
 		i++
 	}
 	end := i
-	size := 0
 	for end < c.n && c.at(end).seq <= s.LastSeq {
-		e := c.at(end)
-		if e.seq <= barrier {
+		if c.at(end).seq <= barrier {
 			return nil, false
 		}
-		size += int(e.len)
 		end++
 	}
-	if i < end && i < c.n-c.bodies {
+	if i == end {
+		return []stored{}, true
+	}
+	if i < c.n-c.bodies {
 		return nil, false // some bodies are not kept
 	}
-	buf := make([]byte, 0, size)
+	from, to, ok := c.bodySpan(i, end)
+	if !ok {
+		return nil, false
+	}
+	buf := append([]byte(nil), c.log[from:to]...)
 	out := make([]stored, 0, end-i)
-	for ; i < end; i++ {
+	for off := 0; i < end; i++ {
 		e := c.at(i)
-		buf = append(buf, c.log[e.off:e.off+e.len]...)
-		out = append(out, stored{Seq: e.seq, Data: buf[len(buf)-int(e.len):]})
+		next := off + int(e.bodyLen)
+		out = append(out, stored{Seq: e.seq, Data: buf[off:next:next]})
+		off = next
 	}
 	return out, true
 }

@@ -2,9 +2,11 @@ package backfill
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"runtime"
 	"strconv"
@@ -132,6 +134,75 @@ func TestTailBodies(t *testing.T) {
 	require.Equal(t, []uint64{404, 407}, seqs)
 }
 
+// sizedBody is a body of n bytes (at least the prefix's) that names seq.
+func sizedBody(seq uint64, n int) []byte {
+	b := fmt.Appendf(nil, "%d:", seq)
+	for len(b) < n {
+		b = append(b, byte('a'+len(b)%26))
+	}
+	return b
+}
+
+// logUniform draws a body size from lo to hi bytes, each power of two
+// alike: small and large bodies mixed in one room, as real rooms are.
+func logUniform(rng *rand.Rand, lo, hi int) int {
+	return int(math.Exp(math.Log(float64(lo)) + rng.Float64()*(math.Log(float64(hi))-math.Log(float64(lo)))))
+}
+
+// TestTailBodySizes: one room fed bodies of varying sizes keeps the right
+// bodies through every compaction. Before the fix, a compaction right after
+// another one moved the wrong bytes: bodies of 50-130 bytes panicked in
+// index.observe within a few thousand messages.
+func TestTailBodySizes(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		depth, keep int
+		lo, hi      int
+		logUniform  bool
+	}{
+		{"keep4/50-130", 6, 4, 50, 130, false},
+		{"keep128/50-130", DefaultIndexDepth, DefaultTailMessages, 50, 130, false},
+		{"keep4/1-8K", 6, 4, 1, 8 << 10, true},
+		{"keep128/1-8K", DefaultIndexDepth, DefaultTailMessages, 1, 8 << 10, true},
+		{"keep16/1-32K", 32, 16, 1, 2 * tailMaxMessage, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(0, 1))
+			x := newIndex(tc.depth, 8, tc.keep, 1<<30)
+			bodies := map[uint64][]byte{}
+			for seq := uint64(1); seq <= 5000; seq++ {
+				n := tc.lo + rng.IntN(tc.hi-tc.lo+1)
+				if tc.logUniform {
+					n = logUniform(rng, tc.lo, tc.hi)
+				}
+				data := sizedBody(seq, n)
+				bodies[seq] = data
+				x.observe(feedMsg("a", seq, seq-1, int(seq)), data)
+				c := x.rooms["a"]
+				_, _, ok := c.bodySpan(c.n-c.bodies, c.n)
+				require.True(t, ok, "seq %d: the kept bodies' lengths do not add up to the log", seq)
+				// The whole tail: every body kept must be right.
+				after := seq - min(seq, uint64(tc.keep))
+				msgs, ok := x.tailRead("a", start{afterSeq: after}, jetstream.StreamState{FirstSeq: 1, LastSeq: seq, Msgs: seq}, 0)
+				if !ok {
+					// Only a body too large to keep ends the tail.
+					large := false
+					for s := after + 1; s <= seq; s++ {
+						large = large || len(bodies[s]) > tailMaxMessage
+					}
+					require.True(t, large, "seq %d: no tail answer after %d", seq, after)
+					continue
+				}
+				require.Len(t, msgs, int(seq-after), "seq %d", seq)
+				for i, m := range msgs {
+					require.Equal(t, after+1+uint64(i), m.Seq)
+					require.Equal(t, string(bodies[m.Seq]), string(m.Data), "seq %d", m.Seq)
+				}
+			}
+		})
+	}
+}
+
 func TestTailBytesBound(t *testing.T) {
 	x := newIndex(16, 100, 16, 4<<10)
 	for seq := uint64(1); seq <= 2000; seq++ {
@@ -174,6 +245,8 @@ type tailFixture struct {
 	*fixture
 	url  string
 	stop func()
+	// tailMessages is the next start's Config.TailMessages.
+	tailMessages int
 	// reads of the services stopped before, by method
 	readsBefore map[string]float64
 }
@@ -183,10 +256,10 @@ func (f *tailFixture) allReads(t *testing.T, method string) float64 {
 	return f.readsBefore[method] + f.reads(t, method)
 }
 
-func startTailFixture(t *testing.T) *tailFixture {
+func startTailFixture(t *testing.T, tailMessages int) *tailFixture {
 	t.Helper()
 	s, nc, js := natstest.RunStack(t, proto.StoreConfig{})
-	f := &tailFixture{fixture: &fixture{nc: nc, js: js, pub: proto.NewPublisher(js, proto.Subjects{})}, url: s.ClientURL()}
+	f := &tailFixture{fixture: &fixture{nc: nc, js: js, pub: proto.NewPublisher(js, proto.Subjects{})}, url: s.ClientURL(), tailMessages: tailMessages}
 	f.start(t)
 	t.Cleanup(func() { f.stop() })
 	return f
@@ -196,7 +269,7 @@ func startTailFixture(t *testing.T) *tailFixture {
 func (f *tailFixture) start(t *testing.T) {
 	t.Helper()
 	f.reg = prometheus.NewRegistry()
-	f.cfg = Config{NATSURL: f.url, Registry: f.reg, Logger: zerolog.New(io.Discard), TailMessages: 64}
+	f.cfg = Config{NATSURL: f.url, Registry: f.reg, Logger: zerolog.New(io.Discard), TailMessages: f.tailMessages}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, f.cfg) }()
@@ -297,9 +370,10 @@ func (f *tailFixture) check(t *testing.T, c streamCopy, args proto.ChangesArgs) 
 // TestTailMatchesStream: on random streams of random rooms, with messages
 // deleted, rooms purged, the stream's front cut and the service restarted
 // between rounds, every answer equals the stream's, whether the tail gave
-// it or not.
+// it or not. Bodies are of every size; a short tail (8) compacts its logs
+// often, a long one (64) answers more reads: the restarts alternate them.
 func TestTailMatchesStream(t *testing.T) {
-	f := startTailFixture(t)
+	f := startTailFixture(t, 8)
 	rng := rand.New(rand.NewPCG(8, 2026))
 	rooms := []proto.Room{room(t, "board-p0-tasks"), room(t, "board-p1-tasks"), room(t, "board-p2-tasks"), room(t, "org-p3")}
 	ctx := context.Background()
@@ -311,13 +385,18 @@ func TestTailMatchesStream(t *testing.T) {
 			id := fmt.Sprintf("x%d", rng.IntN(6))
 			at := base + int64(rng.IntN(1000))
 			var env proto.Envelope
+			// Bodies from ~50 bytes (a delete) to past what the tail keeps,
+			// log-uniform, mixed within each room: compaction and the
+			// too-large path run at every size.
+			pad := strings.Repeat("p", logUniform(rng, 1, 3*tailMaxMessage/2))
 			switch ev := rng.IntN(3); {
 			case r.Kind() == proto.KindOrg:
-				env = proto.Envelope{Event: proto.EventUpdateOrganization, ID: id, UpdatedAt: at, Diff: []byte(`{"n":1}`)}
+				env = proto.Envelope{Event: proto.EventUpdateOrganization, ID: id, UpdatedAt: at, Diff: []byte(`{"n":1,"pad":"` + pad + `"}`)}
 			case ev == 0:
 				env = create(id, at)
+				env.Data = json.RawMessage(`{"id":"` + id + `","title":"` + pad + `"}`)
 			case ev == 1:
-				env = update(id, at, fmt.Sprintf(`{"n":%d}`, rng.IntN(100)))
+				env = update(id, at, fmt.Sprintf(`{"n":%d,"pad":"%s"}`, rng.IntN(100), pad))
 			default:
 				env = remove(id, at)
 			}
@@ -334,6 +413,7 @@ func TestTailMatchesStream(t *testing.T) {
 			require.NoError(t, stream.Purge(ctx, jetstream.WithPurgeSequence(seqs[len(seqs)/3])))
 		case 5: // a restart: the new service learns from the feed from now on
 			f.stop()
+			f.tailMessages = 8 + 64 - f.tailMessages
 			f.start(t)
 		}
 		last := seqs[len(seqs)-1]
@@ -364,7 +444,7 @@ func TestTailMatchesStream(t *testing.T) {
 // TestTailFallsBack: each way the tail cannot be sure sends the read to the
 // stream, with the stream's answer; and the tail answers again once sure.
 func TestTailFallsBack(t *testing.T) {
-	f := startTailFixture(t)
+	f := startTailFixture(t, 64)
 	ctx := context.Background()
 	tasks := room(t, "board-f1-tasks")
 	now := time.Now().UnixMilli()
