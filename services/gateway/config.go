@@ -134,6 +134,19 @@ type Config struct {
 	// profiles show internals and a CPU profile costs CPU ($ROOMCAST_PPROF).
 	Pprof bool
 
+	// HTTPReadHeaderTimeout bounds how long a client may take to send a
+	// request head on HTTPAddr: the upgrade request of a socket, a plain
+	// request (/healthz, /readyz, /metrics), and each further request on a
+	// kept-alive connection from its first byte. A client that trickles its
+	// head (slowloris) is cut at it. Default 10 s
+	// ($ROOMCAST_HTTP_READ_HEADER_TIMEOUT).
+	HTTPReadHeaderTimeout time.Duration
+	// HTTPIdleTimeout is how long a kept-alive plain HTTP connection may
+	// wait for its next request before it is closed (sockets have their own
+	// heartbeat). Default 60 s, about what load balancers and probes keep an
+	// idle connection for ($ROOMCAST_HTTP_IDLE_TIMEOUT).
+	HTTPIdleTimeout time.Duration
+
 	// DrainGrace is how long a stopping gateway takes to disconnect its
 	// sockets, spread so that they reconnect elsewhere gradually. Default 5 s.
 	DrainGrace time.Duration
@@ -157,6 +170,8 @@ func (c *Config) Bind(s *flagenv.Set) {
 	s.String(&c.JWTSecret, "jwt-secret", "ROOMCAST_JWT_SECRET", "", "HS256 secret for tokens")
 	s.String(&c.GatewayID, "gateway-id", "ROOMCAST_GATEWAY_ID", "", "this gateway's name in presence keys (default random)")
 	s.Duration(&c.DrainGrace, "drain-grace", "ROOMCAST_DRAIN_GRACE", 5*time.Second, "how long a stopping gateway takes to disconnect its sockets")
+	s.Duration(&c.HTTPReadHeaderTimeout, "http-read-header-timeout", "ROOMCAST_HTTP_READ_HEADER_TIMEOUT", 10*time.Second, "how long a client may take to send a request head")
+	s.Duration(&c.HTTPIdleTimeout, "http-idle-timeout", "ROOMCAST_HTTP_IDLE_TIMEOUT", 60*time.Second, "how long a kept-alive HTTP connection may wait for its next request")
 	s.Duration(&c.PingInterval, "ping-interval", "ROOMCAST_PING_INTERVAL", 25*time.Second, "how often each socket is pinged")
 	s.Duration(&c.PingTimeout, "ping-timeout", "ROOMCAST_PING_TIMEOUT", 20*time.Second, "how long a pong may take before the socket is closed")
 	s.Int(&c.SendQueueBytes, "send-queue-bytes", "ROOMCAST_SEND_QUEUE_BYTES", 1<<20, "bytes that may wait for one socket before it is cut off as slow")
@@ -202,6 +217,8 @@ func (c Config) withDefaults() Config {
 	dur(&c.AuthzTimeout, time.Second)
 	dur(&c.RequestTimeout, 2*time.Second)
 	dur(&c.DrainGrace, 5*time.Second)
+	dur(&c.HTTPReadHeaderTimeout, 10*time.Second)
+	dur(&c.HTTPIdleTimeout, 60*time.Second)
 	if c.AuthzCacheTTL == 0 {
 		c.AuthzCacheTTL = 30 * time.Second
 	}

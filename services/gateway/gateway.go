@@ -167,7 +167,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: cfg.HTTPReadHeaderTimeout, IdleTimeout: cfg.HTTPIdleTimeout}
 	// Socket.IO upgrades are served by the listener itself; net/http gets
 	// the rest (health, metrics, pprof).
 	ln = g.SocketIOListener(ln)

@@ -37,10 +37,6 @@ type socketIOListener struct {
 	err       error // why Accept stopped; set before closed is closed
 }
 
-// headTimeout bounds how long a client may take to send its request head
-// (as http.Server's ReadHeaderTimeout does for the others).
-const headTimeout = 10 * time.Second
-
 // maxHead is the largest request head the listener reads itself; a bigger
 // one goes to net/http, which answers it.
 const maxHead = 4096
@@ -150,7 +146,9 @@ func (l *socketIOListener) Close() error {
 
 // serve reads c's request head and upgrades it, or hands c to net/http.
 func (l *socketIOListener) serve(c net.Conn) {
-	_ = c.SetReadDeadline(time.Now().Add(headTimeout))
+	// A client may take HTTPReadHeaderTimeout to send its request head, as
+	// http.Server's ReadHeaderTimeout allows each further request.
+	_ = c.SetReadDeadline(time.Now().Add(l.g.cfg.HTTPReadHeaderTimeout))
 	br := headPool.Get().(*bufio.Reader)
 	br.Reset(c)
 	head, err := readHead(br)

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -211,22 +212,70 @@ func TestSecuritySlowlorisConnect(t *testing.T) {
 }
 
 // TestSecuritySlowlorisHandshake: a client that opens a connection and
-// trickles its upgrade request never finishing the head is cut by the
-// listener's head timeout (headTimeout), and the bytes it sent upgrade
-// nothing.
+// trickles its upgrade request, never finishing the head, is cut at
+// HTTPReadHeaderTimeout, and the bytes it sent upgrade nothing.
 func TestSecuritySlowlorisHandshake(t *testing.T) {
 	e := newEnv(t)
-	tg := e.startGateway()
+	tg := e.startGateway(func(c *Config) { c.HTTPReadHeaderTimeout = 300 * time.Millisecond })
+	c := tcpDial(t, tg)
+	_, err := io.WriteString(c, "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n")
+	require.NoError(t, err)
+	requireCut(t, c, 5*time.Second)
+}
+
+// ---- 13.3: plain HTTP connections are not held forever (conn) ----
+
+// TestSecurityIdleKeepAlive: a plain HTTP connection kept alive after a
+// request and then left idle is closed at HTTPIdleTimeout (it was held
+// forever).
+func TestSecurityIdleKeepAlive(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway(func(c *Config) { c.HTTPIdleTimeout = 300 * time.Millisecond; c.HTTPReadHeaderTimeout = time.Minute })
+	c := tcpDial(t, tg)
+	_, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	require.NoError(t, err)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.False(t, resp.Close, "the server did not keep the connection alive")
+	requireCut(t, c, 5*time.Second)
+}
+
+// TestSecuritySlowHeaders: on a kept-alive connection, a second request
+// whose head is trickled is cut at HTTPReadHeaderTimeout (net/http's
+// ReadHeaderTimeout, counted from its first byte), however long the idle
+// timeout.
+func TestSecuritySlowHeaders(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway(func(c *Config) { c.HTTPIdleTimeout = time.Minute; c.HTTPReadHeaderTimeout = 300 * time.Millisecond })
+	c := tcpDial(t, tg)
+	_, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	_, err = io.WriteString(c, "GET /healthz HTTP/1.1\r\nHo")
+	require.NoError(t, err)
+	requireCut(t, c, 5*time.Second)
+}
+
+func tcpDial(t *testing.T, tg *testGateway) net.Conn {
+	t.Helper()
 	c, err := net.Dial("tcp", strings.TrimPrefix(tg.url, "http://"))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
-	_, err = io.WriteString(c, "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n")
-	require.NoError(t, err)
-	require.NoError(t, c.SetReadDeadline(time.Now().Add(headTimeout+10*time.Second)))
-	n, err := bufio.NewReader(c).Read(make([]byte, 1))
-	require.Zero(t, n, "an answer to an unfinished request head")
+	return c
+}
+
+// requireCut waits for the server to close c, whatever it wrote before.
+func requireCut(t *testing.T, c net.Conn, within time.Duration) {
+	t.Helper()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(within)))
+	_, err := io.Copy(io.Discard, c)
 	var ne net.Error
-	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the connection was not cut at the head timeout")
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the connection was not closed within %s", within)
 }
 
 // TestSecurityCallFlood: a socket that sends endpoint calls as fast as it
