@@ -1,6 +1,11 @@
 package proto
 
-import "strings"
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+)
 
 // Request subjects of roomcast's own services (nats.go micro services, so
 // $SRV.PING, $SRV.INFO and $SRV.STATS discover them) and of the questions
@@ -69,9 +74,51 @@ type AuthzJoinRequest struct {
 	RoomName string `json:"roomName"`
 }
 
-// AuthzJoinReply is the answer; anything but {"allow":true} denies.
+// AuthzJoinReply is the answer; anything but {"allow":true} denies
+// (ParseAuthzJoinReply).
 type AuthzJoinReply struct {
 	Allow bool `json:"allow"`
+}
+
+// The two answers ParseAuthzJoinReply knows, compacted.
+var (
+	authzYes = []byte(`{"allow":true}`)
+	authzNo  = []byte(`{"allow":false}`)
+)
+
+// ParseAuthzJoinReply reads an authz.join answer strictly: only
+// {"allow":true} grants access. JSON whitespace between tokens is ignored
+// (Python's json.dumps writes {"allow": true}); nothing else is: a key
+// spelled otherwise ({"Allow":true}), a repeated key
+// ({"allow":false,"allow":true}), an extra field, a value that is not the
+// literal true. encoding/json would grant all of these, and a reply its
+// author never meant as yes must not open a room. An answer that is neither
+// {"allow":true} nor {"allow":false} denies and returns an error saying so,
+// for the operator's log.
+func ParseAuthzJoinReply(data []byte) (allow bool, err error) {
+	if bytes.Equal(data, authzYes) {
+		return true, nil
+	}
+	if bytes.Equal(data, authzNo) {
+		return false, nil
+	}
+	var compact bytes.Buffer
+	if len(data) <= 4*len(authzNo) && json.Compact(&compact, data) == nil {
+		switch {
+		case bytes.Equal(compact.Bytes(), authzYes):
+			return true, nil
+		case bytes.Equal(compact.Bytes(), authzNo):
+			return false, nil
+		}
+	}
+	return false, fmt.Errorf("%s answered %q, which is neither {\"allow\":true} nor {\"allow\":false}: denied", SubjectAuthzJoin, truncateBytes(data, 64))
+}
+
+func truncateBytes(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
 }
 
 // KickRequest removes userId's sockets from roomName on every gateway.

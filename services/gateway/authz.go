@@ -2,10 +2,12 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
 
 	"github.com/roomcast/roomcast/proto"
 )
@@ -24,6 +26,7 @@ var _ authorizer = (*natsAuthorizer)(nil)
 // just granted access must not wait for an entry to expire.
 type natsAuthorizer struct {
 	nc      *nats.Conn
+	log     zerolog.Logger
 	timeout time.Duration
 	ttl     time.Duration
 
@@ -47,7 +50,7 @@ func (a *natsAuthorizer) allowJoin(ctx context.Context, user string, r proto.Roo
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()
-	var reply proto.AuthzJoinReply
+	var reply json.RawMessage
 	// The question names the parent room: board-B-tasks shares board-B's
 	// members, so one answer (and one cache entry) covers the three.
 	err := proto.Request(ctx, a.nc, proto.SubjectAuthzJoin, proto.AuthzJoinRequest{UserID: user, RoomName: r.Parent().Name()}, &reply)
@@ -57,7 +60,11 @@ func (a *natsAuthorizer) allowJoin(ctx context.Context, user string, r proto.Roo
 		}
 		return proto.Errorf(proto.CodeForbidden, "access to %s denied", r.Name())
 	}
-	if !reply.Allow {
+	allow, err := proto.ParseAuthzJoinReply(reply)
+	if err != nil {
+		a.log.Warn().Err(err).Str("user", user).Str("room", r.Name()).Msg("authorizer answered neither yes nor no")
+	}
+	if !allow {
 		return proto.Errorf(proto.CodeForbidden, "access to %s denied", r.Name())
 	}
 	if a.ttl > 0 {

@@ -8,17 +8,27 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/binary"
+	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/roomcast/roomcast/proto"
@@ -313,4 +323,142 @@ func TestSecurityCallFlood(t *testing.T) {
 	require.LessOrEqual(t, ok, 10+30, "answered beyond the budget")
 	require.GreaterOrEqual(t, limited, n-40)
 	good.mustOK(proto.EndpointUpdateClient, map[string]any{"isActive": true})
+}
+
+// refusedWith connects with token and checks the CONNECT is refused with
+// reason and the socket closed, with no socket registered.
+func refusedWith(t *testing.T, tg *testGateway, tok, reason string) {
+	t.Helper()
+	c, got := connect(t, tg, `{"token":"`+tok+`"}`)
+	require.Equal(t, `44{"message":"`+reason+`","data":{"code":401}}`, got)
+	c.waitClosed()
+	require.Equal(t, float64(0), tg.counter(tg.m.sockets))
+}
+
+func hs256(t *testing.T, key []byte, claims jwt.MapClaims) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(key)
+	require.NoError(t, err)
+	return s
+}
+
+// --- Attack classes already defended: bad tokens, alg confusion, foreign rooms ---
+
+// TestSecurityBadTokens: a token signed with another key, an expired one,
+// and bytes that are no JWT at all are each refused at CONNECT with the
+// reason, and no socket stays.
+func TestSecurityBadTokens(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway()
+	now := time.Now()
+	cases := []struct{ try, token, reason string }{
+		{"a token signed with another secret", hs256(t, []byte("not-the-secret"), jwt.MapClaims{"sub": "u1", "exp": now.Add(time.Hour).Unix()}), reasonSignature},
+		{"a token that expired a minute ago", hs256(t, []byte(testSecret), jwt.MapClaims{"sub": "u1", "exp": now.Add(-time.Minute).Unix()}), reasonExpired},
+		{"bytes that are not a JWT", "eyJhbGciOiJIUzI1NiJ9.garbage", reasonMalformed},
+		{"a JWT with its signature cut off", strings.Join(strings.Split(hs256(t, []byte(testSecret), jwt.MapClaims{"sub": "u1", "exp": now.Add(time.Hour).Unix()}), ".")[:2], "."), reasonMalformed},
+	}
+	for _, c := range cases {
+		t.Run(c.try, func(t *testing.T) { refusedWith(t, tg, c.token, c.reason) })
+	}
+}
+
+// TestSecurityAlgConfusion: a token that picks its own algorithm is refused:
+// alg "none" when HS256 is configured, and an HS256 token whose secret is the
+// configured public key's PEM (the classic confusion) when Ed25519 or RS256
+// is configured.
+func TestSecurityAlgConfusion(t *testing.T) {
+	e := newEnv(t)
+	claims := jwt.MapClaims{"sub": "u1", "exp": time.Now().Add(time.Hour).Unix()}
+	t.Run("alg none against HS256", func(t *testing.T) {
+		tg := e.startGateway()
+		none, err := jwt.NewWithClaims(jwt.SigningMethodNone, claims).SignedString(jwt.UnsafeAllowNoneSignatureType)
+		require.NoError(t, err)
+		refusedWith(t, tg, none, reasonAlgorithm)
+	})
+	edPub, _, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	for name, pub := range map[string]any{"Ed25519": edPub, "RS256": &rsaKey.PublicKey} {
+		t.Run("HS256 signed with the "+name+" public key", func(t *testing.T) {
+			path := writePEM(t, t.TempDir(), pub)
+			pemBytes, err := os.ReadFile(path)
+			require.NoError(t, err)
+			der, err := x509.MarshalPKIXPublicKey(pub)
+			require.NoError(t, err)
+			tg := e.startGateway(func(c *Config) { c.JWTSecret, c.JWTPublicKeyFile = "", path })
+			refusedWith(t, tg, hs256(t, pemBytes, claims), reasonAlgorithm)
+			refusedWith(t, tg, hs256(t, der, claims), reasonAlgorithm)
+			refusedWith(t, tg, hs256(t, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), claims), reasonAlgorithm)
+		})
+	}
+}
+
+// TestSecurityForeignRooms: u2 tries to join u1's user room, a chat u2 is
+// not a member of, a client room, and to read their state, changes and
+// messages: each is forbidden without asking roomstate or sync, and
+// nothing published to those rooms reaches u2.
+func TestSecurityForeignRooms(t *testing.T) {
+	e := newEnv(t)
+	var asked atomic.Int32
+	for _, subj := range []string{proto.SubjectRoomStateGet, proto.SubjectSyncChanges, proto.SubjectSyncChat} {
+		sub, err := e.nc.Subscribe(subj, func(m *nats.Msg) { asked.Add(1); _ = m.Respond([]byte("null")) })
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
+	require.NoError(t, e.nc.Flush())
+	tg := e.startGateway()
+	victim := connectUser(t, tg, "u1")
+	mallory := connectUser(t, tg, "u2")
+	since := int64(0)
+	for _, room := range []string{"user-u1", "chat-u1-u3", "chat-u3-u1"} {
+		mallory.mustFail(proto.CodeForbidden, proto.EndpointAddToRoom, proto.RoomArgs{RoomName: room})
+		mallory.mustFail(proto.CodeForbidden, proto.EndpointGetRoomState, proto.RoomArgs{RoomName: room})
+	}
+	mallory.mustFail(proto.CodeForbidden, proto.EndpointGetChangesSince, proto.ChangesArgs{RoomName: "user-u1", Cursor: proto.Cursor{Since: &since}})
+	mallory.mustFail(proto.CodeForbidden, proto.EndpointGetChatMessagesSince, proto.ChangesArgs{RoomName: "chat-u1-u3", Cursor: proto.Cursor{Since: &since}})
+	mallory.mustFail(proto.CodeForbidden, proto.EndpointAddToRoom, proto.RoomArgs{RoomName: "client-anytab"})
+	require.Equal(t, int32(0), asked.Load(), "a refused read must not reach roomstate or sync")
+
+	e.publish(mustRoom(t, "user-u1"), "x", 1)
+	chat, _ := e.js.Publish(t.Context(), proto.Subjects{}.Publish(mustRoom(t, "chat-u1-u3")), []byte(`{"event":"new-message","id":"m1","updatedAt":1,"data":{}}`))
+	require.NotNil(t, chat)
+	require.Equal(t, "user-u1", victim.broadcast().Destination)
+	require.Equal(t, "chat-u1-u3", victim.broadcast().Destination)
+	mallory.noBroadcast()
+}
+
+// --- Issue 14.6: strict answers from the authorizer ---
+
+// TestSecurityAuthzLenientAnswers: an authorizer whose answer a lenient
+// JSON decoder reads as yes ({"Allow":true}, {"allow":false,"allow":true},
+// {"allow":"true"}, an extra field) does not let anyone join; the exact
+// {"allow":true}, with or without JSON whitespace, does.
+func TestSecurityAuthzLenientAnswers(t *testing.T) {
+	e := newEnv(t)
+	e.answerRoomState(nil)
+	answers := map[string]string{
+		"board-b1": `{"Allow":true}`,
+		"board-b2": `{"allow":false,"allow":true}`,
+		"board-b3": `{"allow":"true"}`,
+		"board-b4": `{"allow":true,"admin":true}`,
+		"board-b5": `{"allow":true}`,
+		"board-b6": "{\"allow\": true}\n",
+	}
+	sub, err := e.nc.Subscribe(proto.SubjectAuthzJoin, func(m *nats.Msg) {
+		var q proto.AuthzJoinRequest
+		_ = json.Unmarshal(m.Data, &q)
+		_ = m.Respond([]byte(answers[q.RoomName]))
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, e.nc.Flush())
+	tg := e.startGateway()
+	c := connectUser(t, tg, "u1")
+	for _, room := range []string{"board-b1", "board-b2", "board-b3", "board-b4"} {
+		c.mustFail(proto.CodeForbidden, proto.EndpointAddToRoom, proto.RoomArgs{RoomName: room})
+		require.Equal(t, 0, tg.roomMembers(mustRoom(t, room)), room)
+	}
+	c.mustOK(proto.EndpointAddToRoom, proto.RoomArgs{RoomName: "board-b5"})
+	c.mustOK(proto.EndpointAddToRoom, proto.RoomArgs{RoomName: "board-b6"})
 }
