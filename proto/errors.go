@@ -3,6 +3,7 @@ package proto
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Code is a client-visible error code, sent in a failed Ack and as the
@@ -26,10 +27,13 @@ var Codes = []Code{
 	CodeRateLimited, CodeUnavailable, CodeInternal,
 }
 
-// Error is an error a client may see.
+// Error is an error a client may see. RetryAfterMs, set with
+// CodeRateLimited, says how long to wait before the retry can succeed (ms):
+// the time until the budget that refused the call has room again.
 type Error struct {
-	Code    Code   `json:"code"`
-	Message string `json:"message"`
+	Code         Code   `json:"code"`
+	Message      string `json:"message"`
+	RetryAfterMs int64  `json:"retryAfterMs,omitempty"`
 }
 
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
@@ -37,6 +41,13 @@ func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
 // Errorf builds an *Error with a formatted message.
 func Errorf(code Code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// RateLimited is a CodeRateLimited error with a retry hint: after, rounded
+// up to a whole millisecond (at least 1).
+func RateLimited(after time.Duration, format string, args ...any) *Error {
+	ms := int64((after + time.Millisecond - 1) / time.Millisecond)
+	return &Error{Code: CodeRateLimited, Message: fmt.Sprintf(format, args...), RetryAfterMs: max(ms, 1)}
 }
 
 // CodeOf is err's code: its own if it wraps an *Error, CodeInternal otherwise.

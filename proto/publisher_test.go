@@ -145,6 +145,10 @@ func TestRequest(t *testing.T) {
 				_ = proto.Respond(nc, m.Reply, nil, proto.Errorf(proto.CodeNotFound, "no such room"))
 				return
 			}
+			if string(m.Data) == `"busy"` {
+				_ = proto.Respond(nc, m.Reply, nil, proto.RateLimited(1500*time.Microsecond, "too many reads"))
+				return
+			}
 			_ = proto.Respond(nc, m.Reply, proto.RoomState{LastBroadcastTimestamp: 1, Seq: 2}, nil)
 		}()
 	})
@@ -153,6 +157,11 @@ func TestRequest(t *testing.T) {
 	require.Equal(t, proto.RoomState{LastBroadcastTimestamp: 1, Seq: 2}, st)
 	err = proto.Request(ctx, nc, "answering.service", "fail", &st)
 	require.Equal(t, &proto.Error{Code: proto.CodeNotFound, Message: "no such room"}, err)
+	// A retry hint crosses with its error, rounded up to a millisecond.
+	err = proto.Request(ctx, nc, "answering.service", "busy", &st)
+	require.Equal(t, &proto.Error{Code: proto.CodeRateLimited, Message: "too many reads", RetryAfterMs: 2}, err)
+	b, _ := proto.Fail(err).AppendJSON(nil)
+	require.JSONEq(t, `{"ok":false,"error":{"code":"rate_limited","message":"too many reads","retryAfterMs":2}}`, string(b))
 
 	// A reply kept as raw JSON is handed back as it came, if it is JSON.
 	_, err = nc.Subscribe("raw.service", func(m *nats.Msg) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 
 	"github.com/nats-io/nats.go"
 )
@@ -14,6 +15,8 @@ import (
 const (
 	HeaderErrorCode = "Nats-Service-Error-Code"
 	HeaderError     = "Nats-Service-Error"
+	// HeaderRetryAfterMs carries an Error's RetryAfterMs (roomcast's own).
+	HeaderRetryAfterMs = "Roomcast-Retry-After-Ms"
 )
 
 // ReplyError is the *Error a service reply carries in its headers, nil if it
@@ -34,7 +37,11 @@ func ReplyError(m *nats.Msg) *Error {
 	if !known {
 		c = CodeInternal
 	}
-	return &Error{Code: c, Message: m.Header.Get(HeaderError)}
+	e := &Error{Code: c, Message: m.Header.Get(HeaderError)}
+	if ms, err := strconv.ParseInt(m.Header.Get(HeaderRetryAfterMs), 10, 64); err == nil && ms > 0 && c == CodeRateLimited {
+		e.RetryAfterMs = ms
+	}
+	return e
 }
 
 // Request sends args as JSON to subject and decodes the reply into result
@@ -86,6 +93,9 @@ func Respond(nc *nats.Conn, reply string, res any, perr *Error) error {
 	if perr != nil {
 		m.Header.Set(HeaderErrorCode, string(perr.Code))
 		m.Header.Set(HeaderError, perr.Message)
+		if perr.RetryAfterMs > 0 {
+			m.Header.Set(HeaderRetryAfterMs, strconv.FormatInt(perr.RetryAfterMs, 10))
+		}
 		return nc.PublishMsg(m)
 	}
 	data, err := json.Marshal(res)

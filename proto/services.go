@@ -18,8 +18,8 @@ const (
 
 	SubjectRoomStateGet     = "roomstate.get"     // RoomArgs → RoomState or null
 	SubjectRoomStateGetMany = "roomstate.getmany" // RoomStatesArgs → RoomStatesResult
-	SubjectSyncChanges      = "sync.changes"      // ChangesArgs → ChangesResult
-	SubjectSyncChat         = "sync.chat"         // ChatArgs → ChatResult
+	SubjectSyncChanges      = "sync.changes"      // HistoryRequest (or ChangesArgs) → ChangesResult
+	SubjectSyncChat         = "sync.chat"         // HistoryRequest (or ChatArgs) → ChatResult
 	SubjectPresenceGet      = "presence.get"      // PresenceArgs → PresenceResult
 
 	// SubjectAuthzJoin is answered by a domain service: AuthzJoinRequest →
@@ -65,6 +65,17 @@ type RoomStatesArgs struct {
 // was never broadcast to (or its state expired).
 type RoomStatesResult struct {
 	States map[string]*RoomState `json:"states"`
+}
+
+// HistoryRequest is what a gateway sends to sync.changes and sync.chat: the
+// client's arguments (ChatArgs has the same fields as ChangesArgs) and the
+// authenticated user who asks, so that sync shares its reads fairly between
+// users. A client never sets UserID (its endpointArgs are ChangesArgs or
+// ChatArgs, which have no such field); a request without one (the operator
+// CLI) shares one anonymous budget.
+type HistoryRequest struct {
+	ChangesArgs
+	UserID string `json:"userId,omitempty"`
 }
 
 // AuthzJoinRequest asks a domain service whether a user may join a room (and

@@ -73,9 +73,12 @@ type Config struct {
 	// WriteTimeout bounds one write to a socket. Default 10 s.
 	WriteTimeout time.Duration
 
-	// RateLimit is the sustained endpoint calls per second per socket, and
-	// RateBurst how many may come at once; calls beyond are answered
-	// rate_limited. Defaults 20/s and 50.
+	// RateLimit is the sustained inbound frames per second per socket
+	// (endpoint calls, pongs, pings, noops: every frame but a close), and
+	// RateBurst how many may come at once. A frame beyond is dropped, an
+	// endpoint call among them answered rate_limited with retryAfterMs; a
+	// socket whose refused frames outrun the refill by more than RateBurst
+	// is closed with 1008 "rate limit exceeded". Defaults 20/s and 50.
 	RateLimit float64
 	RateBurst int
 	// MaxRoomsPerSocket caps the rooms a socket joins with addToRoom (its

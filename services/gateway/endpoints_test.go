@@ -147,7 +147,7 @@ func TestRateLimitRoomCapAndNoAck(t *testing.T) {
 	e.answerAuthz(func(string, string) bool { return true })
 	tg := e.startGateway(func(c *Config) {
 		c.RateLimit = 0.001
-		c.RateBurst = 4
+		c.RateBurst = 5 // the CONNECT, three joins and the call without ack
 		c.MaxRoomsPerSocket = 2
 	})
 	c := connectUser(t, tg, "u1")

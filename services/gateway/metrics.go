@@ -22,6 +22,7 @@ type metrics struct {
 	calls           *prometheus.CounterVec
 	badFrames       *prometheus.CounterVec
 	acceptErrors    *prometheus.CounterVec
+	limitedFrames   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -54,9 +55,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Frames that closed their socket, by kind."}, []string{"kind"}),
 		acceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "accept_errors_total",
 			Help: "Failed accepts of new connections (each retried after a pause, 5 ms doubling to 1 s), by error: emfile and enfile mean out of file descriptors."}, []string{"error"}),
+		limitedFrames: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "frames_limited_total",
+			Help: "Inbound frames beyond their socket's rate limit: dropped, or answered rate_limited."}),
 	}
 	for _, c := range []prometheus.Collector{m.sockets, m.rooms, m.subscriptions, m.messagesIn, m.messagesOut, m.unrouted, m.dropped,
-		m.fanoutSeconds, m.slowDisconnects, m.authFailures, m.calls, m.badFrames, m.acceptErrors} {
+		m.fanoutSeconds, m.slowDisconnects, m.authFailures, m.calls, m.badFrames, m.acceptErrors, m.limitedFrames} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

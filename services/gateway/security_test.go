@@ -289,9 +289,10 @@ func requireCut(t *testing.T, c net.Conn, within time.Duration) {
 }
 
 // TestSecurityCallFlood: a socket that sends endpoint calls as fast as it
-// can gets at most RateBurst (plus what the rate refills) answered, the
-// rest rate_limited; every call is still answered, and another user's
-// socket is served meanwhile.
+// can gets at most RateBurst (plus what the rate refills) answered, then
+// rate_limited answers, and once its refusals outrun the refill by a burst
+// (issue 13.5: persistent excess) it is closed; another user's socket is
+// served meanwhile.
 func TestSecurityCallFlood(t *testing.T) {
 	e := newEnv(t)
 	tg := e.startGateway(func(c *Config) { c.RateLimit = 1; c.RateBurst = 10 })
@@ -308,20 +309,31 @@ func TestSecurityCallFlood(t *testing.T) {
 	c.wmu.Unlock()
 	require.NoError(t, err)
 	ok, limited := 0, 0
-	for range n {
+	count := func(a string) {
+		if strings.Contains(a, `"rate_limited"`) {
+			limited++
+		} else {
+			ok++
+		}
+	}
+answers:
+	for {
 		select {
 		case a := <-c.acks:
-			if strings.Contains(a, `"rate_limited"`) {
-				limited++
-			} else {
-				ok++
+			count(a)
+		case <-c.closed:
+			for len(c.acks) > 0 {
+				count(<-c.acks)
 			}
+			break answers
 		case <-time.After(10 * time.Second):
-			t.Fatalf("%d calls answered of %d", ok+limited, n)
+			t.Fatalf("%d calls answered of %d, and the socket is still open", ok+limited, n)
 		}
 	}
 	require.LessOrEqual(t, ok, 10+30, "answered beyond the budget")
-	require.GreaterOrEqual(t, limited, n-40)
+	require.Positive(t, limited, "no call was answered rate_limited before the close")
+	require.Less(t, ok+limited, n, "the flood was served to its end")
+	require.Equal(t, float64(1), tg.counter(tg.m.badFrames.WithLabelValues("flood")))
 	good.mustOK(proto.EndpointUpdateClient, map[string]any{"isActive": true})
 }
 
@@ -461,4 +473,115 @@ func TestSecurityAuthzLenientAnswers(t *testing.T) {
 	}
 	c.mustOK(proto.EndpointAddToRoom, proto.RoomArgs{RoomName: "board-b5"})
 	c.mustOK(proto.EndpointAddToRoom, proto.RoomArgs{RoomName: "board-b6"})
+}
+
+// ---- Issue 13.5: every inbound packet counts against the socket's budget (fair) ----
+
+// untilClosed reads frames until the server's close frame: the pongs
+// before it, and its code and reason.
+func (rs *rawSocket) untilClosed() (pongs int, code ws.StatusCode, reason string) {
+	rs.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f, err := rs.read(time.Until(deadline))
+		require.NoError(rs.t, err, "no close frame: the connection ended without one")
+		switch f.Header.OpCode {
+		case ws.OpPong:
+			pongs++
+		case ws.OpClose:
+			code, reason := ws.ParseCloseFrameData(f.Payload)
+			return pongs, code, reason
+		}
+	}
+}
+
+// TestSecurityEveryFrameCountsAgainstTheBudget: a flood of frames that are
+// not endpoint calls (WebSocket pings, Engine.IO pings... noops and pongs,
+// other events) is bounded like a flood of calls: at most a burst of them is
+// served (20,000 pings got 20,000 pongs before), the rest are dropped, and
+// a socket that keeps sending is closed with 1008 and a reason. A socket of
+// another user goes on.
+func TestSecurityEveryFrameCountsAgainstTheBudget(t *testing.T) {
+	e := newEnv(t)
+	e.answerRoomState(nil)
+	const burst = 10
+	tg := e.startGateway(func(c *Config) {
+		c.RateLimit = 1
+		c.RateBurst = burst
+	})
+	bystander := connectUser(t, tg, "calm")
+	for _, tc := range []struct {
+		name string
+		op   ws.OpCode
+		data string
+	}{
+		{"websocket ping", ws.OpPing, "ping"},
+		{"engine.io noop", ws.OpText, "6"},
+		{"engine.io pong", ws.OpText, "3"},
+		{"other event", ws.OpText, `42["other",{}]`},
+		{"event without ack", ws.OpText, `42["endpoint",{"endpointName":"updateClient","endpointArgs":{"isActive":true}}]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			closedBefore := tg.counter(tg.m.badFrames.WithLabelValues("flood"))
+			rs := connectRaw(t, tg, "flooder")
+			var flood []byte
+			for range 2000 {
+				flood = append(flood, ws.MustCompileFrame(ws.MaskFrame(ws.NewFrame(tc.op, true, []byte(tc.data))))...)
+			}
+			rs.write(flood)
+			pongs, code, reason := rs.untilClosed()
+			require.Equal(t, ws.StatusPolicyViolation, code)
+			require.Equal(t, "rate limit exceeded", reason)
+			// The CONNECT took a token; a second's refill at most adds one.
+			require.LessOrEqual(t, pongs, burst)
+			if tc.op == ws.OpPing {
+				require.Positive(t, pongs, "pings within the budget are answered")
+			}
+			require.Equal(t, closedBefore+1, tg.counter(tg.m.badFrames.WithLabelValues("flood")))
+		})
+	}
+	require.Positive(t, tg.counter(tg.m.limitedFrames))
+	bystander.mustOK(proto.EndpointUpdateClient, map[string]any{"isActive": true})
+}
+
+// TestSecurityOverBudgetCallsAreRefusedNotClosed: a client that goes over
+// its budget once (a burst, not a flood) gets rate_limited answers with a
+// retry hint and keeps its socket; after the hint, its call is served.
+func TestSecurityOverBudgetCallsAreRefusedNotClosed(t *testing.T) {
+	e := newEnv(t)
+	e.answerRoomState(nil)
+	tg := e.startGateway(func(c *Config) {
+		c.RateLimit = 10
+		c.RateBurst = 4
+	})
+	c := connectUser(t, tg, "u1") // the CONNECT took one token: 3 left
+	const calls = 6
+	for id := range calls {
+		c.send("42" + strconv.Itoa(id) + `["endpoint",{"endpointName":"updateClient","endpointArgs":{"isActive":true}}]`)
+	}
+	c.nextID = calls
+	ok, limited := 0, 0
+	var hint int64
+	for range calls {
+		a := <-c.acks
+		switch {
+		case strings.Contains(a, `"ok":true`):
+			ok++
+		case strings.Contains(a, `"code":"rate_limited"`):
+			limited++
+			var got []ack
+			require.NoError(t, json.Unmarshal([]byte(a[strings.IndexByte(a, '['):]), &got))
+			require.Positive(t, got[0].Error.RetryAfterMs, a)
+			require.LessOrEqual(t, got[0].Error.RetryAfterMs, int64(100), "one token comes back in 100 ms at 10/s")
+			hint = got[0].Error.RetryAfterMs
+		default:
+			t.Fatalf("unexpected ack %s", a)
+		}
+	}
+	require.GreaterOrEqual(t, ok, 3)
+	require.GreaterOrEqual(t, limited, 2)
+	require.Equal(t, float64(0), tg.counter(tg.m.badFrames.WithLabelValues("flood")))
+	// The hint is true: after it, the socket (still open) is served.
+	<-time.After(time.Duration(hint) * time.Millisecond)
+	c.mustOK(proto.EndpointUpdateClient, map[string]any{"isActive": false})
 }

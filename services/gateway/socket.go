@@ -54,8 +54,11 @@ type socket struct {
 	// the deep worker it hands a message to while it waits).
 	inbuf        []byte // a partial frame kept between reads (poller only)
 	pendingToken string // from the upgrade request, until CONNECT
-	tokens       float64
-	tokensAt     int64 // when tokens was last topped up (mono)
+	// The socket's budget: every inbound frame takes a token (takeFrame).
+	// float32: the two share the 8 bytes tokens alone took (a size class).
+	tokens   float32
+	excess   float32 // frames refused, drained at RateLimit: past RateBurst the socket is closed
+	tokensAt int64   // when tokens was last topped up (mono)
 
 	// Under mu. The small fields sit together: the struct is allocated per
 	// socket, and padding between them cost a size class.
@@ -79,6 +82,9 @@ type socket struct {
 	// The socket's place in the gateway's heartbeats, under heartbeats.mu.
 	hbAt  int64 // when heartbeats runs onHeartbeat (mono)
 	hbIdx int32 // index in the heap; -1: none scheduled
+
+	// Reader only, as tokens; here, where hbIdx leaves padding.
+	limited bool // the frame being handled found no token (takeFrame)
 }
 
 func newSocket(gw *Gateway, conn net.Conn, raw syscall.RawConn, token string) *socket {
@@ -88,7 +94,7 @@ func newSocket(gw *Gateway, conn net.Conn, raw syscall.RawConn, token string) *s
 		raw:          raw,
 		id:           randomID(20),
 		pendingToken: token,
-		tokens:       float64(gw.cfg.RateBurst),
+		tokens:       float32(gw.cfg.RateBurst),
 		tokensAt:     mono(),
 		hbIdx:        -1,
 	}
@@ -140,6 +146,7 @@ var (
 	disconnectFrame = textFrame(sio.DisconnectPacket)
 	goingAwayFrame  = wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusGoingAway, "server shutting down"))
 	normalCloseFrm  = wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, ""))
+	floodCloseFrame = wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusPolicyViolation, "rate limit exceeded"))
 )
 
 // send queues one frame and writes it now, without blocking. It is the only
@@ -462,11 +469,31 @@ func (s *socket) handleFrame(h ws.Header, payload []byte) bool {
 		s.closeWith("fragmented frame", wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusUnsupportedData, "fragmented frames are not supported")))
 		return false
 	}
+	// Every frame but a close (which ends the socket anyway) counts against
+	// the socket's budget: pings, pongs and noops cost a read and a
+	// dispatch, and a ping a write. Over budget, a frame that asks for work
+	// is dropped (an endpoint call is answered rate_limited); one that keeps
+	// the session alive or ends it is still honored. A socket that keeps
+	// sending after that is closed (docs/decisions.md, "Limits per socket").
+	if h.OpCode != ws.OpClose {
+		s.limited = !s.takeFrame()
+		if s.limited {
+			s.gw.m.limitedFrames.Inc()
+			if s.excess > float32(s.gw.cfg.RateBurst) {
+				s.gw.m.badFrames.WithLabelValues("flood").Inc()
+				s.gw.log.Info().Str("socket", s.id).Str("user", s.user).Msg("closing a socket that kept sending beyond its rate limit")
+				s.closeWith("flood: kept sending beyond the rate limit", floodCloseFrame)
+				return false
+			}
+		}
+	}
 	switch h.OpCode {
 	case ws.OpText:
 		return s.handleText(payload)
 	case ws.OpPing:
-		s.send(wsFrame(ws.OpPong, payload))
+		if !s.limited {
+			s.send(wsFrame(ws.OpPong, payload))
+		}
 		return true
 	case ws.OpPong:
 		return true
@@ -512,6 +539,11 @@ func (s *socket) handleMessage(p sio.Packet) bool {
 	s.mu.Lock()
 	state := s.state
 	s.mu.Unlock()
+	if s.limited && p.Type != sio.Event && p.Type != sio.Disconnect {
+		// Over budget: a CONNECT waits for a retry (or the CONNECT
+		// deadline), a stray ack changes nothing anyway.
+		return true
+	}
 	if state == stateOpen {
 		if p.Type != sio.Connect {
 			s.gw.m.badFrames.WithLabelValues("not_connect").Inc()
@@ -554,23 +586,27 @@ func (s *socket) handleEvent(p sio.Packet) bool {
 	}
 	var ack proto.Ack
 	endpoint := "unknown"
-	if name != proto.IncomingEvent {
-		ack = proto.Fail(proto.Errorf(proto.CodeInvalidArgument, "unknown event %q: emit %q", truncate(name, 64), proto.IncomingEvent))
-	} else {
-		// Every call, well-formed or not, takes a token: a flood of bad
-		// calls is a flood too.
-		call, err := decodeCall(args)
-		if err == nil {
+	var (
+		call    proto.EndpointCall
+		callErr error
+	)
+	if name == proto.IncomingEvent {
+		call, callErr = decodeCall(args)
+		if callErr == nil {
 			endpoint = string(call.EndpointName)
 		}
-		switch {
-		case !s.allowCall():
-			ack = proto.Fail(proto.Errorf(proto.CodeRateLimited, "more than %g endpoint calls per second: back off and retry", s.gw.cfg.RateLimit))
-		case err != nil:
-			ack = proto.Fail(err)
-		default:
-			ack = s.gw.serveEndpoint(s, call)
-		}
+	}
+	switch {
+	case s.limited:
+		// Its frame found no token (handleFrame): well-formed or not, a
+		// flood of calls is a flood.
+		ack = proto.Fail(proto.RateLimited(s.retryAfter(), "more than %g packets per second on this socket: back off and retry", s.gw.cfg.RateLimit))
+	case name != proto.IncomingEvent:
+		ack = proto.Fail(proto.Errorf(proto.CodeInvalidArgument, "unknown event %q: emit %q", truncate(name, 64), proto.IncomingEvent))
+	case callErr != nil:
+		ack = proto.Fail(callErr)
+	default:
+		ack = s.gw.serveEndpoint(s, call)
 	}
 	code := "ok"
 	if !ack.OK {
@@ -592,19 +628,29 @@ func (s *socket) handleEvent(p sio.Packet) bool {
 	return true
 }
 
-// allowCall takes one token from the socket's bucket.
-func (s *socket) allowCall() bool {
+// takeFrame takes one token from the socket's bucket (RateLimit per
+// second, up to RateBurst) for an inbound frame. With none left it counts
+// the frame as excess and reports false. Excess drains at the same rate as
+// the tokens come back, so it only grows while the socket sends faster than
+// twice RateLimit: a client that retries each refusal at once is slowed
+// down, one that ignores refusals altogether is closed.
+func (s *socket) takeFrame() bool {
 	now := mono()
-	s.tokens += time.Duration(now-s.tokensAt).Seconds() * s.gw.cfg.RateLimit
+	refill := float32(time.Duration(now-s.tokensAt).Seconds() * s.gw.cfg.RateLimit)
 	s.tokensAt = now
-	if max := float64(s.gw.cfg.RateBurst); s.tokens > max {
-		s.tokens = max
-	}
+	s.tokens = min(s.tokens+refill, float32(s.gw.cfg.RateBurst))
+	s.excess = max(s.excess-refill, 0)
 	if s.tokens < 1 {
+		s.excess++
 		return false
 	}
 	s.tokens--
 	return true
+}
+
+// retryAfter is how long until the socket's bucket has a token again.
+func (s *socket) retryAfter() time.Duration {
+	return time.Duration(float64(1-s.tokens) / s.gw.cfg.RateLimit * float64(time.Second))
 }
 
 // addRoom records that s is in the (parent) room; false if s is closing, in
