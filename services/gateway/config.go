@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -81,6 +83,18 @@ type Config struct {
 	// is closed with 1008 "rate limit exceeded". Defaults 20/s and 50.
 	RateLimit float64
 	RateBurst int
+	// MaxSocketsPerUser caps one user's sockets on this gateway; the CONNECT
+	// of one more is refused with CONNECT_ERROR "too many sockets for this
+	// user…" (data.code 429). Default 32 ($ROOMCAST_MAX_SOCKETS_PER_USER;
+	// why in docs/decisions.md, "Limits per user").
+	MaxSocketsPerUser int
+	// UserRateLimit and UserRateBurst are each user's budget of endpoint
+	// calls on this gateway, shared by all of the user's sockets, on top of
+	// each socket's own; calls beyond are answered rate_limited with
+	// retryAfterMs. Defaults 40/s and 200 ($ROOMCAST_USER_RATE_LIMIT,
+	// $ROOMCAST_USER_RATE_BURST).
+	UserRateLimit float64
+	UserRateBurst int
 	// MaxRoomsPerSocket caps the rooms a socket joins with addToRoom (its
 	// user and client rooms do not count). Default 200.
 	MaxRoomsPerSocket int
@@ -180,6 +194,16 @@ func (c *Config) Bind(s *flagenv.Set) {
 	s.Int(&c.SendQueueBytes, "send-queue-bytes", "ROOMCAST_SEND_QUEUE_BYTES", 1<<20, "bytes that may wait for one socket before it is cut off as slow")
 	s.Duration(&c.SubscriptionLinger, "subscription-linger", "ROOMCAST_SUBSCRIPTION_LINGER", 0, "keep a room's NATS subscriptions this long after its last socket leaves (0: drop at once)")
 	s.String(&c.PersonalSubscriptions, "personal-subscriptions", "ROOMCAST_PERSONAL_SUBSCRIPTIONS", PersonalShared, "how user, client and chat rooms are subscribed: shared (three wildcards per gateway) or per-room")
+	s.Int(&c.MaxSocketsPerUser, "max-sockets-per-user", "ROOMCAST_MAX_SOCKETS_PER_USER", 32, "sockets one user may hold on this gateway; one more is refused at CONNECT")
+	s.Int(&c.UserRateBurst, "user-rate-burst", "ROOMCAST_USER_RATE_BURST", 200, "endpoint calls one user's sockets may make at once on this gateway")
+	s.Func("user-rate-limit", "endpoint calls per second one user's sockets may make on this gateway, sustained (default 40; $ROOMCAST_USER_RATE_LIMIT)", func(v string) error {
+		return parseRate(&c.UserRateLimit, v)
+	})
+	if v, ok := os.LookupEnv("ROOMCAST_USER_RATE_LIMIT"); ok {
+		if err := parseRate(&c.UserRateLimit, v); err != nil {
+			c.UserRateLimit = -1 // Validate says so
+		}
+	}
 	s.Bool(&c.Pprof, "pprof", "ROOMCAST_PPROF", false, "serve net/http/pprof under /debug/pprof/ (for profiling)")
 	s.String(&c.JWTPublicKeyFile, "jwt-public-key", "ROOMCAST_JWT_PUBLIC_KEY", "", "PEM file with an Ed25519 or RSA public key for tokens")
 	s.Func("allowed-origins", "comma-separated Origin allow-list, * for any ($ROOMCAST_ALLOWED_ORIGINS)", func(v string) error {
@@ -189,6 +213,16 @@ func (c *Config) Bind(s *flagenv.Set) {
 	if v, ok := os.LookupEnv("ROOMCAST_ALLOWED_ORIGINS"); ok {
 		c.AllowedOrigins = splitList(v)
 	}
+}
+
+// parseRate reads a positive number of calls per second.
+func parseRate(p *float64, v string) error {
+	r, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+	if err != nil || r <= 0 || math.IsInf(r, 0) || math.IsNaN(r) {
+		return fmt.Errorf("%q: want a positive number of calls per second", v)
+	}
+	*p = r
+	return nil
 }
 
 func splitList(v string) []string {
@@ -237,6 +271,15 @@ func (c Config) withDefaults() Config {
 	if c.RateBurst <= 0 {
 		c.RateBurst = 50
 	}
+	if c.MaxSocketsPerUser <= 0 {
+		c.MaxSocketsPerUser = 32
+	}
+	if c.UserRateLimit <= 0 {
+		c.UserRateLimit = 40
+	}
+	if c.UserRateBurst <= 0 {
+		c.UserRateBurst = 200
+	}
 	if c.MaxRoomsPerSocket <= 0 {
 		c.MaxRoomsPerSocket = 200
 	}
@@ -271,6 +314,9 @@ func (c Config) Validate() error {
 		if _, _, err := loadPublicKey(c.JWTPublicKeyFile); err != nil {
 			return fmt.Errorf("ROOMCAST_JWT_PUBLIC_KEY: %v", err)
 		}
+	}
+	if c.UserRateLimit < 0 || c.MaxSocketsPerUser < 0 || c.UserRateBurst < 0 {
+		return fmt.Errorf("ROOMCAST_USER_RATE_LIMIT, ROOMCAST_USER_RATE_BURST, ROOMCAST_MAX_SOCKETS_PER_USER: want positive numbers (or unset for the defaults)")
 	}
 	switch c.PersonalSubscriptions {
 	case "", PersonalShared, PersonalPerRoom:

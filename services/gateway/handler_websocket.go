@@ -3,6 +3,8 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -214,6 +216,12 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 		func() (bool, error) { return g.join(s, userRoom) },
 	} {
 		created, err := step()
+		if errors.Is(err, errTooManySockets) {
+			// 429: the user may connect again once one of its sockets
+			// here has closed.
+			return g.refuseWith(s, "too_many_sockets", http.StatusTooManyRequests,
+				fmt.Sprintf("too many sockets for this user: at most %d on this gateway; close another tab or connection first", g.cfg.MaxSocketsPerUser))
+		}
 		if err != nil {
 			s.close("could not join the socket's own rooms: " + err.Error())
 			return false
@@ -244,9 +252,14 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 // refuse answers a CONNECT with CONNECT_ERROR, then closes: the stock client
 // emits connect_error and does not retry by itself.
 func (g *Gateway) refuse(s *socket, label, message string) bool {
+	return g.refuseWith(s, label, http.StatusUnauthorized, message)
+}
+
+// refuseWith is refuse with the code of the CONNECT_ERROR's data.
+func (g *Gateway) refuseWith(s *socket, label string, code int, message string) bool {
 	g.m.authFailures.WithLabelValues(label).Inc()
 	s.gw.log.Debug().Str("socket", s.id).Str("reason", message).Msg("CONNECT refused")
-	s.closeWith("CONNECT refused: "+message, textFrame(sio.AppendConnectError(nil, message, http.StatusUnauthorized)), normalCloseFrm)
+	s.closeWith("CONNECT refused: "+message, textFrame(sio.AppendConnectError(nil, message, code)), normalCloseFrm)
 	return false
 }
 

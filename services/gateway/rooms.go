@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"sync"
@@ -357,7 +358,18 @@ func (g *Gateway) roomMembers(r proto.Room) int {
 type userEntry struct {
 	sockets []*socket
 	chats   *userChats
+	// The user's budget of endpoint calls over all its sockets here
+	// (allowUserCall), under the shard's lock.
+	tokens   float64
+	tokensAt int64 // when tokens was last topped up (mono)
 }
+
+func (g *Gateway) newUserEntry(chats *userChats) *userEntry {
+	return &userEntry{chats: chats, tokens: float64(g.cfg.UserRateBurst), tokensAt: mono()}
+}
+
+// errTooManySockets: the user has MaxSocketsPerUser sockets here already.
+var errTooManySockets = errors.New("too many sockets for this user")
 
 // userChats are a user's own chat subscriptions (PersonalPerRoom).
 type userChats struct {
@@ -401,8 +413,12 @@ func (g *Gateway) addUserSocket(s *socket) (created bool, err error) {
 	sh := g.users.shard(s.user)
 	sh.mu.Lock()
 	e := sh.users[s.user]
+	if e != nil && len(e.sockets) >= g.cfg.MaxSocketsPerUser {
+		sh.mu.Unlock()
+		return false, errTooManySockets
+	}
 	if e == nil && g.cfg.PersonalSubscriptions == PersonalShared {
-		e = &userEntry{}
+		e = g.newUserEntry(nil)
 		sh.users[s.user] = e
 	}
 	if e == nil {
@@ -413,7 +429,7 @@ func (g *Gateway) addUserSocket(s *socket) (created bool, err error) {
 			sh.mu.Unlock()
 			return false, proto.Errorf(proto.CodeUnavailable, "chats: %v", err)
 		}
-		e = &userEntry{chats: &userChats{subs: subs}}
+		e = g.newUserEntry(&userChats{subs: subs})
 		sh.users[s.user] = e
 		created = true
 	}
@@ -427,6 +443,29 @@ func (g *Gateway) addUserSocket(s *socket) (created bool, err error) {
 		g.removeUserSocket(s)
 	}
 	return created, nil
+}
+
+// allowUserCall takes one token from the budget of s's user (UserRateLimit
+// per second, up to UserRateBurst), shared by all of the user's sockets on
+// this gateway; without one it reports false and how long until there is.
+// The per-socket budget bounds a socket, this one a user: without it, a
+// user's sockets multiply what one user may ask (issue 13.4).
+func (g *Gateway) allowUserCall(s *socket) (bool, time.Duration) {
+	sh := g.users.shard(s.user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.users[s.user]
+	if e == nil {
+		return true, 0 // s is leaving: its call fails on its own
+	}
+	now := mono()
+	e.tokens = min(e.tokens+time.Duration(now-e.tokensAt).Seconds()*g.cfg.UserRateLimit, float64(g.cfg.UserRateBurst))
+	e.tokensAt = now
+	if e.tokens < 1 {
+		return false, time.Duration((1 - e.tokens) / g.cfg.UserRateLimit * float64(time.Second))
+	}
+	e.tokens--
+	return true, 0
 }
 
 // removeUserSocket unregisters s; the user's last socket drops the chat

@@ -585,3 +585,61 @@ func TestSecurityOverBudgetCallsAreRefusedNotClosed(t *testing.T) {
 	<-time.After(time.Duration(hint) * time.Millisecond)
 	c.mustOK(proto.EndpointUpdateClient, map[string]any{"isActive": false})
 }
+
+// ---- Issue 13.4: one user cannot crowd out the others (fair) ----
+
+// TestSecuritySocketsPerUserCap: a user's sockets on one gateway are capped:
+// the CONNECT of one more is refused with a CONNECT_ERROR that says why
+// (data.code 429) and the socket closed, while another user connects; once
+// one of the user's sockets has gone, a new one gets in.
+func TestSecuritySocketsPerUserCap(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway(func(c *Config) { c.MaxSocketsPerUser = 3 })
+	var mine []*client
+	for range 3 {
+		mine = append(mine, connectUser(t, tg, "hoarder"))
+	}
+	c, got := connect(t, tg, `{"token":"`+token(t, "hoarder", time.Hour)+`"}`)
+	require.Equal(t, `44{"message":"too many sockets for this user: at most 3 on this gateway; close another tab or connection first","data":{"code":429}}`, got)
+	c.waitClosed()
+	require.Equal(t, float64(1), tg.counter(tg.m.authFailures.WithLabelValues("too_many_sockets")))
+	require.Equal(t, float64(3), tg.counter(tg.m.sockets))
+	other := connectUser(t, tg, "other")
+	other.mustOK(proto.EndpointUpdateClient, map[string]any{"isActive": true})
+
+	mine[0].send("41")
+	mine[0].waitClosed()
+	require.Eventually(t, func() bool { return tg.counter(tg.m.sockets) == 3 }, 5*time.Second, 5*time.Millisecond)
+	again := connectUser(t, tg, "hoarder")
+	again.mustOK(proto.EndpointUpdateClient, map[string]any{"isActive": true})
+	require.Equal(t, float64(1), tg.counter(tg.m.authFailures.WithLabelValues("too_many_sockets")))
+}
+
+// TestSecurityUserBudgetAcrossSockets: calls spread over a user's sockets,
+// each far under its own budget, share the user's budget: beyond it they
+// are answered rate_limited with a retry hint, while another user's calls
+// are served.
+func TestSecurityUserBudgetAcrossSockets(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway(func(c *Config) {
+		c.UserRateLimit = 0.5 // a token every 2 s: none comes back during the test
+		c.UserRateBurst = 6
+	})
+	var socks []*client
+	for range 3 {
+		socks = append(socks, connectUser(t, tg, "greedy"))
+	}
+	for _, c := range socks {
+		c.mustOK(proto.EndpointUpdateClient, map[string]any{"isActive": true})
+		c.mustOK(proto.EndpointUpdateClient, map[string]any{"isActive": true})
+	}
+	for _, c := range socks {
+		err := c.mustFail(proto.CodeRateLimited, proto.EndpointUpdateClient, map[string]any{"isActive": true})
+		require.Contains(t, err.Message, "this user's sockets")
+		require.Positive(t, err.RetryAfterMs)
+		require.LessOrEqual(t, err.RetryAfterMs, int64(2000))
+	}
+	require.Equal(t, float64(0), tg.counter(tg.m.badFrames.WithLabelValues("flood")), "the sockets' own budgets were not the limit")
+	other := connectUser(t, tg, "other")
+	other.mustOK(proto.EndpointUpdateClient, map[string]any{"isActive": true})
+}

@@ -590,6 +590,11 @@ func (s *socket) handleEvent(p sio.Packet) bool {
 		call    proto.EndpointCall
 		callErr error
 	)
+	userOK, userWait := true, time.Duration(0)
+	if name == proto.IncomingEvent && !s.limited {
+		// Every call, well-formed or not, takes a token of the user's.
+		userOK, userWait = s.gw.allowUserCall(s)
+	}
 	if name == proto.IncomingEvent {
 		call, callErr = decodeCall(args)
 		if callErr == nil {
@@ -603,6 +608,8 @@ func (s *socket) handleEvent(p sio.Packet) bool {
 		ack = proto.Fail(proto.RateLimited(s.retryAfter(), "more than %g packets per second on this socket: back off and retry", s.gw.cfg.RateLimit))
 	case name != proto.IncomingEvent:
 		ack = proto.Fail(proto.Errorf(proto.CodeInvalidArgument, "unknown event %q: emit %q", truncate(name, 64), proto.IncomingEvent))
+	case !userOK:
+		ack = proto.Fail(proto.RateLimited(userWait, "more than %g endpoint calls per second from this user's sockets: back off and retry", s.gw.cfg.UserRateLimit))
 	case callErr != nil:
 		ack = proto.Fail(callErr)
 	default:
