@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -22,6 +23,10 @@ type tokenVerifier struct {
 	alg    string
 	key    any
 	parser *jwt.Parser
+	// leeway is the clock skew allowed to a token's iat and nbf: a token
+	// minted by an issuer whose clock is a little ahead is valid at once.
+	// exp gets none (see check).
+	leeway time.Duration
 
 	// verified remembers tokens whose signature and claims were checked,
 	// by their SHA-256: a client reconnecting presents the same token
@@ -35,8 +40,7 @@ type tokenVerifier struct {
 }
 
 type verifiedToken struct {
-	user string
-	exp  time.Time
+	tokenInfo
 	// until bounds how long the entry is kept, whatever the token's exp.
 	until time.Time
 }
@@ -54,8 +58,9 @@ const (
 var errAlgNotAllowed = errors.New("algorithm not allowed")
 
 func newTokenVerifier(cfg Config) (*tokenVerifier, error) {
-	v := &tokenVerifier{parser: jwt.NewParser(jwt.WithExpirationRequired()),
-		verified: map[[sha256.Size]byte]verifiedToken{}, now: time.Now}
+	v := &tokenVerifier{leeway: max(cfg.TokenLeeway, 0), verified: map[[sha256.Size]byte]verifiedToken{}, now: time.Now}
+	v.parser = jwt.NewParser(jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithLeeway(v.leeway),
+		jwt.WithTimeFunc(func() time.Time { return v.now() }))
 	switch {
 	case cfg.JWTSecret != "":
 		v.alg, v.key = jwt.SigningMethodHS256.Alg(), []byte(cfg.JWTSecret)
@@ -101,6 +106,8 @@ const (
 	reasonMalformed    = "token malformed"
 	reasonExpired      = "token expired"
 	reasonNotYetValid  = "token not yet valid"
+	reasonFutureIat    = "token issued in the future (iat is ahead of the server's clock)"
+	reasonTimeType     = "token exp, iat and nbf must be numbers (seconds since the Unix epoch)"
 	reasonSignature    = "token signature invalid"
 	reasonAlgorithm    = "token algorithm not allowed"
 	reasonNoExp        = "token has no exp"
@@ -109,10 +116,18 @@ const (
 	reasonInvalidToken = "token invalid"
 )
 
-// verify returns the token's user and expiry, or an *authError.
-func (v *tokenVerifier) verify(raw string) (string, time.Time, error) {
+// tokenInfo is what a valid token says: its user, its expiry and when it
+// was issued (zero when it has no iat).
+type tokenInfo struct {
+	user string
+	exp  time.Time
+	iat  time.Time
+}
+
+// verify returns what a valid token says, or an *authError.
+func (v *tokenVerifier) verify(raw string) (tokenInfo, error) {
 	if raw == "" {
-		return "", time.Time{}, &authError{reasonNoToken}
+		return tokenInfo{}, &authError{reasonNoToken}
 	}
 	sum := sha256.Sum256([]byte(raw))
 	now := v.now()
@@ -121,18 +136,18 @@ func (v *tokenVerifier) verify(raw string) (string, time.Time, error) {
 	v.mu.Unlock()
 	if ok && now.Before(e.until) {
 		if !now.Before(e.exp) {
-			return "", time.Time{}, &authError{reasonExpired}
+			return tokenInfo{}, &authError{reasonExpired}
 		}
-		return e.user, e.exp, nil
+		return e.tokenInfo, nil
 	}
-	user, exp, nbf, err := v.check(raw)
+	info, nbf, err := v.check(raw, now)
 	if err != nil {
-		return "", time.Time{}, err
+		return tokenInfo{}, err
 	}
 	if nbf.IsZero() || !now.Before(nbf) { // valid from now on: remember it
-		v.remember(sum, verifiedToken{user: user, exp: exp, until: now.Add(verifiedTTL)}, now)
+		v.remember(sum, verifiedToken{tokenInfo: info, until: now.Add(verifiedTTL)}, now)
 	}
-	return user, exp, nil
+	return info, nil
 }
 
 func (v *tokenVerifier) remember(sum [sha256.Size]byte, e verifiedToken, now time.Time) {
@@ -151,10 +166,11 @@ func (v *tokenVerifier) remember(sum [sha256.Size]byte, e verifiedToken, now tim
 	v.verified[sum] = e
 }
 
-// check parses raw and checks its signature and claims: its user, expiry
-// and not-before (zero when absent), or an *authError.
-func (v *tokenVerifier) check(raw string) (string, time.Time, time.Time, error) {
-	claims := jwt.RegisteredClaims{}
+// check parses raw and checks its signature and claims at time now: what it
+// says and its not-before (zero when absent), or an *authError. iat and nbf
+// may be up to the leeway ahead of now; exp may not be behind it at all.
+func (v *tokenVerifier) check(raw string, now time.Time) (tokenInfo, time.Time, error) {
+	claims := tokenClaims{}
 	_, err := v.parser.ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
 		if t.Method == nil || t.Method.Alg() != v.alg {
 			return nil, errAlgNotAllowed
@@ -166,6 +182,8 @@ func (v *tokenVerifier) check(raw string) (string, time.Time, time.Time, error) 
 		switch {
 		case errors.Is(err, errAlgNotAllowed), errors.Is(err, jwt.ErrTokenUnverifiable):
 			reason = reasonAlgorithm
+		case errors.Is(err, errTimeType):
+			reason = reasonTimeType
 		case errors.Is(err, jwt.ErrTokenMalformed):
 			reason = reasonMalformed
 		case errors.Is(err, jwt.ErrTokenSignatureInvalid):
@@ -174,22 +192,60 @@ func (v *tokenVerifier) check(raw string) (string, time.Time, time.Time, error) 
 			reason = reasonNoExp
 		case errors.Is(err, jwt.ErrTokenExpired):
 			reason = reasonExpired
-		case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+			reason = reasonFutureIat
+		case errors.Is(err, jwt.ErrTokenNotValidYet):
 			reason = reasonNotYetValid
 		}
-		return "", time.Time{}, time.Time{}, &authError{reason}
+		return tokenInfo{}, time.Time{}, &authError{reason}
+	}
+	// The parser grants exp the leeway too; a token is not used past its
+	// exp here (the socket is closed at exp, so it must not connect after).
+	if !now.Before(claims.ExpiresAt.Time) {
+		return tokenInfo{}, time.Time{}, &authError{reasonExpired}
 	}
 	if claims.Subject == "" {
-		return "", time.Time{}, time.Time{}, &authError{reasonNoSub}
+		return tokenInfo{}, time.Time{}, &authError{reasonNoSub}
 	}
 	if proto.ValidateID(claims.Subject) != nil {
-		return "", time.Time{}, time.Time{}, &authError{reasonBadSub}
+		return tokenInfo{}, time.Time{}, &authError{reasonBadSub}
+	}
+	info := tokenInfo{user: claims.Subject, exp: claims.ExpiresAt.Time}
+	if claims.IssuedAt != nil {
+		info.iat = claims.IssuedAt.Time
 	}
 	var nbf time.Time
 	if claims.NotBefore != nil {
 		nbf = claims.NotBefore.Time
 	}
-	return claims.Subject, claims.ExpiresAt.Time, nbf, nil
+	return info, nbf, nil
+}
+
+// errTimeType is a time claim that is not a JSON number.
+var errTimeType = errors.New("time claim is not a number")
+
+// tokenClaims are the registered claims, read strictly: jwt's NumericDate
+// takes "exp":"1999999999" (a string) as well as the number, and a token
+// whose times are strings is not what RFC 7519 calls a NumericDate.
+type tokenClaims struct {
+	jwt.RegisteredClaims
+}
+
+func (c *tokenClaims) UnmarshalJSON(b []byte) error {
+	var times struct {
+		Exp json.RawMessage `json:"exp"`
+		Iat json.RawMessage `json:"iat"`
+		Nbf json.RawMessage `json:"nbf"`
+	}
+	if err := json.Unmarshal(b, &times); err != nil {
+		return err
+	}
+	for _, t := range []json.RawMessage{times.Exp, times.Iat, times.Nbf} {
+		if len(t) > 0 && string(t) != "null" && t[0] != '-' && (t[0] < '0' || t[0] > '9') {
+			return errTimeType
+		}
+	}
+	return json.Unmarshal(b, &c.RegisteredClaims)
 }
 
 // idAlphabet makes socket and engine ids that are valid proto ids (so a

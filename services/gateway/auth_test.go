@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -27,30 +28,52 @@ func TestVerifiedTokenCache(t *testing.T) {
 	v.now = func() time.Time { return clock }
 
 	tok := signed(t, secret, jwt.MapClaims{"sub": "u1", "exp": now.Add(30 * time.Second).Unix()})
-	user, exp, err := v.verify(tok)
+	info, err := v.verify(tok)
 	require.NoError(t, err)
-	require.Equal(t, "u1", user)
+	require.Equal(t, "u1", info.user)
 	require.Len(t, v.verified, 1)
-	user2, exp2, err := v.verify(tok)
+	info2, err := v.verify(tok)
 	require.NoError(t, err)
-	require.Equal(t, user, user2)
-	require.Equal(t, exp, exp2)
+	require.Equal(t, info, info2)
 
 	// Past its exp (but within the entry's lifetime): refused as expired.
 	clock = now.Add(time.Minute)
-	_, _, err = v.verify(tok)
+	_, err = v.verify(tok)
 	require.EqualError(t, err, reasonExpired)
 
 	// A bad signature is refused every time and never remembered.
 	forged := signed(t, "other", jwt.MapClaims{"sub": "u2", "exp": now.Add(time.Hour).Unix()})
 	for range 2 {
-		_, _, err = v.verify(forged)
+		_, err = v.verify(forged)
 		require.EqualError(t, err, reasonSignature)
 	}
 	// Valid only later: not remembered (its not-before is checked anew).
 	clock = now
 	later := signed(t, secret, jwt.MapClaims{"sub": "u3", "exp": now.Add(time.Hour).Unix(), "nbf": now.Add(time.Hour).Unix()})
-	_, _, err = v.verify(later)
+	_, err = v.verify(later)
 	require.EqualError(t, err, reasonNotYetValid)
 	require.Len(t, v.verified, 1)
+}
+
+// FuzzTokenClaims: a token's claims either decode with every time claim a
+// JSON number (or absent), or are refused; never a panic.
+func FuzzTokenClaims(f *testing.F) {
+	for _, s := range []string{`{"sub":"u1","exp":1999999999}`, `{"exp":"1999999999"}`, `{"iat":-1,"nbf":1.5}`, `{"exp":null}`, `{"exp":[1]}`, `{"exp":true}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var c tokenClaims
+		if json.Unmarshal(data, &c) != nil {
+			return
+		}
+		var raw map[string]json.RawMessage
+		require.NoError(t, json.Unmarshal(data, &raw))
+		for _, k := range []string{"exp", "iat", "nbf"} {
+			if v, ok := raw[k]; ok && string(v) != "null" {
+				var n json.Number
+				require.NoError(t, json.Unmarshal(v, &n), "%s = %s", k, v)
+				require.NotEqual(t, byte('"'), v[0], "%s = %s", k, v)
+			}
+		}
+	})
 }

@@ -38,6 +38,12 @@ type Config struct {
 	// ($ROOMCAST_JWT_PUBLIC_KEY). One of JWTSecret and JWTPublicKeyFile is required.
 	JWTPublicKeyFile string
 
+	// TokenLeeway is the clock skew allowed between a token's issuer and the
+	// gateway: a token whose iat or nbf is up to this far ahead of the
+	// gateway's clock is valid. exp gets none. Default 10 s; negative means
+	// none ($ROOMCAST_JWT_LEEWAY).
+	TokenLeeway time.Duration
+
 	// AllowedOrigins are the Origin headers a browser may connect from,
 	// comma-separated in $ROOMCAST_ALLOWED_ORIGINS; "*" allows any. Requests
 	// without an Origin header (non-browser clients) are always allowed.
@@ -175,6 +181,9 @@ type Config struct {
 	Registry *prometheus.Registry
 }
 
+// DefaultTokenLeeway is Config.TokenLeeway's default.
+const DefaultTokenLeeway = 10 * time.Second
+
 // The values of Config.PersonalSubscriptions.
 const (
 	PersonalShared  = "shared"
@@ -205,6 +214,7 @@ func (c *Config) Bind(s *flagenv.Set) {
 		}
 	}
 	s.Bool(&c.Pprof, "pprof", "ROOMCAST_PPROF", false, "serve net/http/pprof under /debug/pprof/ (for profiling)")
+	s.Duration(&c.TokenLeeway, "jwt-leeway", "ROOMCAST_JWT_LEEWAY", DefaultTokenLeeway, "clock skew allowed to a token's iat and nbf (negative: none)")
 	s.String(&c.JWTPublicKeyFile, "jwt-public-key", "ROOMCAST_JWT_PUBLIC_KEY", "", "PEM file with an Ed25519 or RSA public key for tokens")
 	s.Func("allowed-origins", "comma-separated Origin allow-list, * for any ($ROOMCAST_ALLOWED_ORIGINS)", func(v string) error {
 		c.AllowedOrigins = splitList(v)
@@ -256,6 +266,9 @@ func (c Config) withDefaults() Config {
 	dur(&c.DrainGrace, 5*time.Second)
 	dur(&c.HTTPReadHeaderTimeout, 10*time.Second)
 	dur(&c.HTTPIdleTimeout, 60*time.Second)
+	if c.TokenLeeway == 0 {
+		c.TokenLeeway = DefaultTokenLeeway
+	}
 	if c.AuthzCacheTTL == 0 {
 		c.AuthzCacheTTL = 30 * time.Second
 	}

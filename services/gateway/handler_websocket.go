@@ -188,7 +188,7 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 		token = s.pendingToken
 	}
 	s.pendingToken = ""
-	user, exp, err := g.verifier.verify(token)
+	tok, err := g.verifier.verify(token)
 	if err != nil {
 		return g.refuse(s, labelOf(err.Error()), err.Error())
 	}
@@ -203,7 +203,7 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 		s.mu.Unlock()
 		return false
 	}
-	s.user, s.client = user, client
+	s.user, s.client = tok.user, client
 	s.state = stateConnected
 	s.mu.Unlock()
 
@@ -240,7 +240,7 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 	if s.state == stateConnected {
 		// The token's expiry closes the socket with a server DISCONNECT
 		// (the heartbeat timer fires for it too).
-		s.expires = exp.UnixNano()
+		s.expires = tok.exp.UnixNano()
 		s.armLocked(g.cfg.PingInterval)
 	}
 	s.mu.Unlock()
@@ -274,6 +274,10 @@ func labelOf(reason string) string {
 		return "expired"
 	case reasonNotYetValid:
 		return "not_yet_valid"
+	case reasonFutureIat:
+		return "future_iat"
+	case reasonTimeType:
+		return "time_type"
 	case reasonSignature:
 		return "signature"
 	case reasonAlgorithm:

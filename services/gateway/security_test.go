@@ -475,6 +475,37 @@ func TestSecurityAuthzLenientAnswers(t *testing.T) {
 	c.mustOK(proto.EndpointAddToRoom, proto.RoomArgs{RoomName: "board-b6"})
 }
 
+// --- Issue 14.2: token times ---
+
+// TestSecurityTokenTimes: a token dated in the future (iat or nbf beyond the
+// clock-skew leeway) and a token whose exp, iat or nbf is a string are
+// refused with the reason; within the leeway a token connects; exp gets no
+// leeway; with the leeway turned off, a few seconds ahead is refused too.
+func TestSecurityTokenTimes(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway() // default leeway, 10 s
+	now := time.Now()
+	hour := now.Add(time.Hour).Unix()
+	key := []byte(testSecret)
+	refused := []struct{ try, token, reason string }{
+		{"iat an hour ahead", hs256(t, key, jwt.MapClaims{"sub": "u1", "exp": hour, "iat": hour - 1}), reasonFutureIat},
+		{"nbf an hour ahead", hs256(t, key, jwt.MapClaims{"sub": "u1", "exp": hour + 60, "nbf": hour}), reasonNotYetValid},
+		{"exp as a string", hs256(t, key, jwt.MapClaims{"sub": "u1", "exp": strconv.FormatInt(hour, 10)}), reasonTimeType},
+		{"iat as a string", hs256(t, key, jwt.MapClaims{"sub": "u1", "exp": hour, "iat": strconv.FormatInt(now.Unix(), 10)}), reasonTimeType},
+		{"nbf as a string", hs256(t, key, jwt.MapClaims{"sub": "u1", "exp": hour, "nbf": strconv.FormatInt(now.Unix(), 10)}), reasonTimeType},
+		{"exp a second ago (no leeway on exp)", hs256(t, key, jwt.MapClaims{"sub": "u1", "exp": now.Add(-time.Second).Unix()}), reasonExpired},
+	}
+	for _, c := range refused {
+		t.Run(c.try, func(t *testing.T) { refusedWith(t, tg, c.token, c.reason) })
+	}
+	skewed := hs256(t, key, jwt.MapClaims{"sub": "u1", "exp": hour, "iat": now.Add(5 * time.Second).Unix(), "nbf": now.Add(5 * time.Second).Unix()})
+	_, got := connect(t, tg, `{"token":"`+skewed+`"}`)
+	require.True(t, strings.HasPrefix(got, `40{"sid":"`), "5 s ahead is within the leeway: %s", got)
+
+	strict := e.startGateway(func(c *Config) { c.TokenLeeway = -1 })
+	refusedWith(t, strict, hs256(t, key, jwt.MapClaims{"sub": "u1", "exp": hour, "iat": now.Add(5 * time.Second).Unix()}), reasonFutureIat)
+}
+
 // ---- Issue 13.5: every inbound packet counts against the socket's budget (fair) ----
 
 // untilClosed reads frames until the server's close frame: the pongs
