@@ -44,6 +44,15 @@ func ReplyError(m *nats.Msg) *Error {
 	return e
 }
 
+// noResponders is Request's error when no service listens on the subject:
+// an *Error (unavailable), which errors.Is also matches with
+// nats.ErrNoResponders, so a caller can tell a missing service from a slow
+// one.
+type noResponders struct{ err *Error }
+
+func (e noResponders) Error() string   { return e.err.Error() }
+func (e noResponders) Unwrap() []error { return []error{e.err, nats.ErrNoResponders} }
+
 // Request sends args as JSON to subject and decodes the reply into result
 // (which may be nil to ignore it). It returns an *Error: the service's own,
 // CodeUnavailable when nobody answers or ctx ends first, CodeInternal for a
@@ -56,7 +65,7 @@ func Request(ctx context.Context, nc *nats.Conn, subject string, args, result an
 	m, err := nc.RequestWithContext(ctx, subject, data)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return Errorf(CodeUnavailable, "%s: no service is answering", subject)
+		return noResponders{Errorf(CodeUnavailable, "%s: no service is answering", subject)}
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout), errors.Is(err, context.Canceled):
 		return Errorf(CodeUnavailable, "%s: no answer in time", subject)
 	case err != nil:

@@ -44,6 +44,10 @@ type serveConfig struct {
 	// bin/sync's); their metrics are served with the gateway's.
 	roomstate roomstate.Config
 	sync      backfill.Config
+	// authzOptionalSet and originsSet say whether ROOMCAST_AUTHZ_OPTIONAL
+	// and ROOMCAST_ALLOWED_ORIGINS were given (flag or environment):
+	// development mode's defaults apply only to what was not.
+	authzOptionalSet, originsSet bool
 }
 
 // serveCommand: roomcast serve.
@@ -77,6 +81,12 @@ ROOMCAST_SYNC_* variables (see bin/roomstate -h and bin/sync -h).`,
 			if err := c.readServices(); err != nil {
 				return err
 			}
+			given := func(flag, env string) bool {
+				_, inEnv := os.LookupEnv(env)
+				return inEnv || cmd.Flags().Changed(flag)
+			}
+			c.authzOptionalSet = given("authz-optional", "ROOMCAST_AUTHZ_OPTIONAL")
+			c.originsSet = given("allowed-origins", "ROOMCAST_ALLOWED_ORIGINS")
 			return serve(cmd.Context(), c, out)
 		},
 	}
@@ -158,9 +168,18 @@ func serve(ctx context.Context, c serveConfig, out io.Writer) error {
 
 	var devToken string
 	if c.gateway.JWTSecret == "" && c.gateway.JWTPublicKeyFile == "" {
+		// Development mode (docs/decisions.md): no identity provider, no
+		// authorizer, pages on this machine. A configured secret or key
+		// turns all of it off unless set explicitly.
 		c.gateway.JWTSecret, devToken, err = devSecret(c.dataDir)
 		if err != nil {
 			return err
+		}
+		if !c.authzOptionalSet {
+			c.gateway.AuthzOptional = true
+		}
+		if !c.originsSet {
+			c.gateway.AllowedOrigins = gateway.DevOrigins
 		}
 	}
 
@@ -218,7 +237,8 @@ func serve(ctx context.Context, c serveConfig, out io.Writer) error {
 		return fmt.Errorf("ROOMCAST_HTTP_ADDR=%s: %w", gw.HTTPAddr, err)
 	}
 	gw.Listener = ln
-	printBanner(out, ln.Addr().String(), natsURL, devToken, filepath.Join(c.dataDir, devSecretFile))
+	printBanner(out, banner{httpAddr: ln.Addr().String(), natsURL: natsURL, devToken: devToken,
+		devSecretPath: filepath.Join(c.dataDir, devSecretFile), gateway: gw})
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return gateway.Run(gctx, gw) })
@@ -328,13 +348,31 @@ func signToken(secret, user string, ttl time.Duration) (string, error) {
 	}).SignedString([]byte(secret))
 }
 
-func printBanner(w io.Writer, httpAddr, natsURL, devToken, devSecretPath string) {
+// banner is what serve prints on stdout once it listens.
+type banner struct {
+	httpAddr, natsURL       string
+	devToken, devSecretPath string // development mode only
+	gateway                 gateway.Config
+}
+
+// printBanner says where everything is and, in development mode, what it
+// allows and the one setting that turns each allowance off.
+func printBanner(w io.Writer, b banner) {
 	fmt.Fprintf(w, "roomcast is starting\n")
-	fmt.Fprintf(w, "  sockets  ws://%s/socket.io/?EIO=4&transport=websocket\n", httpAddr)
-	fmt.Fprintf(w, "  health   http://%s/healthz  http://%s/readyz  http://%s/metrics\n", httpAddr, httpAddr, httpAddr)
-	fmt.Fprintf(w, "  nats     %s  (stream %s, buckets %s and %s)\n", natsURL, proto.StreamRooms, proto.BucketRoomState, proto.BucketPresence)
-	if devToken != "" {
-		fmt.Fprintf(w, "  no ROOMCAST_JWT_SECRET given: a development secret is kept in %s\n", devSecretPath)
-		fmt.Fprintf(w, "  development token (user \"dev\", valid 24h; \"roomcast token USER\" makes more):\n  %s\n", devToken)
+	fmt.Fprintf(w, "  sockets  ws://%s/socket.io/?EIO=4&transport=websocket\n", b.httpAddr)
+	fmt.Fprintf(w, "  health   http://%s/healthz  http://%s/readyz  http://%s/metrics\n", b.httpAddr, b.httpAddr, b.httpAddr)
+	fmt.Fprintf(w, "  nats     %s  (stream %s, buckets %s and %s)\n", b.natsURL, proto.StreamRooms, proto.BucketRoomState, proto.BucketPresence)
+	if b.devToken != "" {
+		fmt.Fprintf(w, "development mode (no ROOMCAST_JWT_SECRET or ROOMCAST_JWT_PUBLIC_KEY given):\n")
+		fmt.Fprintf(w, "  secret   kept in %s; \"roomcast token USER\" signs a token with it\n", b.devSecretPath)
+	}
+	if b.gateway.AuthzOptional {
+		fmt.Fprintf(w, "  joins    org and board rooms may be joined while no service answers %s (ROOMCAST_AUTHZ_OPTIONAL=false refuses them)\n", proto.SubjectAuthzJoin)
+	}
+	if len(b.gateway.AllowedOrigins) > 0 {
+		fmt.Fprintf(w, "  origins  browser pages from %s may connect (ROOMCAST_ALLOWED_ORIGINS= allows none)\n", strings.Join(b.gateway.AllowedOrigins, " "))
+	}
+	if b.devToken != "" {
+		fmt.Fprintf(w, "  token    for user \"dev\", valid 24h:\n%s\n", b.devToken)
 	}
 }

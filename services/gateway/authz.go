@@ -3,7 +3,9 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -30,8 +32,27 @@ type natsAuthorizer struct {
 	timeout time.Duration
 	ttl     time.Duration
 
+	// optional lets joins through while no service answers authz.join
+	// (Config.AuthzOptional).
+	optional bool
+	// missing is set while no service answers authz.join, so that the
+	// outage is logged once, not at every join.
+	missing atomic.Bool
+
 	mu    sync.Mutex
 	cache map[string]time.Time // user + "\x00" + parent room → expiry
+}
+
+// noAuthorizer answers a join that no service was there to decide.
+func (a *natsAuthorizer) noAuthorizer(r proto.Room) error {
+	if a.optional {
+		return nil
+	}
+	if !a.missing.Swap(true) {
+		a.log.Warn().Str("subject", proto.SubjectAuthzJoin).
+			Msg("no service answers authz.join: joins to org and board rooms are refused until one does (ROOMCAST_AUTHZ_OPTIONAL=true lets them through, for development)")
+	}
+	return proto.Errorf(proto.CodeUnavailable, "no service answers %s: cannot check access to %s", proto.SubjectAuthzJoin, r.Name())
 }
 
 // maxAuthzCache bounds the cache; past it, expired entries are swept.
@@ -54,6 +75,10 @@ func (a *natsAuthorizer) allowJoin(ctx context.Context, user string, r proto.Roo
 	// The question names the parent room: board-B-tasks shares board-B's
 	// members, so one answer (and one cache entry) covers the three.
 	err := proto.Request(ctx, a.nc, proto.SubjectAuthzJoin, proto.AuthzJoinRequest{UserID: user, RoomName: r.Parent().Name()}, &reply)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return a.noAuthorizer(r)
+	}
+	a.missing.Store(false)
 	if err != nil {
 		if proto.CodeOf(err) == proto.CodeUnavailable {
 			return proto.Errorf(proto.CodeUnavailable, "could not check access to %s in time: retry later", r.Name())

@@ -45,9 +45,11 @@ type Config struct {
 	TokenLeeway time.Duration
 
 	// AllowedOrigins are the Origin headers a browser may connect from,
-	// comma-separated in $ROOMCAST_ALLOWED_ORIGINS; "*" allows any. Requests
+	// comma-separated in $ROOMCAST_ALLOWED_ORIGINS; "*" allows any, and
+	// scheme://host:* allows host on any port (http://localhost:*). Requests
 	// without an Origin header (non-browser clients) are always allowed.
-	// Default: none, so only non-browser clients connect.
+	// Default: none, so only non-browser clients connect (roomcast serve in
+	// development mode allows DevOrigins).
 	AllowedOrigins []string
 
 	// ReadyChecks are extra conditions of /readyz (the all-in-one program adds
@@ -108,6 +110,12 @@ type Config struct {
 	// AuthzTimeout bounds an authz.join request; no answer in time denies
 	// the join with unavailable. Default 1 s.
 	AuthzTimeout time.Duration
+	// AuthzOptional lets joins to org and board rooms through while no
+	// service answers authz.join at all (a slow or refusing authorizer
+	// still decides). For development: roomcast serve turns it on when it
+	// generates its secret. Default false: such joins fail with
+	// unavailable ($ROOMCAST_AUTHZ_OPTIONAL).
+	AuthzOptional bool
 	// AuthzCacheTTL is how long a positive authz.join answer is reused.
 	// Default 30 s; negative means no caching.
 	AuthzCacheTTL time.Duration
@@ -190,6 +198,10 @@ const (
 	PersonalPerRoom = "per-room"
 )
 
+// DevOrigins are the origins roomcast serve allows in development mode:
+// pages served from this machine, on any port.
+var DevOrigins = []string{"http://localhost:*", "http://127.0.0.1:*"}
+
 // Bind registers the gateway's own flags; the common ones are in flagenv.Common.
 func (c *Config) Bind(s *flagenv.Set) {
 	s.String(&c.HTTPAddr, "http-addr", "ROOMCAST_HTTP_ADDR", "127.0.0.1:8080", "gateway listen address")
@@ -216,6 +228,7 @@ func (c *Config) Bind(s *flagenv.Set) {
 	s.Bool(&c.Pprof, "pprof", "ROOMCAST_PPROF", false, "serve net/http/pprof under /debug/pprof/ (for profiling)")
 	s.Duration(&c.TokenLeeway, "jwt-leeway", "ROOMCAST_JWT_LEEWAY", DefaultTokenLeeway, "clock skew allowed to a token's iat and nbf (negative: none)")
 	s.String(&c.JWTPublicKeyFile, "jwt-public-key", "ROOMCAST_JWT_PUBLIC_KEY", "", "PEM file with an Ed25519 or RSA public key for tokens")
+	s.Bool(&c.AuthzOptional, "authz-optional", "ROOMCAST_AUTHZ_OPTIONAL", false, "let joins to org and board rooms through while no service answers authz.join (development)")
 	s.Func("allowed-origins", "comma-separated Origin allow-list, * for any ($ROOMCAST_ALLOWED_ORIGINS)", func(v string) error {
 		c.AllowedOrigins = splitList(v)
 		return nil

@@ -107,7 +107,7 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: connect to NATS at %s: %w", cfg.NATSURL, err)
 	}
-	g.authz = &natsAuthorizer{nc: g.nc, log: g.log, timeout: cfg.AuthzTimeout, ttl: cfg.AuthzCacheTTL, cache: map[string]time.Time{}}
+	g.authz = &natsAuthorizer{nc: g.nc, timeout: cfg.AuthzTimeout, ttl: cfg.AuthzCacheTTL, optional: cfg.AuthzOptional, log: g.log, cache: map[string]time.Time{}}
 	g.presence = newPresence(g)
 	g.states.g = g
 	if !cfg.ReadGoroutines {

@@ -166,11 +166,39 @@ func (c *bufferedConn) Read(p []byte) (int, error) {
 
 func (g *Gateway) originAllowed(origin string) bool {
 	for _, o := range g.cfg.AllowedOrigins {
-		if o == "*" || strings.EqualFold(o, origin) {
+		if originMatches(o, origin) {
 			return true
 		}
 	}
 	return false
+}
+
+// originMatches says whether an Origin header matches one entry of the
+// allow-list: "*", the origin itself, or scheme://host:* for host on any
+// port (or none). Anything else after the host (a longer host name such as
+// localhost.example.com) does not match.
+func originMatches(pattern, origin string) bool {
+	if pattern == "*" || strings.EqualFold(pattern, origin) {
+		return true
+	}
+	base, ok := strings.CutSuffix(pattern, ":*")
+	if !ok || len(origin) < len(base) || !strings.EqualFold(origin[:len(base)], base) {
+		return false
+	}
+	port := origin[len(base):]
+	if port == "" {
+		return true
+	}
+	port, ok = strings.CutPrefix(port, ":")
+	if !ok || port == "" || len(port) > 5 {
+		return false
+	}
+	for i := 0; i < len(port); i++ {
+		if port[i] < '0' || port[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // connect authenticates a CONNECT and puts the socket in its client and user
