@@ -32,6 +32,9 @@ export type SyncReason = "join" | "reconnect" | "gap" | "manual" | "retry";
  */
 export type RoomStatus = "joining" | "joined" | "retrying" | "failed";
 
+/** How many times one page of history is asked for while the answer is rate_limited. */
+const MAX_PAGE_ATTEMPTS = 8;
+
 /** Error codes that a retry cannot change. */
 const FINAL_CODES: ReadonlySet<string> = new Set(["forbidden", "invalid_argument"]);
 
@@ -354,8 +357,7 @@ export class RoomSync {
   private scheduleRetry(): void {
     if (this.stopped || !this.online) return;
     this.cancelRetry();
-    const step = Math.min(this.o.retryMaxMs, this.o.retryMs * 2 ** Math.min(this.failures - 1, 16));
-    const ms = step / 2 + (this.o.random() * step) / 2;
+    const ms = this.backoff(this.failures);
     const set = this.o.setTimeout ?? ((fn, d) => setTimeout(fn, d));
     this.retryTimer = set(() => {
       this.retryTimer = undefined;
@@ -432,7 +434,7 @@ export class RoomSync {
     let lastSeq = 0;
     for (let page = 0; cursor; page++) {
       if (page >= this.o.maxPages) return { changes: { upserts: [], deletions: [] }, complete: false, lastSeq };
-      const r: EndpointResults["getChangesSince"] = await this.call("getChangesSince", {
+      const r: EndpointResults["getChangesSince"] = await this.page("getChangesSince", {
         roomName: this.name,
         ...cursor,
         limit: this.o.pageLimit,
@@ -456,7 +458,7 @@ export class RoomSync {
     let lastSeq = 0;
     for (let page = 0; cursor; page++) {
       if (page >= this.o.maxPages) return { messages, complete: false, lastSeq };
-      const r: EndpointResults["getChatMessagesSince"] = await this.call("getChatMessagesSince", {
+      const r: EndpointResults["getChatMessagesSince"] = await this.page("getChatMessagesSince", {
         roomName: this.name,
         ...cursor,
         limit: this.o.pageLimit,
@@ -467,6 +469,32 @@ export class RoomSync {
       cursor = r.hasMore ? r.next : undefined;
     }
     return { messages, complete, lastSeq };
+  }
+
+  /**
+   * page reads one page of history. A page refused as rate_limited is asked
+   * again after a backoff, from the same cursor: the calls of a long resync
+   * can exceed the socket's burst, and starting the resync over from its
+   * beginning would meet the same limit at the same page, for ever.
+   */
+  private async page<E extends "getChangesSince" | "getChatMessagesSince">(name: E, args: EndpointArgs[E]): Promise<EndpointResults[E]> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.call(name, args);
+      } catch (err) {
+        if (!(err instanceof RoomcastError) || err.code !== "rate_limited" || attempt >= MAX_PAGE_ATTEMPTS || this.stopped) throw err;
+        const epoch = this.epoch;
+        await new Promise<void>((ok) => (this.o.setTimeout ?? ((fn, d) => setTimeout(fn, d)))(ok, this.backoff(attempt)));
+        if (epoch !== this.epoch) throw err; // the socket went away meanwhile: the next join resyncs
+      }
+    }
+  }
+
+  // backoff is the wait after the n-th failure in a row: between half of
+  // a step doubling from retryMs to retryMaxMs and all of it.
+  private backoff(n: number): number {
+    const step = Math.min(this.o.retryMaxMs, this.o.retryMs * 2 ** Math.min(n - 1, 16));
+    return step / 2 + (this.o.random() * step) / 2;
   }
 
   private safe(fn: () => void): void {

@@ -228,3 +228,30 @@ test("splitChanges keeps stream order", () => {
   assert.deepEqual(c.upserts.map((x) => x.id), ["a"]);
   assert.deepEqual(c.deletions.map((x) => x.id), ["b"]);
 });
+
+test("a page refused as rate_limited is asked again from the same cursor after a backoff, not the resync from its start", async () => {
+  const srv = fakeServer();
+  for (let i = 0; i < 6; i++) srv.publish(t(`t${i}`, 10 + i));
+  const r = recorder();
+  const waits = [];
+  // Every third page call is refused, as a socket's exhausted budget would.
+  let n = 0;
+  const call = async (name, args) => {
+    if (name === "getChangesSince" && ++n % 3 === 0) throw new RoomcastError("rate_limited", "more than 20 endpoint calls per second", name);
+    return srv.call(name, args);
+  };
+  const room = new RoomSync("board-b1-tasks", "children", r.handlers, call, {
+    pageLimit: 1,
+    retryMs: 100,
+    random: () => 0,
+    setTimeout: (fn, ms) => (waits.push(ms), fn()),
+    clearTimeout: () => {},
+  });
+  room.lastSeq = 100;
+  await room.resync("reconnect");
+  assert.equal(room.status, "joined");
+  assert.deepEqual(r.log, [["changes", ["t0", "t1", "t2", "t3", "t4", "t5"], []]]);
+  const cursors = srv.calls.map(([, a]) => a.afterSeq);
+  assert.deepEqual(cursors, [100, 103, 106, 109, 112, 115], "each page once, in order, after its retry");
+  assert.deepEqual(waits, [50, 50], "one backoff per refused page (calls 3 and 6)");
+});
