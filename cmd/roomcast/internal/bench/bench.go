@@ -27,11 +27,12 @@ import (
 
 // The modes.
 const (
-	modeFanout = "fanout"
-	modeIdle   = "idle"
-	modeStorm  = "storm"
-	modeResync = "resync"
-	modeWorker = "worker" // internal: a worker process
+	modeFanout   = "fanout"
+	modeIdle     = "idle"
+	modeStorm    = "storm"
+	modeResync   = "resync"
+	modeFairness = "fairness"
+	modeWorker   = "worker" // internal: a worker process
 )
 
 const usage = `usage: roomcast bench MODE [flags]
@@ -43,6 +44,10 @@ modes:
   idle    N sockets each in 3 rooms, idle: server RSS per socket
   storm   N sockets dropped at once: time until all are back and rejoined
   resync  getChangesSince latency with a large stream (roomcast only)
+  fairness  one user's flood of history reads (-attack-sockets sockets, each
+          sending -attack-calls getChangesSince(since: 0) at once on a room of
+          -attack-msgs messages, again and again) while another user reads a
+          small room's -changes changes: that user's p50/p99 (roomcast only)
 
 The tool starts the server itself (roomcast: this binary's "serve" on free
 loopback ports; peer: node bench/peer/server.mjs), or attaches to one with
@@ -92,6 +97,10 @@ type options struct {
 	Queries    int
 	QueryAfter time.Duration
 
+	AttackSockets int
+	AttackCalls   int
+	AttackMsgs    int
+
 	Timeout    time.Duration
 	JSON       bool
 	Markdown   bool
@@ -110,7 +119,7 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 			fmt.Fprintln(errOut, usage)
 			return o, flag.ErrHelp
 		}
-		return o, errors.New("give a mode: fanout, idle, storm or resync (roomcast bench -h)")
+		return o, errors.New("give a mode: fanout, idle, storm, resync or fairness (roomcast bench -h)")
 	}
 	o.Mode = args[0]
 	fs := flag.NewFlagSet("bench "+o.Mode, flag.ContinueOnError)
@@ -148,6 +157,9 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 	fs.IntVar(&o.Changes, "changes", 100, "resync: changes in the queried room")
 	fs.IntVar(&o.Queries, "queries", 200, "resync: getChangesSince calls timed")
 	fs.DurationVar(&o.QueryAfter, "query-after", 0, "resync: start the queries no sooner than this after the last publish (e.g. 2m10s: past the stream's 2-minute duplicate window, once the server has let go of the fill's message IDs)")
+	fs.IntVar(&o.AttackSockets, "attack-sockets", 40, "fairness: the attacker's sockets")
+	fs.IntVar(&o.AttackCalls, "attack-calls", 8, "fairness: getChangesSince calls each attacking socket sends at once")
+	fs.IntVar(&o.AttackMsgs, "attack-msgs", 10000, "fairness: messages in the attacked room")
 	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "stop everything after this")
 	fs.BoolVar(&o.JSON, "json", false, "print the results as JSON instead of a table")
 	fs.BoolVar(&o.Markdown, "markdown", false, "print the results as a markdown section (command, machine, table) for docs/performance.md")
@@ -166,9 +178,9 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 
 func (o options) check() error {
 	switch o.Mode {
-	case modeFanout, modeIdle, modeStorm, modeResync:
+	case modeFanout, modeIdle, modeStorm, modeResync, modeFairness:
 	default:
-		return fmt.Errorf("unknown mode %q: want fanout, idle, storm or resync", o.Mode)
+		return fmt.Errorf("unknown mode %q: want fanout, idle, storm, resync or fairness", o.Mode)
 	}
 	if o.Target != targetRoomcast && o.Target != targetPeer {
 		return fmt.Errorf("-target %q: want roomcast or peer", o.Target)
@@ -184,8 +196,10 @@ func (o options) check() error {
 		return fmt.Errorf("-url %q: want http://host:port", o.URL)
 	case o.URL != "" && !loopback(o.URL), o.NATS != "" && !loopback(o.NATS):
 		return errors.New("-url and -nats must be on this machine (127.0.0.0/8, localhost or [::1]): a load test sends traffic nowhere else")
-	case o.Mode == modeResync && o.Target == targetPeer && !o.Compare:
-		return errors.New("resync measures roomcast's history; the reference peer keeps none")
+	case (o.Mode == modeResync || o.Mode == modeFairness) && o.Target == targetPeer && !o.Compare:
+		return fmt.Errorf("%s measures roomcast's history; the reference peer keeps none", o.Mode)
+	case o.Mode == modeFairness && (o.AttackSockets < 1 || o.AttackCalls < 1 || o.AttackMsgs < 1):
+		return errors.New("-attack-sockets, -attack-calls and -attack-msgs must be at least 1")
 	case o.Sockets < 1:
 		return fmt.Errorf("-sockets %d: want at least 1", o.Sockets)
 	case o.Rooms < 1:
@@ -280,9 +294,9 @@ func run(ctx context.Context, o options, log io.Writer) ([]result, error) {
 	targets := []string{o.Target}
 	if o.Compare {
 		targets = []string{targetPeer, targetRoomcast}
-		if o.Mode == modeResync {
+		if o.Mode == modeResync || o.Mode == modeFairness {
 			targets = []string{targetRoomcast}
-			fmt.Fprintln(log, "resync: the reference peer keeps no history; measuring roomcast alone")
+			fmt.Fprintf(log, "%s: the reference peer keeps no history; measuring roomcast alone\n", o.Mode)
 		}
 	}
 	var rs []result
@@ -310,6 +324,8 @@ func runOne(ctx context.Context, o options, target string, log io.Writer) (resul
 		return runStorm(ctx, o, srv, log)
 	case modeResync:
 		return runResync(ctx, o, srv, log)
+	case modeFairness:
+		return runFairness(ctx, o, srv, log)
 	}
 	return runFanout(ctx, o, srv, log)
 }
