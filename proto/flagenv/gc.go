@@ -10,7 +10,7 @@ import (
 // allocates little per delivery (a frame is encoded once per broadcast), so
 // collecting when the heap has grown by half instead of doubled costs little
 // CPU and holds about a fifth less memory per idle socket
-// (docs/performance.md, "Memory settings").
+// (docs/performance-history.md, "The gateway's performance work").
 const GatewayGCPercent = 50
 
 // GCPercent sets the collector's target to p unless GOGC is set: an
