@@ -94,6 +94,11 @@ type Config struct {
 	Logger zerolog.Logger
 	// Registry receives the service's metrics; nil means a new registry.
 	Registry *prometheus.Registry
+
+	// panicHook, in tests only, is called at each panic boundary with its
+	// name (feed: half-way through observing a message; changes, chat:
+	// before the read), so a test can panic there.
+	panicHook func(where string)
 }
 
 // Bind registers the service's own flags; the common ones are in flagenv.Common.

@@ -107,6 +107,8 @@ type index struct {
 	tailBytes int
 	// gaps counts the jumps in the feed's sequences (deliveries lost).
 	gaps uint64
+	// panicHook is Config.panicHook (tests only).
+	panicHook func(where string)
 }
 
 func newIndex(depth, maxRooms, keep, maxTailBytes int) *index {
@@ -179,6 +181,9 @@ func (x *index) observe(h nats.Header, data []byte) {
 	}
 	before := c.logCap()
 	c.add(indexEntry{seq: seq, ts: ts.UnixNano()}, prev)
+	if x.panicHook != nil {
+		x.panicHook("feed") // half-way: the entry added, its body not kept
+	}
 	c.keepBody(data, x.keep)
 	x.tailBytes += c.logCap() - before
 	if x.tailBytes > x.maxTailBytes {

@@ -17,6 +17,7 @@ type metrics struct {
 	reads      *prometheus.CounterVec   // history reads, by method (tail, index, direct, consumer)
 	tailBytes  prometheus.GaugeFunc     // memory of the tail's logs
 	feedGaps   prometheus.CounterFunc   // jumps in the feed's sequences
+	panics     *prometheus.CounterVec   // panics stopped at a boundary, by where
 }
 
 func newMetrics(reg prometheus.Registerer, tailBytes, feedGaps func() float64) (*metrics, error) {
@@ -58,8 +59,12 @@ func newMetrics(reg prometheus.Registerer, tailBytes, feedGaps func() float64) (
 			Name: "roomcast_sync_feed_gaps_total",
 			Help: "Jumps in the stream sequences the RePublish feed delivered to sync (deliveries lost, e.g. a slow consumer): rooms written before one are read from the stream until they are written again.",
 		}, feedGaps),
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_sync_panics_total",
+			Help: "Panics stopped at a message boundary, logged with their stack, by where: feed (the index was reset), changes or chat (answered internal).",
+		}, []string{"where"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.scanned, m.duration, m.cuts, m.skipped, m.incomplete, m.reads, m.tailBytes, m.feedGaps} {
+	for _, c := range []prometheus.Collector{m.requests, m.scanned, m.duration, m.cuts, m.skipped, m.incomplete, m.reads, m.tailBytes, m.feedGaps, m.panics} {
 		if err := reg.Register(c); err != nil {
 			var dup prometheus.AlreadyRegisteredError
 			if errors.As(err, &dup) {

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/proto/panicguard"
 )
 
 // service holds what the request handlers share.
@@ -37,6 +38,8 @@ type service struct {
 	// index is reset when it changes.
 	streamCreated atomic.Int64
 	metrics       *metrics
+	// guard stops a panic where a message enters: see docs/decisions.md.
+	guard *panicguard.Guard
 
 	sem      chan struct{} // bounds requests in flight
 	inflight sync.WaitGroup
@@ -77,8 +80,10 @@ func Run(ctx context.Context, cfg Config) error {
 		leader:   newLeaderGetter(nc, proto.StreamRooms),
 		index:    idx,
 		metrics:  m,
+		guard:    panicguard.New(log, func(where string) { m.panics.WithLabelValues(where).Inc() }),
 		sem:      make(chan struct{}, cfg.Concurrency),
 	}
+	idx.panicHook = cfg.panicHook
 	// The sync service only reads stream ROOMS: it does not create it (its
 	// NATS role may not), and answers unavailable until it exists; /readyz
 	// says so.
@@ -97,7 +102,13 @@ func Run(ctx context.Context, cfg Config) error {
 	// The index learns every room's latest sequences from the RePublish feed.
 	// Without it (no permission to subscribe, a slow feed) reads are still
 	// exact, only slower: see index.go.
-	feed, err := nc.Subscribe(cfg.Store.Subjects.LiveAll(), func(m *nats.Msg) { s.index.observe(m.Header, m.Data) })
+	// A panic while observing may leave a room's chain half updated: the
+	// index is a cache, so it is forgotten (reads go to the stream until
+	// the feed teaches it again).
+	feed, err := nc.Subscribe(cfg.Store.Subjects.LiveAll(), func(m *nats.Msg) {
+		defer s.guard.Recover("feed", s.index.reset)
+		s.index.observe(m.Header, m.Data)
+	})
 	if err != nil {
 		return fmt.Errorf("sync: subscribe to %s: %w", cfg.Store.Subjects.LiveAll(), err)
 	}
@@ -177,6 +188,13 @@ func (s *service) handler(ctx context.Context, endpoint string, fn func(context.
 			defer s.inflight.Done()
 			defer func() { <-s.sem }()
 			began := time.Now()
+			// A read changes nothing: a panic is answered internal.
+			defer s.guard.Recover(endpoint, func() {
+				s.respond(endpoint, req, began, nil, proto.Errorf(proto.CodeInternal, "internal error"))
+			})
+			if s.cfg.panicHook != nil {
+				s.cfg.panicHook(endpoint)
+			}
 			// The request outlives Run's ctx by design (it is answered
 			// during shutdown), so it gets a context of its own.
 			rctx, cancel := context.WithTimeout(context.Background(), s.cfg.MaxTime+5*time.Second)
