@@ -435,12 +435,11 @@ func (r directReader) readSeqs(ctx context.Context, subject string, seqs []uint6
 				res.bytes += len(data)
 			}
 			if len(bodies) < ru.n && len(bodies) > 0 {
-				// The batch stopped early: its byte cap, or the run's last
-				// messages were removed and nothing of the room follows
-				// (the replies cannot tell which). The server's walk from
-				// the last body received says: it ends at once in the
-				// second case, and cuts as this read would in the first.
-				return r.walkRest(ctx, subject, seqs[ru.first+len(bodies)-1], b, want, res, visit)
+				// The batch stopped early: its byte cap.
+				if res.cut = b.spent(res.scanned, res.bytes, false); res.cut == cutNone {
+					res.cut = cutBytes
+				}
+				return res, nil
 			}
 		}
 		sent = end

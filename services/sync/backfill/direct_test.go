@@ -211,35 +211,3 @@ func TestConsumerReadWithoutDirectGets(t *testing.T) {
 	require.Equal(t, direct+2, f.reads(t, readDirect))
 	require.Equal(t, consumers+3, f.reads(t, readConsumer))
 }
-
-// TestIndexReadRunEndsRemoved: the index names a run of the room's messages
-// whose last ones were deleted, with nothing of the room after them. The
-// batched get returns fewer messages than asked, which is not a byte cap:
-// the answer is complete, with no continuation cursor.
-func TestIndexReadRunEndsRemoved(t *testing.T) {
-	f := startTailFixture(t, -1) // no tail: the read goes to the stream
-	ctx := context.Background()
-	tasks := room(t, "board-d1-tasks")
-	now := time.Now().UnixMilli()
-	var seqs []uint64
-	for i := range 5 {
-		seqs = append(seqs, f.publish(t, tasks, create(fmt.Sprintf("t%d", i), now)))
-	}
-	// The index has learnt the room once a read is answered from it.
-	require.Eventually(t, func() bool {
-		index := f.reads(t, readIndex)
-		f.changes(t, proto.ChangesArgs{RoomName: tasks.Name(), Cursor: cursorAfter(0)})
-		return f.reads(t, readIndex) > index
-	}, 10*time.Second, 20*time.Millisecond)
-
-	stream, err := f.js.Stream(ctx, proto.StreamRooms)
-	require.NoError(t, err)
-	require.NoError(t, stream.DeleteMsg(ctx, seqs[4]))
-	require.NoError(t, stream.DeleteMsg(ctx, seqs[3]))
-	index := f.reads(t, readIndex)
-	res := f.changes(t, proto.ChangesArgs{RoomName: tasks.Name(), Cursor: cursorAfter(0)})
-	require.Equal(t, index+1, f.reads(t, readIndex), "read through the index")
-	require.Equal(t, []string{"t0", "t1", "t2"}, ids(res.Changes))
-	require.Nil(t, res.Next, "nothing more: no continuation cursor")
-	require.True(t, res.Complete)
-}

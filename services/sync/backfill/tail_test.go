@@ -363,6 +363,18 @@ func (f *tailFixture) check(t *testing.T, c streamCopy, args proto.ChangesArgs) 
 	if len(want.Changes) == 0 {
 		want.Changes = got.Changes // nil and empty alike
 	}
+	if want.Next == nil && got.Next != nil {
+		// A known imprecision of the index read (readSeqs): a batched run
+		// whose last messages were removed, with nothing of the room after
+		// them, stops early as a byte cap does, and the answer carries a
+		// continuation cursor. Allowed only when it leads to nothing more.
+		more := args
+		more.Cursor = *got.Next
+		rest := c.want(t, more)
+		require.Empty(t, rest.Changes, "%+v: a cursor where the stream has more", args)
+		require.Nil(t, rest.Next)
+		want.Next = got.Next
+	}
 	require.Equal(t, want, got, "%+v", args)
 	return got
 }
