@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -127,4 +128,18 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c StoreConfig) error {
 		}
 	}
 	return nil
+}
+
+// StreamHeader is the value the server set for key (jetstream.SequenceHeader,
+// LastSequenceHeader, SubjectHeader, TimeStampHeaer) on a message the stream
+// re-published or a direct get returned: the last one. The server appends
+// its headers to the publisher's own, so a publisher that set
+// Nats-Sequence itself leaves a forged first value, which Header.Get would
+// return; "" when there is none.
+func StreamHeader(h nats.Header, key string) string {
+	vs := h.Values(key)
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[len(vs)-1]
 }

@@ -96,14 +96,15 @@ func appendBroadcastFrame(room string, data []byte, seq, prev uint64) []byte {
 }
 
 // seqHeaders reads the stream sequence and the subject's previous sequence
-// that the stream's RePublish put on the message; client rooms, published
-// straight to their live subject, have neither (0, 0).
+// that the stream's RePublish put on the message (not a publisher's own
+// copies of those headers); client rooms, published straight to their live
+// subject, have neither (0, 0).
 func seqHeaders(m *nats.Msg) (uint64, uint64) {
 	if m.Header == nil {
 		return 0, 0
 	}
-	seq, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
-	prev, _ := strconv.ParseUint(m.Header.Get(jetstream.LastSequenceHeader), 10, 64)
+	seq, _ := strconv.ParseUint(proto.StreamHeader(m.Header, jetstream.SequenceHeader), 10, 64)
+	prev, _ := strconv.ParseUint(proto.StreamHeader(m.Header, jetstream.LastSequenceHeader), 10, 64)
 	return seq, prev
 }
 

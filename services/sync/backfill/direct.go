@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/roomcast/roomcast/proto"
 )
 
 // errNoDirect says the stream did not answer a direct get (no responders:
@@ -141,11 +143,11 @@ func batchReplies(ctx context.Context, sub replies, reply, subject string, b bud
 		switch status := m.Header.Get(hdrStatus); status {
 		case "":
 		case statusEOB:
-			if lastHeader(m.Header, hdrLastSeq) != strconv.FormatUint(prev, 10) {
+			if proto.StreamHeader(m.Header, hdrLastSeq) != strconv.FormatUint(prev, 10) {
 				res.cut = cutGap // the batch's last message was lost
 				return 0, nil
 			}
-			np, err := strconv.ParseUint(lastHeader(m.Header, hdrNumPending), 10, 64)
+			np, err := strconv.ParseUint(proto.StreamHeader(m.Header, hdrNumPending), 10, 64)
 			if err != nil {
 				return 0, fmt.Errorf("read %s: direct get: end of batch: %s: %w", subject, hdrNumPending, err)
 			}
@@ -163,11 +165,11 @@ func batchReplies(ctx context.Context, sub replies, reply, subject string, b bud
 		default:
 			return 0, fmt.Errorf("read %s: direct get: status %s %s", subject, status, m.Header.Get("Description"))
 		}
-		seq, err := strconv.ParseUint(lastHeader(m.Header, jetstream.SequenceHeader), 10, 64)
+		seq, err := strconv.ParseUint(proto.StreamHeader(m.Header, jetstream.SequenceHeader), 10, 64)
 		if err != nil {
 			return 0, fmt.Errorf("read %s: direct get: %s: %w", subject, jetstream.SequenceHeader, err)
 		}
-		if lastHeader(m.Header, hdrLastSeq) != strconv.FormatUint(prev, 10) {
+		if proto.StreamHeader(m.Header, hdrLastSeq) != strconv.FormatUint(prev, 10) {
 			// A reply was lost between server and client: stop before
 			// the hole, the continuation cursor picks it up.
 			res.cut = cutGap
@@ -210,15 +212,6 @@ func (r replies) NextMsgWithContext(ctx context.Context) (*nats.Msg, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-}
-
-// lastHeader is the last value of key in h, "" when there is none.
-func lastHeader(h nats.Header, key string) string {
-	vs := h.Values(key)
-	if len(vs) == 0 {
-		return ""
-	}
-	return vs[len(vs)-1]
 }
 
 // Batched runs: where the index shows a room's messages close together (a
@@ -384,7 +377,7 @@ func (r directReader) readSeqs(ctx context.Context, subject string, seqs []uint6
 						continue
 					case statusEOB:
 						got := len(bodies)
-						if got == 0 || lastHeader(m.Header, hdrLastSeq) != strconv.FormatUint(seqs[ru.first+got-1], 10) {
+						if got == 0 || proto.StreamHeader(m.Header, hdrLastSeq) != strconv.FormatUint(seqs[ru.first+got-1], 10) {
 							// Not the messages the index names (one was
 							// removed, or a reply lost): walk from here.
 							return r.walkRest(ctx, subject, seqs[ru.first]-1, b, want, res, visit)

@@ -141,7 +141,9 @@ func TestChangesReadThroughDirectGets(t *testing.T) {
 // direct get reply is read by: the service must read the server's values
 // (appended after the stored ones), not the publisher's.
 func TestDirectGetHeadersNotSpoofed(t *testing.T) {
-	f := startSync(t, proto.StoreConfig{}, nil)
+	// No tail: the reads are direct gets (the feed's index reads the
+	// server's values too, TestIndexLookup).
+	f := startSync(t, proto.StoreConfig{}, func(c *Config) { c.TailMessages = -1 })
 	tasks := room(t, "board-b1-tasks")
 	now := time.Now().UnixMilli()
 	var seqs []uint64

@@ -7,6 +7,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/roomcast/roomcast/proto"
 )
 
 // Why an index: nats-server finds a subject's next message inside a stream
@@ -141,10 +143,11 @@ func (x *index) reset() {
 // observe records one message of the RePublish feed, data its body; it
 // ignores messages without the headers it needs.
 func (x *index) observe(h nats.Header, data []byte) {
-	subject := h.Get(jetstream.SubjectHeader)
-	seq, err1 := strconv.ParseUint(h.Get(jetstream.SequenceHeader), 10, 64)
-	prev, err2 := strconv.ParseUint(h.Get(jetstream.LastSequenceHeader), 10, 64)
-	ts, err3 := time.Parse(time.RFC3339Nano, h.Get(jetstream.TimeStampHeaer))
+	// The server's values, not copies a publisher put on the message.
+	subject := proto.StreamHeader(h, jetstream.SubjectHeader)
+	seq, err1 := strconv.ParseUint(proto.StreamHeader(h, jetstream.SequenceHeader), 10, 64)
+	prev, err2 := strconv.ParseUint(proto.StreamHeader(h, jetstream.LastSequenceHeader), 10, 64)
+	ts, err3 := time.Parse(time.RFC3339Nano, proto.StreamHeader(h, jetstream.TimeStampHeaer))
 	if subject == "" || err1 != nil || err2 != nil || err3 != nil || seq == 0 || prev >= seq {
 		return
 	}

@@ -90,10 +90,23 @@ func TestIndexLookup(t *testing.T) {
 	check("c", after(0), []uint64{30}, 30)
 	require.Len(t, x.rooms, 2)
 
+	// A publisher's own copies of the stream's headers come first; the
+	// server's, appended, are the ones the index reads.
+	forged := nats.Header{}
+	forged.Set(jetstream.SubjectHeader, "a")
+	forged.Set(jetstream.SequenceHeader, "99")
+	forged.Set(jetstream.LastSequenceHeader, "12")
+	forged.Set(jetstream.TimeStampHeaer, time.Unix(99, 0).UTC().Format(time.RFC3339Nano))
+	for k, vs := range feedMsg("c", 40, 30, 40) {
+		forged[k] = append(forged[k], vs...)
+	}
+	x.observe(forged, nil)
+	check("c", after(0), []uint64{30, 40}, 40)
+
 	// Headers that are missing or make no sense are ignored.
 	x.observe(nats.Header{}, nil)
-	x.observe(feedMsg("c", 31, 31, 31), nil)
-	check("c", after(0), []uint64{30}, 30)
+	x.observe(feedMsg("c", 41, 41, 41), nil)
+	check("c", after(0), []uint64{30, 40}, 40)
 }
 
 // TestIndexedReadsOverNATS checks reads answered from the index (direct gets
