@@ -142,8 +142,8 @@ func (c *opsCmd) tail(ctx context.Context, name string, count int) error {
 		case <-ctx.Done():
 			return nil
 		case m := <-msgs:
-			seq, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
-			prev, _ := strconv.ParseUint(m.Header.Get("Nats-Last-Sequence"), 10, 64)
+			seq, _ := strconv.ParseUint(proto.StreamHeader(m.Header, jetstream.SequenceHeader), 10, 64)
+			prev, _ := strconv.ParseUint(proto.StreamHeader(m.Header, jetstream.LastSequenceHeader), 10, 64)
 			if err := c.printJSON(proto.Broadcast{Destination: r.Name(), Data: rawJSON(m.Data), Seq: seq, PrevSeq: prev}); err != nil {
 				return err
 			}
@@ -301,7 +301,14 @@ func (c *opsCmd) replay(ctx context.Context, name string, o replayOptions) error
 		fmt.Fprintf(c.errOut, "replay %s: %d messages\n", r, done)
 	}
 	if rebroadcast {
-		return c.nc.Flush()
+		if err := c.nc.Flush(); err != nil {
+			return err
+		}
+		// A refused publish is reported asynchronously, before the flush's
+		// answer.
+		if err := c.nc.LastError(); errors.Is(err, nats.ErrPermissionViolation) {
+			return fmt.Errorf("rebroadcast refused (%v): on a NATS with roomcast's roles only stream %s's RePublish may publish the rooms' live subjects; -to-room stores the messages again instead", err, proto.StreamRooms)
+		}
 	}
 	return nil
 }

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -31,35 +33,73 @@ func setPasswords(t *testing.T) {
 	}
 }
 
-// Every NATS configuration under deploy/ parses with nats-server's own parser.
+// deployConfigs are the nats-server configurations under deploy/ that a
+// server runs: the single node and the three cluster nodes.
+func deployConfigs(t *testing.T) []string {
+	t.Helper()
+	nodes, err := filepath.Glob("../../deploy/nats/cluster/*.conf")
+	require.NoError(t, err)
+	require.Len(t, nodes, 3)
+	return append([]string{"../../deploy/nats/single.conf"}, nodes...)
+}
+
+// Every NATS configuration under deploy/ parses with nats-server's own
+// parser, and every one carries the same least-privilege roles: a config
+// without authorization would let anyone who reaches it publish anything.
 func TestDeployNATSConfigsParse(t *testing.T) {
 	setPasswords(t)
 	single, err := server.ProcessConfigFile("../../deploy/nats/single.conf")
 	require.NoError(t, err)
 	require.True(t, single.JetStream)
 
-	nodes, err := filepath.Glob("../../deploy/nats/cluster/*.conf")
-	require.NoError(t, err)
-	require.Len(t, nodes, 3)
 	names := map[string]bool{}
-	for _, f := range nodes {
+	for _, f := range deployConfigs(t)[1:] {
 		o, err := server.ProcessConfigFile(f)
 		require.NoError(t, err, f)
 		require.True(t, o.JetStream, f)
 		require.Equal(t, "roomcast", o.Cluster.Name, f)
 		require.Len(t, o.Routes, 3, f)
-		require.Equal(t, "SYS", o.SystemAccount, f)
 		names[o.ServerName] = true
 	}
 	require.Len(t, names, 3, "distinct server names")
+
+	want := usersOf(t, single)
+	require.ElementsMatch(t, roles, slices.Collect(maps.Keys(want)), "single.conf has every role")
+	for _, f := range deployConfigs(t) {
+		o, err := server.ProcessConfigFile(f)
+		require.NoError(t, err, f)
+		require.Equal(t, "SYS", o.SystemAccount, f)
+		require.Equal(t, want, usersOf(t, o), "%s: the same roles as every other config", f)
+		for user, u := range usersOf(t, o) {
+			if user != "sys" {
+				require.NotNil(t, u.Permissions, "%s: %s has permissions", f, user)
+			}
+		}
+	}
 }
 
-// permServer starts an in-process server with the cluster's accounts and
-// permissions (node 1's configuration, without its cluster and fixed ports).
-func permServer(t *testing.T) *server.Server {
+type deployUser struct {
+	Account     string
+	Permissions *server.Permissions
+}
+
+// usersOf is a config's users: account and permissions by name.
+func usersOf(t *testing.T, o *server.Options) map[string]deployUser {
+	t.Helper()
+	users := map[string]deployUser{}
+	for _, u := range o.Users {
+		require.NotEmpty(t, u.Password, u.Username)
+		users[u.Username] = deployUser{u.Account.Name, u.Permissions}
+	}
+	return users
+}
+
+// permServer starts an in-process server from a deploy configuration
+// (without its cluster, monitoring and fixed ports).
+func permServer(t *testing.T, file string) *server.Server {
 	t.Helper()
 	setPasswords(t)
-	o, err := server.ProcessConfigFile("../../deploy/nats/cluster/nats-1.conf")
+	o, err := server.ProcessConfigFile(file)
 	require.NoError(t, err)
 	o.Host, o.Port, o.HTTPPort = "127.0.0.1", -1, 0
 	o.Cluster, o.Routes = server.ClusterOpts{}, nil
@@ -117,8 +157,15 @@ func (c roleConn) refused(t *testing.T, subject string, do func() error) {
 	}
 }
 
+// TestDeployPermissions runs each role against a server started from each
+// deploy configuration: what the role needs is allowed, the rest refused.
 func TestDeployPermissions(t *testing.T) {
-	s := permServer(t)
+	for _, f := range deployConfigs(t) {
+		t.Run(filepath.Base(f), func(t *testing.T) { checkPermissions(t, permServer(t, f)) })
+	}
+}
+
+func checkPermissions(t *testing.T, s *server.Server) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	room, _ := proto.BoardTasksRoom("b1")
@@ -186,6 +233,51 @@ func TestDeployPermissions(t *testing.T) {
 		return sy.Publish("$KV.ROOM_STATE.board-b1-tasks", []byte(`{}`))
 	})
 
+	// Only stream ROOMS's RePublish produces the stored rooms' live subjects:
+	// a forged live message with a made-up sequence is refused for every
+	// role, and reaches no one. The next message the gateway receives is the
+	// next one stored, with the stream's own sequence.
+	chat, _ := proto.ChatRoom("u1", "u2")
+	user, _ := proto.UserRoom("u1")
+	org, _ := proto.OrgRoom("o1")
+	for _, who := range []struct {
+		name string
+		c    roleConn
+	}{{"admin", admin}, {"gateway", gateway}, {"roomstate", rs}, {"sync", sy}, {"service", service}} {
+		for _, r := range []proto.Room{room, chat, user, org} {
+			forged := nats.NewMsg(subjects.Live(r))
+			forged.Header.Set(jetstream.SequenceHeader, "999")
+			forged.Header.Set(jetstream.LastSequenceHeader, "998")
+			forged.Data = msg
+			who.c.refused(t, forged.Subject, func() error { return who.c.PublishMsg(forged) })
+		}
+	}
+	_, err = pub.Publish(ctx, room, proto.Envelope{Event: proto.EventDeleteTask, ID: "t2", UpdatedAt: 6})
+	require.NoError(t, err)
+	select {
+	case m := <-live:
+		require.Equal(t, "2", m.Header.Get(jetstream.SequenceHeader), "no forged message was delivered before the stored one")
+		require.Equal(t, "1", m.Header.Get(jetstream.LastSequenceHeader))
+	case <-time.After(5 * time.Second):
+		t.Fatal("gateway did not receive the second broadcast")
+	}
+
+	// Client rooms are stored nowhere: a domain service publishes them
+	// straight to their live subject, and gateways receive them.
+	client, _ := proto.ClientRoom("c1")
+	direct := make(chan *nats.Msg, 1)
+	_, err = gateway.ChanSubscribe(subjects.Live(client), direct)
+	require.NoError(t, err)
+	require.NoError(t, gateway.Flush())
+	require.NoError(t, service.Publish(subjects.Live(client), msg))
+	select {
+	case m := <-direct:
+		require.Equal(t, msg, m.Data)
+	case <-time.After(5 * time.Second):
+		t.Fatal("gateway did not receive the client room's message")
+	}
+	gateway.refused(t, subjects.Live(client), func() error { return gateway.Publish(subjects.Live(client), msg) })
+
 	// The real roomstate and sync services work with nothing but their roles,
 	// and are refused nothing they ask for.
 	var refusedMu sync.Mutex
@@ -206,12 +298,12 @@ func TestDeployPermissions(t *testing.T) {
 		rctx, c := context.WithTimeout(ctx, time.Second)
 		defer c()
 		err := proto.Request(rctx, gateway.Conn, proto.SubjectRoomStateGet, proto.RoomArgs{RoomName: room.Name()}, &st)
-		return err == nil && st != nil && st.LastBroadcastTimestamp == 5 && st.Seq == 1
+		return err == nil && st != nil && st.LastBroadcastTimestamp == 6 && st.Seq == 2
 	}, 15*time.Second, 100*time.Millisecond, "roomstate, as role roomstate, folds the stream into ROOM_STATE for the gateway")
 	var many proto.RoomStatesResult
 	require.NoError(t, proto.Request(ctx, gateway.Conn, proto.SubjectRoomStateGetMany,
 		proto.RoomStatesArgs{RoomNames: []string{room.Name(), "board-never"}}, &many), "getmany, read in one batched direct get")
-	require.Equal(t, map[string]*proto.RoomState{room.Name(): {LastBroadcastTimestamp: 5, Seq: 1}, "board-never": nil}, many.States)
+	require.Equal(t, map[string]*proto.RoomState{room.Name(): {LastBroadcastTimestamp: 6, Seq: 2}, "board-never": nil}, many.States)
 	zero := uint64(0)
 	var changes proto.ChangesResult
 	require.Eventually(t, func() bool {
@@ -220,8 +312,21 @@ func TestDeployPermissions(t *testing.T) {
 		return proto.Request(rctx, gateway.Conn, proto.SubjectSyncChanges,
 			proto.ChangesArgs{RoomName: room.Name(), Cursor: proto.Cursor{AfterSeq: &zero}}, &changes) == nil
 	}, 15*time.Second, 100*time.Millisecond, "sync, as role sync, answers the gateway")
-	require.Equal(t, []proto.Change{{ID: "t1", UpdatedAt: 5, Deleted: true, Seq: 1}}, changes.Changes)
+	require.Equal(t, []proto.Change{{ID: "t1", UpdatedAt: 5, Deleted: true, Seq: 1}, {ID: "t2", UpdatedAt: 6, Deleted: true, Seq: 2}}, changes.Changes)
 	refusedMu.Lock()
 	defer refusedMu.Unlock()
 	require.Empty(t, refused, "the services' roles allow all they do")
+}
+
+// roomcast replay -rebroadcast publishes to a room's live subject, which no
+// deployed role may: as admin it fails with a reason, not silently.
+func TestDeployRebroadcastRefused(t *testing.T) {
+	s := permServer(t, "../../deploy/nats/single.conf")
+	url := strings.Replace(s.ClientURL(), "nats://", "nats://admin:pw-admin@", 1)
+	c := cli{t, url}
+	c.ok("streams", "ensure")
+	c.ok("publish", "board-b1-tasks", "delete-task", "t1")
+	code, _, errOut := c.run("replay", "-from-seq", "1", "-rebroadcast", "-quiet", "board-b1-tasks")
+	require.Equal(t, exitFailure, code)
+	require.Contains(t, errOut, "rebroadcast refused")
 }

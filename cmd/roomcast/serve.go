@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +40,11 @@ type serveConfig struct {
 	natsAddr string
 	// dataDir holds the embedded server's JetStream store (ROOMCAST_DATA_DIR).
 	dataDir string
+	// natsConfig is a nats-server configuration file for the embedded server
+	// (ROOMCAST_NATS_CONFIG): where it listens, what it stores, who may
+	// connect. Without one it listens on natsAddr, which must be loopback:
+	// it has no authorization.
+	natsConfig string
 	// roomstate and sync read their own services' ROOMCAST_ROOMSTATE_* and
 	// ROOMCAST_SYNC_* variables (their flags are bin/roomstate's and
 	// bin/sync's); their metrics are served with the gateway's.
@@ -58,6 +64,7 @@ func serveCommand(out io.Writer) *cobra.Command {
 	c.gateway.Bind(fs)
 	fs.String(&c.natsAddr, "nats-addr", "ROOMCAST_NATS_ADDR", "127.0.0.1:4222", "embedded NATS client address (when no NATS URL is given)")
 	bindDataDir(fs, &c.dataDir)
+	fs.String(&c.natsConfig, "nats-config", "ROOMCAST_NATS_CONFIG", "", "nats-server config file for the embedded NATS, with authorization (needed to listen beyond loopback; e.g. deploy/nats/single.conf)")
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "an embedded NATS with JetStream and every roomcast service, in one process",
@@ -111,15 +118,18 @@ func (c *serveConfig) readServices() error {
 // naming the setting to fix.
 func (c serveConfig) check() error {
 	if c.common.NATSURL == "" {
-		host, port, err := net.SplitHostPort(c.natsAddr)
+		o, err := c.embeddedOptions()
 		if err != nil {
-			return fmt.Errorf("ROOMCAST_NATS_ADDR=%q: want host:port", c.natsAddr)
+			return err
 		}
-		if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 || host == "" {
-			return fmt.Errorf("ROOMCAST_NATS_ADDR=%q: want host:port with a port from 0 to 65535", c.natsAddr)
-		}
-		if err := checkWritableDir(c.dataDir); err != nil {
+		if err := checkWritableDir(o.StoreDir); err != nil {
+			if c.natsConfig != "" {
+				return fmt.Errorf("ROOMCAST_NATS_CONFIG=%s: store_dir %q: %v", c.natsConfig, o.StoreDir, err)
+			}
 			return fmt.Errorf("ROOMCAST_DATA_DIR=%q: %v", c.dataDir, err)
+		}
+		if _, err := c.rolePasswords(o); err != nil {
+			return err
 		}
 	} else if err := flagenv.CheckNATSURL(c.common.NATSURL); err != nil {
 		return err
@@ -138,6 +148,97 @@ func (c serveConfig) check() error {
 	g := c.gateway
 	g.NATSURL = "nats://127.0.0.1:4222" // checked above
 	return g.Validate()
+}
+
+// embeddedOptions are the embedded server's options: the file of
+// ROOMCAST_NATS_CONFIG, or JetStream on ROOMCAST_NATS_ADDR with no
+// authorization. A server without authorization is refused on any address
+// but loopback: whoever reached it could publish and read everything.
+func (c serveConfig) embeddedOptions() (*server.Options, error) {
+	var o *server.Options
+	if c.natsConfig != "" {
+		var err error
+		if o, err = server.ProcessConfigFile(c.natsConfig); err != nil {
+			return nil, fmt.Errorf("ROOMCAST_NATS_CONFIG=%s: %v", c.natsConfig, err)
+		}
+		if !o.JetStream {
+			return nil, fmt.Errorf("ROOMCAST_NATS_CONFIG=%s: roomcast needs JetStream: add a jetstream block", c.natsConfig)
+		}
+		if o.StoreDir == "" {
+			o.StoreDir = filepath.Join(c.dataDir, "jetstream")
+		}
+		if o.ServerName == "" {
+			o.ServerName = "roomcast-embedded"
+		}
+		if !isLoopback(o.Host) && !hasAuthorization(o) {
+			return nil, fmt.Errorf("ROOMCAST_NATS_CONFIG=%s: listens on %q with no authorization: add accounts and users (deploy/nats/accounts.conf) or listen on 127.0.0.1", c.natsConfig, o.Host)
+		}
+	} else {
+		host, portStr, err := net.SplitHostPort(c.natsAddr)
+		if err != nil {
+			return nil, fmt.Errorf("ROOMCAST_NATS_ADDR=%q: want host:port", c.natsAddr)
+		}
+		port, err := strconv.Atoi(portStr)
+		if err != nil || port < 0 || port > 65535 || host == "" {
+			return nil, fmt.Errorf("ROOMCAST_NATS_ADDR=%q: want host:port with a port from 0 to 65535", c.natsAddr)
+		}
+		if !isLoopback(host) {
+			return nil, fmt.Errorf("ROOMCAST_NATS_ADDR=%s: the embedded NATS has no authorization, so it listens on loopback only: "+
+				"give ROOMCAST_NATS_CONFIG a nats-server config with the roles (deploy/nats/single.conf) to listen on %s", c.natsAddr, host)
+		}
+		if port == 0 {
+			port = -1 // 0 would mean nats-server's default, 4222
+		}
+		o = &server.Options{
+			ServerName: "roomcast-embedded",
+			Host:       host,
+			Port:       port,
+			JetStream:  true,
+			StoreDir:   filepath.Join(c.dataDir, "jetstream"),
+		}
+	}
+	o.NoSigs, o.NoLog = true, true
+	return o, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// hasAuthorization says whether a client must present something to connect.
+func hasAuthorization(o *server.Options) bool {
+	return len(o.Users) > 0 || len(o.Nkeys) > 0 || o.Username != "" || o.Authorization != "" ||
+		len(o.TrustedOperators) > 0 || len(o.TrustedKeys) > 0 || o.AuthCallout != nil
+}
+
+// embeddedRoles are the roles serve's own connections take on an embedded
+// server with authorization: the users of deploy/nats/accounts.conf, whose
+// passwords nats-server reads from the same variables.
+var embeddedRoles = []string{"admin", "gateway", "roomstate", "sync"}
+
+// rolePasswords are the passwords of embeddedRoles from
+// ROOMCAST_<ROLE>_PASSWORD, nil when the server has no authorization.
+func (c serveConfig) rolePasswords(o *server.Options) (map[string]string, error) {
+	if !hasAuthorization(o) {
+		return nil, nil
+	}
+	pw := map[string]string{}
+	var missing []string
+	for _, r := range embeddedRoles {
+		v := "ROOMCAST_" + strings.ToUpper(r) + "_PASSWORD"
+		if pw[r] = os.Getenv(v); pw[r] == "" {
+			missing = append(missing, v)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("ROOMCAST_NATS_CONFIG=%s has authorization: serve connects as the roles %s and needs %s",
+			c.natsConfig, strings.Join(embeddedRoles, ", "), strings.Join(missing, ", "))
+	}
+	return pw, nil
 }
 
 func checkWritableDir(dir string) error {
@@ -185,8 +286,16 @@ func serve(ctx context.Context, c serveConfig, out io.Writer) error {
 
 	natsURL := c.common.NATSURL
 	var ns *server.Server
+	var passwords map[string]string // by role; nil: no authorization
 	if natsURL == "" {
-		ns, err = startEmbedded(c.natsAddr, c.dataDir)
+		o, err := c.embeddedOptions()
+		if err != nil {
+			return err
+		}
+		if passwords, err = c.rolePasswords(o); err != nil {
+			return err
+		}
+		ns, err = startEmbedded(o)
 		if err != nil {
 			return err
 		}
@@ -196,7 +305,7 @@ func serve(ctx context.Context, c serveConfig, out io.Writer) error {
 			log.Info().Msg("embedded NATS stopped")
 		}()
 		natsURL = ns.ClientURL()
-		log.Info().Str("url", natsURL).Str("store", c.dataDir).Msg("embedded NATS started")
+		log.Info().Str("url", natsURL).Str("store", o.StoreDir).Str("config", c.natsConfig).Msg("embedded NATS started")
 		embeddedStarted(ns)
 	}
 
@@ -206,7 +315,15 @@ func serve(ctx context.Context, c serveConfig, out io.Writer) error {
 	if ns != nil {
 		natsOpts = append(natsOpts, nats.InProcessServer(ns))
 	}
-	nc, err := nats.Connect(natsURL, append([]nats.Option{nats.Name("roomcast-serve"), nats.MaxReconnects(-1)}, natsOpts...)...)
+	// as is a service's options: on an embedded server with authorization,
+	// each connects as its own role.
+	as := func(role string) []nats.Option {
+		if passwords == nil {
+			return natsOpts
+		}
+		return append(slices.Clip(natsOpts), nats.UserInfo(role, passwords[role]))
+	}
+	nc, err := nats.Connect(natsURL, append([]nats.Option{nats.Name("roomcast-serve"), nats.MaxReconnects(-1)}, as("admin")...)...)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", natsURL, err)
 	}
@@ -226,11 +343,12 @@ func serve(ctx context.Context, c serveConfig, out io.Writer) error {
 	registry := prometheus.NewRegistry()
 	gw := c.gateway
 	gw.NATSURL, gw.Store, gw.Logger, gw.Registry = natsURL, store, log, registry
-	gw.NATSOptions = natsOpts
+	gw.NATSOptions = as("gateway")
 	gw.ReadyChecks = map[string]func() error{"stream": func() error { return streamReady(js) }}
 	rs, bf := c.roomstate, c.sync
-	rs.NATSURL, rs.NATSOptions, rs.Store, rs.Logger, rs.Registry = natsURL, natsOpts, store, log, registry
-	bf.NATSURL, bf.NATSOptions, bf.Store, bf.Logger, bf.Registry = natsURL, natsOpts, store, log, registry
+	rs.NATSURL, rs.NATSOptions, rs.Store, rs.Logger, rs.Registry = natsURL, as("roomstate"), store, log, registry
+	bf.NATSURL, bf.NATSOptions, bf.Store, bf.Logger, bf.Registry = natsURL, as("sync"), store, log, registry
+	rs.SkipEnsure = true // ensured above, as admin
 
 	ln, err := gateway.Listen(ctx, gw.HTTPAddr)
 	if err != nil {
@@ -265,28 +383,15 @@ func streamReady(js jetstream.JetStream) error {
 }
 
 // startEmbedded starts nats-server with JetStream in this process.
-func startEmbedded(addr, dataDir string) (*server.Server, error) {
-	host, portStr, _ := net.SplitHostPort(addr) // checked in check
-	port, _ := strconv.Atoi(portStr)
-	if port == 0 {
-		port = -1 // 0 would mean nats-server's default, 4222
-	}
-	s, err := server.NewServer(&server.Options{
-		ServerName: "roomcast-embedded",
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   filepath.Join(dataDir, "jetstream"),
-		NoSigs:     true,
-		NoLog:      true,
-	})
+func startEmbedded(o *server.Options) (*server.Server, error) {
+	s, err := server.NewServer(o)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
 	}
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
 		s.Shutdown()
-		return nil, fmt.Errorf("ROOMCAST_NATS_ADDR=%s: embedded NATS did not start listening within 10s (is the port taken?)", addr)
+		return nil, fmt.Errorf("embedded NATS on %s:%d did not start listening within 10s (is the port taken?)", o.Host, o.Port)
 	}
 	return s, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/roomcast/roomcast/cmd/roomcast/internal/sioclient"
@@ -108,6 +110,110 @@ func TestServeConnectsInProcess(t *testing.T) {
 		slices.Sort(inProcess)
 		return slices.Equal(inProcess, want)
 	}, 10*time.Second, 10*time.Millisecond, "every service's connection in-process")
+
+	// The development default: on loopback, no credentials needed.
+	nc, err := nats.Connect(ns.ClientURL())
+	require.NoError(t, err)
+	nc.Close()
+}
+
+// The embedded NATS has no authorization unless given a config with some,
+// so it listens on loopback only: any other address is refused before
+// anything starts, with the setting that would allow it.
+func TestServeEmbeddedNATSRefusesOtherAddressesWithoutAuthorization(t *testing.T) {
+	dir := t.TempDir()
+	open := filepath.Join(dir, "open.conf")
+	require.NoError(t, os.WriteFile(open, []byte("host: 0.0.0.0\nport: -1\njetstream { store_dir: \""+filepath.Join(dir, "js")+"\" }\n"), 0o644))
+	for _, tc := range []struct {
+		name, want string
+		args       []string
+	}{
+		{"all IPv4 addresses", "ROOMCAST_NATS_CONFIG", []string{"-nats-addr", "0.0.0.0:0"}},
+		{"all IPv6 addresses", "ROOMCAST_NATS_CONFIG", []string{"-nats-addr", "[::]:0"}},
+		{"a host name", "listens on loopback only", []string{"-nats-addr", "nats.example.com:4222"}},
+		{"a config without authorization", "no authorization", []string{"-nats-config", open}},
+		{"a config that does not parse", "ROOMCAST_NATS_CONFIG", []string{"-nats-config", filepath.Join(dir, "missing.conf")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := serveCLI(context.Background(), append(tc.args, "-http-addr", "127.0.0.1:0", "-data-dir", dir))
+			require.ErrorContains(t, err, tc.want)
+			_, statErr := os.Stat(filepath.Join(dir, "jetstream"))
+			require.True(t, os.IsNotExist(statErr), "nothing was started")
+		})
+	}
+}
+
+// With ROOMCAST_NATS_CONFIG (the deploy roles), the embedded NATS listens
+// where the file says and lets in only the roles; serve's own services
+// connect as theirs (gateway, roomstate, sync; admin ensures the stream).
+func TestServeEmbeddedNATSWithConfig(t *testing.T) {
+	dir := t.TempDir()
+	accounts, err := os.ReadFile("../../deploy/nats/accounts.conf")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "accounts.conf"), accounts, 0o644))
+	conf := filepath.Join(dir, "nats.conf")
+	require.NoError(t, os.WriteFile(conf, []byte("host: 0.0.0.0\nport: -1\njetstream { store_dir: \""+
+		filepath.Join(dir, "js")+"\" }\ninclude accounts.conf\n"), 0o644))
+
+	// The roles' passwords are needed before anything starts: nats-server
+	// reads them for the config, serve for its connections.
+	err = serveCLI(context.Background(), []string{"-http-addr", "127.0.0.1:0", "-nats-config", conf})
+	require.ErrorContains(t, err, "ROOMCAST_ADMIN_PASSWORD")
+	literal := filepath.Join(dir, "literal.conf")
+	require.NoError(t, os.WriteFile(literal, []byte("port: -1\njetstream: enabled\nauthorization { user: admin, password: a }\n"), 0o644))
+	err = serveCLI(context.Background(), []string{"-http-addr", "127.0.0.1:0", "-nats-config", literal, "-data-dir", dir})
+	require.ErrorContains(t, err, "needs ROOMCAST_ADMIN_PASSWORD, ROOMCAST_GATEWAY_PASSWORD, ROOMCAST_ROOMSTATE_PASSWORD, ROOMCAST_SYNC_PASSWORD")
+
+	setPasswords(t)
+	started := make(chan *server.Server, 1)
+	embeddedStarted = func(ns *server.Server) { started <- ns }
+	t.Cleanup(func() { embeddedStarted = func(*server.Server) {} })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- serveCLI(ctx, []string{"-http-addr", "127.0.0.1:0", "-nats-config", conf,
+			"-log-level", "error", "-jwt-secret", "0123456789abcdef0123456789abcdef"})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	var ns *server.Server
+	select {
+	case ns = <-started:
+	case err := <-done:
+		t.Fatalf("serve stopped: %v", err)
+	}
+	require.True(t, ns.Addr().(*net.TCPAddr).IP.IsUnspecified(), "listens where the file says, every address")
+	url := fmt.Sprintf("nats://127.0.0.1:%d", ns.Addr().(*net.TCPAddr).Port)
+
+	_, err = nats.Connect(url)
+	require.ErrorContains(t, err, "Authorization Violation", "no credentials, no entry")
+
+	want := []string{"admin", "gateway", "roomstate", "sync"}
+	require.Eventually(t, func() bool {
+		cz, err := ns.Connz(&server.ConnzOptions{Username: true})
+		if err != nil {
+			return false
+		}
+		var users []string
+		for _, c := range cz.Conns {
+			users = append(users, c.AuthorizedUser)
+		}
+		slices.Sort(users)
+		return slices.Equal(users, want)
+	}, 10*time.Second, 10*time.Millisecond, "each service as its role")
+
+	// roomstate, as its role, answers.
+	admin, err := nats.Connect(url, nats.UserInfo("admin", "pw-admin"))
+	require.NoError(t, err)
+	defer admin.Close()
+	require.Eventually(t, func() bool {
+		var st *proto.RoomState
+		rctx, c := context.WithTimeout(ctx, time.Second)
+		defer c()
+		return proto.Request(rctx, admin, proto.SubjectRoomStateGet, proto.RoomArgs{RoomName: "board-b1"}, &st) == nil
+	}, 10*time.Second, 50*time.Millisecond)
 }
 
 // syncBuffer is serve's stdout, read by the test while serve writes it.
