@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/roomcast/roomcast/proto"
@@ -72,33 +70,6 @@ func testFanoutWithSeq(t *testing.T, mode func(*Config)) {
 	c.mustOK("removeFromRoom", proto.RoomArgs{RoomName: "board-b1"})
 	e.publish(tasks, "t3", 5)
 	c.noBroadcast()
-}
-
-// A domain service that sets Nats-Sequence and Nats-Last-Sequence on the
-// event it stores cannot make clients believe in history: the server appends
-// its own headers to the publisher's, and the broadcast carries the
-// server's. (Publishing to a live subject directly is refused by the NATS
-// roles: cmd/roomcast/deploy_test.go, TestDeployPermissions.)
-func TestFanoutSeqIsTheStreamsNotThePublishers(t *testing.T) {
-	e := newEnv(t)
-	e.answerRoomState(nil)
-	e.answerAuthz(func(string, string) bool { return true })
-	tg := e.startGateway()
-	c := connectUser(t, tg, "u1")
-	c.mustOK("addToRoom", proto.RoomArgs{RoomName: "board-b1"})
-
-	tasks := mustRoom(t, "board-b1-tasks")
-	_, seq1 := e.publish(tasks, "t1", 1)
-	require.Equal(t, seq1, c.broadcast().Seq)
-	forged := nats.NewMsg(proto.Subjects{}.Publish(tasks))
-	forged.Header.Set(jetstream.SequenceHeader, "999")
-	forged.Header.Set(jetstream.LastSequenceHeader, "998")
-	forged.Data = []byte(`{"event":"delete-task","id":"t1","updatedAt":2}`)
-	ack, err := e.js.PublishMsg(context.Background(), forged)
-	require.NoError(t, err)
-	b := c.broadcast()
-	require.Equal(t, ack.Sequence, b.Seq)
-	require.Equal(t, seq1, b.PrevSeq)
 }
 
 func TestChatRoomCreatedByFirstMessage(t *testing.T) {

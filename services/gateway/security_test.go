@@ -29,6 +29,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/roomcast/roomcast/proto"
@@ -673,4 +674,38 @@ func TestSecurityUserBudgetAcrossSockets(t *testing.T) {
 	require.Equal(t, float64(0), tg.counter(tg.m.badFrames.WithLabelValues("flood")), "the sockets' own budgets were not the limit")
 	other := connectUser(t, tg, "other")
 	other.mustOK(proto.EndpointUpdateClient, map[string]any{"isActive": true})
+}
+
+// ---- Issue 14.4: only the stream says what a broadcast's seq is (deploy) ----
+// The NATS-permission cases (no role may publish the stored rooms' live
+// subjects, every deploy config carries the roles) are in
+// cmd/roomcast/deploy_test.go: they need the deploy configs, not a gateway.
+
+// A domain service that sets Nats-Sequence and Nats-Last-Sequence on the
+// event it stores cannot make clients believe in history: the server appends
+// its own headers to the publisher's, and the broadcast carries the
+// server's. (Publishing to a live subject directly is refused by the NATS
+// roles, checked against every deploy config in cmd/roomcast/deploy_test.go,
+// TestDeployPermissions; roomcast serve's embedded NATS beyond loopback in
+// cmd/roomcast/serve_test.go.)
+func TestSecurityForgedSequenceHeaders(t *testing.T) {
+	e := newEnv(t)
+	e.answerRoomState(nil)
+	e.answerAuthz(func(string, string) bool { return true })
+	tg := e.startGateway()
+	c := connectUser(t, tg, "u1")
+	c.mustOK("addToRoom", proto.RoomArgs{RoomName: "board-b1"})
+
+	tasks := mustRoom(t, "board-b1-tasks")
+	_, seq1 := e.publish(tasks, "t1", 1)
+	require.Equal(t, seq1, c.broadcast().Seq)
+	forged := nats.NewMsg(proto.Subjects{}.Publish(tasks))
+	forged.Header.Set(jetstream.SequenceHeader, "999")
+	forged.Header.Set(jetstream.LastSequenceHeader, "998")
+	forged.Data = []byte(`{"event":"delete-task","id":"t1","updatedAt":2}`)
+	ack, err := e.js.PublishMsg(context.Background(), forged)
+	require.NoError(t, err)
+	b := c.broadcast()
+	require.Equal(t, ack.Sequence, b.Seq)
+	require.Equal(t, seq1, b.PrevSeq)
 }
