@@ -30,9 +30,28 @@ func TestEnsureIsIdempotentAndUpdates(t *testing.T) {
 	require.Equal(t, jetstream.FileStorage, info.Config.Storage)
 	require.Equal(t, 2*time.Minute, info.Config.Duplicates)
 	require.Equal(t, &jetstream.RePublish{Source: ">", Destination: "live.>"}, info.Config.RePublish)
-	for _, b := range []string{proto.BucketRoomState, proto.BucketPresence} {
+	for _, b := range []string{proto.BucketRoomState, proto.BucketPresence, proto.BucketRevocations} {
 		_, err := js.KeyValue(ctx, b)
 		require.NoError(t, err, b)
+	}
+	// REVOCATIONS keeps a revoke as long as the longest token may live.
+	require.NoError(t, proto.Ensure(ctx, js, proto.StoreConfig{MaxTokenLifetime: 2 * time.Hour}))
+	kv, err := js.KeyValue(ctx, proto.BucketRevocations)
+	require.NoError(t, err)
+	st, err := kv.Status(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 2*time.Hour, st.TTL())
+	at := time.UnixMilli(1733550000123)
+	require.NoError(t, proto.RecordRevocation(ctx, kv, "u1", at))
+	e, err := kv.Get(ctx, "u1")
+	require.NoError(t, err)
+	r, ok := proto.ParseRevocation(e.Value())
+	require.True(t, ok)
+	require.Equal(t, at.UnixMilli(), r.RevokedAt)
+	require.Error(t, proto.RecordRevocation(ctx, kv, "u.*", at), "a user id that is not an id is no key")
+	for _, bad := range []string{``, `{}`, `{"revokedAt":0}`, `{"revokedAt":"1"}`, `null`} {
+		_, ok := proto.ParseRevocation([]byte(bad))
+		require.False(t, ok, bad)
 	}
 }
 

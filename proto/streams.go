@@ -2,6 +2,7 @@ package proto
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -14,6 +15,9 @@ const (
 	StreamRooms     = "ROOMS"
 	BucketRoomState = "ROOM_STATE"
 	BucketPresence  = "PRESENCE"
+	// BucketRevocations keeps each user's last revoke: key = user id,
+	// value = Revocation as JSON, for MaxTokenLifetime.
+	BucketRevocations = "REVOCATIONS"
 )
 
 // Defaults of StoreConfig.
@@ -23,6 +27,7 @@ const (
 	DefaultPresenceTTL       = 30 * time.Second
 	DefaultReplicas          = 1
 	DefaultMaxRoomsStreamMsg = MaxEnvelopeSize
+	DefaultMaxTokenLifetime  = 24 * time.Hour
 )
 
 // StoreConfig shapes stream ROOMS and the KV buckets. Zero values mean the
@@ -38,6 +43,11 @@ type StoreConfig struct {
 	// PresenceTTL is how long a gateway's presence entry lives unless
 	// refreshed; a dead gateway's entries are gone after it. Default 30 s.
 	PresenceTTL time.Duration
+	// MaxTokenLifetime is the longest a token may live (exp − iat, or exp −
+	// now without an iat): gateways refuse longer-lived tokens, and
+	// REVOCATIONS keeps each revoke this long, so every token a revoke
+	// refuses has expired before its record goes. Default 24 h.
+	MaxTokenLifetime time.Duration
 }
 
 func (c StoreConfig) withDefaults() StoreConfig {
@@ -49,6 +59,9 @@ func (c StoreConfig) withDefaults() StoreConfig {
 	}
 	if c.PresenceTTL <= 0 {
 		c.PresenceTTL = DefaultPresenceTTL
+	}
+	if c.MaxTokenLifetime <= 0 {
+		c.MaxTokenLifetime = DefaultMaxTokenLifetime
 	}
 	return c
 }
@@ -107,6 +120,52 @@ func (c StoreConfig) PresenceBucket() jetstream.KeyValueConfig {
 	}
 }
 
+// RevocationsBucket is the configuration of KV REVOCATIONS: key = user id,
+// value = Revocation as JSON; an entry lives MaxTokenLifetime after its
+// last write.
+func (c StoreConfig) RevocationsBucket() jetstream.KeyValueConfig {
+	c = c.withDefaults()
+	return jetstream.KeyValueConfig{
+		Bucket:      BucketRevocations,
+		Description: "roomcast: each user's last revoke; tokens issued at or before it are refused",
+		History:     1,
+		TTL:         c.MaxTokenLifetime,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+	}
+}
+
+// Revocation is a REVOCATIONS value, and the optional body of a revoke
+// (RevokeSubject): when the user's tokens stopped being valid, in
+// milliseconds since the Unix epoch. A token of the user issued (iat) at or
+// before it is refused.
+type Revocation struct {
+	RevokedAt int64 `json:"revokedAt"`
+}
+
+// ParseRevocation reads a Revocation; ok is false unless data is one with
+// a positive revokedAt.
+func ParseRevocation(data []byte) (r Revocation, ok bool) {
+	if json.Unmarshal(data, &r) != nil || r.RevokedAt <= 0 {
+		return Revocation{}, false
+	}
+	return r, true
+}
+
+// RecordRevocation writes user u's revoke at time at into REVOCATIONS. It
+// is idempotent: every gateway that hears a revoke writes it, and so does
+// `roomcast revoke`, so the record exists whoever is running.
+func RecordRevocation(ctx context.Context, kv jetstream.KeyValue, u string, at time.Time) error {
+	if err := ValidateID(u); err != nil {
+		return err
+	}
+	b, _ := json.Marshal(Revocation{RevokedAt: at.UnixMilli()})
+	if _, err := kv.Put(ctx, u, b); err != nil {
+		return fmt.Errorf("record the revoke of %s in %s: %w", u, BucketRevocations, err)
+	}
+	return nil
+}
+
 // PresenceKey is the PRESENCE key of user u as seen by one gateway. Both are
 // validated ids, so the key is a valid KV key.
 func PresenceKey(u, gateway string) string { return u + "." + gateway }
@@ -116,13 +175,14 @@ type PresenceEntry struct {
 	Active bool `json:"active"`
 }
 
-// Ensure creates stream ROOMS and the buckets ROOM_STATE and PRESENCE, or
-// updates them to c. It is idempotent: every service may call it at start.
+// Ensure creates stream ROOMS and the buckets ROOM_STATE, PRESENCE and
+// REVOCATIONS, or updates them to c. It is idempotent: every service may
+// call it at start.
 func Ensure(ctx context.Context, js jetstream.JetStream, c StoreConfig) error {
 	if _, err := js.CreateOrUpdateStream(ctx, c.RoomsStream()); err != nil {
 		return fmt.Errorf("ensure stream %s: %w", StreamRooms, err)
 	}
-	for _, b := range []jetstream.KeyValueConfig{c.RoomStateBucket(), c.PresenceBucket()} {
+	for _, b := range []jetstream.KeyValueConfig{c.RoomStateBucket(), c.PresenceBucket(), c.RevocationsBucket()} {
 		if _, err := js.CreateOrUpdateKeyValue(ctx, b); err != nil {
 			return fmt.Errorf("ensure bucket %s: %w", b.Bucket, err)
 		}

@@ -55,7 +55,8 @@ type opsSettings int
 
 const (
 	readsSubjects opsSettings = 1 << iota // --subject-prefix
-	readsStore                            // --replicas, --max-age (streams ensure)
+	readsStore                            // --replicas, --max-age, --max-token-lifetime (streams ensure)
+	readsRevocations                      // --replicas, --max-token-lifetime (revoke, which may create REVOCATIONS)
 )
 
 func newOpsCmd(reads opsSettings, out, errOut io.Writer) *opsCmd {
@@ -74,7 +75,10 @@ func (c *opsCmd) command(cmd *cobra.Command) *cobra.Command {
 		names = append(names, "subject-prefix")
 	}
 	if c.reads&readsStore != 0 {
-		names = append(names, "subject-prefix", "replicas", "max-age")
+		names = append(names, "subject-prefix", "replicas", "max-age", "max-token-lifetime")
+	}
+	if c.reads&readsRevocations != 0 {
+		names = append(names, "replicas", "max-token-lifetime")
 	}
 	for _, n := range names {
 		cmd.Flags().AddGoFlag(c.fs.Lookup(n))

@@ -3,8 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/roomcast/roomcast/proto"
@@ -104,13 +108,20 @@ func presenceCommand(out, errOut io.Writer) *cobra.Command {
 	})
 }
 
-// revokeCommand: roomcast revoke USER — disconnect every socket of USER on
-// every gateway.
+// revokeCommand: roomcast revoke USER — record the revoke in REVOCATIONS,
+// then disconnect every socket of USER on every gateway. Recording it first
+// makes the revoke stick even when no gateway is running to hear it: a
+// gateway started later loads it.
 func revokeCommand(out, errOut io.Writer) *cobra.Command {
-	c := newOpsCmd(0, out, errOut)
+	c := newOpsCmd(readsRevocations, out, errOut)
 	return c.command(&cobra.Command{
-		Use:     "revoke USER",
-		Short:   "disconnect every socket of USER on every gateway",
+		Use:   "revoke USER",
+		Short: "refuse USER's tokens issued until now, and disconnect USER's sockets, on every gateway",
+		Long: `revoke records now as USER's revoke time in KV REVOCATIONS (creating the
+bucket if it is missing), then publishes ctl.users.USER.revoke with that
+time: every gateway disconnects USER's sockets and refuses any token of USER
+issued (iat) at or before it, or without an iat, for --max-token-lifetime.
+Tokens issued afterwards connect. To undo: nats kv del REVOCATIONS USER.`,
 		Example: "  roomcast revoke alice",
 		Args:    usageArgs("USER", cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -124,10 +135,18 @@ func revokeCommand(out, errOut io.Writer) *cobra.Command {
 				return err
 			}
 			defer c.close()
-			if err := c.publish(cmd.Context(), proto.RevokeSubject(args[0]), nil); err != nil {
+			at := time.Now()
+			recorded := c.recordRevocation(cmd.Context(), args[0], at)
+			b, _ := json.Marshal(proto.Revocation{RevokedAt: at.UnixMilli()})
+			// Published even when the record failed: the sockets close, and
+			// every gateway that hears it records it too.
+			if err := c.publish(cmd.Context(), proto.RevokeSubject(args[0]), b); err != nil {
 				return err
 			}
-			return c.printJSON(map[string]string{"revoked": args[0]})
+			if recorded != nil {
+				return recorded
+			}
+			return c.printJSON(map[string]any{"revoked": args[0], "revokedAt": at.UnixMilli()})
 		},
 	})
 }
@@ -160,6 +179,21 @@ func kickCommand(out, errOut io.Writer) *cobra.Command {
 			return c.printJSON(map[string]string{"kicked": args[1], "room": r.Name()})
 		},
 	})
+}
+
+// recordRevocation writes u's revoke at time at into REVOCATIONS, creating
+// the bucket when it is missing.
+func (c *opsCmd) recordRevocation(ctx context.Context, u string, at time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	kv, err := c.js.KeyValue(ctx, proto.BucketRevocations)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = c.js.CreateOrUpdateKeyValue(ctx, c.store.RevocationsBucket())
+	}
+	if err != nil {
+		return fmt.Errorf("revoke not recorded in %s (the gateways that hear it record it): %w", proto.BucketRevocations, err)
+	}
+	return proto.RecordRevocation(ctx, kv, u, at)
 }
 
 // readyRoom checks the shared settings and parses a room name argument.

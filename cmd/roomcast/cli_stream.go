@@ -383,7 +383,7 @@ func (c *opsCmd) streams(ctx context.Context, what string) error {
 	}
 	si := s.CachedInfo()
 	buckets := map[string]any{}
-	for _, b := range []string{proto.BucketRoomState, proto.BucketPresence} {
+	for _, b := range []string{proto.BucketRoomState, proto.BucketPresence, proto.BucketRevocations} {
 		kv, err := c.js.KeyValue(ctx, b)
 		if err != nil {
 			return fmt.Errorf("bucket %s: %w", b, err)

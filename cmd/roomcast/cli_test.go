@@ -162,7 +162,7 @@ func TestCLITail(t *testing.T) {
 }
 
 func TestCLIServicesAndControl(t *testing.T) {
-	s, nc, _ := natstest.RunStack(t, proto.StoreConfig{})
+	s, nc, js := natstest.RunStack(t, proto.StoreConfig{})
 	c := cli{t, s.ClientURL()}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -203,6 +203,16 @@ func TestCLIServicesAndControl(t *testing.T) {
 	c.ok("kick", "board-b1", "u2")
 	m := <-msgs
 	require.Equal(t, proto.RevokeSubject("u1"), m.Subject)
+	// The revoke is recorded in REVOCATIONS with the time the message carries.
+	sent, ok := proto.ParseRevocation(m.Data)
+	require.True(t, ok, string(m.Data))
+	kv, err := js.KeyValue(t.Context(), proto.BucketRevocations)
+	require.NoError(t, err)
+	e, err := kv.Get(t.Context(), "u1")
+	require.NoError(t, err)
+	stored, ok := proto.ParseRevocation(e.Value())
+	require.True(t, ok)
+	require.Equal(t, sent, stored)
 	m = <-msgs
 	require.Equal(t, proto.SubjectKick, m.Subject)
 	require.JSONEq(t, `{"roomName":"board-b1","userId":"u2"}`, string(m.Data))
@@ -212,6 +222,7 @@ func TestCLIServicesAndControl(t *testing.T) {
 	info := lines(t, c.ok("streams", "info"))[0]
 	require.Equal(t, "ROOMS", info["stream"].(map[string]any)["name"])
 	require.Contains(t, info["buckets"], proto.BucketRoomState)
+	require.Contains(t, info["buckets"], proto.BucketRevocations)
 	c.ok("streams", "ensure")
 }
 

@@ -215,6 +215,21 @@ func checkPermissions(t *testing.T, s *server.Server) {
 	require.NoError(t, err)
 	require.JSONEq(t, `{"active":true}`, string(e.Value()))
 
+	// The gateway watches REVOCATIONS and records the revokes it hears.
+	rkv, err := gateway.js.KeyValue(ctx, proto.BucketRevocations)
+	require.NoError(t, err)
+	w, err := rkv.WatchAll(ctx)
+	require.NoError(t, err)
+	require.Nil(t, <-w.Updates(), "an empty bucket: the end of the initial values at once")
+	require.NoError(t, proto.RecordRevocation(ctx, rkv, "u1", time.Now()))
+	select {
+	case e := <-w.Updates():
+		require.Equal(t, "u1", e.Key())
+	case <-time.After(5 * time.Second):
+		t.Fatal("the gateway's watch of REVOCATIONS saw no update")
+	}
+	require.NoError(t, w.Stop())
+
 	// Forbidden: gateways, roomstate and sync never publish events; domain
 	// services never read live broadcasts.
 	msg, _ := json.Marshal(env)

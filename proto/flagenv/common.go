@@ -25,6 +25,9 @@ type Common struct {
 	Replicas int
 	// MaxAge of stream ROOMS and of room state. Default 720h (30 days).
 	MaxAge time.Duration
+	// MaxTokenLifetime is the longest a token may live, and how long
+	// REVOCATIONS keeps a revoke. Default 24h.
+	MaxTokenLifetime time.Duration
 }
 
 // Bind registers the common flags. natsDefault is the NATS URL used when
@@ -34,6 +37,7 @@ func (c *Common) Bind(s *Set, natsDefault string) {
 	s.String(&c.SubjectPrefix, "subject-prefix", "ROOMCAST_SUBJECT_PREFIX", proto.DefaultPrefix, "first token(s) of room subjects")
 	s.String(&c.LogLevel, "log-level", "ROOMCAST_LOG_LEVEL", "info", "log level: trace, debug, info, warn or error")
 	s.Int(&c.Replicas, "replicas", "ROOMCAST_REPLICAS", proto.DefaultReplicas, "replicas of stream ROOMS and the KV buckets")
+	s.Duration(&c.MaxTokenLifetime, "max-token-lifetime", "ROOMCAST_MAX_TOKEN_LIFETIME", proto.DefaultMaxTokenLifetime, "the longest a token may live (exp - iat); REVOCATIONS keeps each revoke this long")
 	s.Duration(&c.MaxAge, "max-age", "ROOMCAST_MAX_AGE", proto.DefaultMaxAge, "how long stream ROOMS keeps messages and ROOM_STATE a room's state")
 }
 
@@ -50,7 +54,10 @@ func (c Common) Store() (proto.StoreConfig, error) {
 	if c.MaxAge <= 0 {
 		return proto.StoreConfig{}, fmt.Errorf("ROOMCAST_MAX_AGE=%s: want a positive duration", c.MaxAge)
 	}
-	return proto.StoreConfig{Subjects: subjects, Replicas: c.Replicas, MaxAge: c.MaxAge}, nil
+	if c.MaxTokenLifetime < 0 {
+		return proto.StoreConfig{}, fmt.Errorf("ROOMCAST_MAX_TOKEN_LIFETIME=%s: want a positive duration", c.MaxTokenLifetime)
+	}
+	return proto.StoreConfig{Subjects: subjects, Replicas: c.Replicas, MaxAge: c.MaxAge, MaxTokenLifetime: c.MaxTokenLifetime}, nil
 }
 
 // CheckNATSURL checks a comma-separated list of NATS URLs without dialing.

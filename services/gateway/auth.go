@@ -27,6 +27,10 @@ type tokenVerifier struct {
 	// minted by an issuer whose clock is a little ahead is valid at once.
 	// exp gets none (see check).
 	leeway time.Duration
+	// maxLife is the longest a token may live (Store.MaxTokenLifetime): a
+	// revoke is kept that long, so no revoked token may outlive it. Zero:
+	// no bound (tests that build a verifier by hand).
+	maxLife time.Duration
 
 	// verified remembers tokens whose signature and claims were checked,
 	// by their SHA-256: a client reconnecting presents the same token
@@ -58,7 +62,7 @@ const (
 var errAlgNotAllowed = errors.New("algorithm not allowed")
 
 func newTokenVerifier(cfg Config) (*tokenVerifier, error) {
-	v := &tokenVerifier{leeway: max(cfg.TokenLeeway, 0), verified: map[[sha256.Size]byte]verifiedToken{}, now: time.Now}
+	v := &tokenVerifier{leeway: max(cfg.TokenLeeway, 0), maxLife: cfg.Store.MaxTokenLifetime, verified: map[[sha256.Size]byte]verifiedToken{}, now: time.Now}
 	v.parser = jwt.NewParser(jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithLeeway(v.leeway),
 		jwt.WithTimeFunc(func() time.Time { return v.now() }))
 	switch {
@@ -108,6 +112,8 @@ const (
 	reasonNotYetValid  = "token not yet valid"
 	reasonFutureIat    = "token issued in the future (iat is ahead of the server's clock)"
 	reasonTimeType     = "token exp, iat and nbf must be numbers (seconds since the Unix epoch)"
+	reasonTooLong      = "token lives longer than this server accepts (exp - iat)"
+	reasonRevoked      = "token revoked: it was issued before the user's last revoke; sign in again"
 	reasonSignature    = "token signature invalid"
 	reasonAlgorithm    = "token algorithm not allowed"
 	reasonNoExp        = "token has no exp"
@@ -211,8 +217,13 @@ func (v *tokenVerifier) check(raw string, now time.Time) (tokenInfo, time.Time, 
 		return tokenInfo{}, time.Time{}, &authError{reasonBadSub}
 	}
 	info := tokenInfo{user: claims.Subject, exp: claims.ExpiresAt.Time}
+	from := now
 	if claims.IssuedAt != nil {
 		info.iat = claims.IssuedAt.Time
+		from = info.iat
+	}
+	if v.maxLife > 0 && info.exp.Sub(from) > v.maxLife {
+		return tokenInfo{}, time.Time{}, &authError{reasonTooLong}
 	}
 	var nbf time.Time
 	if claims.NotBefore != nil {

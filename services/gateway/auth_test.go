@@ -77,3 +77,25 @@ func FuzzTokenClaims(f *testing.F) {
 		}
 	})
 }
+
+// TestRevocationsView: a token issued at or before the user's last revoke,
+// or without an iat, is refused; one issued after is not; an older revoke
+// does not move the record back; revokes older than the token lifetime
+// are pruned.
+func TestRevocationsView(t *testing.T) {
+	var r revocations
+	r.init(time.Hour)
+	at := time.Unix(1_800_000_000, 500_000_000)
+	require.False(t, r.refuses("u1", time.Time{}), "nothing on record")
+	require.True(t, r.note("u1", at))
+	require.False(t, r.note("u1", at.Add(-time.Minute)), "an older revoke changes nothing")
+	require.True(t, r.refuses("u1", time.Time{}), "no iat with a revoke on record")
+	require.True(t, r.refuses("u1", at))
+	require.True(t, r.refuses("u1", at.Truncate(time.Second)), "issued in the revoke's second, before it")
+	require.False(t, r.refuses("u1", at.Add(time.Millisecond)))
+	require.False(t, r.refuses("u2", at.Add(-time.Hour)))
+	r.prune(at.Add(59 * time.Minute))
+	require.True(t, r.refuses("u1", at))
+	r.prune(at.Add(61 * time.Minute))
+	require.False(t, r.refuses("u1", at))
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,8 @@ import (
 type authorizer interface {
 	allowJoin(ctx context.Context, user string, r proto.Room) error
 	forget(user string, r proto.Room)
+	// forgetUser drops every cached answer about user (a revoke).
+	forgetUser(user string)
 }
 
 var _ authorizer = (*natsAuthorizer)(nil)
@@ -113,6 +116,19 @@ func (a *natsAuthorizer) forget(user string, r proto.Room) {
 	a.mu.Lock()
 	delete(a.cache, cacheKey(user, r))
 	a.mu.Unlock()
+}
+
+// forgetUser scans the whole cache: revokes are rare, and a cache keyed by
+// user first would cost a map per user on every join.
+func (a *natsAuthorizer) forgetUser(user string) {
+	prefix := user + "\x00"
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k := range a.cache {
+		if strings.HasPrefix(k, prefix) {
+			delete(a.cache, k)
+		}
+	}
 }
 
 // authorize says whether s's user may join r, or read its state or history.

@@ -279,6 +279,9 @@ func (c Config) withDefaults() Config {
 	dur(&c.DrainGrace, 5*time.Second)
 	dur(&c.HTTPReadHeaderTimeout, 10*time.Second)
 	dur(&c.HTTPIdleTimeout, 60*time.Second)
+	if c.Store.MaxTokenLifetime <= 0 {
+		c.Store.MaxTokenLifetime = proto.DefaultMaxTokenLifetime
+	}
 	if c.TokenLeeway == 0 {
 		c.TokenLeeway = DefaultTokenLeeway
 	}

@@ -49,14 +49,4 @@ func (g *Gateway) onKick(m *nats.Msg) {
 	g.log.Info().Str("user", k.UserID).Str("room", r.Name()).Int("sockets", n).Msg("kicked")
 }
 
-// onRevoke disconnects every socket of the user with a server DISCONNECT,
-// so the stock client does not reconnect by itself.
-func (g *Gateway) onRevoke(m *nats.Msg) {
-	u := proto.UserOfRevokeSubject(m.Subject)
-	if u == "" {
-		return
-	}
-	for _, s := range g.userSockets(u) {
-		s.closeWith("revoked", disconnectFrame, normalCloseFrm)
-	}
-}
+// onRevoke is in revocations.go.

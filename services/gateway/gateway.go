@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
@@ -33,6 +34,10 @@ type Gateway struct {
 	authz    authorizer
 	m        *metrics
 	presence *presence
+	revoked  revocations
+	// revKV is KV REVOCATIONS, set by watchRevocations before the control
+	// subscriptions exist (nil if it was never bound).
+	revKV jetstream.KeyValue
 
 	rooms  roomTable
 	users  userTable
@@ -84,6 +89,7 @@ func New(cfg Config) (*Gateway, error) {
 		m:        m,
 	}
 	g.rooms.init()
+	g.revoked.init(cfg.Store.MaxTokenLifetime)
 	g.users.init()
 	g.hb.init()
 	g.fanout = make([]chan *nats.Msg, cfg.FanoutWorkers)
@@ -132,6 +138,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 			return fmt.Errorf("ROOMCAST_HTTP_ADDR=%s: %w", cfg.HTTPAddr, err)
 		}
 	}
+	// Revocations first: a revoke recorded before this gateway started
+	// refuses its tokens from the first CONNECT, and one published from now
+	// on reaches the watcher even if the control message comes first.
+	stopRevocations, err := g.watchRevocations(ctx)
+	if err != nil {
+		return fmt.Errorf("gateway: revocations: %w", err)
+	}
+	defer stopRevocations()
 	ctl, err := g.subscribeControl()
 	if err != nil {
 		return fmt.Errorf("gateway: subscribe to control subjects: %w", err)

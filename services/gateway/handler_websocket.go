@@ -220,6 +220,9 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 	if err != nil {
 		return g.refuse(s, labelOf(err.Error()), err.Error())
 	}
+	if g.revoked.refuses(tok.user, tok.iat) {
+		return g.refuse(s, "revoked", reasonRevoked)
+	}
 	client := s.id
 	if auth.ClientID != "" && proto.ValidateID(auth.ClientID) == nil {
 		client = auth.ClientID
@@ -232,6 +235,9 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 		return false
 	}
 	s.user, s.client = tok.user, client
+	if !tok.iat.IsZero() {
+		s.issued = tok.iat.UnixNano()
+	}
 	s.state = stateConnected
 	s.mu.Unlock()
 
@@ -255,6 +261,11 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 			return false
 		}
 		flush = flush || created
+	}
+	if g.revoked.refuses(tok.user, tok.iat) {
+		// A revoke that came while the socket joined: onRevoke may have
+		// looked for the user's sockets before this one was among them.
+		return g.refuse(s, "revoked", reasonRevoked)
 	}
 	if flush {
 		// Make sure the server has the new subscriptions before the client
@@ -306,6 +317,8 @@ func labelOf(reason string) string {
 		return "future_iat"
 	case reasonTimeType:
 		return "time_type"
+	case reasonTooLong:
+		return "too_long"
 	case reasonSignature:
 		return "signature"
 	case reasonAlgorithm:

@@ -507,6 +507,110 @@ func TestSecurityTokenTimes(t *testing.T) {
 	refusedWith(t, strict, hs256(t, key, jwt.MapClaims{"sub": "u1", "exp": hour, "iat": now.Add(5 * time.Second).Unix()}), reasonFutureIat)
 }
 
+// --- Issue 14.1: sticky revocation ---
+
+// issuedAt is an HS256 token of u issued at iat (none when zero), valid an hour.
+func issuedAt(t *testing.T, u string, iat time.Time) string {
+	t.Helper()
+	c := jwt.MapClaims{"sub": u, "exp": time.Now().Add(time.Hour).Unix()}
+	if !iat.IsZero() {
+		c["iat"] = iat.Unix()
+	}
+	return hs256(t, []byte(testSecret), c)
+}
+
+func connectsWith(t *testing.T, tg *testGateway, tok string) *client {
+	t.Helper()
+	c, got := connect(t, tg, `{"token":"`+tok+`"}`)
+	require.True(t, strings.HasPrefix(got, `40{"sid":"`), got)
+	return c
+}
+
+// TestSecurityStickyRevocation: after ctl.users.u1.revoke, u1's token
+// reconnects nowhere: not on the gateway that closed its socket, not on
+// another, not on one started after the revoke; neither does a u1 token
+// without iat. A token issued after the revoke connects, other users are
+// untouched, and u1's cached authorization is gone (the authorizer, which
+// now says no, is asked again).
+func TestSecurityStickyRevocation(t *testing.T) {
+	e := newEnv(t)
+	e.answerRoomState(nil)
+	var allow atomic.Bool
+	allow.Store(true)
+	e.answerAuthz(func(string, string) bool { return allow.Load() })
+	g1, g2 := e.startGateway(), e.startGateway()
+	old := issuedAt(t, "u1", time.Now().Add(-2*time.Second))
+	victim := connectsWith(t, g1, old)
+	victim.mustOK(proto.EndpointAddToRoom, proto.RoomArgs{RoomName: "board-b1"}) // cached yes
+	bystander := connectsWith(t, g1, issuedAt(t, "u2", time.Now().Add(-2*time.Second)))
+	allow.Store(false)
+
+	require.NoError(t, e.nc.Publish(proto.RevokeSubject("u1"), nil))
+	require.Equal(t, "41", victim.next())
+	victim.waitClosed()
+	refusedWith1 := func(tg *testGateway, tok string) {
+		t.Helper()
+		c, got := connect(t, tg, `{"token":"`+tok+`"}`)
+		require.Equal(t, `44{"message":"`+reasonRevoked+`","data":{"code":401}}`, got)
+		c.waitClosed()
+	}
+	refusedWith1(g1, old)
+	require.Eventually(t, func() bool { return g2.revoked.refuses("u1", time.Now().Add(-time.Second)) }, 5*time.Second, 5*time.Millisecond)
+	refusedWith1(g2, old)
+	refusedWith1(g2, issuedAt(t, "u1", time.Time{}))
+
+	// Recorded in REVOCATIONS by the gateways; a gateway started now loads
+	// it before its first CONNECT.
+	kv, err := e.js.KeyValue(t.Context(), proto.BucketRevocations)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { _, err := kv.Get(t.Context(), "u1"); return err == nil }, 5*time.Second, 5*time.Millisecond)
+	g3 := e.startGateway()
+	refusedWith1(g3, old)
+	refusedWith1(g3, issuedAt(t, "u1", time.Time{}))
+
+	// A token issued after the revoke (iat is in whole seconds) connects,
+	// and its join is asked anew: the cached yes went with the revoke.
+	fresh := issuedAt(t, "u1", time.Now().Add(2*time.Second))
+	for _, tg := range []*testGateway{g1, g2, g3} {
+		connectsWith(t, tg, fresh)
+	}
+	again := connectsWith(t, g1, fresh)
+	again.mustFail(proto.CodeForbidden, proto.EndpointAddToRoom, proto.RoomArgs{RoomName: "board-b1"})
+	bystander.mustOK(proto.EndpointUpdateClient, map[string]any{"isActive": true})
+	require.Equal(t, float64(5), g1.counter(g1.m.authFailures.WithLabelValues("revoked"))+g2.counter(g2.m.authFailures.WithLabelValues("revoked"))+g3.counter(g3.m.authFailures.WithLabelValues("revoked")))
+}
+
+// TestSecurityRevocationFromTheBucket: a revoke that reaches a gateway only
+// through REVOCATIONS (its control message missed: the gateway was cut off
+// from NATS, or the record was written by hand) still ends u1's sockets
+// whose token it refuses, and refuses the token; deleting the entry (an
+// operator undoing a revoke) lets it back in. A token that lives longer
+// than the revocation window is refused outright.
+func TestSecurityRevocationFromTheBucket(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway(func(c *Config) { c.Store.MaxTokenLifetime = 2 * time.Hour })
+	old := issuedAt(t, "u1", time.Now().Add(-2*time.Second))
+	c := connectsWith(t, tg, old)
+	kv, err := e.js.KeyValue(t.Context(), proto.BucketRevocations)
+	require.NoError(t, err)
+	require.NoError(t, proto.RecordRevocation(t.Context(), kv, "u1", time.Now()))
+	require.Equal(t, "41", c.next())
+	c.waitClosed()
+	_, got := connect(t, tg, `{"token":"`+old+`"}`)
+	require.Equal(t, `44{"message":"`+reasonRevoked+`","data":{"code":401}}`, got)
+
+	require.NoError(t, kv.Delete(t.Context(), "u1"))
+	require.Eventually(t, func() bool { return !tg.revoked.refuses("u1", time.Now().Add(-2*time.Second)) }, 5*time.Second, 5*time.Millisecond)
+	connectsWith(t, tg, old)
+
+	long := hs256(t, []byte(testSecret), jwt.MapClaims{"sub": "u1", "iat": time.Now().Unix(), "exp": time.Now().Add(3 * time.Hour).Unix()})
+	noIat := hs256(t, []byte(testSecret), jwt.MapClaims{"sub": "u3", "exp": time.Now().Add(3 * time.Hour).Unix()})
+	for _, tok := range []string{long, noIat} {
+		_, got = connect(t, tg, `{"token":"`+tok+`"}`)
+		require.Equal(t, `44{"message":"`+reasonTooLong+`","data":{"code":401}}`, got)
+	}
+}
+
 // ---- Issue 13.5: every inbound packet counts against the socket's budget (fair) ----
 
 // untilClosed reads frames until the server's close frame: the pongs
