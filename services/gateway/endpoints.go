@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
 
 	"github.com/roomcast/roomcast/proto"
 )
@@ -19,7 +22,11 @@ func decodeCall(args []json.RawMessage) (proto.EndpointCall, error) {
 		return c, nil
 	}
 	if err := strictDecode(args[0], &call); err != nil {
-		return call, proto.Errorf(proto.CodeInvalidArgument, "endpoint call: %v", err)
+		msg := "arguments could not be read"
+		if pe := (*proto.Error)(nil); errors.As(err, &pe) {
+			msg = pe.Message
+		}
+		return call, proto.Errorf(proto.CodeInvalidArgument, "endpoint call: %s", msg)
 	}
 	if !knownEndpoint(string(call.EndpointName)) {
 		return call, proto.Errorf(proto.CodeInvalidArgument, "unknown endpointName %q", truncate(string(call.EndpointName), 64))
@@ -38,7 +45,8 @@ func knownEndpoint(name string) bool {
 
 // strictDecode decodes one JSON object into v, refusing null, other types
 // and unknown fields, so that a typo in an argument name is an error rather
-// than a silent default.
+// than a silent default. Its errors are the client's: they name arguments
+// as the client spells them, never Go's types and fields.
 func strictDecode(raw json.RawMessage, v any) error {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
@@ -46,7 +54,87 @@ func strictDecode(raw json.RawMessage, v any) error {
 	}
 	d := json.NewDecoder(bytes.NewReader(raw))
 	d.DisallowUnknownFields()
-	return d.Decode(v)
+	if err := d.Decode(v); err != nil {
+		return decodeError(err)
+	}
+	return nil
+}
+
+// decodeError says what was wrong with a client's JSON arguments in the
+// client's terms. encoding/json's own text ("json: cannot unmarshal string
+// into Go struct field ChangesArgs.Cursor.since of type int64") names Go
+// internals.
+func decodeError(err error) *proto.Error {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr):
+		// Field is the path from the top ("Cursor.since"), with Go's names
+		// for embedded structs: the last element is the JSON name.
+		field := typeErr.Field
+		if i := strings.LastIndexByte(field, '.'); i >= 0 {
+			field = field[i+1:]
+		}
+		if field == "" {
+			return errNotObject
+		}
+		return proto.Errorf(proto.CodeInvalidArgument, "%s must be %s, not %s", truncate(field, 64), jsonKind(typeErr.Type), jsonValueKind(typeErr.Value))
+	case errors.As(err, &syntaxErr):
+		return proto.Errorf(proto.CodeInvalidArgument, "arguments are not valid JSON")
+	}
+	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return proto.Errorf(proto.CodeInvalidArgument, "unknown argument %s", truncate(name, 64))
+	}
+	return proto.Errorf(proto.CodeInvalidArgument, "arguments could not be read: check their names and types")
+}
+
+// jsonKind is the JSON a Go type is decoded from, in words.
+func jsonKind(t reflect.Type) string {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil {
+		return "a JSON value"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "an integer"
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a non-negative integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	}
+	return "another JSON value"
+}
+
+// jsonValueKind is what encoding/json says it found ("string", "number
+// -1", "object"), cut to its kind.
+func jsonValueKind(v string) string {
+	kind, rest, _ := strings.Cut(v, " ")
+	switch kind {
+	case "number":
+		if rest != "" {
+			return "the number " + truncate(rest, 32)
+		}
+		return "a number"
+	case "string":
+		return "a string"
+	case "object":
+		return "an object"
+	case "array":
+		return "an array"
+	case "bool":
+		return "true or false"
+	}
+	return "another JSON value"
 }
 
 // The quick decoders below read the one spelling of a call that clients

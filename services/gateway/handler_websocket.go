@@ -257,7 +257,7 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 				fmt.Sprintf("too many sockets for this user: at most %d on this gateway; close another tab or connection first", g.cfg.MaxSocketsPerUser))
 		}
 		if err != nil {
-			s.close("could not join the socket's own rooms: " + err.Error())
+			s.abort("could not join the socket's own rooms: "+err.Error(), setupCloseFrame)
 			return false
 		}
 		flush = flush || created
@@ -271,7 +271,7 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 		// Make sure the server has the new subscriptions before the client
 		// hears it is connected: what is published after that reaches it.
 		if err := g.nc.FlushTimeout(g.cfg.RequestTimeout); err != nil {
-			s.close("NATS did not confirm subscriptions: " + err.Error())
+			s.abort("NATS did not confirm subscriptions: "+err.Error(), setupCloseFrame)
 			return false
 		}
 	}

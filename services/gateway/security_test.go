@@ -38,9 +38,10 @@ import (
 // rawSocket is an upgraded WebSocket the test writes arbitrary bytes to
 // and reads the server's frames from, close frames included.
 type rawSocket struct {
-	t    *testing.T
-	conn net.Conn
-	r    io.Reader
+	t      *testing.T
+	conn   net.Conn
+	r      io.Reader
+	frames int // frames read before the close frame (closedAfter)
 }
 
 // dialRaw upgrades a socket and reads the Engine.IO open packet.
@@ -124,11 +125,22 @@ func (rs *rawSocket) read(d time.Duration) (ws.Frame, error) {
 // frame fails the test: the client would not know why.
 func (rs *rawSocket) closed() (ws.StatusCode, string) {
 	rs.t.Helper()
+	return rs.closedAfter(nil)
+}
+
+// closedAfter is closed, with each frame before the close frame passed to
+// each (when not nil) and counted in rs.frames.
+func (rs *rawSocket) closedAfter(each func(ws.Frame)) (ws.StatusCode, string) {
+	rs.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		f, err := rs.read(time.Until(deadline))
-		require.NoError(rs.t, err, "no close frame: the connection ended without one")
+		require.NoError(rs.t, err, "no close frame: the connection ended without one (after %d frames)", rs.frames)
 		if f.Header.OpCode != ws.OpClose {
+			rs.frames++
+			if each != nil {
+				each(f)
+			}
 			continue
 		}
 		code, reason := ws.ParseCloseFrameData(f.Payload)
@@ -812,4 +824,237 @@ func TestSecurityForgedSequenceHeaders(t *testing.T) {
 	b := c.broadcast()
 	require.Equal(t, ack.Sequence, b.Seq)
 	require.Equal(t, seq1, b.PrevSeq)
+}
+
+// ---- 14.7: WebSocket strictness (RFC 6455) and protocol errors (conn) ----
+
+// TestSecurityFrameStrictness: frames that break RFC 6455 close the socket
+// with the code the RFC names and a reason: reserved bits without an
+// extension, a reserved opcode, a control frame over 125 bytes or
+// fragmented (1002), invalid UTF-8 in a text frame or a close reason
+// (1007), a close frame with an invalid code or a one-byte body (1002). A
+// valid close code is answered with a normal close.
+func TestSecurityFrameStrictness(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway()
+	closeBody := func(code uint16, reason string) []byte {
+		return append(binary.BigEndian.AppendUint16(nil, code), reason...)
+	}
+	rsv1 := ws.NewTextFrame([]byte("40"))
+	rsv1.Header.Rsv = ws.Rsv(true, false, false)
+	bigPing := ws.NewPingFrame(make([]byte, 126))
+	fragPing := ws.NewPingFrame([]byte("x"))
+	fragPing.Header.Fin = false
+	for _, tc := range []struct {
+		name   string
+		frame  ws.Frame
+		code   ws.StatusCode
+		reason string
+	}{
+		{"RSV1 without an extension", rsv1, ws.StatusProtocolError, "reserved bits"},
+		{"reserved opcode 3", ws.NewFrame(ws.OpCode(3), true, []byte("x")), ws.StatusProtocolError, "reserved opcode"},
+		{"reserved control opcode 0xB", ws.NewFrame(ws.OpCode(0xB), true, nil), ws.StatusProtocolError, "reserved opcode"},
+		{"ping over 125 bytes", bigPing, ws.StatusProtocolError, "125"},
+		{"fragmented ping", fragPing, ws.StatusProtocolError, "fragmented"},
+		{"invalid UTF-8 in a text frame", ws.NewTextFrame([]byte("42[\"endpoint\",\"\xff\xfe\"]")), ws.StatusInvalidFramePayloadData, "UTF-8"},
+		{"close code 1005", ws.NewCloseFrame(closeBody(1005, "")), ws.StatusProtocolError, "1005"},
+		{"close code 999", ws.NewCloseFrame(closeBody(999, "")), ws.StatusProtocolError, "999"},
+		{"close code 2000", ws.NewCloseFrame(closeBody(2000, "")), ws.StatusProtocolError, "2000"},
+		{"close code 5000", ws.NewCloseFrame(closeBody(5000, "")), ws.StatusProtocolError, "5000"},
+		{"close with a one-byte body", ws.NewCloseFrame([]byte{3}), ws.StatusProtocolError, "one-byte"},
+		{"close reason not UTF-8", ws.NewCloseFrame(closeBody(1000, "\xff")), ws.StatusInvalidFramePayloadData, "UTF-8"},
+		{"close 1000", ws.NewCloseFrame(closeBody(1000, "bye")), ws.StatusNormalClosure, ""},
+		{"close 4000", ws.NewCloseFrame(closeBody(4000, "")), ws.StatusNormalClosure, ""},
+		{"close without a body", ws.NewCloseFrame(nil), ws.StatusNormalClosure, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := connectRaw(t, tg, "u1")
+			rs.frame(tc.frame)
+			code, reason := rs.closed()
+			require.Equal(t, tc.code, code, reason)
+			require.Contains(t, reason, tc.reason)
+		})
+	}
+	for _, kind := range []string{"rsv", "opcode", "control_too_large", "fragmented", "utf8", "close"} {
+		require.Positive(t, tg.counter(tg.m.badFrames.WithLabelValues(kind)), kind)
+	}
+}
+
+// TestSecurityMalformedPackets: a malformed Engine.IO or Socket.IO packet,
+// a packet other than CONNECT first, a client ping and a second CONNECT
+// each close the socket with 1002 and a reason that says what was wrong
+// (it was a bare TCP close), in words that name no Go internals.
+func TestSecurityMalformedPackets(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway()
+	for _, tc := range []struct {
+		name, packet, reason string
+		connected            bool
+	}{
+		{"empty text frame", "", "empty frame", true},
+		{"unknown Engine.IO type", "9", "unknown Engine.IO packet type", true},
+		{"unknown Socket.IO type", "4x", "unknown Socket.IO packet type", true},
+		{"payload not JSON", `42["endpoint",{]`, "not valid JSON", true},
+		{"EVENT that is not an array", `42{"endpoint":1}`, "malformed EVENT: event payload must be a JSON array", true},
+		{"EVENT with no name", `42[1]`, "malformed EVENT: event name must be a string", true},
+		{"binary EVENT", `451-["ev",{"_placeholder":true,"num":0}]`, "binary packets", true},
+		{"client ping", "2", "the server pings", true},
+		{"second CONNECT", `40{"token":"x"}`, "second CONNECT", true},
+		{"other namespace", `42/admin,["endpoint",{}]`, "namespace", true},
+		{"EVENT before CONNECT", `42["endpoint",{}]`, "must be a CONNECT", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var rs *rawSocket
+			if tc.connected {
+				rs = connectRaw(t, tg, "u1")
+			} else {
+				rs = dialRaw(t, tg)
+			}
+			rs.sendText(tc.packet)
+			code, reason := rs.closed()
+			require.Equal(t, ws.StatusProtocolError, code, reason)
+			require.Contains(t, reason, tc.reason)
+			requireNoGoInternals(t, reason)
+		})
+	}
+}
+
+// requireNoGoInternals checks that a message meant for a client does not
+// carry encoding/json's or Go's own words.
+func requireNoGoInternals(t *testing.T, msg string) {
+	t.Helper()
+	for _, word := range []string{"json:", "Go struct", "Go value", "int64", "RawMessage", "proto.", "sio:", "unmarshal"} {
+		require.NotContains(t, msg, word)
+	}
+}
+
+// TestSecurityArgumentErrors: arguments of the wrong type or name are
+// answered invalid_argument with a message in the client's terms (it was
+// "json: cannot unmarshal string into Go struct field
+// ChangesArgs.Cursor.since of type int64").
+func TestSecurityArgumentErrors(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway()
+	c := connectUser(t, tg, "u1")
+	for _, tc := range []struct{ call, want string }{
+		{`{"endpointName":"getChangesSince","endpointArgs":{"roomName":"board-b1-tasks","since":"yesterday"}}`, "since must be an integer, not a string"},
+		{`{"endpointName":"getChangesSince","endpointArgs":{"roomName":"board-b1-tasks","afterSeq":-1}}`, "afterSeq must be a non-negative integer, not the number -1"},
+		{`{"endpointName":"addToRoom","endpointArgs":{"roomName":7}}`, "roomName must be a string, not a number"},
+		{`{"endpointName":"addToRoom","endpointArgs":{"room":"board-b1"}}`, `unknown argument "room"`},
+		{`{"endpointName":"updateClient","endpointArgs":{"isActive":"yes"}}`, "isActive must be true or false, not a string"},
+		{`{"endpointName":"addToRoom","endpointArgs":[1]}`, "arguments must be a JSON object"},
+		{`{"endpointName":7}`, "endpointName must be a string, not a number"},
+	} {
+		a := c.callRaw(tc.call)
+		require.False(t, a.OK, tc.call)
+		require.Equal(t, proto.CodeInvalidArgument, a.Error.Code, tc.call)
+		require.Contains(t, a.Error.Message, tc.want, tc.call)
+		requireNoGoInternals(t, a.Error.Message)
+	}
+}
+
+// ---- 13.7: a client is told why it was cut off (conn) ----
+
+// TestSecuritySlowConsumerCloseFrame: a socket that stops reading while its
+// room gets messages is cut off when its send queue overflows, with a close
+// frame 1013 "slow consumer: …" that does not wait behind the queue: once
+// the client reads again, it gets the close frame after the few messages
+// the kernel held and the one being written, not after the 256 KB queued.
+// It was a bare TCP close.
+func TestSecuritySlowConsumerCloseFrame(t *testing.T) {
+	e := newEnv(t)
+	e.answerRoomState(nil)
+	e.answerAuthz(func(string, string) bool { return true })
+	tg := e.startGateway(func(c *Config) { c.SendQueueBytes = 256 << 10; c.TCPSendBuffer = 4096 })
+	rs := dialRawWith(t, tg, smallReceiveBuffer)
+	rs.sendText(`40{"token":"` + token(t, "slow", time.Hour) + `"}`)
+	require.True(t, strings.HasPrefix(rs.text(), `40{"sid":"`))
+	rs.sendText(`420["endpoint",{"endpointName":"addToRoom","endpointArgs":{"roomName":"board-b1"}}]`)
+	require.True(t, strings.HasPrefix(rs.text(), `430[{"ok":true`))
+
+	pad := strings.Repeat("x", 6000)
+	sent := 0
+	for tg.counter(tg.m.slowDisconnects) == 0 {
+		require.Less(t, sent, 1000, "never cut off")
+		b := []byte(`{"event":"update-task","id":"t","updatedAt":` + strconv.Itoa(sent+1) + `,"diff":{"pad":"` + pad + `"}}`)
+		_, err := e.js.Publish(context.Background(), proto.Subjects{}.Publish(mustRoom(t, "board-b1-tasks")), b)
+		require.NoError(t, err)
+		sent++
+	}
+	code, reason := rs.closedAfter(func(f ws.Frame) { require.Equal(t, ws.OpText, f.Header.OpCode) })
+	require.Equal(t, statusTryAgainLater, code)
+	require.Contains(t, reason, "slow consumer")
+	// The queue held about 43 of these messages; the kernel's buffers (4
+	// KB at each end, doubled by Linux) a few.
+	require.Less(t, rs.frames, 20, "the close frame waited behind the queue (%d messages sent)", sent)
+}
+
+// TestSecurityProtocolErrorPastTheQueue: a socket that has a queue waiting
+// (it reads nothing) and sends a malformed packet gets its close frame
+// ahead of what was queued.
+func TestSecurityProtocolErrorPastTheQueue(t *testing.T) {
+	e := newEnv(t)
+	e.answerRoomState(nil)
+	e.answerAuthz(func(string, string) bool { return true })
+	tg := e.startGateway(func(c *Config) { c.TCPSendBuffer = 4096 })
+	rs := dialRawWith(t, tg, smallReceiveBuffer)
+	rs.sendText(`40{"token":"` + token(t, "u1", time.Hour) + `"}`)
+	require.True(t, strings.HasPrefix(rs.text(), `40{"sid":"`))
+	rs.sendText(`420["endpoint",{"endpointName":"addToRoom","endpointArgs":{"roomName":"board-b1"}}]`)
+	require.True(t, strings.HasPrefix(rs.text(), `430[{"ok":true`))
+	pad := strings.Repeat("x", 6000)
+	const sent = 60 // 360 KB: far more than the kernel's buffers hold
+	for i := range sent {
+		b := []byte(`{"event":"update-task","id":"t","updatedAt":` + strconv.Itoa(i+1) + `,"diff":{"pad":"` + pad + `"}}`)
+		_, err := e.js.Publish(context.Background(), proto.Subjects{}.Publish(mustRoom(t, "board-b1-tasks")), b)
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool { return tg.counter(tg.m.messagesOut) >= sent }, 5*time.Second, 5*time.Millisecond)
+	rs.sendText("4x")
+	code, reason := rs.closedAfter(nil)
+	require.Equal(t, ws.StatusProtocolError, code, reason)
+	require.Less(t, rs.frames, 20, "the close frame waited behind the queue")
+}
+
+// dialRawWith is dialRaw with the dialer changed by mod.
+func dialRawWith(t *testing.T, tg *testGateway, mod func(*ws.Dialer)) *rawSocket {
+	t.Helper()
+	d := ws.Dialer{Timeout: 5 * time.Second}
+	mod(&d)
+	conn, br, _, err := d.Dial(context.Background(), "ws"+strings.TrimPrefix(tg.url, "http")+wsPath)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	rs := &rawSocket{t: t, conn: conn, r: conn}
+	if br != nil {
+		rs.r = io.MultiReader(br, conn)
+	}
+	require.True(t, strings.HasPrefix(rs.text(), "0{"), "open packet")
+	return rs
+}
+
+// TestSecurityProtocolErrorInABatch: a call and a malformed packet sent in
+// one write (read together, their answers held for one write): the call is
+// answered, then the socket closes with 1002.
+func TestSecurityProtocolErrorInABatch(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway()
+	rs := connectRaw(t, tg, "u1")
+	call := ws.MustCompileFrame(ws.MaskFrame(ws.NewTextFrame([]byte(`420["endpoint",{"endpointName":"updateClient","endpointArgs":{"isActive":true}}]`))))
+	bad := ws.MustCompileFrame(ws.MaskFrame(ws.NewTextFrame([]byte("4x"))))
+	rs.write(append(call, bad...))
+	var answered bool
+	code, reason := rs.closedAfter(func(f ws.Frame) { answered = answered || strings.HasPrefix(string(f.Payload), `430[{"ok":true`) })
+	require.True(t, answered, "the call before the bad packet was not answered")
+	require.Equal(t, ws.StatusProtocolError, code, reason)
+}
+
+// TestSecurityNoConnectCloseFrame: a socket that sends no CONNECT in time
+// is told so (1008), not cut without a word.
+func TestSecurityNoConnectCloseFrame(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway(func(c *Config) { c.ConnectTimeout = 200 * time.Millisecond })
+	rs := dialRaw(t, tg)
+	code, reason := rs.closed()
+	require.Equal(t, ws.StatusPolicyViolation, code)
+	require.Equal(t, "no CONNECT in time", reason)
 }

@@ -1,12 +1,17 @@
 package gateway
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"github.com/rs/zerolog"
@@ -70,15 +75,22 @@ type socket struct {
 	active      bool // updateClient {isActive}
 	hasPresence bool // it has said updateClient at least once
 	pingPending bool
-	queue       net.Buffers // frames waiting to be written, header included
-	queued      int         // bytes in queue
-	rooms       []string    // names of the (parent) rooms it is in
-	leftChats   []string    // chats it left with removeFromRoom: not re-adopted
+	// After abort: the writer took its buffers after it (they end with the
+	// close frame); the write it interrupted has been resumed.
+	takenAborted bool
+	resumed      bool
+	queue        net.Buffers // frames waiting to be written, header included
+	queued       int         // bytes in queue
+	rooms        []string    // names of the (parent) rooms it is in
+	leftChats    []string    // chats it left with removeFromRoom: not re-adopted
 	// The heartbeat: the CONNECT deadline, then the next ping or the pong
 	// deadline (due), or the token's expiry if that comes first, run by
 	// the gateway's heartbeats (one timer for every socket).
 	due     int64 // when the current heartbeat step is due (mono)
 	expires int64 // the token's exp (Unix ns); zero before CONNECT
+	// abortBy is when a socket closed by abort gives up writing its close
+	// frame (Unix ns); zero: not aborted.
+	abortBy int64
 
 	// The socket's place in the gateway's heartbeats, under heartbeats.mu.
 	hbAt  int64 // when heartbeats runs onHeartbeat (mono)
@@ -143,12 +155,37 @@ func textFrame(payload []byte) []byte { return wsFrame(ws.OpText, payload) }
 
 // Frames every socket may be sent; shared, never modified.
 var (
-	pingFrame       = textFrame(sio.PingPacket)
-	disconnectFrame = textFrame(sio.DisconnectPacket)
-	goingAwayFrame  = wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusGoingAway, "server shutting down"))
-	normalCloseFrm  = wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, ""))
-	floodCloseFrame = wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusPolicyViolation, "rate limit exceeded"))
+	pingFrame           = textFrame(sio.PingPacket)
+	disconnectFrame     = textFrame(sio.DisconnectPacket)
+	goingAwayFrame      = wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusGoingAway, "server shutting down"))
+	normalCloseFrm      = wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, ""))
+	floodCloseFrame     = closeFrame(ws.StatusPolicyViolation, "rate limit exceeded")
+	noConnectCloseFrame = closeFrame(ws.StatusPolicyViolation, "no CONNECT in time")
+	// The server failed a CONNECT (NATS did not take or confirm the
+	// socket's subscriptions): the client may reconnect at once.
+	setupCloseFrame = closeFrame(ws.StatusInternalServerError, "the server could not set up this socket: reconnect")
+	slowCloseFrame  = closeFrame(statusTryAgainLater, "slow consumer: messages came faster than the connection took them; reconnect and resync")
 )
+
+// closeFrame is a WebSocket close frame with code and reason, the reason
+// cut (at a character) to the 123 bytes a control frame leaves for it.
+func closeFrame(code ws.StatusCode, reason string) []byte {
+	if len(reason) > maxCloseReason {
+		reason = reason[:maxCloseReason]
+		for !utf8.ValidString(reason) {
+			reason = reason[:len(reason)-1]
+		}
+	}
+	return wsFrame(ws.OpClose, ws.NewCloseFrameBody(code, reason))
+}
+
+// statusTryAgainLater (1013, IANA's registry of close codes, not in
+// gobwas/ws): the server casts a client off for a passing condition.
+const statusTryAgainLater ws.StatusCode = 1013
+
+// maxCloseReason is what is left of a control frame's 125 bytes after the
+// close code.
+const maxCloseReason = 123
 
 // send queues one frame and writes it now, without blocking. It is the only
 // way anything is written to the socket (pongs, pings and closes included),
@@ -177,7 +214,7 @@ func (s *socket) enqueue(frame []byte) (ok, start bool) {
 		s.mu.Unlock()
 		s.gw.m.slowDisconnects.Inc()
 		s.gw.log.Warn().Str("socket", s.id).Str("user", s.user).Int("queued", queued).Msg("send queue overflow: disconnecting slow socket")
-		s.close("slow consumer")
+		s.abort("slow consumer", slowCloseFrame)
 		return false, false
 	}
 	s.queue = append(s.queue, frame)
@@ -208,25 +245,24 @@ func (s *socket) writeNow() {
 		return
 	}
 	for range inlineRounds {
-		bufs, ok := s.takeQueue()
+		bufs, ok := s.takeQueue(false)
 		if !ok {
 			return
 		}
 		rest, err := writeNonblock(s.raw, bufs)
 		if err != nil {
+			if s.resumeAfterAbort(rest, err) {
+				go s.flush()
+				return
+			}
 			s.writeFailed(err)
 			return
 		}
 		if len(rest) > 0 {
 			// The kernel took part of it: queue the rest in front of what
 			// came meanwhile, and wait for the socket in flush.
-			n := 0
-			for _, b := range rest {
-				n += len(b)
-			}
 			s.mu.Lock()
-			s.queue = append(rest, s.queue...)
-			s.queued += n
+			s.putBackLocked(rest)
 			s.mu.Unlock()
 			go s.flush()
 			return
@@ -237,8 +273,9 @@ func (s *socket) writeNow() {
 
 // takeQueue hands the writer everything queued; with nothing queued it ends
 // the writer's turn (closing the connection if a close waited for the
-// queue) and reports false.
-func (s *socket) takeQueue() (net.Buffers, bool) {
+// queue) and reports false. A writer that blocks (flush) has the write
+// deadline set here, under mu, so that abort's deadline is not undone.
+func (s *socket) takeQueue(blocking bool) (net.Buffers, bool) {
 	s.mu.Lock()
 	if len(s.queue) == 0 {
 		s.writing = false
@@ -251,6 +288,14 @@ func (s *socket) takeQueue() (net.Buffers, bool) {
 	}
 	bufs := s.queue
 	s.queue, s.queued = nil, 0
+	s.takenAborted = s.abortBy != 0
+	if blocking {
+		deadline := time.Now().Add(s.gw.cfg.WriteTimeout)
+		if s.abortBy != 0 {
+			deadline = time.Unix(0, s.abortBy)
+		}
+		_ = s.conn.SetWriteDeadline(deadline)
+	}
 	s.mu.Unlock()
 	return bufs, true
 }
@@ -260,16 +305,49 @@ func (s *socket) takeQueue() (net.Buffers, bool) {
 // per write), so it runs on a goroutine of its own.
 func (s *socket) flush() {
 	for {
-		bufs, ok := s.takeQueue()
+		bufs, ok := s.takeQueue(true)
 		if !ok {
 			return
 		}
-		_ = s.conn.SetWriteDeadline(time.Now().Add(s.gw.cfg.WriteTimeout))
 		if _, err := bufs.WriteTo(s.conn); err != nil {
+			if s.resumeAfterAbort(bufs, err) {
+				continue
+			}
 			s.writeFailed(err)
 			return
 		}
 	}
+}
+
+// putBackLocked puts what a writer did not write (rest) back in front of
+// the queue. Of buffers taken before an abort only the frame the write was
+// in, rest[0], goes back: the close frame comes right after it.
+func (s *socket) putBackLocked(rest net.Buffers) {
+	if s.abortBy != 0 && !s.takenAborted && len(rest) > 1 {
+		rest = rest[:1]
+	}
+	for _, b := range rest {
+		s.queued += len(b)
+	}
+	s.queue = append(rest, s.queue...)
+}
+
+// resumeAfterAbort reports whether a failed write was one that abort
+// interrupted (its deadline set to now) and the writer should go on, with
+// what it had not written (rest) put back as putBackLocked does. Only once
+// per socket, and only before abortBy.
+func (s *socket) resumeAfterAbort(rest net.Buffers, err error) bool {
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.abortBy == 0 || s.resumed || time.Now().UnixNano() >= s.abortBy {
+		return false
+	}
+	s.resumed = true
+	s.putBackLocked(rest)
+	return true
 }
 
 // writeFailed ends the writer and the socket after a failed write.
@@ -282,14 +360,35 @@ func (s *socket) writeFailed(err error) {
 	_ = s.conn.Close()
 }
 
+// How shutdown closes a socket.
+const (
+	closeDrop     = iota // close the connection now, writing nothing
+	closeGraceful        // write what is queued, then the frames given
+	closeAbort           // drop what is queued, write the close frame given
+)
+
+// abortGrace bounds how long abort may take to write its close frame.
+const abortGrace = time.Second
+
 // close disconnects the socket now: nothing queued is written.
-func (s *socket) close(reason string) { s.shutdown(reason, false) }
+func (s *socket) close(reason string) { s.shutdown(reason, closeDrop) }
 
-// closeAfter writes frames (e.g. a Socket.IO DISCONNECT and a WebSocket
+// closeWith writes frames (e.g. a Socket.IO DISCONNECT and a WebSocket
 // close) after what is already queued, then closes.
-func (s *socket) closeWith(reason string, frames ...[]byte) { s.shutdown(reason, true, frames...) }
+func (s *socket) closeWith(reason string, frames ...[]byte) {
+	s.shutdown(reason, closeGraceful, frames...)
+}
 
-func (s *socket) shutdown(reason string, graceful bool, frames ...[]byte) {
+// abort closes the socket with a WebSocket close frame that does not wait
+// behind its queue (a slow consumer's is full; a protocol error's need not
+// be answered): what is queued and not begun is dropped, and the close frame
+// goes out after at most the frame being written, within abortGrace. A
+// writer blocked on a client that reads nothing is interrupted; one that
+// cannot finish in time closes the connection without a close frame (the
+// client could not have read it anyway).
+func (s *socket) abort(reason string, frame []byte) { s.shutdown(reason, closeAbort, frame) }
+
+func (s *socket) shutdown(reason string, how int, frames ...[]byte) {
 	s.mu.Lock()
 	if s.state >= stateClosing {
 		s.mu.Unlock()
@@ -298,8 +397,9 @@ func (s *socket) shutdown(reason string, graceful bool, frames ...[]byte) {
 	wasConnected := s.state == stateConnected
 	s.state = stateClosing
 	s.gw.hb.cancel(s)
-	closeNow := true
-	if graceful {
+	closeNow, write := true, false
+	switch how {
+	case closeGraceful:
 		for _, f := range frames {
 			s.queue = append(s.queue, f)
 			s.queued += len(f)
@@ -312,12 +412,38 @@ func (s *socket) shutdown(reason string, graceful bool, frames ...[]byte) {
 				go s.flush()
 			}
 		}
-	} else {
+	case closeAbort:
+		closeNow = false
+		s.closeAfter = true
+		s.abortBy = time.Now().Add(abortGrace).UnixNano()
+		if s.writing {
+			// A writer is at work, perhaps in the frame at the queue's head
+			// (the rest of a partial write): keep that one, drop the others,
+			// and interrupt a write that waits for the client. The writer
+			// resumes with the frame it was in (resumeAfterAbort).
+			keep := s.queue[:min(len(s.queue), 1)]
+			s.queue = append(keep[:len(keep):len(keep)], frames...)
+			_ = s.conn.SetWriteDeadline(time.Now())
+		} else {
+			// Nothing is being written: the connection is between frames.
+			s.queue = append(net.Buffers(nil), frames...)
+			s.writing = true
+			write = true
+			_ = s.conn.SetWriteDeadline(time.Unix(0, s.abortBy))
+		}
+		s.queued = 0
+		for _, f := range s.queue {
+			s.queued += len(f)
+		}
+	default:
 		s.queue, s.queued = nil, 0
 	}
 	s.mu.Unlock()
 	if closeNow {
 		_ = s.conn.Close()
+	}
+	if write {
+		s.writeNow()
 	}
 	if s.gw.poller != nil {
 		s.gw.poller.forget(s)
@@ -354,7 +480,7 @@ func (s *socket) onHeartbeat() {
 	switch {
 	case s.state == stateOpen:
 		s.mu.Unlock()
-		s.close("no CONNECT in time")
+		s.abort("no CONNECT in time", noConnectCloseFrame)
 		return
 	case s.state != stateConnected:
 		s.mu.Unlock()
@@ -435,26 +561,77 @@ func (s *socket) readLoop() {
 // bit set, which RFC 6455 forbids.
 const lengthMSB = -1
 
-// checkHeader refuses (and closes on) a frame bigger than MaxPayload or not
-// masked, before its payload is read.
+// checkHeader refuses (and closes on) a frame that breaks RFC 6455 or is
+// bigger than MaxPayload, before its payload is read.
 func (s *socket) checkHeader(h ws.Header) bool {
-	if h.Length == lengthMSB {
-		s.gw.m.badFrames.WithLabelValues("length").Inc()
-		s.closeWith("frame length with its top bit set", wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusProtocolError, "frame length with its top bit set")))
-		return false
-	}
-	if h.Length > int64(s.gw.cfg.MaxPayload) {
-		s.gw.m.badFrames.WithLabelValues("too_large").Inc()
-		s.closeWith("frame too large", wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusMessageTooBig, "frame too large")))
-		return false
-	}
-	if !h.Masked {
-		s.gw.m.badFrames.WithLabelValues("unmasked").Inc()
-		s.closeWith("unmasked client frame", wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusProtocolError, "frames must be masked")))
-		return false
+	control := h.OpCode&0x8 != 0
+	switch {
+	case h.Length == lengthMSB:
+		return s.protocolError("length", ws.StatusProtocolError, "frame length with its top bit set")
+	case h.Rsv != 0:
+		// No extension is negotiated (permessage-deflate would use RSV1).
+		return s.protocolError("rsv", ws.StatusProtocolError, "reserved bits set without an extension")
+	case h.OpCode > ws.OpBinary && !control || h.OpCode > ws.OpPong:
+		return s.protocolError("opcode", ws.StatusProtocolError, "reserved opcode")
+	case control && h.Length > 125:
+		return s.protocolError("control_too_large", ws.StatusProtocolError, "control frame over 125 bytes")
+	case control && !h.Fin:
+		return s.protocolError("fragmented", ws.StatusProtocolError, "fragmented control frame")
+	case h.Length > int64(s.gw.cfg.MaxPayload):
+		return s.protocolError("too_large", ws.StatusMessageTooBig, "frame too large")
+	case !h.Masked:
+		return s.protocolError("unmasked", ws.StatusProtocolError, "frames must be masked")
 	}
 	return true
 }
+
+// protocolError closes the socket for a frame or packet that breaks the
+// protocol, with a close frame that tells the client why (reason is sent
+// as is: it must say what the client did, in words it knows, never a Go
+// error's text) and that does not wait behind what is queued. It counts the
+// frame by kind and reports false: stop reading.
+func (s *socket) protocolError(kind string, code ws.StatusCode, reason string) bool {
+	s.gw.m.badFrames.WithLabelValues(kind).Inc()
+	s.abort(reason, closeFrame(code, reason))
+	return false
+}
+
+// checkClose reads a client's close frame body: no body, or a valid code
+// and a UTF-8 reason. It closes with 1002 or 1007 and reports false
+// otherwise.
+func (s *socket) checkClose(body []byte) bool {
+	switch {
+	case len(body) == 0:
+		return true
+	case len(body) == 1:
+		return s.protocolError("close", ws.StatusProtocolError, "close frame with a one-byte body")
+	}
+	code := ws.StatusCode(binary.BigEndian.Uint16(body))
+	if !validCloseCode(code) {
+		return s.protocolError("close", ws.StatusProtocolError, "invalid close code "+strconv.Itoa(int(code)))
+	}
+	if !utf8.Valid(body[2:]) {
+		return s.protocolError("utf8", ws.StatusInvalidFramePayloadData, "close reason is not valid UTF-8")
+	}
+	return true
+}
+
+// validCloseCode reports whether an endpoint may send code: RFC 6455's
+// defined codes but those that must not be sent (1005, 1006, 1015), the
+// codes IANA registered since (1012-1014), and the ranges for libraries
+// and applications (3000-4999).
+func validCloseCode(code ws.StatusCode) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
+}
+
+// sioReason is the text of one of sio's parse errors, for a close reason.
+func sioReason(err error) string { return strings.TrimPrefix(err.Error(), "sio: ") }
 
 func readReason(err error) string {
 	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
@@ -466,9 +643,7 @@ func readReason(err error) string {
 // handleFrame handles one frame and reports whether to keep reading.
 func (s *socket) handleFrame(h ws.Header, payload []byte) bool {
 	if !h.Fin || h.OpCode == ws.OpContinuation {
-		s.gw.m.badFrames.WithLabelValues("fragmented").Inc()
-		s.closeWith("fragmented frame", wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusUnsupportedData, "fragmented frames are not supported")))
-		return false
+		return s.protocolError("fragmented", ws.StatusUnsupportedData, "fragmented messages are not supported")
 	}
 	// Every frame but a close (which ends the socket anyway) counts against
 	// the socket's budget: pings, pongs and noops cost a read and a
@@ -499,21 +674,22 @@ func (s *socket) handleFrame(h ws.Header, payload []byte) bool {
 	case ws.OpPong:
 		return true
 	case ws.OpClose:
-		s.closeWith("client closed the WebSocket", normalCloseFrm)
+		if s.checkClose(payload) {
+			s.closeWith("client closed the WebSocket", normalCloseFrm)
+		}
 		return false
-	default: // binary and reserved opcodes
-		s.gw.m.badFrames.WithLabelValues("binary").Inc()
-		s.closeWith("binary frame", wsFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusUnsupportedData, "binary packets are not supported")))
-		return false
+	default: // binary; reserved opcodes were refused by checkHeader
+		return s.protocolError("binary", ws.StatusUnsupportedData, "binary frames are not supported")
 	}
 }
 
 func (s *socket) handleText(payload []byte) bool {
+	if !utf8.Valid(payload) {
+		return s.protocolError("utf8", ws.StatusInvalidFramePayloadData, "text frame is not valid UTF-8")
+	}
 	p, err := sio.ParsePacket(payload)
 	if err != nil {
-		s.gw.m.badFrames.WithLabelValues("malformed").Inc()
-		s.close("malformed packet: " + err.Error())
-		return false
+		return s.protocolError("malformed", ws.StatusProtocolError, "malformed packet: "+sioReason(err))
 	}
 	switch p.Engine {
 	case sio.EnginePong:
@@ -522,7 +698,7 @@ func (s *socket) handleText(payload []byte) bool {
 	case sio.EngineNoop:
 		return true
 	case sio.EngineClose:
-		s.close("client closed the Engine.IO session")
+		s.closeWith("client closed the Engine.IO session", normalCloseFrm)
 		return false
 	case sio.EngineMessage:
 		// CONNECT and endpoint calls (JWT, JSON, NATS requests) would grow
@@ -531,9 +707,10 @@ func (s *socket) handleText(payload []byte) bool {
 		return s.gw.deep.run(func() bool { return s.handleMessage(p) })
 	}
 	// A client ping (heartbeats go server → client in v4), open or upgrade.
-	s.gw.m.badFrames.WithLabelValues("unexpected").Inc()
-	s.close("unexpected Engine.IO packet " + string(p.Engine))
-	return false
+	if p.Engine == sio.EnginePing {
+		return s.protocolError("unexpected", ws.StatusProtocolError, "Engine.IO ping from a client: in v4 the server pings and the client answers")
+	}
+	return s.protocolError("unexpected", ws.StatusProtocolError, "unexpected Engine.IO packet type "+string(p.Engine))
 }
 
 func (s *socket) handleMessage(p sio.Packet) bool {
@@ -547,9 +724,7 @@ func (s *socket) handleMessage(p sio.Packet) bool {
 	}
 	if state == stateOpen {
 		if p.Type != sio.Connect {
-			s.gw.m.badFrames.WithLabelValues("not_connect").Inc()
-			s.close("first packet is not CONNECT")
-			return false
+			return s.protocolError("not_connect", ws.StatusProtocolError, "the first packet must be a CONNECT")
 		}
 		if p.Namespace != "/" {
 			s.send(textFrame(sio.AppendNamespaceError(nil, p.Namespace)))
@@ -558,32 +733,28 @@ func (s *socket) handleMessage(p sio.Packet) bool {
 		return s.gw.connect(s, p.Data)
 	}
 	if p.Namespace != "/" {
-		s.gw.m.badFrames.WithLabelValues("namespace").Inc()
-		s.close("packet for namespace " + p.Namespace)
-		return false
+		return s.protocolError("namespace", ws.StatusProtocolError, "a packet for a namespace other than /")
 	}
 	switch p.Type {
 	case sio.Event:
 		return s.handleEvent(p)
 	case sio.Disconnect:
-		s.close("client disconnected")
+		s.closeWith("client disconnected", normalCloseFrm)
 		return false
+	case sio.Connect:
+		return s.protocolError("second_connect", ws.StatusProtocolError, "a second CONNECT: this socket is connected already")
 	case sio.Ack:
 		// The gateway never asks for acks; a stray one changes nothing.
 		return true
 	}
-	s.gw.m.badFrames.WithLabelValues("unexpected").Inc()
-	s.close("unexpected Socket.IO packet " + string(p.Type))
-	return false
+	return s.protocolError("unexpected", ws.StatusProtocolError, "unexpected Socket.IO packet type "+string(p.Type))
 }
 
 func (s *socket) handleEvent(p sio.Packet) bool {
 	name, args, err := sio.ParseEvent(p.Data)
 	if err != nil {
 		// As the reference server does with `42{}`: the peer is broken.
-		s.gw.m.badFrames.WithLabelValues("malformed").Inc()
-		s.close("malformed EVENT: " + err.Error())
-		return false
+		return s.protocolError("malformed", ws.StatusProtocolError, "malformed EVENT: "+sioReason(err))
 	}
 	var ack proto.Ack
 	endpoint := "unknown"

@@ -12,7 +12,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strconv"
 	"unicode/utf8"
 )
@@ -191,7 +190,9 @@ func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\
 func parseEventStrict(data []byte) (string, []json.RawMessage, error) {
 	var arr []json.RawMessage
 	if err := json.Unmarshal(data, &arr); err != nil {
-		return "", nil, fmt.Errorf("sio: event payload must be a JSON array: %w", err)
+		// Not wrapped: encoding/json's text names Go types, and the
+		// client is told this reason.
+		return "", nil, errors.New("sio: event payload must be a JSON array")
 	}
 	if len(arr) == 0 {
 		return "", nil, errors.New("sio: event payload is an empty array")
@@ -218,7 +219,7 @@ func ParseConnectAuth(data []byte) (ConnectAuth, error) {
 		return a, nil
 	}
 	if err := json.Unmarshal(data, &a); err != nil {
-		return ConnectAuth{}, fmt.Errorf("sio: CONNECT auth must be a JSON object with string token and clientId: %w", err)
+		return ConnectAuth{}, errors.New("sio: CONNECT auth must be a JSON object with string token and clientId")
 	}
 	return a, nil
 }
