@@ -106,7 +106,7 @@ chromium:
 test-js: build e2e-deps js-build
 	cd $(JS) && node --test --test-concurrency=1 --test-timeout=180000 test/unit/ test/integration/
 
-## test-browser: the demo board in headless Chromium (two pages converge, also after going offline)
-test-browser: e2e-deps js-build chromium
+## test-browser: the demo board in headless Chromium (a drag on one screen moves the card on the other; offline, then caught up); writes docs/demo-board.png
+test-browser: build e2e-deps js-build chromium
 	$(GO) build -o bin/demo ./examples/demo
 	cd $(JS) && node --test --test-concurrency=1 --test-timeout=300000 test/browser/

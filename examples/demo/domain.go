@@ -22,34 +22,65 @@ import (
 	"github.com/roomcast/roomcast/proto"
 )
 
-// Task is the demo's resource, as its API serves it.
+// Task is the demo's resource on the board's columns, as its API serves it.
 type Task struct {
 	ID        string `json:"id"`
 	Title     string `json:"title"`
-	Done      bool   `json:"done"`
+	Status    string `json:"status"` // a column: todo, doing or done
 	UpdatedAt int64  `json:"updatedAt"`
 }
 
+// Sprint is one entry of the board's sprint strip.
+type Sprint struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	Start     string `json:"start"` // YYYY-MM-DD
+	End       string `json:"end"`
+	Goal      string `json:"goal"`
+	UpdatedAt int64  `json:"updatedAt"`
+}
+
+// statuses are the board's columns, in order.
+var statuses = []string{"todo", "doing", "done"}
+
 // domain is the demo's task-and-chat service: the "domain service" of the
-// design. It changes its own data first, then publishes the change as an
-// envelope with proto's publisher, so a client that refetches sees at least
-// what it was told.
+// design. Its API changes its own data first, then publishes the change as
+// an envelope with proto's publisher, so a client that refetches sees at
+// least what it was told. It also consumes the board's rooms from the
+// stream (consume.go), as a service that is not the only publisher must:
+// a task published with "roomcast publish" is in its store too.
 type domain struct {
 	cfg   config
 	pub   *proto.Publisher
 	log   zerolog.Logger
-	mu    sync.Mutex // orders changes: a board's publishes go out in updatedAt order
-	tasks map[string]map[string]Task
-	last  int64
 	token tokenMinter
+	// presence asks presence.get (nil in tests without NATS).
+	presence func(ctx context.Context, users []string) (map[string]bool, error)
+
+	mu      sync.Mutex // orders changes: a board's publishes go out in updatedAt order
+	tasks   map[string]*resources[Task]
+	sprints map[string]*resources[Sprint]
+	last    int64
+}
+
+// resources is one room's resources, with when each deleted one was
+// deleted, so that an older event arriving later does not bring it back.
+type resources[T any] struct {
+	items   map[string]T
+	deleted map[string]int64 // id → updatedAt of its delete
+}
+
+func newResources[T any]() *resources[T] {
+	return &resources[T]{items: map[string]T{}, deleted: map[string]int64{}}
 }
 
 func newDomain(cfg config, pub *proto.Publisher, log zerolog.Logger) *domain {
-	return &domain{cfg: cfg, pub: pub, log: log, tasks: map[string]map[string]Task{}, token: tokenMinter{secret: []byte(cfg.secret), ttl: time.Hour}}
+	return &domain{cfg: cfg, pub: pub, log: log, token: tokenMinter{secret: []byte(cfg.secret), ttl: time.Hour},
+		tasks: map[string]*resources[Task]{}, sprints: map[string]*resources[Sprint]{}}
 }
 
 // now is milliseconds since the epoch, strictly increasing, so two changes
-// never tie.
+// never tie. Callers hold mu.
 func (d *domain) now() int64 {
 	t := time.Now().UnixMilli()
 	if t <= d.last {
@@ -98,62 +129,99 @@ func (d *domain) publish(ctx context.Context, room proto.Room, env proto.Envelop
 	return err
 }
 
-func (d *domain) listTasks(board string, ids []string) []Task {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	out := []Task{}
-	for _, t := range d.tasks[board] {
-		if ids == nil || slices.Contains(ids, t.ID) {
+// list returns the resources of one room (those in ids only, when given),
+// oldest change first.
+func list[T any](r *resources[T], ids []string, updatedAt func(T) int64) []T {
+	out := []T{}
+	if r == nil {
+		return out
+	}
+	for id, t := range r.items {
+		if ids == nil || slices.Contains(ids, id) {
 			out = append(out, t)
 		}
 	}
-	slices.SortFunc(out, func(a, b Task) int { return int(a.UpdatedAt - b.UpdatedAt) })
+	slices.SortFunc(out, func(a, b T) int { return int(updatedAt(a) - updatedAt(b)) })
 	return out
 }
 
-func (d *domain) createTask(ctx context.Context, board, title string) (Task, error) {
+func (d *domain) listTasks(board string, ids []string) []Task {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return list(d.tasks[board], ids, func(t Task) int64 { return t.UpdatedAt })
+}
+
+func (d *domain) listSprints(board string, ids []string) []Sprint {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return list(d.sprints[board], ids, func(s Sprint) int64 { return s.UpdatedAt })
+}
+
+func (d *domain) boardTasks(board string) *resources[Task] {
+	if d.tasks[board] == nil {
+		d.tasks[board] = newResources[Task]()
+	}
+	return d.tasks[board]
+}
+
+func (d *domain) boardSprints(board string) *resources[Sprint] {
+	if d.sprints[board] == nil {
+		d.sprints[board] = newResources[Sprint]()
+	}
+	return d.sprints[board]
+}
+
+var errBadStatus = fmt.Errorf("status must be one of %v", statuses)
+
+func (d *domain) createTask(ctx context.Context, board, title, status string) (Task, error) {
+	if status == "" {
+		status = statuses[0]
+	}
+	if !slices.Contains(statuses, status) {
+		return Task{}, errBadStatus
+	}
 	room, err := proto.BoardTasksRoom(board)
 	if err != nil {
 		return Task{}, err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	t := Task{ID: newID(), Title: title, UpdatedAt: d.now()}
-	if d.tasks[board] == nil {
-		d.tasks[board] = map[string]Task{}
-	}
-	d.tasks[board][t.ID] = t
-	data, _ := json.Marshal(map[string]any{"title": t.Title, "done": t.Done})
+	t := Task{ID: newID(), Title: title, Status: status, UpdatedAt: d.now()}
+	d.boardTasks(board).items[t.ID] = t
+	data, _ := json.Marshal(map[string]any{"title": t.Title, "status": t.Status})
 	return t, d.publish(ctx, room, proto.Envelope{Event: proto.EventCreateTask, ID: t.ID, UpdatedAt: t.UpdatedAt, Data: data})
 }
 
 // taskPatch holds the fields an update may change.
 type taskPatch struct {
-	Title *string `json:"title,omitempty"`
-	Done  *bool   `json:"done,omitempty"`
+	Title  *string `json:"title,omitempty"`
+	Status *string `json:"status,omitempty"`
 }
 
 var errNoTask = errors.New("no such task")
 
 func (d *domain) updateTask(ctx context.Context, board, id string, p taskPatch) (Task, error) {
+	if p.Status != nil && !slices.Contains(statuses, *p.Status) {
+		return Task{}, errBadStatus
+	}
 	room, err := proto.BoardTasksRoom(board)
 	if err != nil {
 		return Task{}, err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	t, ok := d.tasks[board][id]
+	t, ok := d.boardTasks(board).items[id]
 	if !ok {
 		return Task{}, errNoTask
 	}
 	if p.Title != nil {
 		t.Title = *p.Title
 	}
-	if p.Done != nil {
-		t.Done = *p.Done
+	if p.Status != nil {
+		t.Status = *p.Status
 	}
 	t.UpdatedAt = d.now()
-	d.tasks[board][id] = t
+	d.tasks[board].items[id] = t
 	diff, _ := json.Marshal(p) // only the changed fields: the seed's diffs
 	return t, d.publish(ctx, room, proto.Envelope{Event: proto.EventUpdateTask, ID: id, UpdatedAt: t.UpdatedAt, Diff: diff})
 }
@@ -165,11 +233,64 @@ func (d *domain) deleteTask(ctx context.Context, board, id string) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if _, ok := d.tasks[board][id]; !ok {
+	ts := d.boardTasks(board)
+	if _, ok := ts.items[id]; !ok {
 		return errNoTask
 	}
-	delete(d.tasks[board], id)
-	return d.publish(ctx, room, proto.Envelope{Event: proto.EventDeleteTask, ID: id, UpdatedAt: d.now()})
+	at := d.now()
+	delete(ts.items, id)
+	ts.deleted[id] = at
+	return d.publish(ctx, room, proto.Envelope{Event: proto.EventDeleteTask, ID: id, UpdatedAt: at})
+}
+
+func (d *domain) createSprint(ctx context.Context, board string, s Sprint) (Sprint, error) {
+	room, err := proto.BoardSprintsRoom(board)
+	if err != nil {
+		return Sprint{}, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s.ID, s.UpdatedAt = newID(), d.now()
+	d.boardSprints(board).items[s.ID] = s
+	data, _ := json.Marshal(map[string]string{"name": s.Name, "start": s.Start, "end": s.End, "goal": s.Goal})
+	return s, d.publish(ctx, room, proto.Envelope{Event: proto.EventCreateSprint, ID: s.ID, UpdatedAt: s.UpdatedAt, Data: data})
+}
+
+// seed gives an empty board a sprint strip and a few tasks, published as
+// any change is, so that a page opened later catches up on them.
+func (d *domain) seed(ctx context.Context) error {
+	if len(d.listTasks(d.cfg.board, nil)) > 0 {
+		return nil
+	}
+	monday := time.Now().UTC().Truncate(24 * time.Hour)
+	for monday.Weekday() != time.Monday {
+		monday = monday.Add(-24 * time.Hour)
+	}
+	day := func(n int) string { return monday.AddDate(0, 0, n).Format(time.DateOnly) }
+	for _, s := range []Sprint{
+		{Name: "Sprint 13", Start: day(-14), End: day(-3), Goal: "Boards load in under a second"},
+		{Name: "Sprint 14", Start: day(0), End: day(11), Goal: "Ship live boards to the beta group"},
+		{Name: "Sprint 15", Start: day(14), End: day(25), Goal: "Mobile notifications"},
+	} {
+		if _, err := d.createSprint(ctx, d.cfg.board, s); err != nil {
+			return err
+		}
+	}
+	for _, t := range []struct{ title, status string }{
+		{"Plan the sprint", "done"},
+		{"Design the onboarding checklist", "doing"},
+		{"Fix the login redirect loop", "doing"},
+		{"Write the release notes", "todo"},
+		{"Add keyboard shortcuts to the board", "todo"},
+		{"Set up the staging database backup", "todo"},
+		{"Triage last week's crash reports", "todo"},
+		{"Update the pricing page copy", "todo"},
+	} {
+		if _, err := d.createTask(ctx, d.cfg.board, t.title, t.status); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // sendMessage publishes a chat message; the stream is the chat's history
@@ -263,15 +384,31 @@ func (d *domain) routes(gatewayURL, clientDir string) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, d.listTasks(r.PathValue("board"), ids))
 	})
-	mux.HandleFunc("POST /api/boards/{board}/tasks", d.authed(func(w http.ResponseWriter, r *http.Request, _ string) {
-		var body struct {
-			Title string `json:"title"`
+	mux.HandleFunc("GET /api/boards/{board}/sprints", func(w http.ResponseWriter, r *http.Request) {
+		var ids []string
+		if q := r.URL.Query().Get("ids"); q != "" {
+			ids = strings.Split(q, ",")
 		}
-		if err := readJSON(r, &body); err != nil || strings.TrimSpace(body.Title) == "" {
-			writeError(w, http.StatusBadRequest, errors.New(`send {"title": "..."}`))
+		writeJSON(w, http.StatusOK, d.listSprints(r.PathValue("board"), ids))
+	})
+	mux.HandleFunc("GET /api/boards/{board}/presence", d.authed(func(w http.ResponseWriter, r *http.Request, _ string) {
+		if d.presence == nil {
+			writeError(w, http.StatusServiceUnavailable, errors.New("no presence service"))
 			return
 		}
-		t, err := d.createTask(r.Context(), r.PathValue("board"), body.Title)
+		active, err := d.presence(r.Context(), d.cfg.users)
+		d.reply(w, map[string]any{"active": active}, err)
+	}))
+	mux.HandleFunc("POST /api/boards/{board}/tasks", d.authed(func(w http.ResponseWriter, r *http.Request, _ string) {
+		var body struct {
+			Title  string `json:"title"`
+			Status string `json:"status"`
+		}
+		if err := readJSON(r, &body); err != nil || strings.TrimSpace(body.Title) == "" {
+			writeError(w, http.StatusBadRequest, errors.New(`send {"title": "...", "status": "todo"}`))
+			return
+		}
+		t, err := d.createTask(r.Context(), r.PathValue("board"), body.Title, body.Status)
 		d.reply(w, t, err)
 	}))
 	mux.HandleFunc("PATCH /api/boards/{board}/tasks/{id}", d.authed(func(w http.ResponseWriter, r *http.Request, _ string) {
@@ -326,6 +463,8 @@ func (d *domain) reply(w http.ResponseWriter, v any, err error) {
 	switch {
 	case errors.Is(err, errNoTask):
 		writeError(w, http.StatusNotFound, err)
+	case errors.Is(err, errBadStatus):
+		writeError(w, http.StatusBadRequest, err)
 	case err != nil:
 		d.log.Error().Err(err).Msg("demo API")
 		writeError(w, http.StatusBadGateway, err)

@@ -1,9 +1,13 @@
 // Command demo runs roomcast with a small domain service around it: the
 // whole stack in one process (embedded NATS with JetStream, the gateway,
 // roomstate and sync), a demo task-and-chat service that answers
-// authz.join for its users and publishes every change with proto's
-// publisher, and a one-page board that uses the TypeScript client
-// (clients/js) in the browser. `make demo` runs it; open the printed URL.
+// authz.join for its users, publishes every change with proto's publisher
+// and consumes the board's rooms from the stream (so tasks published by
+// others, such as "roomcast publish", are its data too), and a one-page
+// board that uses the TypeScript client (clients/js) in the browser:
+// columns with drag and drop, the sprint strip, who is active, a chat, and
+// a disconnected / catching up / live indicator. `make demo` runs it; open
+// the printed URL.
 //
 // It is a demo, not a product: tasks live in memory (and so does the
 // stream, in a temporary directory), and anybody may take a demo user's
@@ -163,6 +167,11 @@ func run(ctx context.Context, c config) error {
 		return err
 	}
 	defer authz.Unsubscribe()
+	d.presence = func(ctx context.Context, users []string) (map[string]bool, error) {
+		var res proto.PresenceResult
+		err := proto.Request(ctx, nc, proto.SubjectPresenceGet, proto.PresenceArgs{UserIDs: users}, &res)
+		return res.Active, err
+	}
 
 	registry := prometheus.NewRegistry()
 	gw := gateway.Config{
@@ -187,6 +196,12 @@ func run(ctx context.Context, c config) error {
 	g.Go(func() error {
 		return backfill.Run(gctx, backfill.Config{NATSURL: natsURL, Store: store, Logger: log, Registry: registry})
 	})
+	g.Go(func() error { return d.consume(gctx, js, store.Subjects) })
+	g.Go(func() error {
+		sctx, cancel := context.WithTimeout(gctx, 10*time.Second)
+		defer cancel()
+		return d.seed(sctx)
+	})
 	g.Go(func() error {
 		if err := page.Serve(pageLn); !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -199,8 +214,9 @@ func run(ctx context.Context, c config) error {
 		defer cancel()
 		return page.Shutdown(sctx)
 	})
-	fmt.Printf("roomcast demo\n  board    %s/?user=%s  (and ?user=%s in another window)\n  sockets  %s\n  nats     %s\n",
-		pageURL, c.users[0], c.users[min(1, len(c.users)-1)], gatewayURL, natsURL)
+	fmt.Printf("roomcast demo\n  board    %s/?user=%s  (and ?user=%s in another window)\n  sockets  %s\n  nats     %s\n"+
+		"  publish  bin/roomcast publish board-%s-tasks create-task t-cli --data '{\"title\":\"From the terminal\",\"status\":\"todo\"}' --nats-url %s\n",
+		pageURL, c.users[0], c.users[min(1, len(c.users)-1)], gatewayURL, natsURL, c.board, natsURL)
 	err = g.Wait()
 	if err == nil || errors.Is(err, context.Canceled) {
 		return nil

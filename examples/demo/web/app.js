@@ -1,11 +1,16 @@
-// The demo board: tasks of one board and a chat, kept live by
-// @roomcast/client. Everything the library does for the page is here in a
-// few calls: connect, collection (the board's tasks in a store, resynced
-// after every reconnect and gap), chat (messages, caught up the same way),
-// status (the connection indicator).
+// The demo board: a board's tasks in three columns, its sprints, who is
+// active, and a chat, kept live by @roomcast/client. What the library does
+// for the page is here in a few calls: connect, collection (the board's
+// tasks and sprints in stores, resynced after every reconnect and gap),
+// chat (messages, caught up the same way), status (the indicator).
 import { connect, rooms, isExpired } from "@roomcast/client";
 
 const $ = (sel) => document.querySelector(sel);
+const el = (tag, props = {}, ...children) => {
+  const e = Object.assign(document.createElement(tag), props);
+  e.append(...children);
+  return e;
+};
 const config = await (await fetch("/api/config")).json();
 const user = new URLSearchParams(location.search).get("user") || config.users[0];
 const peer = config.users.find((u) => u !== user);
@@ -35,55 +40,92 @@ async function api(method, path, body) {
 }
 
 function showError(err) {
-  const el = $("#error");
-  el.hidden = false;
-  el.textContent = String(err?.message ?? err);
+  $("#error").hidden = false;
+  $("#error").textContent = String(err?.message ?? err);
+}
+
+// The indicator: disconnected while the socket is down, catching up from
+// the moment it is back until the board's tasks are resynced, then live.
+function setState(state, detail = "") {
+  const s = $("#status");
+  s.dataset.state = state;
+  s.querySelector("b").textContent = state.replace("-", " ");
+  s.title = detail;
 }
 
 const rc = connect(config.gatewayURL, { token });
 window.roomcast = rc; // for poking at it from the console
-
 rc.on("status", (status, detail) => {
-  const el = $("#status");
-  el.dataset.status = status;
-  el.querySelector("b").textContent = status;
-  el.title = detail ?? "";
+  if (status === "connected") setState("catching-up");
+  else setState("disconnected", `${status}${detail ? ": " + detail : ""}`);
   if (status === "revoked") showError("The server ended this session: sign in again.");
 });
 rc.on("error", showError);
 
+const byIds = (kind) => (ids) => api("GET", `/api/boards/${board}/${kind}?ids=${ids.map(encodeURIComponent).join(",")}`);
 const tasks = rc.collection(rooms.boardTasks(board), {
   fetchAll: () => api("GET", `/api/boards/${board}/tasks`),
-  fetchByIds: (ids) => api("GET", `/api/boards/${board}/tasks?ids=${ids.map(encodeURIComponent).join(",")}`),
+  fetchByIds: byIds("tasks"),
   onError: showError,
-  onSynced: () => (document.body.dataset.synced = String(Date.now())),
+  onSynced: () => {
+    if (rc.status === "connected") setState("live");
+    document.body.dataset.synced = String(Date.now());
+  },
 });
 tasks.store.subscribe(renderTasks);
-
+const sprints = rc.collection(rooms.boardSprints(board), {
+  fetchAll: () => api("GET", `/api/boards/${board}/sprints`),
+  fetchByIds: byIds("sprints"),
+  onError: showError,
+});
+sprints.store.subscribe(renderSprints);
 const chat = rc.chat(rooms.chat(user, peer), { onError: showError });
 chat.messages.subscribe(renderChat);
 
-$("#board-name").textContent = `· board ${board}`;
+$("#board-name").textContent = `board ${board}`;
 $("#who").textContent = `signed in as ${user}`;
 $("#peer").textContent = peer;
 
 function renderTasks(list) {
-  const ul = $("#tasks");
-  ul.replaceChildren(
-    ...list.map((t) => {
-      const li = document.createElement("li");
-      li.dataset.id = t.id;
-      li.className = t.done ? "done" : "";
-      const box = Object.assign(document.createElement("input"), { type: "checkbox", className: "done", checked: Boolean(t.done) });
-      box.onchange = () => api("PATCH", `/api/boards/${board}/tasks/${t.id}`, { done: box.checked }).catch(showError);
-      const title = Object.assign(document.createElement("span"), { className: "title", textContent: t.title });
-      title.ondblclick = () => {
-        const next = prompt("Rename the task", t.title);
-        if (next && next !== t.title) api("PATCH", `/api/boards/${board}/tasks/${t.id}`, { title: next }).catch(showError);
-      };
-      const del = Object.assign(document.createElement("button"), { className: "delete", textContent: "✕", title: "Delete" });
-      del.onclick = () => api("DELETE", `/api/boards/${board}/tasks/${t.id}`).catch(showError);
-      li.append(box, title, del);
+  for (const col of document.querySelectorAll(".column")) {
+    const cards = list.filter((t) => t.status === col.dataset.status);
+    col.querySelector(".count").textContent = cards.length;
+    col.querySelector("ul").replaceChildren(...cards.map(card));
+  }
+}
+
+function card(t) {
+  const li = el("li", { className: "card", draggable: true }, el("span", { className: "title", textContent: t.title }),
+    el("button", { className: "delete", textContent: "✕", title: "Delete", onclick: () => api("DELETE", `/api/boards/${board}/tasks/${t.id}`).catch(showError) }));
+  li.dataset.id = t.id;
+  li.ondragstart = (e) => e.dataTransfer.setData("text/plain", t.id);
+  li.querySelector(".title").ondblclick = () => {
+    const title = prompt("Rename the task", t.title);
+    if (title && title !== t.title) api("PATCH", `/api/boards/${board}/tasks/${t.id}`, { title }).catch(showError);
+  };
+  return li;
+}
+
+// Dropping a card on a column is an update-task with the diff {status}.
+for (const col of document.querySelectorAll(".column")) {
+  col.ondragover = (e) => (e.preventDefault(), col.classList.add("over"));
+  col.ondragleave = () => col.classList.remove("over");
+  col.ondrop = (e) => {
+    e.preventDefault();
+    col.classList.remove("over");
+    const id = e.dataTransfer.getData("text/plain");
+    const t = tasks.store.get(id);
+    if (t && t.status !== col.dataset.status) api("PATCH", `/api/boards/${board}/tasks/${id}`, { status: col.dataset.status }).catch(showError);
+  };
+}
+
+function renderSprints(list) {
+  const today = new Date().toISOString().slice(0, 10);
+  $("#sprints").replaceChildren(
+    ...[...list].sort((a, b) => a.start.localeCompare(b.start)).map((s) => {
+      const li = el("li", {}, el("b", { textContent: s.name }), el("span", { textContent: `${s.start.slice(5)} → ${s.end.slice(5)}` }), el("em", { textContent: s.goal }));
+      li.dataset.id = s.id;
+      li.className = s.end < today ? "past" : s.start <= today ? "current" : "next";
       return li;
     }),
   );
@@ -93,20 +135,35 @@ function renderChat(messages) {
   const ul = $("#chat");
   ul.replaceChildren(
     ...messages.map((m) => {
-      const li = document.createElement("li");
+      const li = el("li", { className: m.data.from === user ? "mine" : "" }, el("span", { className: "from", textContent: m.data.from }), m.data.text);
       li.dataset.id = m.id;
-      li.className = m.data.from === user ? "mine" : "";
-      li.append(Object.assign(document.createElement("span"), { className: "from", textContent: m.data.from }), m.data.text);
       return li;
     }),
   );
   ul.scrollTop = ul.scrollHeight;
 }
 
+// Who is active now: presence.get through the demo's API (true for a user
+// while one of their pages is visible: the library sends updateClient).
+async function renderPresence() {
+  try {
+    const { active } = await api("GET", `/api/boards/${board}/presence`);
+    $("#presence").replaceChildren(...config.users.map((u) => {
+      const li = el("li", { className: active[u] ? "active" : "" }, el("i"), u === user ? `${u} (you)` : u);
+      li.dataset.user = u;
+      return li;
+    }));
+  } catch {
+    // offline: the list stays as it was, the indicator says why
+  }
+}
+renderPresence();
+setInterval(renderPresence, 2000);
+
 $("#new-task").onsubmit = (e) => {
   e.preventDefault();
   const input = e.target.elements.title;
-  api("POST", `/api/boards/${board}/tasks`, { title: input.value }).then(() => (input.value = ""), showError);
+  api("POST", `/api/boards/${board}/tasks`, { title: input.value, status: "todo" }).then(() => (input.value = ""), showError);
 };
 $("#send").onsubmit = (e) => {
   e.preventDefault();

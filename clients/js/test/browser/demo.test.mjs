@@ -1,10 +1,14 @@
 // The demo board in headless Chromium (Debian's chromium, driven by
-// playwright-core; never a downloaded browser): two pages on one board
-// converge, also after one of them was offline while tasks were created,
-// updated and deleted and a chat message was sent.
+// playwright-core; never a downloaded browser): two users on one board, a
+// card dragged on one screen moves on the other; one goes offline while the
+// other moves, creates and deletes cards and writes in the chat, and catches
+// up when it is back (the indicator: disconnected, catching up, live); a
+// task published with roomcast publish shows live and survives a reload.
+// The first test takes the README's screenshot, docs/demo-board.png.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { promisify } from "node:util";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,6 +18,8 @@ import { freePort, sleep } from "../../../../e2e/stack.mjs";
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "../../../..");
 const demoBin = process.env.ROOMCAST_DEMO_BIN || join(root, "bin", "demo");
+const roomcastBin = process.env.ROOMCAST_BIN || join(root, "bin", "roomcast");
+const run = promisify(execFile);
 const artifacts = join(root, "clients", "js", "test-artifacts");
 const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
 
@@ -21,6 +27,7 @@ let demo, logs = "", url, browser;
 
 before(async () => {
   if (!existsSync(demoBin)) throw new Error(`${demoBin} is missing: go build -o bin/demo ./examples/demo`);
+  if (!existsSync(roomcastBin)) throw new Error(`${roomcastBin} is missing: make build`);
   if (!existsSync(chromiumPath)) throw new Error(`${chromiumPath} is missing: apt-get install -y chromium`);
   mkdirSync(artifacts, { recursive: true });
   const [pagePort, gwPort] = [await freePort(), await freePort()];
@@ -58,36 +65,44 @@ after(async () => {
 });
 
 async function openBoard(user) {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 640 } });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
   const page = await context.newPage();
   const problems = [];
   page.on("pageerror", (e) => problems.push(e.message));
   await page.goto(`${url}/?user=${user}`);
-  await connected(page);
+  // Every state the indicator shows, in order, for the test to read back.
+  await page.evaluate(() => {
+    const s = document.querySelector("#status");
+    window.states = [s.dataset.state];
+    new MutationObserver(() => window.states.push(s.dataset.state)).observe(s, { attributes: true, attributeFilter: ["data-state"] });
+  });
+  await live(page);
   return { context, page, problems };
 }
 
-const connected = (page, timeout = 15000) => page.waitForSelector('#status[data-status="connected"]', { timeout });
+const live = (page, timeout = 15000) => page.waitForSelector('#status[data-state="live"]', { timeout });
 
-// shown is what a page shows: its tasks (title, done) and chat messages.
+// shown is what a page shows: each column's cards, the sprints, the chat.
 function shown(page) {
   return page.evaluate(() => ({
-    tasks: [...document.querySelectorAll("#tasks li")].map((li) => ({
-      id: li.dataset.id,
-      title: li.querySelector(".title").textContent,
-      done: li.querySelector("input.done").checked,
-    })),
+    columns: Object.fromEntries([...document.querySelectorAll(".column")].map((c) => [c.dataset.status, [...c.querySelectorAll(".card .title")].map((t) => t.textContent).sort()])),
+    sprints: [...document.querySelectorAll("#sprints li b")].map((b) => b.textContent),
     chat: [...document.querySelectorAll("#chat li")].map((li) => ({ id: li.dataset.id, text: li.textContent })),
   }));
 }
 
+const columnOf = async (page, title) => {
+  const cols = (await shown(page)).columns;
+  return Object.keys(cols).find((c) => cols[c].includes(title));
+};
+const card = (page, title) => page.locator(".card", { has: page.locator(".title", { hasText: new RegExp(`^${title}$`) }) });
+const column = (page, status) => page.locator(`.column[data-status="${status}"]`);
+
 async function addTask(page, title) {
   await page.fill("#new-task input", title);
   await page.click("#new-task button");
-  await page.waitForFunction((t) => [...document.querySelectorAll("#tasks .title")].some((e) => e.textContent === t), title);
+  await page.waitForFunction((t) => [...document.querySelectorAll(".card .title")].some((e) => e.textContent === t), title);
 }
-
-const taskRow = (page, title) => page.locator("#tasks li", { has: page.locator(".title", { hasText: new RegExp(`^${title}$`) }) });
 
 async function until(what, fn, ms = 15000) {
   const deadline = Date.now() + ms;
@@ -100,55 +115,91 @@ async function until(what, fn, ms = 15000) {
   }
 }
 
-test("two pages on one board converge, also after one was offline", async (t) => {
+test("two users on the board: a drag moves the card on the other screen; one goes offline, the other edits, the first catches up", async (t) => {
   const a = await openBoard("alice");
   const b = await openBoard("bob");
 
-  await addTask(a.page, "Plan the sprint");
-  await until("the task shows on the other page", async () => (await shown(b.page)).tasks.some((t) => t.title === "Plan the sprint"));
+  // The seeded board: three sprints, tasks in every column, the same on both.
+  const first = await shown(a.page);
+  assert.deepEqual(first.sprints, ["Sprint 13", "Sprint 14", "Sprint 15"]);
+  for (const c of ["todo", "doing", "done"]) assert.ok(first.columns[c].length > 0, `seeded ${c}`);
+  await until("both pages show the seeded board", async () => JSON.stringify(await shown(b.page)) === JSON.stringify(first) || shown(b.page));
+
+  // Who is active: both, once each page has said so (updateClient).
+  for (const p of [a.page, b.page]) {
+    await p.waitForSelector('#presence li[data-user="alice"].active');
+    await p.waitForSelector('#presence li[data-user="bob"].active');
+  }
+
+  // A drag on alice's screen moves the card on bob's.
+  assert.equal(await columnOf(b.page, "Write the release notes"), "todo");
+  await card(a.page, "Write the release notes").dragTo(column(a.page, "doing"));
+  await until("the card moved on bob's screen", async () => (await columnOf(b.page, "Write the release notes")) === "doing" || shown(b.page));
+  assert.equal(await columnOf(a.page, "Write the release notes"), "doing");
 
   // Bob's page loses its network.
   await b.context.setOffline(true);
   const cut = Date.now();
-  await until("bob's page notices", async () => (await b.page.getAttribute("#status", "data-status")) !== "connected");
+  await b.page.waitForSelector('#status[data-state="disconnected"]', { timeout: 15000 });
+  t.diagnostic(`bob's page said disconnected after ${Date.now() - cut} ms`);
+  await b.page.evaluate(() => (window.states = [document.querySelector("#status").dataset.state]));
 
-  t.diagnostic(`bob's page noticed the lost network after ${Date.now() - cut} ms`);
-
-  // Meanwhile alice creates, updates and deletes tasks and writes to bob.
-  await addTask(a.page, "Write the release notes");
-  await addTask(a.page, "Throw this one away");
-  await addTask(a.page, "Fix the login bug");
-  await taskRow(a.page, "Plan the sprint").locator("input.done").check();
-  await a.page.waitForSelector("#tasks li.done");
-  await taskRow(a.page, "Throw this one away").locator("button.delete").click();
-  await until("deleted on alice's page", async () => !(await shown(a.page)).tasks.some((t) => t.title === "Throw this one away"));
-  await a.page.fill("#send input", "Bob, the sprint is planned");
+  // Meanwhile alice moves, creates and deletes tasks and writes to bob.
+  await card(a.page, "Add keyboard shortcuts to the board").dragTo(column(a.page, "done"));
+  await until("moved on alice's page", async () => (await columnOf(a.page, "Add keyboard shortcuts to the board")) === "done");
+  await addTask(a.page, "Review the API draft");
+  await card(a.page, "Set up the staging database backup").hover();
+  await card(a.page, "Set up the staging database backup").locator("button.delete").click();
+  await until("deleted on alice's page", async () => (await columnOf(a.page, "Set up the staging database backup")) === undefined);
+  await a.page.fill("#send input", "Bob, the release notes are in progress");
   await a.page.click("#send button");
   await a.page.waitForSelector("#chat li");
 
   const missed = await shown(b.page);
-  assert.equal(missed.tasks.length, 1, "bob's page saw nothing while offline");
+  assert.equal(await columnOf(b.page, "Add keyboard shortcuts to the board"), "todo", "bob's page saw nothing while offline");
   assert.equal(missed.chat.length, 0);
 
   await b.context.setOffline(false);
   const back = Date.now();
-  await connected(b.page, 30000);
-  t.diagnostic(`bob's page reconnected ${Date.now() - back} ms after the network came back`);
+  await live(b.page, 30000);
+  t.diagnostic(`bob's page was live again ${Date.now() - back} ms after the network came back`);
   const want = await shown(a.page);
-  assert.equal(want.tasks.length, 3);
   assert.equal(want.chat.length, 1);
   await until("bob's page shows exactly what alice's shows", async () => {
     const got = await shown(b.page);
     return JSON.stringify(got) === JSON.stringify(want) || got;
   });
   t.diagnostic(`and showed what alice's page shows ${Date.now() - back} ms after`);
+  const states = await b.page.evaluate(() => window.states);
+  assert.deepEqual(states.filter((s, i) => s !== states[i - 1]), ["disconnected", "catching-up", "live"], "the indicator: disconnected, catching up, live");
 
-  await a.page.screenshot({ path: join(artifacts, "demo-alice.png") });
+  // The README's picture, taken from alice's screen as it is now.
+  await a.page.waitForSelector('#presence li[data-user="bob"].active');
+  await a.page.mouse.move(0, 0);
+  await a.page.screenshot({ path: join(root, "docs", "demo-board.png"), clip: { x: 0, y: 0, width: 1280, height: 520 } });
   await b.page.screenshot({ path: join(artifacts, "demo-bob.png") });
   assert.deepEqual(a.problems, []);
   assert.deepEqual(b.problems, []);
   await a.context.close();
   await b.context.close();
+});
+
+test("a task published with roomcast publish shows live and is still there after a reload", async () => {
+  const natsURL = /^  nats +(\S+)/m.exec(logs)?.[1];
+  assert.ok(natsURL, `the demo prints its NATS URL:\n${logs}`);
+  const line = /^  publish +(bin\/roomcast publish .*)$/m.exec(logs)?.[1];
+  assert.ok(line, "the demo prints a publish line");
+  const a = await openBoard("alice");
+  const { stdout } = await run("sh", ["-c", line], { cwd: root });
+  assert.equal(JSON.parse(stdout).room, "board-demo-tasks");
+  await until("the task shows live", async () => (await columnOf(a.page, "From the terminal")) === "todo");
+  await run(roomcastBin, ["publish", "board-demo-tasks", "update-task", "t-cli", "--diff", '{"status":"done"}', "--nats-url", natsURL]);
+  await until("and moves live", async () => (await columnOf(a.page, "From the terminal")) === "done");
+  await a.page.reload();
+  await live(a.page);
+  assert.equal(await columnOf(a.page, "From the terminal"), "done", "the demo's store has it: it consumes the stream");
+  assert.deepEqual(a.problems, []);
+  await a.context.close();
 });
 
 test("the README's frontend example works as pasted into the demo", async () => {
