@@ -194,7 +194,10 @@ export class RoomcastClient {
       throw new RoomcastError(this.socket.connected ? "timeout" : "disconnected", "no answer", name);
     }
     if (!ack || typeof ack !== "object") throw new RoomcastError("internal", "malformed ack", name);
-    if (!ack.ok) throw new RoomcastError(ack.error?.code ?? "internal", ack.error?.message ?? "", name);
+    if (!ack.ok) {
+      const after = ack.error?.retryAfterMs;
+      throw new RoomcastError(ack.error?.code ?? "internal", ack.error?.message ?? "", name, typeof after === "number" && after > 0 ? after : undefined);
+    }
     return ack.data;
   }
 

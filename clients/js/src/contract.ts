@@ -135,7 +135,7 @@ export interface EndpointResults {
 /** Every endpoint's ack: {ok:true, data} or {ok:false, error}. */
 export type Ack<E extends EndpointName> =
   | { ok: true; data: EndpointResults[E] }
-  | { ok: false; error: { code: ErrorCode; message: string } };
+  | { ok: false; error: { code: ErrorCode; message: string; retryAfterMs?: number } };
 
 // Compile-time checks: the argument and result maps name exactly the
 // endpoints (the contract test checks ENDPOINTS against Go).

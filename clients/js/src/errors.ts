@@ -10,6 +10,8 @@ export class RoomcastError extends Error {
     readonly code: ErrorCode | "timeout" | "disconnected",
     message: string,
     readonly endpoint?: string,
+    /** rate_limited: how long the gateway asks the caller to wait before calling again. */
+    readonly retryAfterMs?: number,
   ) {
     super(endpoint ? `${endpoint}: ${code}: ${message}` : `${code}: ${message}`);
   }

@@ -357,7 +357,7 @@ export class RoomSync {
   private scheduleRetry(): void {
     if (this.stopped || !this.online) return;
     this.cancelRetry();
-    const ms = this.backoff(this.failures);
+    const ms = this.backoff(this.failures, this.lastError);
     const set = this.o.setTimeout ?? ((fn, d) => setTimeout(fn, d));
     this.retryTimer = set(() => {
       this.retryTimer = undefined;
@@ -484,17 +484,19 @@ export class RoomSync {
       } catch (err) {
         if (!(err instanceof RoomcastError) || err.code !== "rate_limited" || attempt >= MAX_PAGE_ATTEMPTS || this.stopped) throw err;
         const epoch = this.epoch;
-        await new Promise<void>((ok) => (this.o.setTimeout ?? ((fn, d) => setTimeout(fn, d)))(ok, this.backoff(attempt)));
+        await new Promise<void>((ok) => (this.o.setTimeout ?? ((fn, d) => setTimeout(fn, d)))(ok, this.backoff(attempt, err)));
         if (epoch !== this.epoch) throw err; // the socket went away meanwhile: the next join resyncs
       }
     }
   }
 
   // backoff is the wait after the n-th failure in a row: between half of
-  // a step doubling from retryMs to retryMaxMs and all of it.
-  private backoff(n: number): number {
+  // a step doubling from retryMs to retryMaxMs and all of it, and never
+  // shorter than the gateway's retryAfterMs when it gave one.
+  private backoff(n: number, err?: unknown): number {
     const step = Math.min(this.o.retryMaxMs, this.o.retryMs * 2 ** Math.min(n - 1, 16));
-    return step / 2 + (this.o.random() * step) / 2;
+    const after = err instanceof RoomcastError ? (err.retryAfterMs ?? 0) : 0;
+    return Math.max(after, step / 2 + (this.o.random() * step) / 2);
   }
 
   private safe(fn: () => void): void {

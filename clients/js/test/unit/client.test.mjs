@@ -368,3 +368,21 @@ test("a room tracked before the first connect is not ready until joined; a left 
   await other.leave();
   assert.equal(await settled(waiting), "rejected: disconnected");
 });
+
+test("a rate_limited answer's retryAfterMs is a floor for the wait before the retry", async () => {
+  const clock = timers();
+  const { c, sock } = open({ token: "t", sync: { ...clock, retryMs: 100, random: () => 0 } });
+  let refused = 0;
+  sock.answer = (call) =>
+    call.endpointName === "addToRoom" && refused++ === 0
+      ? { ok: false, error: { code: "rate_limited", message: "slow down", retryAfterMs: 700 } }
+      : { ok: true, data: call.endpointName === "addToRoom" ? { roomName: "board-b1", seq: null, lastBroadcastTimestamp: null } : null };
+  let err;
+  const r = c.room("board-b1", { onError: (e) => (err = e) });
+  sock.up();
+  await tick();
+  assert.equal(err.retryAfterMs, 700);
+  assert.equal(clock.fire(), 700, "the gateway's hint, not the 50 ms backoff");
+  await tick();
+  assert.equal(r.status, "joined");
+});
