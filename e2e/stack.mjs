@@ -28,6 +28,9 @@ export async function freePort() {
 
 // startStack runs `roomcast serve` and resolves once /readyz answers 200.
 // env is added to the process environment (e.g. ROOMCAST_MAX_AGE).
+// stack.restart() stops the process and starts it again on the same ports,
+// secret and data directory; stack.unexpectedExits lists every exit the
+// test did not ask for (a crash), with the end of the logs.
 export async function startStack({ env = {}, readyTimeoutMs = 30000 } = {}) {
   if (!existsSync(binary)) throw new Error(`${binary} is missing: run "make build" first`);
   const [httpPort, natsPort] = [await freePort(), await freePort()];
@@ -35,52 +38,84 @@ export async function startStack({ env = {}, readyTimeoutMs = 30000 } = {}) {
   const secret = randomBytes(32).toString("hex");
   const httpURL = `http://127.0.0.1:${httpPort}`;
   const natsURL = `nats://127.0.0.1:${natsPort}`;
-  const child = spawn(binary, ["serve"], {
-    env: {
-      ...process.env,
-      ROOMCAST_HTTP_ADDR: `127.0.0.1:${httpPort}`,
-      ROOMCAST_NATS_ADDR: `127.0.0.1:${natsPort}`,
-      ROOMCAST_NATS_URL: "",
-      ROOMCAST_DATA_DIR: dataDir,
-      ROOMCAST_JWT_SECRET: secret,
-      ROOMCAST_LOG_LEVEL: process.env.ROOMCAST_LOG_LEVEL || "warn",
-      ...env,
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
   let logs = "";
-  child.stdout.on("data", (b) => (logs += b));
-  child.stderr.on("data", (b) => (logs += b));
-  const exited = new Promise((ok) => child.on("exit", (code, signal) => ok({ code, signal })));
+  let child, exited;
+  let stopping = false;
+  const unexpectedExits = [];
 
-  const deadline = Date.now() + readyTimeoutMs;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`roomcast serve exited with ${child.exitCode}:\n${logs}`);
-    try {
-      const r = await fetch(`${httpURL}/readyz`);
-      if (r.status === 200) break;
-    } catch {}
-    if (Date.now() > deadline) {
-      child.kill("SIGKILL");
-      throw new Error(`roomcast serve not ready within ${readyTimeoutMs} ms:\n${logs}`);
+  async function launch() {
+    stopping = false;
+    child = spawn(binary, ["serve"], {
+      env: {
+        ...process.env,
+        ROOMCAST_HTTP_ADDR: `127.0.0.1:${httpPort}`,
+        ROOMCAST_NATS_ADDR: `127.0.0.1:${natsPort}`,
+        ROOMCAST_NATS_URL: "",
+        ROOMCAST_DATA_DIR: dataDir,
+        ROOMCAST_JWT_SECRET: secret,
+        ROOMCAST_LOG_LEVEL: process.env.ROOMCAST_LOG_LEVEL || "warn",
+        ...env,
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    child.stdout.on("data", (b) => (logs += b));
+    child.stderr.on("data", (b) => (logs += b));
+    exited = new Promise((ok) =>
+      child.on("exit", (code, signal) => {
+        if (!stopping) unexpectedExits.push({ code, signal, at: new Date().toISOString(), logs: logs.slice(-8000) });
+        ok({ code, signal });
+      }),
+    );
+
+    const deadline = Date.now() + readyTimeoutMs;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`roomcast serve exited with ${child.exitCode}:\n${logs}`);
+      try {
+        const r = await fetch(`${httpURL}/readyz`);
+        if (r.status === 200) break;
+      } catch {}
+      if (Date.now() > deadline) {
+        child.kill("SIGKILL");
+        throw new Error(`roomcast serve not ready within ${readyTimeoutMs} ms:\n${logs}`);
+      }
+      await sleep(50);
     }
-    await sleep(50);
   }
 
+  // halt ends the process with signal (SIGKILL after 10 s) and resolves with its exit.
+  async function halt(signal) {
+    stopping = true;
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    const timer = setTimeout(() => child.kill("SIGKILL"), 10000);
+    const res = await exited;
+    clearTimeout(timer);
+    return res;
+  }
+
+  await launch();
   const stack = {
     httpURL,
     natsURL,
+    httpPort,
+    natsPort,
     secret,
     dataDir,
-    child,
+    get child() {
+      return child;
+    },
+    unexpectedExits,
     logs: () => logs,
     token: (sub, opts = {}) => signJWT({ sub, ...opts }, opts.secret ?? secret),
+    // restart stops the process with signal and starts it again on the
+    // same data; it resolves with the old process's exit once the new one is ready.
+    async restart({ signal = "SIGTERM" } = {}) {
+      const res = await halt(signal);
+      await launch();
+      return res;
+    },
     // stop sends SIGTERM and resolves with the exit {code, signal}.
     async stop() {
-      if (child.exitCode === null) child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 10000);
-      const res = await exited;
-      clearTimeout(timer);
+      const res = await halt("SIGTERM");
       rmSync(dataDir, { recursive: true, force: true });
       return res;
     },
@@ -145,9 +180,10 @@ export function call(sock, endpointName, endpointArgs, ms = 5000) {
   return sock.timeout(ms).emitWithAck("endpoint", { endpointName, endpointArgs });
 }
 
-// nats connects the official client to the stack's NATS.
-export async function nats(stack) {
-  return natsConnect({ servers: stack.natsURL });
+// nats connects the official client to the stack's NATS (opts: the
+// client's ConnectionOptions, e.g. how it reconnects across a restart).
+export async function nats(stack, opts = {}) {
+  return natsConnect({ servers: stack.natsURL, ...opts });
 }
 
 // authz answers authz.join with allow(userId, roomName) → boolean.
