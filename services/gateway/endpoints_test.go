@@ -257,3 +257,28 @@ func FuzzQuickDecoders(f *testing.F) {
 		}
 	})
 }
+
+// FuzzArgumentErrors: whatever a client sends as arguments, a refusal says
+// what is wrong in the client's terms: never encoding/json's text, which
+// names Go types and fields.
+func FuzzArgumentErrors(f *testing.F) {
+	f.Add([]byte(`{"roomName":"board-b1-tasks","since":"yesterday"}`))
+	f.Add([]byte(`{"roomName":"board-b1-tasks","afterSeq":-1,"limit":1e99}`))
+	f.Add([]byte(`{"endpointName":7,"endpointArgs":[]}`))
+	f.Add([]byte(`{"isActive":"yes","x":{}}`))
+	f.Add([]byte(`{"roomName":"a",}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, v := range []any{&proto.ChangesArgs{}, &proto.ChatArgs{}, &proto.RoomArgs{}, &proto.UpdateClientArgs{}, &proto.EndpointCall{}} {
+			err := strictDecode(b, v)
+			if err == nil {
+				continue
+			}
+			var pe *proto.Error
+			require.ErrorAs(t, err, &pe)
+			require.Equal(t, proto.CodeInvalidArgument, pe.Code)
+			for _, word := range []string{"json:", "Go ", "struct", "int64", "uint64", "RawMessage", "proto.", "unmarshal"} {
+				require.NotContains(t, pe.Message, word, "%T from %q", v, b)
+			}
+		}
+	})
+}

@@ -190,7 +190,7 @@ func (g *Gateway) servePresenceGet(req micro.Request) {
 	fail := func(e *proto.Error) { _ = req.Error(string(e.Code), e.Message, nil) }
 	var args proto.PresenceArgs
 	if err := json.Unmarshal(req.Data(), &args); err != nil {
-		fail(proto.Errorf(proto.CodeInvalidArgument, "want {userIds:[…]}: %v", err))
+		fail(proto.Errorf(proto.CodeInvalidArgument, "want {userIds:[…]}: %s", decodeError(err).Message))
 		return
 	}
 	if len(args.UserIDs) > maxPresenceUsers {
