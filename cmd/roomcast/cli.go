@@ -54,9 +54,9 @@ type opsCmd struct {
 type opsSettings int
 
 const (
-	readsSubjects opsSettings = 1 << iota // --subject-prefix
-	readsStore                            // --replicas, --max-age, --max-token-lifetime (streams ensure)
-	readsRevocations                      // --replicas, --max-token-lifetime (revoke, which may create REVOCATIONS)
+	readsSubjects    opsSettings = 1 << iota // --subject-prefix
+	readsStore                               // --replicas, --max-age, --max-token-lifetime (streams ensure)
+	readsRevocations                         // --replicas, --max-token-lifetime (revoke, which may create REVOCATIONS)
 )
 
 func newOpsCmd(reads opsSettings, out, errOut io.Writer) *opsCmd {
