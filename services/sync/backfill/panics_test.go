@@ -90,7 +90,10 @@ func TestPanicsStopAtBoundaries(t *testing.T) {
 			require.Equal(t, proto.CodeInternal, pe.Code, ep.name)
 		}
 		require.Equal(t, 3.0, panics(ep.name))
-		require.Equal(t, 3.0, metricValue(t, f.reg, "roomcast_sync_requests_total", map[string]string{"endpoint": ep.name, "code": string(proto.CodeInternal)}))
+		// Counted once the reply is sent.
+		require.Eventually(t, func() bool {
+			return metricValue(t, f.reg, "roomcast_sync_requests_total", map[string]string{"endpoint": ep.name, "code": string(proto.CodeInternal)}) == 3
+		}, 5*time.Second, 10*time.Millisecond)
 	}
 	res := f.changes(t, proto.ChangesArgs{RoomName: tasks.Name(), Cursor: cursorAfter(0)})
 	require.Equal(t, []string{"t0", "t1", "t2", "t3", "t4"}, ids(res.Changes))
