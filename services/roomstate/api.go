@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/proto/panicguard"
 )
 
 // Version is the micro service's version, reported by $SRV.INFO.
@@ -37,6 +38,9 @@ type api struct {
 	log   zerolog.Logger
 	sem   chan struct{}
 	wg    sync.WaitGroup
+	// guard stops a panic in a request: see docs/decisions.md.
+	guard     *panicguard.Guard
+	panicHook func(where string) // Config.panicHook (tests only)
 }
 
 // addService registers the micro service and its two endpoints on nc. Every
@@ -74,20 +78,28 @@ func (a *api) handler(endpoint string, h func(context.Context, []byte) (any, *pr
 		a.wg.Add(1)
 		go func() {
 			defer func() { <-a.sem; a.wg.Done() }()
+			answer := func(res any, perr *proto.Error) {
+				// Not req.RespondJSON: micro's request must not be used once
+				// its handler has returned, and this runs on a goroutine of
+				// its own.
+				err := proto.Respond(a.nc, req.Reply(), res, perr)
+				code := "ok"
+				if perr != nil {
+					code = string(perr.Code)
+				}
+				a.store.m.requests.WithLabelValues(endpoint, code).Inc()
+				if err != nil {
+					a.log.Debug().Err(err).Str("subject", req.Subject()).Msg("reply")
+				}
+			}
+			// A read changes nothing: a panic is answered internal.
+			defer a.guard.Recover(endpoint, func() { answer(nil, proto.Errorf(proto.CodeInternal, "internal error")) })
+			if a.panicHook != nil {
+				a.panicHook(endpoint)
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 			defer cancel()
-			res, perr := h(ctx, req.Data())
-			// Not req.RespondJSON: micro's request must not be used once its
-			// handler has returned, and this runs on a goroutine of its own.
-			err := proto.Respond(a.nc, req.Reply(), res, perr)
-			code := "ok"
-			if perr != nil {
-				code = string(perr.Code)
-			}
-			a.store.m.requests.WithLabelValues(endpoint, code).Inc()
-			if err != nil {
-				a.log.Debug().Err(err).Str("subject", req.Subject()).Msg("reply")
-			}
+			answer(h(ctx, req.Data()))
 		}()
 	})
 }

@@ -56,6 +56,12 @@ type Config struct {
 	Logger zerolog.Logger
 	// Registry receives the service's metrics; nil means a new registry.
 	Registry *prometheus.Registry
+
+	// panicHook, in tests only, is called at each panic boundary with its
+	// name (loop: a batch in hand, before it is folded; fold: a message
+	// parsed, not yet folded; write: a room's batch before its KV write;
+	// get, getmany: before the read), so a test can panic there.
+	panicHook func(where string)
 }
 
 // Bind registers the service's own flags; the common ones are in flagenv.Common.

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/proto/panicguard"
 )
 
 const (
@@ -44,6 +45,10 @@ type consumer struct {
 	m        *metrics
 	log      zerolog.Logger
 	running  chan struct{} // closed once the first pull is running (readiness)
+	// guard stops a panic in the consume loop, in folding one message or in
+	// writing one room: see docs/decisions.md.
+	guard *panicguard.Guard
+	hook  func(where string) // Config.panicHook (tests only)
 }
 
 // consumerConfig is the durable consumer every replica creates or updates to:
@@ -69,7 +74,11 @@ func consumerConfig(cfg Config) jetstream.ConsumerConfig {
 func (c *consumer) run(ctx context.Context) error {
 	go c.pollLag(ctx)
 	for {
-		err := c.consume(ctx)
+		var err error
+		if c.guard.Do("loop", func() { err = c.consume(ctx) }) {
+			// The messages in hand come back after AckWait.
+			err = errors.New("the consume loop panicked")
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -155,6 +164,9 @@ func (c *consumer) consume(ctx context.Context) error {
 			}
 		}
 		timer.Stop()
+		if c.hook != nil {
+			c.hook("loop")
+		}
 		c.process(ctx, batch)
 	}
 }
@@ -176,35 +188,11 @@ func (c *consumer) process(ctx context.Context, batch []jetstream.Msg) {
 	order := make([]*roomBatch, 0)
 	pending := uint64(0)
 	for _, msg := range batch {
-		meta, err := msg.Metadata()
-		if err != nil {
-			c.skip(msg, 0, skipMetadata, err)
-			continue
+		if c.guard.Do("fold", func() { order = c.fold(msg, rooms, order, &pending) }) {
+			// Nothing of msg was folded; it would panic again if it came
+			// back, so it is terminated (counted in panics_total).
+			_ = msg.Term()
 		}
-		pending = meta.NumPending
-		seq := meta.Sequence.Stream
-		room, err := c.subjects.RoomOf(msg.Subject())
-		if err == nil && !room.Kind().Stored() {
-			err = fmt.Errorf("%s rooms are never stored", room.Kind())
-		}
-		if err != nil {
-			c.skip(msg, seq, skipSubject, err)
-			continue
-		}
-		env, err := proto.ParseEnvelope(msg.Data())
-		if err != nil {
-			c.skip(msg, seq, skipEnvelope, err)
-			continue
-		}
-		rb := rooms[room.Name()]
-		if rb == nil {
-			rb = &roomBatch{room: room.Name()}
-			rooms[room.Name()] = rb
-			order = append(order, rb)
-		}
-		rb.state = mergeState(rb.state, proto.RoomState{LastBroadcastTimestamp: env.UpdatedAt, Seq: seq})
-		rb.msgs = append(rb.msgs, msg)
-		rb.times = append(rb.times, meta.Timestamp)
 	}
 
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
@@ -213,12 +201,67 @@ func (c *consumer) process(ctx context.Context, batch []jetstream.Msg) {
 	g.SetLimit(parallelWrites)
 	for _, rb := range order {
 		g.Go(func() error {
+			// The room's state is one KV write, made or not; its messages
+			// are terminated (not redelivered for ever) and the room's
+			// state waits for its next message.
+			defer c.guard.Recover("write", func() {
+				for _, msg := range rb.msgs {
+					_ = msg.Term()
+				}
+			})
+			if c.hook != nil {
+				c.hook("write")
+			}
 			c.write(wctx, rb)
 			return nil
 		})
 	}
 	_ = g.Wait()
 	c.m.lagSeqs.Set(float64(pending))
+}
+
+// fold adds msg to its room's share of the batch (rooms, and order, which
+// it returns), or skips it. Everything is computed before anything is
+// added, so a panic part-way folds nothing of msg.
+func (c *consumer) fold(msg jetstream.Msg, rooms map[string]*roomBatch, order []*roomBatch, pending *uint64) []*roomBatch {
+	meta, err := msg.Metadata()
+	if err != nil {
+		c.skip(msg, 0, skipMetadata, err)
+		return order
+	}
+	*pending = meta.NumPending
+	seq := meta.Sequence.Stream
+	room, err := c.subjects.RoomOf(msg.Subject())
+	if err == nil && !room.Kind().Stored() {
+		err = fmt.Errorf("%s rooms are never stored", room.Kind())
+	}
+	if err != nil {
+		c.skip(msg, seq, skipSubject, err)
+		return order
+	}
+	env, err := proto.ParseEnvelope(msg.Data())
+	if err != nil {
+		c.skip(msg, seq, skipEnvelope, err)
+		return order
+	}
+	if c.hook != nil {
+		c.hook("fold")
+	}
+	rb := rooms[room.Name()]
+	var state proto.RoomState
+	if rb != nil {
+		state = rb.state
+	}
+	state = mergeState(state, proto.RoomState{LastBroadcastTimestamp: env.UpdatedAt, Seq: seq})
+	if rb == nil {
+		rb = &roomBatch{room: room.Name()}
+		rooms[room.Name()] = rb
+		order = append(order, rb)
+	}
+	rb.state = state
+	rb.msgs = append(rb.msgs, msg)
+	rb.times = append(rb.times, meta.Timestamp)
+	return order
 }
 
 func (c *consumer) write(ctx context.Context, rb *roomBatch) {

@@ -14,6 +14,7 @@ type metrics struct {
 	lagSeqs     prometheus.Gauge
 	lagSeconds  prometheus.Histogram
 	requests    *prometheus.CounterVec
+	panics      *prometheus.CounterVec
 }
 
 // Reasons a message is skipped (label "reason" of skipped_messages_total).
@@ -63,8 +64,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "requests_total",
 			Help: "roomstate.get and roomstate.getmany requests answered, by endpoint and code (ok or an error code).",
 		}, []string{"endpoint", "code"}),
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "panics_total",
+			Help: "Panics stopped at a message boundary, logged with their stack, by where: fold or write (the messages terminated, ROOM_STATE not written for them), loop (the consume loop started over), get or getmany (answered internal).",
+		}, []string{"where"}),
 	}
-	reg.MustRegister(m.processed, m.skipped, m.batches, m.writes, m.conflicts, m.writeErrors, m.lagSeqs, m.lagSeconds, m.requests)
+	reg.MustRegister(m.processed, m.skipped, m.batches, m.writes, m.conflicts, m.writeErrors, m.lagSeqs, m.lagSeconds, m.requests, m.panics)
 	for _, r := range []string{skipSubject, skipEnvelope, skipMetadata} {
 		m.skipped.WithLabelValues(r)
 	}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/proto/panicguard"
 )
 
 // setupTimeout bounds connecting the stream, bucket and consumer at start.
@@ -64,7 +65,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	store := newStateStore(kv, m, log)
 	store.nc = nc
-	a := &api{nc: nc, store: store, log: log, sem: make(chan struct{}, maxInFlight)}
+	guard := panicguard.New(log, func(where string) { m.panics.WithLabelValues(where).Inc() })
+	a := &api{nc: nc, store: store, log: log, sem: make(chan struct{}, maxInFlight), guard: guard, panicHook: cfg.panicHook}
 	svc, err := addService(nc, a)
 	if err != nil {
 		return fmt.Errorf("roomstate: %w", err)
@@ -79,6 +81,8 @@ func Run(ctx context.Context, cfg Config) error {
 		m:        m,
 		log:      log,
 		running:  make(chan struct{}),
+		guard:    guard,
+		hook:     cfg.panicHook,
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
