@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"github.com/golang-jwt/jwt/v5"
@@ -1057,4 +1058,65 @@ func TestSecurityNoConnectCloseFrame(t *testing.T) {
 	code, reason := rs.closed()
 	require.Equal(t, ws.StatusPolicyViolation, code)
 	require.Equal(t, "no CONNECT in time", reason)
+}
+
+// TestSecuritySlowConsumerThatReadsNothing: a slow consumer that reads
+// nothing at all, cut off inside a frame too big for the kernel's buffers,
+// cannot be sent a close frame; the gateway tries for abortGrace, then
+// closes the connection anyway: it holds no writer and no queue for it
+// after that.
+func TestSecuritySlowConsumerThatReadsNothing(t *testing.T) {
+	e := newEnv(t)
+	e.answerRoomState(nil)
+	e.answerAuthz(func(string, string) bool { return true })
+	tg := e.startGateway(func(c *Config) { c.SendQueueBytes = 256 << 10; c.TCPSendBuffer = 4096 })
+	rs := dialRawWith(t, tg, smallReceiveBuffer)
+	rs.sendText(`40{"token":"` + token(t, "stalled", time.Hour) + `"}`)
+	require.True(t, strings.HasPrefix(rs.text(), `40{"sid":"`))
+	rs.sendText(`420["endpoint",{"endpointName":"addToRoom","endpointArgs":{"roomName":"board-b1"}}]`)
+	require.True(t, strings.HasPrefix(rs.text(), `430[{"ok":true`))
+	sockets := tg.userSockets("stalled")
+	require.Len(t, sockets, 1)
+	s := sockets[0]
+
+	// Messages far bigger than the kernel's buffers at both ends: the one
+	// being written when the queue overflows cannot be finished.
+	pad := strings.Repeat("x", 200_000)
+	for i := 0; tg.counter(tg.m.slowDisconnects) == 0; i++ {
+		require.Less(t, i, 1000, "never cut off")
+		b := []byte(`{"event":"update-task","id":"t","updatedAt":` + strconv.Itoa(i+1) + `,"diff":{"pad":"` + pad + `"}}`)
+		_, err := e.js.Publish(context.Background(), proto.Subjects{}.Publish(mustRoom(t, "board-b1-tasks")), b)
+		require.NoError(t, err)
+	}
+	cut := time.Now()
+	require.Eventually(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return !s.writing && len(s.queue) == 0
+	}, 5*time.Second, 10*time.Millisecond, "the writer still waits on a client that reads nothing")
+	require.GreaterOrEqual(t, time.Since(cut), abortGrace/2, "gave up before trying")
+	// What the kernel held, then the end: no close frame (the writer gave
+	// up inside a frame).
+	for {
+		f, err := rs.read(5 * time.Second)
+		if err != nil {
+			var ne net.Error
+			require.False(t, errors.As(err, &ne) && ne.Timeout(), "the connection is still open")
+			break
+		}
+		require.NotEqual(t, ws.OpClose, f.Header.OpCode)
+	}
+}
+
+// TestCloseFrameReason: a reason longer than a control frame holds is cut
+// at a character, so that the frame stays valid.
+func TestCloseFrameReason(t *testing.T) {
+	f := closeFrame(ws.StatusProtocolError, strings.Repeat("é", 100))
+	h, err := ws.ReadHeader(bytesReader(f))
+	require.NoError(t, err)
+	require.LessOrEqual(t, h.Length, int64(125))
+	code, reason := ws.ParseCloseFrameData(f[2:])
+	require.Equal(t, ws.StatusProtocolError, code)
+	require.True(t, utf8.ValidString(reason))
+	require.Equal(t, strings.Repeat("é", 61), reason)
 }
