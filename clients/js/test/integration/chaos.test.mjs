@@ -603,9 +603,14 @@ test(`chaos: every client converges through cuts, storms, a restart and a silent
   sampleLag(clients, domain, violations);
   clearInterval(sampler);
 
-  const summary = `chaos seed ${SEED}: ${stats.ops} publishes (${stats.publishRetries} retried), ${stats.cuts} cuts (${stats.stalls} stalls) in ${stats.storms} storms and between, restart by ${plan.restartSignal} took ${stats.restartMs} ms, authz silenced ${stats.authzSilenced} and answered ${stats.authzAnswered} joins, max lag of a connected client ${stats.maxLagMs} ms${stats.maxLag ? ` (${stats.maxLag})` : ""}, converged ${convergedMs} ms after the chaos, ${((Date.now() - started) / 1000).toFixed(1)} s in all`;
+  const errorLines = stack.logs().split("\n").filter((l) => l.includes('"level":"error"')).length;
+  const summary = `chaos seed ${SEED}: ${stats.ops} publishes (${stats.publishRetries} retried), ${stats.cuts} cuts (${stats.stalls} stalls) in ${stats.storms} storms and between, restart by ${plan.restartSignal} took ${stats.restartMs} ms, authz silenced ${stats.authzSilenced} and answered ${stats.authzAnswered} joins, max lag of a connected client ${stats.maxLagMs} ms${stats.maxLag ? ` (${stats.maxLag})` : ""}, converged ${convergedMs} ms after the chaos, ${errorLines} error lines in the server's log, ${((Date.now() - started) / 1000).toFixed(1)} s in all`;
   console.log(summary);
   for (const e of stack.unexpectedExits) failures.push(`the server exited by itself (code ${e.code}, signal ${e.signal}) at ${e.at}:\n${e.logs}`);
+  // A panic stopped at a handler's boundary (proto/panicguard) keeps the
+  // process up, but it is a bug all the same.
+  const panics = stack.logs().split("\n").filter((l) => /panic/i.test(l));
+  if (panics.length) failures.push(`the server logged ${panics.length} panics, the first:\n${panics[0].slice(0, 4000)}`);
   const behind = clients.filter((c) => !converged(c, truths));
   if (behind.length) failures.push(`${behind.length} of ${clients.length} clients do not hold the truth ${CONVERGE_MS} ms after the chaos; ${diffSample(behind, domain)}`);
   if (violations.size) failures.push(`connected clients stayed behind for more than ${MAX_LAG_MS} ms:\n  ${[...violations.values()].map((v) => v.what).join("\n  ")}`);
