@@ -44,7 +44,8 @@ func TestListenNoKeepAlive(t *testing.T) {
 // TestAcceptOutOfDescriptors: with the process out of file descriptors
 // (its soft RLIMIT_NOFILE lowered and filled), accepts fail with EMFILE.
 // The gateway counts them, /readyz says "not accepting" (asked on a
-// connection kept alive from before) while /healthz still answers there,
+// connection kept alive from before) while /healthz and /metrics (with
+// the count) still answer there,
 // and once descriptors are free again the connection that waited in the
 // backlog is upgraded, /readyz is ready and new sockets and requests are
 // served. (The listener used to stop at the first EMFILE, for good.)
@@ -130,6 +131,9 @@ func TestAcceptOutOfDescriptors(t *testing.T) {
 	require.Equal(t, http.StatusOK, status)
 	require.Equal(t, "ok\n", body)
 	require.Positive(t, tg.counter(tg.m.acceptErrors.WithLabelValues("emfile")))
+	status, body = get("/metrics")
+	require.Equal(t, http.StatusOK, status)
+	require.Contains(t, body, `roomcast_gateway_accept_errors_total{error="emfile"}`)
 
 	freeAll()
 	restore()
