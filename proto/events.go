@@ -128,7 +128,9 @@ const MaxEnvelopeSize = 512 << 10
 const MaxResourceIDLen = 128
 
 // Validate checks e against the design: a known event, a resource id, a
-// positive updatedAt, and the payload field its kind calls for.
+// positive updatedAt, and the payload field its kind calls for. What it
+// cannot see without a room and a clock (the room's kind, updatedAt's bound
+// in the future) the gate checks: CheckEnvelope, which Publisher applies.
 func (e Envelope) Validate() error {
 	spec, ok := eventSpecs[e.Event]
 	if !ok {
@@ -148,6 +150,9 @@ func (e Envelope) Validate() error {
 	case OpCreate, OpMessage:
 		if !hasData || hasDiff {
 			return fmt.Errorf("envelope: %s %s: carries the resource in data, and no diff", e.Event, e.ID)
+		}
+		if !bytes.HasPrefix(bytes.TrimLeft(e.Data, " \t\r\n"), []byte("{")) {
+			return fmt.Errorf("envelope: %s %s: data must be a JSON object", e.Event, e.ID)
 		}
 	case OpUpdate:
 		if !hasDiff || hasData {

@@ -6,13 +6,15 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Publisher publishes envelopes to rooms for a domain service: it checks the
-// event may go to the room, validates the envelope, sets Nats-Msg-Id so a
+// event may go to the room, validates the envelope, refuses what the
+// services' gate would (CheckEnvelope, with this host's clock), sets Nats-Msg-Id so a
 // retried publish is stored once, and waits for the stream's ack.
 type Publisher struct {
 	js       jetstream.JetStream
@@ -72,8 +74,10 @@ func (p *Publisher) Encode(room Room, env Envelope, opts ...PublishOption) ([]by
 	if err != nil {
 		return nil, "", fmt.Errorf("publish %s to %s: %w", env.Event, room, err)
 	}
-	if len(data) > MaxEnvelopeSize {
-		return nil, "", fmt.Errorf("publish %s to %s: envelope is %d bytes, the limit is %d", env.Event, room, len(data), MaxEnvelopeSize)
+	// The gate every service applies, with this host's clock for the store
+	// time: what it refuses would be stored and then ignored everywhere.
+	if _, err := CheckEnvelope(room, data, time.Now()); err != nil {
+		return nil, "", fmt.Errorf("publish %s to %s: %w", env.Event, room, err)
 	}
 	var o publishOpts
 	for _, opt := range opts {

@@ -122,6 +122,12 @@ func TestPublishRefuses(t *testing.T) {
 	require.ErrorContains(t, err, "no room")
 	_, err = p.Publish(ctx, tasks, proto.Envelope{Event: proto.EventDeleteTask, ID: "t1"})
 	require.ErrorContains(t, err, "updatedAt")
+	// The gate's refusals: what every service would ignore is not stored.
+	future := proto.Envelope{Event: proto.EventDeleteTask, ID: "t1", UpdatedAt: time.Now().Add(proto.MaxFutureSkew + time.Minute).UnixMilli()}
+	_, err = p.Publish(ctx, tasks, future)
+	require.Equal(t, proto.ReasonFuture, proto.ReasonOf(err), "%v", err)
+	_, err = p.Publish(ctx, tasks, proto.Envelope{Event: proto.EventCreateTask, ID: "t1", UpdatedAt: 1, Data: json.RawMessage(`"x"`)})
+	require.ErrorContains(t, err, "JSON object")
 	s, err := js.Stream(ctx, proto.StreamRooms)
 	require.NoError(t, err)
 	info, err := s.Info(ctx)
