@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"encoding/json"
 	"strconv"
 	"time"
 
@@ -59,7 +58,7 @@ func (g *Gateway) runFanout(ch chan *nats.Msg, done <-chan struct{}) {
 //
 //	42["broadcast",{"destination":<room>,"data":<envelope>,"seq":N,"prevSeq":M}]
 //
-// data is written as published (it must be valid JSON). The result is
+// data is written as published (the gate made sure it is JSON). The result is
 // queued, unchanged, to every member.
 func appendBroadcastFrame(room string, data []byte, seq, prev uint64) []byte {
 	// Build the payload behind room for the largest header, then move the
@@ -108,6 +107,20 @@ func seqHeaders(m *nats.Msg) (uint64, uint64) {
 	return seq, prev
 }
 
+// storedAt is when stream ROOMS stored m (the Nats-Time-Stamp its
+// RePublish sets), the time the gate measures updatedAt against; now for a
+// message that has none (a client room's, or a rebroadcast).
+func storedAt(m *nats.Msg) time.Time {
+	if m.Header != nil {
+		if ts := m.Header.Get(jetstream.TimeStampHeaer); ts != "" {
+			if t, err := time.Parse(time.RFC3339Nano, ts); err == nil {
+				return t
+			}
+		}
+	}
+	return time.Now()
+}
+
 // deliver fans one NATS message out to the members of its room: it queues
 // the frame to each and appends to writers the sockets whose writer the
 // caller became (it must call their writeNow). members is the worker's
@@ -115,17 +128,16 @@ func seqHeaders(m *nats.Msg) (uint64, uint64) {
 func (g *Gateway) deliver(m *nats.Msg, members, writers []*socket) ([]*socket, []*socket) {
 	start := time.Now()
 	g.m.messagesIn.Inc()
-	r, err := g.subjects.RoomOf(m.Subject)
-	if err != nil {
-		g.m.dropped.WithLabelValues("bad_subject").Inc()
-		return members, writers
-	}
-	if !json.Valid(m.Data) {
-		g.m.dropped.WithLabelValues("not_json").Inc()
-		g.log.Warn().Str("room", r.Name()).Int("bytes", len(m.Data)).Msg("dropped a broadcast that is not JSON")
-		return members, writers
-	}
 	seq, prev := seqHeaders(m)
+	// The gate roomstate and sync apply too: what no client receives live,
+	// none reads back in history, and the other way round.
+	r, _, err := g.subjects.CheckSubject(m.Subject, m.Data, storedAt(m))
+	if err != nil {
+		reason := proto.ReasonOf(err)
+		g.m.refused.WithLabelValues(string(reason)).Inc()
+		g.log.Warn().Err(err).Str("subject", m.Subject).Uint64("seq", seq).Str("reason", string(reason)).Msg("refused a room message")
+		return members, writers
+	}
 	parent := r.Parent()
 	name := parent.Name()
 	sh := g.rooms.shard(name)

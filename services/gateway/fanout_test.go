@@ -60,11 +60,11 @@ func testFanoutWithSeq(t *testing.T, mode func(*Config)) {
 	require.JSONEq(t, `{"hello":1}`, string(b.Data))
 	require.Equal(t, uint64(0), b.Seq)
 
-	// Not JSON: dropped and counted, the room goes on.
+	// Not JSON: refused by the gate and counted, the room goes on.
 	require.NoError(t, e.nc.Publish(proto.Subjects{}.Publish(mustRoom(t, "client-"+sid)), []byte(`{nope`)))
 	require.NoError(t, e.nc.Publish(proto.Subjects{}.Publish(mustRoom(t, "client-"+sid)), []byte(`2`)))
 	require.JSONEq(t, `2`, string(c.broadcast().Data))
-	require.Equal(t, float64(1), tg.counter(tg.m.dropped.WithLabelValues("not_json")))
+	require.Equal(t, float64(1), tg.counter(tg.m.refused.WithLabelValues(string(proto.ReasonNotJSON))))
 
 	// After leaving, nothing more arrives and the subscriptions are gone.
 	c.mustOK("removeFromRoom", proto.RoomArgs{RoomName: "board-b1"})

@@ -154,10 +154,23 @@ func (e *env) answerAuthz(allow func(user, room string) bool) *nats.Subscription
 // bytes and stream sequence.
 func (e *env) publish(r proto.Room, id string, updatedAt int64) ([]byte, uint64) {
 	e.t.Helper()
-	b := []byte(fmt.Sprintf(`{"event":"update-task","id":%q,"updatedAt":%d,"diff":{"title":"t %d"}}`, id, updatedAt, updatedAt))
+	b := envelopeFor(r, id, updatedAt)
 	ack, err := e.js.Publish(context.Background(), proto.Subjects{}.Publish(r), b)
 	require.NoError(e.t, err)
 	return b, ack.Sequence
+}
+
+// envelopeFor is a valid envelope for room r: an update of an event allowed
+// there (new-message in a chat), so the envelope gate lets it through.
+func envelopeFor(r proto.Room, id string, updatedAt int64) []byte {
+	if r.Kind() == proto.KindChat {
+		return []byte(fmt.Sprintf(`{"event":"new-message","id":%q,"updatedAt":%d,"data":{"text":"m %d"}}`, id, updatedAt, updatedAt))
+	}
+	ev := map[proto.RoomKind]proto.Event{
+		proto.KindUser: proto.EventUpdateUser, proto.KindOrg: proto.EventUpdateOrganization, proto.KindBoard: proto.EventUpdateBoard,
+		proto.KindBoardTasks: proto.EventUpdateTask, proto.KindBoardSprints: proto.EventUpdateSprint,
+	}[r.Kind()]
+	return []byte(fmt.Sprintf(`{"event":%q,"id":%q,"updatedAt":%d,"diff":{"title":"t %d"}}`, ev, id, updatedAt, updatedAt))
 }
 
 func mustRoom(t testing.TB, name string) proto.Room {

@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/roomcast/roomcast/proto"
 )
 
 // metrics are the gateway's Prometheus series, all named
@@ -16,6 +18,7 @@ type metrics struct {
 	messagesOut     prometheus.Counter
 	unrouted        prometheus.Counter
 	dropped         *prometheus.CounterVec
+	refused         *prometheus.CounterVec
 	fanoutSeconds   prometheus.Histogram
 	slowDisconnects prometheus.Counter
 	authFailures    *prometheus.CounterVec
@@ -41,7 +44,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		unrouted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "messages_unrouted_total",
 			Help: "Room messages received for a room with no local member: with shared personal subscriptions, mostly the personal messages of other gateways' users (see ROOMCAST_PERSONAL_SUBSCRIPTIONS)."}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "messages_dropped_total",
-			Help: "Room messages not delivered, by reason."}, []string{"reason"}),
+			Help: "Room messages lost before they reached the gate, by reason (slow_consumer: NATS dropped them)."}, []string{"reason"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "refused_total",
+			Help: "Room messages the envelope gate refused (proto.CheckEnvelope) and no socket received, by reason: roomstate and sync refuse the same ones."}, []string{"reason"}),
 		fanoutSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "fanout_seconds",
 			Help:    "Time to queue one room message to every local member.",
 			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12)}),
@@ -58,11 +63,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		limitedFrames: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "frames_limited_total",
 			Help: "Inbound frames beyond their socket's rate limit: dropped, or answered rate_limited."}),
 	}
-	for _, c := range []prometheus.Collector{m.sockets, m.rooms, m.subscriptions, m.messagesIn, m.messagesOut, m.unrouted, m.dropped,
+	for _, c := range []prometheus.Collector{m.sockets, m.rooms, m.subscriptions, m.messagesIn, m.messagesOut, m.unrouted, m.dropped, m.refused,
 		m.fanoutSeconds, m.slowDisconnects, m.authFailures, m.calls, m.badFrames, m.acceptErrors, m.limitedFrames} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
+	}
+	for _, r := range proto.Reasons {
+		m.refused.WithLabelValues(string(r))
 	}
 	return m, nil
 }
