@@ -231,17 +231,14 @@ func (c *consumer) fold(msg jetstream.Msg, rooms map[string]*roomBatch, order []
 	}
 	*pending = meta.NumPending
 	seq := meta.Sequence.Stream
-	room, err := c.subjects.RoomOf(msg.Subject())
+	// The gate the gateway and sync apply too, against the store time:
+	// what no client received live is not folded in.
+	room, env, err := c.subjects.CheckSubject(msg.Subject(), msg.Data(), meta.Timestamp)
 	if err == nil && !room.Kind().Stored() {
-		err = fmt.Errorf("%s rooms are never stored", room.Kind())
+		err = &proto.RefusedError{Reason: proto.ReasonSubject, Detail: fmt.Sprintf("%s rooms are never stored", room.Kind())}
 	}
 	if err != nil {
-		c.skip(msg, seq, skipSubject, err)
-		return order
-	}
-	env, err := proto.ParseEnvelope(msg.Data())
-	if err != nil {
-		c.skip(msg, seq, skipEnvelope, err)
+		c.refuse(msg, seq, err)
 		return order
 	}
 	if c.hook != nil {
@@ -287,6 +284,15 @@ func (c *consumer) write(ctx context.Context, rb *roomBatch) {
 func (c *consumer) skip(msg jetstream.Msg, seq uint64, reason string, err error) {
 	c.m.skipped.WithLabelValues(reason).Inc()
 	c.log.Warn().Err(err).Uint64("seq", seq).Str("subject", msg.Subject()).Str("reason", reason).Msg("skipping message")
+	_ = msg.Term()
+}
+
+// refuse terminates a message the envelope gate refused: it can never be
+// folded in, so it neither blocks the consumer nor comes back.
+func (c *consumer) refuse(msg jetstream.Msg, seq uint64, err error) {
+	reason := proto.ReasonOf(err)
+	c.m.refused.WithLabelValues(string(reason)).Inc()
+	c.log.Warn().Err(err).Uint64("seq", seq).Str("subject", msg.Subject()).Str("reason", string(reason)).Msg("refused a room message")
 	_ = msg.Term()
 }
 

@@ -79,6 +79,7 @@ func TestInterleavedRooms(t *testing.T) {
 	}
 	require.Equal(t, 500.0, r.metric(t, "roomcast_roomstate_messages_processed_total"))
 	require.Equal(t, 0.0, r.metric(t, "roomcast_roomstate_skipped_messages_total"))
+	require.Equal(t, 0.0, r.metric(t, "roomcast_roomstate_refused_total"))
 	require.Equal(t, 500.0, r.metric(t, "roomcast_roomstate_lag_seconds"), "one lag sample per message")
 }
 
@@ -176,8 +177,9 @@ func TestPoisonMessagesSkipped(t *testing.T) {
 
 	st.waitStates(t, map[string]proto.RoomState{room.Name(): {LastBroadcastTimestamp: 4000, Seq: seq}})
 	st.consumerIdle(t)
-	require.Equal(t, 2.0, r.metric(t, "roomcast_roomstate_skipped_messages_total", "reason", skipEnvelope))
-	require.Equal(t, 1.0, r.metric(t, "roomcast_roomstate_skipped_messages_total", "reason", skipSubject))
+	require.Equal(t, 1.0, r.metric(t, "roomcast_roomstate_refused_total", "reason", string(proto.ReasonNotJSON)))
+	require.Equal(t, 1.0, r.metric(t, "roomcast_roomstate_refused_total", "reason", string(proto.ReasonEvent)))
+	require.Equal(t, 1.0, r.metric(t, "roomcast_roomstate_refused_total", "reason", string(proto.ReasonSubject)))
 	require.Equal(t, 1.0, r.metric(t, "roomcast_roomstate_messages_processed_total"))
 }
 
@@ -281,9 +283,9 @@ func TestCoalescing(t *testing.T) {
 
 	// The same burst as a backlog (published while the service was down).
 	r.stop(t)
-	seq = st.burst(t, room, n, "u", 1_800_000_000_000)
+	seq = st.burst(t, room, n, "u", 1_750_000_000_000)
 	r2 := st.start(t, nil)
-	st.waitStates(t, map[string]proto.RoomState{room.Name(): {LastBroadcastTimestamp: 1_800_000_000_000 + n - 1, Seq: seq}})
+	st.waitStates(t, map[string]proto.RoomState{room.Name(): {LastBroadcastTimestamp: 1_750_000_000_000 + n - 1, Seq: seq}})
 	st.consumerIdle(t)
 	writes = r2.metric(t, "roomcast_roomstate_kv_writes_total")
 	t.Logf("a backlog of %d events to one room: %.0f KV writes in %.0f batches", n, writes, r2.metric(t, "roomcast_roomstate_batches_total"))

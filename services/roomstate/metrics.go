@@ -1,12 +1,17 @@
 package roomstate
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/roomcast/roomcast/proto"
+)
 
 // metrics are the service's Prometheus metrics, registered on Config.Registry.
 // Every replica registers its own; sum them across replicas.
 type metrics struct {
 	processed   prometheus.Counter
 	skipped     *prometheus.CounterVec
+	refused     *prometheus.CounterVec
 	batches     prometheus.Counter
 	writes      prometheus.Counter
 	conflicts   prometheus.Counter
@@ -17,10 +22,10 @@ type metrics struct {
 	panics      *prometheus.CounterVec
 }
 
-// Reasons a message is skipped (label "reason" of skipped_messages_total).
+// Reasons a message is skipped (label "reason" of skipped_messages_total)
+// before the envelope gate sees it; the gate's refusals are refused_total,
+// labelled with proto's reasons.
 const (
-	skipSubject  = "subject"  // not a stored room subject
-	skipEnvelope = "envelope" // not a valid envelope
 	skipMetadata = "metadata" // not a JetStream message (no reply metadata)
 )
 
@@ -33,7 +38,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "skipped_messages_total",
-			Help: "Messages terminated without effect, by reason: subject, envelope, metadata.",
+			Help: "Messages terminated without effect before the envelope gate, by reason: metadata (not a JetStream message).",
+		}, []string{"reason"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "refused_total",
+			Help: "Messages the envelope gate (proto.CheckEnvelope) refused, terminated without effect, by reason: the gateway and sync refuse the same ones.",
 		}, []string{"reason"}),
 		batches: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "batches_total",
@@ -69,9 +78,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Panics stopped at a message boundary, logged with their stack, by where: fold or write (the messages terminated, ROOM_STATE not written for them), loop (the consume loop started over), get or getmany (answered internal).",
 		}, []string{"where"}),
 	}
-	reg.MustRegister(m.processed, m.skipped, m.batches, m.writes, m.conflicts, m.writeErrors, m.lagSeqs, m.lagSeconds, m.requests, m.panics)
-	for _, r := range []string{skipSubject, skipEnvelope, skipMetadata} {
-		m.skipped.WithLabelValues(r)
+	reg.MustRegister(m.processed, m.skipped, m.refused, m.batches, m.writes, m.conflicts, m.writeErrors, m.lagSeqs, m.lagSeconds, m.requests, m.panics)
+	m.skipped.WithLabelValues(skipMetadata)
+	for _, r := range proto.Reasons {
+		m.refused.WithLabelValues(string(r))
 	}
 	return m
 }
