@@ -1,8 +1,6 @@
 package backfill
 
 import (
-	"encoding/json"
-	"fmt"
 	"sort"
 
 	"github.com/roomcast/roomcast/proto"
@@ -17,31 +15,24 @@ type record struct {
 	Deleted   bool
 }
 
-// envelopeHead is the part of an envelope the sync service looks at. Decoding
-// only these fields skips copying data and diff, which may be large.
-type envelopeHead struct {
-	Event     proto.Event `json:"event"`
-	ID        string      `json:"id"`
-	UpdatedAt int64       `json:"updatedAt"`
+// parseRecord reads what the sync service needs from a stored message of
+// room, after the envelope gate the gateway and roomstate apply too
+// (proto.CheckEnvelope, against the message's store time): a message the
+// gate refuses was never delivered live nor folded into the room's state,
+// and is no change here either. The error is then a *proto.RefusedError.
+func parseRecord(room proto.Room, m stored) (record, error) {
+	c, err := proto.CheckEnvelope(room, m.Data, m.At)
+	if err != nil {
+		return record{}, err
+	}
+	return record{Seq: m.Seq, ID: c.ID(), UpdatedAt: c.UpdatedAt, Deleted: c.Event.Op() == proto.OpDelete}, nil
 }
 
-// parseRecord reads what the sync service needs from a stored envelope. It
-// checks what proto.Envelope.Validate checks about those fields; a message
-// that fails was not published through a roomcast publisher and is skipped.
-func parseRecord(seq uint64, data []byte) (record, error) {
-	var h envelopeHead
-	if err := json.Unmarshal(data, &h); err != nil {
-		return record{}, fmt.Errorf("message %d: envelope: %w", seq, err)
-	}
-	switch {
-	case !h.Event.Known():
-		return record{}, fmt.Errorf("message %d: unknown event %q", seq, h.Event)
-	case h.ID == "" || len(h.ID) > proto.MaxResourceIDLen:
-		return record{}, fmt.Errorf("message %d: %s: bad resource id", seq, h.Event)
-	case h.UpdatedAt <= 0:
-		return record{}, fmt.Errorf("message %d: %s %s: updatedAt %d", seq, h.Event, h.ID, h.UpdatedAt)
-	}
-	return record{Seq: seq, ID: h.ID, UpdatedAt: h.UpdatedAt, Deleted: h.Event.Op() == proto.OpDelete}, nil
+// refused counts and logs a stored message the gate refused.
+func (s *service) refused(room proto.Room, seq uint64, err error) {
+	reason := proto.ReasonOf(err)
+	s.metrics.refused.WithLabelValues(string(reason)).Inc()
+	s.log.Warn().Err(err).Str("room", room.Name()).Uint64("seq", seq).Str("reason", string(reason)).Msg("refused a stored room message")
 }
 
 // collapser folds a room's records, in stream order, into one change per

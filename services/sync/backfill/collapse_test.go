@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -187,23 +188,28 @@ func TestCollapsePagination(t *testing.T) {
 }
 
 func TestParseRecord(t *testing.T) {
-	r, err := parseRecord(7, []byte(`{"event":"delete-task","id":"t1","updatedAt":5}`))
+	tasks := room(t, "board-b1-tasks")
+	at := time.UnixMilli(1000)
+	r, err := parseRecord(tasks, stored{Seq: 7, Data: []byte(`{"event":"delete-task","id":"t1","updatedAt":5}`), At: at})
 	require.NoError(t, err)
 	require.Equal(t, record{Seq: 7, ID: "t1", UpdatedAt: 5, Deleted: true}, r)
-	r, err = parseRecord(8, []byte(`{"event":"update-task","id":"t1","updatedAt":6,"diff":{"a":1}}`))
+	r, err = parseRecord(tasks, stored{Seq: 8, Data: []byte(`{"event":"update-task","id":"t1","updatedAt":6,"diff":{"a":1}}`), At: at})
 	require.NoError(t, err)
 	require.False(t, r.Deleted)
-	for _, bad := range []string{``, `[]`, `{"event":"nope","id":"t","updatedAt":1}`, `{"event":"update-task","updatedAt":1}`, `{"event":"update-task","id":"t"}`} {
-		_, err := parseRecord(1, []byte(bad))
-		require.Error(t, err, bad)
+	for _, bad := range []string{``, `[]`, `{"event":"nope","id":"t","updatedAt":1}`, `{"event":"update-task","updatedAt":1}`, `{"event":"update-task","id":"t"}`,
+		`{"event":"update-board","id":"t","updatedAt":1,"diff":{}}`, `{"event":"delete-task","id":"t1","updatedAt":99999999}`} {
+		_, err := parseRecord(tasks, stored{Seq: 1, Data: []byte(bad), At: at})
+		require.NotEmpty(t, proto.ReasonOf(err), bad)
 	}
 }
 
 func FuzzParseRecord(f *testing.F) {
 	f.Add([]byte(`{"event":"update-task","id":"t1","updatedAt":6,"diff":{"a":1}}`))
 	f.Add([]byte(`{"event":"delete-task","id":"t1","updatedAt":5}`))
+	tasks, err := proto.BoardTasksRoom("b1")
+	require.NoError(f, err)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := parseRecord(1, b)
+		r, err := parseRecord(tasks, stored{Seq: 1, Data: b, At: time.Now()})
 		if err != nil {
 			return
 		}

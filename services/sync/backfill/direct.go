@@ -176,7 +176,7 @@ func batchReplies(ctx context.Context, sub replies, reply, subject string, b bud
 			return 0, nil
 		}
 		prev = seq
-		if !visit(stored{Seq: seq, Data: m.Data}) {
+		if !visit(stored{Seq: seq, Data: m.Data, At: storeTime(m.Header)}) {
 			res.cut = cutLimit
 			return 0, nil
 		}
@@ -212,6 +212,16 @@ func (r replies) NextMsgWithContext(ctx context.Context) (*nats.Msg, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// storeTime is the store time a direct get's reply carries (the server's
+// Nats-Time-Stamp, not a copy a publisher stored); now when it has none, as
+// the gateway does for a live message.
+func storeTime(h nats.Header) time.Time {
+	if t, err := time.Parse(time.RFC3339Nano, proto.StreamHeader(h, jetstream.TimeStampHeaer)); err == nil {
+		return t
+	}
+	return time.Now()
 }
 
 // Batched runs: where the index shows a room's messages close together (a
@@ -297,6 +307,7 @@ func (r directReader) readSeqs(ctx context.Context, subject string, seqs []uint6
 	window := max(1, want+1)
 	var req []byte
 	var bodies [][]byte
+	var times []time.Time // the bodies' store times
 	tailReply := ""
 	for sent := 0; sent < len(runs) || tailReply != ""; {
 		if sent == len(runs) {
@@ -347,7 +358,7 @@ func (r directReader) readSeqs(ctx context.Context, subject string, seqs []uint6
 		for j := sent; j < end; j++ {
 			ru := runs[j]
 			reply := inbox + "." + strconv.Itoa(j)
-			bodies = bodies[:0]
+			bodies, times = bodies[:0], times[:0]
 		replies:
 			for {
 				m, err := sub.NextMsgWithContext(ctx)
@@ -373,7 +384,7 @@ func (r directReader) readSeqs(ctx context.Context, subject string, seqs []uint6
 							res.cut = cutGap // more than asked for: not an answer to trust
 							return res, nil
 						}
-						bodies = append(bodies, m.Data)
+						bodies, times = append(bodies, m.Data), append(times, storeTime(m.Header))
 						continue
 					case statusEOB:
 						got := len(bodies)
@@ -406,13 +417,14 @@ func (r directReader) readSeqs(ctx context.Context, subject string, seqs []uint6
 					case subj != subject || lm.Seq != seqs[ru.first]:
 						return res, fmt.Errorf("read %s: the stream leader has %s at %d", subject, subj, seqs[ru.first])
 					}
-					m.Data = lm.Data
+					bodies, times = append(bodies, lm.Data), append(times, lm.At)
+					break replies
 				case statusNoResponders:
 					return res, errNoDirect
 				default:
 					return res, fmt.Errorf("read %s: direct get: status %s %s", subject, status, m.Header.Get("Description"))
 				}
-				bodies = append(bodies, m.Data)
+				bodies, times = append(bodies, m.Data), append(times, storeTime(m.Header))
 				break
 			}
 			for k, data := range bodies {
@@ -420,7 +432,7 @@ func (r directReader) readSeqs(ctx context.Context, subject string, seqs []uint6
 					res.cut = cutScan
 					return res, nil
 				}
-				if !visit(stored{Seq: seqs[ru.first+k], Data: data}) {
+				if !visit(stored{Seq: seqs[ru.first+k], Data: data, At: times[k]}) {
 					res.cut = cutLimit
 					return res, nil
 				}

@@ -85,10 +85,9 @@ func (s *service) changes(ctx context.Context, data []byte) (any, error) {
 	c := newCollapser(q.since, q.limit)
 	folded := 0
 	res, err := s.read(ctx, endpointChanges, q, func(m stored) bool {
-		r, err := parseRecord(m.Seq, m.Data)
+		r, err := parseRecord(q.room, m)
 		if err != nil {
-			s.metrics.skipped.Inc()
-			s.log.Debug().Err(err).Str("room", q.room.Name()).Msg("skipping a stored message that is not an envelope")
+			s.refused(q.room, m.Seq, err)
 			c.skip(m.Seq)
 			folded++
 			return true
@@ -130,11 +129,10 @@ func (s *service) chat(ctx context.Context, data []byte) (any, error) {
 		size     int
 	)
 	res, err := s.read(ctx, endpointChat, q, func(m stored) bool {
-		r, err := parseRecord(m.Seq, m.Data)
+		r, err := parseRecord(q.room, m)
 		switch {
 		case err != nil:
-			s.metrics.skipped.Inc()
-			s.log.Debug().Err(err).Str("room", q.room.Name()).Msg("skipping a stored message that is not an envelope")
+			s.refused(q.room, m.Seq, err)
 		case q.since != nil && r.UpdatedAt < *q.since:
 			// Read only because of the skew margin: older than the cursor.
 		default:

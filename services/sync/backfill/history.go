@@ -36,6 +36,9 @@ func startOf(c proto.Cursor, margin time.Duration) start {
 type stored struct {
 	Seq  uint64
 	Data []byte
+	// At is when the stream stored it: the envelope gate measures updatedAt
+	// against it (proto.MaxFutureSkew).
+	At time.Time
 }
 
 // budget bounds one read.
@@ -194,7 +197,7 @@ func (r consumerReader) read(ctx context.Context, subject string, st start, b bu
 				return res, nil
 			}
 			delivered++
-			if !visit(stored{Seq: meta.Sequence.Stream, Data: m.Data()}) {
+			if !visit(stored{Seq: meta.Sequence.Stream, Data: m.Data(), At: meta.Timestamp}) {
 				res.cut = cutLimit
 				return res, nil
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -28,9 +29,10 @@ func newLeaderGetter(nc *nats.Conn, stream string) leaderGetter {
 // there is no such message).
 type msgGetResponse struct {
 	Message *struct {
-		Subject string `json:"subject"`
-		Seq     uint64 `json:"seq"`
-		Data    []byte `json:"data"` // base64 in JSON
+		Subject string    `json:"subject"`
+		Seq     uint64    `json:"seq"`
+		Data    []byte    `json:"data"` // base64 in JSON
+		Time    time.Time `json:"time"`
 	} `json:"message"`
 	Error *struct {
 		Code        int    `json:"code"`
@@ -61,7 +63,7 @@ func (l leaderGetter) get(ctx context.Context, seq uint64, next string) (msg sto
 	case resp.Message == nil:
 		return stored{}, "", false, fmt.Errorf("get %d from the stream leader: empty answer", seq)
 	}
-	return stored{Seq: resp.Message.Seq, Data: resp.Message.Data}, resp.Message.Subject, true, nil
+	return stored{Seq: resp.Message.Seq, Data: resp.Message.Data, At: resp.Message.Time}, resp.Message.Subject, true, nil
 }
 
 // readAfter visits subject's messages after seq, one request each, until

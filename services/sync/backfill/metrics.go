@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/roomcast/roomcast/proto"
 )
 
 // metrics are the service's Prometheus metrics, all named roomcast_sync_*.
@@ -12,7 +14,7 @@ type metrics struct {
 	scanned    *prometheus.CounterVec   // stream messages read, by endpoint
 	duration   *prometheus.HistogramVec // by endpoint
 	cuts       *prometheus.CounterVec   // answers cut short, by endpoint and reason
-	skipped    prometheus.Counter       // stored messages that are not valid envelopes
+	refused    *prometheus.CounterVec   // stored messages the envelope gate refused, by reason
 	incomplete *prometheus.CounterVec   // answers with complete:false, by endpoint
 	reads      *prometheus.CounterVec   // history reads, by method (tail, index, direct, consumer)
 	tailBytes  prometheus.GaugeFunc     // memory of the tail's logs
@@ -39,10 +41,10 @@ func newMetrics(reg prometheus.Registerer, tailBytes, feedGaps func() float64) (
 			Name: "roomcast_sync_cut_total",
 			Help: "Answers cut short with a continuation cursor, by endpoint and reason (limit, scan, bytes, time, gap).",
 		}, []string{"endpoint", "reason"}),
-		skipped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "roomcast_sync_invalid_messages_total",
-			Help: "Stored messages skipped because they are not valid envelopes.",
-		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_sync_refused_total",
+			Help: "Stored messages the envelope gate (proto.CheckEnvelope) refused, left out of an answer, by reason: counted each time a read meets one. The gateway and roomstate refuse the same ones.",
+		}, []string{"reason"}),
 		incomplete: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_sync_incomplete_total",
 			Help: "Answers with complete:false (history no longer reaches back to the cursor), by endpoint.",
@@ -64,7 +66,7 @@ func newMetrics(reg prometheus.Registerer, tailBytes, feedGaps func() float64) (
 			Help: "Panics stopped at a message boundary, logged with their stack, by where: feed (the index was reset), changes or chat (answered internal).",
 		}, []string{"where"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.scanned, m.duration, m.cuts, m.skipped, m.incomplete, m.reads, m.tailBytes, m.feedGaps, m.panics} {
+	for _, c := range []prometheus.Collector{m.requests, m.scanned, m.duration, m.cuts, m.refused, m.incomplete, m.reads, m.tailBytes, m.feedGaps, m.panics} {
 		if err := reg.Register(c); err != nil {
 			var dup prometheus.AlreadyRegisteredError
 			if errors.As(err, &dup) {
@@ -72,6 +74,9 @@ func newMetrics(reg prometheus.Registerer, tailBytes, feedGaps func() float64) (
 			}
 			return nil, err
 		}
+	}
+	for _, r := range proto.Reasons {
+		m.refused.WithLabelValues(string(r))
 	}
 	return m, nil
 }

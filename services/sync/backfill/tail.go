@@ -244,7 +244,7 @@ func (x *index) tailRead(subject string, st start, s jetstream.StreamState, barr
 	for off := 0; i < end; i++ {
 		e := c.at(i)
 		next := off + int(e.bodyLen)
-		out = append(out, stored{Seq: e.seq, Data: buf[off:next:next]})
+		out = append(out, stored{Seq: e.seq, Data: buf[off:next:next], At: time.Unix(0, e.ts)})
 		off = next
 	}
 	return out, true

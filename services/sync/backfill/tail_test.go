@@ -334,7 +334,7 @@ func (c streamCopy) want(t *testing.T, args proto.ChangesArgs) proto.ChangesResu
 		case !at.byTime && m.Sequence <= at.afterSeq:
 		case at.byTime && m.Time.Before(at.at):
 		default:
-			rec, err := parseRecord(m.Sequence, m.Data)
+			rec, err := parseRecord(room(t, args.RoomName), stored{Seq: m.Sequence, Data: m.Data, At: m.Time})
 			require.NoError(t, err)
 			records = append(records, rec)
 		}
