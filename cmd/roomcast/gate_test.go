@@ -132,11 +132,11 @@ func TestEnvelopeGate(t *testing.T) {
 		return fmt.Sprintf(`{"event":"delete-task","id":%q,"updatedAt":%d}`, id, at)
 	}
 	cases := []struct {
-		name    string
-		room    string // the room the valid message after it goes to
-		swap    bool   // publish the bad one with the room's chat members unsorted
-		bad     string
-		why     proto.Reason
+		name string
+		room string // the room the valid message after it goes to
+		swap bool   // publish the bad one with the room's chat members unsorted
+		bad  string
+		why  proto.Reason
 	}{
 		{"no id", "board-b1-tasks", false, fmt.Sprintf(`{"event":"update-task","updatedAt":%d,"diff":{"a":1}}`, high), proto.ReasonID},
 		{"updatedAt yesterday", "board-b1-tasks", false, `{"event":"update-task","id":"bad","updatedAt":"yesterday","diff":{"a":1}}`, proto.ReasonUpdatedAt},
