@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -1119,4 +1120,104 @@ func TestCloseFrameReason(t *testing.T) {
 	require.Equal(t, ws.StatusProtocolError, code)
 	require.True(t, utf8.ValidString(reason))
 	require.Equal(t, strings.Repeat("é", 61), reason)
+}
+
+// ---- Issue 14.5: one gate for envelopes; wildcard and dotted room names (gate) ----
+
+// TestSecurityWildcardRoomNames: names that would change what a subject
+// matches (a wildcard, a dot, a space) are refused with invalid_argument by
+// every endpoint that takes a room, before the authorizer, roomstate or sync
+// is asked and without a subscription being made: `board-*` must never
+// subscribe to every board.
+func TestSecurityWildcardRoomNames(t *testing.T) {
+	e := newEnv(t)
+	var asked atomic.Int32
+	for _, subj := range []string{proto.SubjectAuthzJoin, proto.SubjectRoomStateGet, proto.SubjectSyncChanges, proto.SubjectSyncChat} {
+		sub, err := e.nc.Subscribe(subj, func(m *nats.Msg) { asked.Add(1); _ = m.Respond([]byte(`{"allow":true}`)) })
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
+	require.NoError(t, e.nc.Flush())
+	// Many calls in a row: a budget that does not get in the way.
+	tg := e.startGateway(func(c *Config) { c.RateLimit, c.RateBurst, c.UserRateLimit, c.UserRateBurst = 1000, 1000, 1000, 1000 })
+	mallory := connectUser(t, tg, "u2")
+	before := tg.RoomSubscriptions()
+	since := int64(0)
+	for _, room := range []string{"board-*", "board->", ">", "*", "board-a.b", "board-b1.>", "board-b1.*", "board-*-tasks", "org-a b",
+		"user-*", "chat-u2-*", "chat-*-u2", "chat-u2-a.b", "board-b1\x00", "board-", "board-b1-tasks.x"} {
+		for _, call := range []struct {
+			name proto.EndpointName
+			args any
+		}{
+			{proto.EndpointAddToRoom, proto.RoomArgs{RoomName: room}},
+			{proto.EndpointGetRoomState, proto.RoomArgs{RoomName: room}},
+			{proto.EndpointGetChangesSince, proto.ChangesArgs{RoomName: room, Cursor: proto.Cursor{Since: &since}}},
+			{proto.EndpointGetChatMessagesSince, proto.ChangesArgs{RoomName: room, Cursor: proto.Cursor{Since: &since}}},
+		} {
+			mallory.mustFail(proto.CodeInvalidArgument, call.name, call.args)
+		}
+	}
+	require.Equal(t, int32(0), asked.Load(), "a refused name must not reach the authorizer, roomstate or sync")
+	require.ElementsMatch(t, before, tg.RoomSubscriptions(), "no subscription made")
+
+	// A board published to afterwards is not delivered to the socket.
+	e.publish(mustRoom(t, "board-b9"), "x", 1)
+	mallory.noBroadcast()
+}
+
+// TestSecurityEnvelopeGate: forged or broken messages that reach a room's
+// subject (an event not allowed in the room, an updatedAt far ahead, an
+// unsorted chat subject, a duplicate field, not JSON, an oversized or non
+// UTF-8 message to a tab) are not delivered: each is refused, counted under
+// its reason, and the room's next valid message arrives as the next
+// broadcast.
+func TestSecurityEnvelopeGate(t *testing.T) {
+	e := newEnv(t)
+	e.answerRoomState(nil)
+	e.answerAuthz(func(string, string) bool { return true })
+	tg := e.startGateway()
+	c := connectUser(t, tg, "u1")
+	c.mustOK(proto.EndpointAddToRoom, proto.RoomArgs{RoomName: "board-b1"})
+	future := time.Now().Add(proto.MaxFutureSkew + time.Minute).UnixMilli()
+	tasks, board, chat := mustRoom(t, "board-b1-tasks"), mustRoom(t, "board-b1"), mustRoom(t, "chat-u1-u2")
+	unsorted := strings.Replace(proto.Subjects{}.Publish(chat), ".u1.u2", ".u2.u1", 1)
+	for _, tc := range []struct {
+		name    string
+		subject string
+		data    string
+		why     proto.Reason
+		next    proto.Room
+	}{
+		{"a task event in the board room", proto.Subjects{}.Publish(board), `{"event":"update-task","id":"t1","updatedAt":5,"diff":{"a":1}}`, proto.ReasonEventRoom, board},
+		{"a message to a task room", proto.Subjects{}.Publish(tasks), `{"event":"new-message","id":"m1","updatedAt":5,"data":{}}`, proto.ReasonEventRoom, tasks},
+		{"updatedAt beyond the skew bound", proto.Subjects{}.Publish(tasks), fmt.Sprintf(`{"event":"delete-task","id":"t1","updatedAt":%d}`, future), proto.ReasonFuture, tasks},
+		{"an unsorted chat subject", unsorted, `{"event":"new-message","id":"m1","updatedAt":5,"data":{}}`, proto.ReasonSubject, chat},
+		{"id given twice", proto.Subjects{}.Publish(tasks), `{"event":"delete-task","id":"t1","id":"t2","updatedAt":5}`, proto.ReasonDuplicate, tasks},
+		{"a key in another case", proto.Subjects{}.Publish(tasks), `{"Event":"delete-task","id":"t1","updatedAt":5}`, proto.ReasonEvent, tasks},
+		{"not JSON", proto.Subjects{}.Publish(tasks), `{"event":`, proto.ReasonNotJSON, tasks},
+	} {
+		before := tg.counter(tg.m.refused.WithLabelValues(string(tc.why)))
+		_, err := e.js.Publish(t.Context(), tc.subject, []byte(tc.data))
+		require.NoError(t, err, tc.name)
+		_, seq := e.publish(tc.next, "ok", 6)
+		b := c.broadcast()
+		require.Equal(t, seq, b.Seq, "%s: delivered %s", tc.name, b.Data)
+		require.Equal(t, before+1, tg.counter(tg.m.refused.WithLabelValues(string(tc.why))), tc.name)
+	}
+
+	// A tab's own room is never stored: its messages take any JSON value,
+	// but not a broken or oversized one, nor one that is not UTF-8 (a
+	// browser would close the socket on such a text frame).
+	tab := proto.Subjects{}.Publish(mustRoom(t, "client-"+c.sid(t, tg)))
+	for why, data := range map[proto.Reason][]byte{
+		proto.ReasonNotJSON:  []byte("\"\xff\""),
+		proto.ReasonTooLarge: []byte(`"` + strings.Repeat("x", proto.MaxEnvelopeSize) + `"`),
+	} {
+		before := tg.counter(tg.m.refused.WithLabelValues(string(why)))
+		require.NoError(t, e.nc.Publish(tab, data))
+		require.NoError(t, e.nc.Publish(tab, []byte(`{"ok":1}`)))
+		require.JSONEq(t, `{"ok":1}`, string(c.broadcast().Data), string(why))
+		require.Equal(t, before+1, tg.counter(tg.m.refused.WithLabelValues(string(why))), string(why))
+	}
+	c.noBroadcast()
 }
