@@ -108,14 +108,12 @@ func seqHeaders(m *nats.Msg) (uint64, uint64) {
 }
 
 // storedAt is when stream ROOMS stored m (the Nats-Time-Stamp its
-// RePublish sets), the time the gate measures updatedAt against; now for a
+// RePublish sets, not a copy a publisher stored with its event), the time the gate measures updatedAt against; now for a
 // message that has none (a client room's, or a rebroadcast).
 func storedAt(m *nats.Msg) time.Time {
-	if m.Header != nil {
-		if ts := m.Header.Get(jetstream.TimeStampHeaer); ts != "" {
-			if t, err := time.Parse(time.RFC3339Nano, ts); err == nil {
-				return t
-			}
+	if ts := proto.StreamHeader(m.Header, jetstream.TimeStampHeaer); ts != "" {
+		if t, err := time.Parse(time.RFC3339Nano, ts); err == nil {
+			return t
 		}
 	}
 	return time.Now()

@@ -1205,6 +1205,18 @@ func TestSecurityEnvelopeGate(t *testing.T) {
 		require.Equal(t, before+1, tg.counter(tg.m.refused.WithLabelValues(string(tc.why))), tc.name)
 	}
 
+	// A publisher that stores its own Nats-Time-Stamp, to move the bound,
+	// does not: the store time is the server's.
+	before := tg.counter(tg.m.refused.WithLabelValues(string(proto.ReasonFuture)))
+	forged := nats.NewMsg(proto.Subjects{}.Publish(tasks))
+	forged.Header.Set(jetstream.TimeStampHeaer, time.UnixMilli(future).UTC().Format(time.RFC3339Nano))
+	forged.Data = []byte(fmt.Sprintf(`{"event":"delete-task","id":"t1","updatedAt":%d}`, future))
+	_, err := e.js.PublishMsg(t.Context(), forged)
+	require.NoError(t, err)
+	_, seq := e.publish(tasks, "ok", 7)
+	require.Equal(t, seq, c.broadcast().Seq, "the forged store time is not believed")
+	require.Equal(t, before+1, tg.counter(tg.m.refused.WithLabelValues(string(proto.ReasonFuture))))
+
 	// A tab's own room is never stored: its messages take any JSON value,
 	// but not a broken or oversized one, nor one that is not UTF-8 (a
 	// browser would close the socket on such a text frame).
