@@ -48,7 +48,8 @@ func (b *stateReader) read(ctx context.Context, r proto.Room) (*proto.RoomState,
 	case res := <-ch:
 		return res.st, res.err
 	case <-ctx.Done():
-		return nil, proto.Errorf(proto.CodeUnavailable, "room state of %s: %v", name, ctx.Err())
+		// The client reads this: in its words, not context's.
+		return nil, proto.Errorf(proto.CodeUnavailable, "room state of %s: no answer in time: retry later", name)
 	}
 }
 

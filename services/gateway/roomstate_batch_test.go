@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
@@ -78,4 +79,21 @@ func TestStateReaderBatches(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	require.Equal(t, [][]string{{"board-b1"}, {"board-b1"}}, batches)
+}
+
+// TestStateReaderTimeout: a caller whose context ends before roomstate
+// answers gets unavailable, in words the client reads (not context's).
+func TestStateReaderTimeout(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway()
+	sub, err := e.nc.Subscribe(proto.SubjectRoomStateGetMany, func(*nats.Msg) {}) // never answers
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, e.nc.Flush())
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err = tg.states.read(ctx, mustRoom(t, "board-b1"))
+	require.Equal(t, proto.CodeUnavailable, proto.CodeOf(err))
+	require.Contains(t, err.Error(), "no answer in time")
+	require.NotContains(t, err.Error(), "context")
 }

@@ -321,7 +321,8 @@ func (s *socket) flush() {
 
 // putBackLocked puts what a writer did not write (rest) back in front of
 // the queue. Of buffers taken before an abort only the frame the write was
-// in, rest[0], goes back: the close frame comes right after it.
+// in, rest[0], goes back: the close frame comes right after it. Called
+// with s.mu held.
 func (s *socket) putBackLocked(rest net.Buffers) {
 	if s.abortBy != 0 && !s.takenAborted && len(rest) > 1 {
 		rest = rest[:1]
