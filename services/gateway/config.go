@@ -187,6 +187,13 @@ type Config struct {
 	// Registry receives the gateway's metrics and is served on /metrics; nil
 	// means a new registry.
 	Registry *prometheus.Registry
+
+	// panicHook, in tests only, is called at each panic boundary with its
+	// name (fanout: after each member is queued a broadcast; kick, revoke,
+	// revocation: before the user's sockets are changed; presence: before
+	// the read; endpoint: before a CONNECT or call is handled), so a test
+	// can panic there.
+	panicHook func(where string)
 }
 
 // DefaultTokenLeeway is Config.TokenLeeway's default.

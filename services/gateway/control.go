@@ -28,6 +28,12 @@ func (g *Gateway) subscribeControl() ([]*nats.Subscription, error) {
 // onKick takes a user's sockets out of a room (a membership was removed)
 // and drops the cached permission.
 func (g *Gateway) onKick(m *nats.Msg) {
+	user := ""
+	defer g.guard.Recover("kick", func() {
+		if user != "" {
+			g.failClosed(user, false)
+		}
+	})
 	var k proto.KickRequest
 	if err := json.Unmarshal(m.Data, &k); err != nil || proto.ValidateID(k.UserID) != nil {
 		g.log.Warn().Str("subject", m.Subject).Msg("ignored a kick that is not {roomName, userId}")
@@ -38,6 +44,8 @@ func (g *Gateway) onKick(m *nats.Msg) {
 		g.log.Warn().Err(err).Msg("ignored a kick with a bad room name")
 		return
 	}
+	user = k.UserID
+	g.hook("kick")
 	g.authz.forget(k.UserID, r)
 	n := 0
 	for _, s := range g.userSockets(k.UserID) {
@@ -50,3 +58,27 @@ func (g *Gateway) onKick(m *nats.Msg) {
 }
 
 // onRevoke is in revocations.go.
+
+// failClosed ends user u's sockets after a kick or a revoke panicked
+// part-way, so that none keeps a room or a session it should have lost:
+// the user's cached authorizations go, and every socket of the user is
+// closed, with a Socket.IO DISCONNECT when the user was being revoked (the
+// stock client then does not reconnect), else with a transport close (it
+// reconnects and joins again, asking the authorizer).
+func (g *Gateway) failClosed(u string, revoked bool) {
+	g.authz.forgetUser(u)
+	for _, s := range g.userSockets(u) {
+		if revoked {
+			s.closeWith("revoked", disconnectFrame, normalCloseFrm)
+		} else {
+			s.close("a kick failed part-way")
+		}
+	}
+}
+
+// hook is Config.panicHook (tests only).
+func (g *Gateway) hook(where string) {
+	if g.cfg.panicHook != nil {
+		g.cfg.panicHook(where)
+	}
+}

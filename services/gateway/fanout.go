@@ -28,17 +28,24 @@ const maxBatch = 64
 // member, then writes each socket it has to write once: under load, a socket
 // gets several frames in one writev (one syscall, the cost that dominates a
 // delivery); when idle, a message is written as soon as it comes.
+//
+// A panic in one message's delivery is stopped there (see deliver): the
+// worker goes on with the next.
 func (g *Gateway) runFanout(ch chan *nats.Msg, done <-chan struct{}) {
 	var members, writers []*socket
+	deliver := func(m *nats.Msg) {
+		defer g.guard.Recover("fanout", nil)
+		members = g.deliver(m, members[:0], &writers)
+	}
 	for {
 		select {
 		case m := <-ch:
-			members, writers = g.deliver(m, members[:0], writers)
+			deliver(m)
 		batch:
 			for range maxBatch - 1 {
 				select {
 				case m := <-ch:
-					members, writers = g.deliver(m, members[:0], writers)
+					deliver(m)
 				default:
 					break batch
 				}
@@ -120,10 +127,16 @@ func storedAt(m *nats.Msg) time.Time {
 }
 
 // deliver fans one NATS message out to the members of its room: it queues
-// the frame to each and appends to writers the sockets whose writer the
-// caller became (it must call their writeNow). members is the worker's
-// scratch slice; both are returned for reuse.
-func (g *Gateway) deliver(m *nats.Msg, members, writers []*socket) ([]*socket, []*socket) {
+// the frame to each and appends to *writers the sockets whose writer the
+// caller became (it must call their writeNow; through a pointer, so that
+// those appended before a panic are not lost: their queues would stall).
+// members is the worker's scratch slice, returned for reuse.
+//
+// A panic part-way leaves the broadcast queued to some members only:
+// those without it see the gap in the room's seq/prevSeq and resync, as
+// after any lost delivery. The room's shard lock is released by a defer
+// (membersOf), so a panic cannot leave the room locked.
+func (g *Gateway) deliver(m *nats.Msg, members []*socket, writers *[]*socket) []*socket {
 	start := time.Now()
 	g.m.messagesIn.Inc()
 	seq, prev := seqHeaders(m)
@@ -134,12 +147,44 @@ func (g *Gateway) deliver(m *nats.Msg, members, writers []*socket) ([]*socket, [
 		reason := proto.ReasonOf(err)
 		g.m.refused.WithLabelValues(string(reason)).Inc()
 		g.log.Warn().Err(err).Str("subject", m.Subject).Uint64("seq", seq).Str("reason", string(reason)).Msg("refused a room message")
-		return members, writers
+		return members
 	}
+	name := r.Parent().Name()
+	members, ok := g.membersOf(r, seq, members)
+	if !ok {
+		return members
+	}
+
+	frame := appendBroadcastFrame(r.Name(), m.Data, seq, prev)
+	sent := 0
+	for i, s := range members {
+		if ok, start := s.enqueue(frame); ok {
+			sent++
+			if start {
+				*writers = append(*writers, s)
+			}
+		} else {
+			// Closed or gone from the socket map: drop it from the room.
+			g.leaveName(s, name)
+		}
+		members[i] = nil
+		g.hook("fanout")
+	}
+	g.m.messagesOut.Add(float64(sent))
+	g.m.fanoutSeconds.Observe(time.Since(start).Seconds())
+	return members
+}
+
+// membersOf appends to members the local sockets r's message (stored at
+// seq, 0 for a client room) goes to, under r's shard lock, released by a
+// defer; ok is false when it goes to none. A chat room is made on its
+// first message.
+func (g *Gateway) membersOf(r proto.Room, seq uint64, members []*socket) (_ []*socket, ok bool) {
 	parent := r.Parent()
 	name := parent.Name()
 	sh := g.rooms.shard(name)
 	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	rm := sh.rooms[name]
 	if r.Kind() == proto.KindChat {
 		if rm == nil {
@@ -152,40 +197,19 @@ func (g *Gateway) deliver(m *nats.Msg, members, writers []*socket) ([]*socket, [
 		// No local member: a personal room of another gateway's user (shared
 		// personal subscriptions), or its last member left while the
 		// message was on its way.
-		sh.mu.Unlock()
 		g.m.unrouted.Inc()
-		return members, writers
+		return members, false
 	}
 	if r.Kind() == proto.KindChat && seq != 0 && g.cfg.PersonalSubscriptions == PersonalPerRoom {
 		if rm.own == nil {
 			rm.own = &roomOwn{}
 		}
 		if seq <= rm.own.lastSeq {
-			sh.mu.Unlock()
-			return members, writers // the copy from the other member's subscription
+			return members, false // the copy from the other member's subscription
 		}
 		rm.own.lastSeq = seq
 	}
-	members = rm.members.appendTo(members)
-	sh.mu.Unlock()
-
-	frame := appendBroadcastFrame(r.Name(), m.Data, seq, prev)
-	sent := 0
-	for i, s := range members {
-		if ok, start := s.enqueue(frame); ok {
-			sent++
-			if start {
-				writers = append(writers, s)
-			}
-		} else {
-			// Closed or gone from the socket map: drop it from the room.
-			g.leaveName(s, name)
-		}
-		members[i] = nil
-	}
-	g.m.messagesOut.Add(float64(sent))
-	g.m.fanoutSeconds.Observe(time.Since(start).Seconds())
-	return members, writers
+	return rm.members.appendTo(members), true
 }
 
 // createChatLocked makes chat room r on its first message, with every local

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/proto/panicguard"
 )
 
 // shutdownGrace bounds how long Run waits for plain HTTP handlers and for
@@ -33,6 +34,9 @@ type Gateway struct {
 	verifier *tokenVerifier
 	authz    authorizer
 	m        *metrics
+	// guard stops a panic where a NATS message or a socket's packet enters
+	// the gateway's code: see docs/decisions.md.
+	guard    *panicguard.Guard
 	presence *presence
 	revoked  revocations
 	// revKV is KV REVOCATIONS, set by watchRevocations before the control
@@ -88,6 +92,7 @@ func New(cfg Config) (*Gateway, error) {
 		verifier: v,
 		m:        m,
 	}
+	g.guard = panicguard.New(g.log, func(where string) { m.panics.WithLabelValues(where).Inc() })
 	g.rooms.init()
 	g.revoked.init(cfg.Store.MaxTokenLifetime)
 	g.users.init()

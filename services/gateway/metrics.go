@@ -26,6 +26,7 @@ type metrics struct {
 	badFrames       *prometheus.CounterVec
 	acceptErrors    *prometheus.CounterVec
 	limitedFrames   prometheus.Counter
+	panics          *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -62,9 +63,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Failed accepts of new connections (each retried after a pause, 5 ms doubling to 1 s), by error: emfile and enfile mean out of file descriptors."}, []string{"error"}),
 		limitedFrames: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "frames_limited_total",
 			Help: "Inbound frames beyond their socket's rate limit: dropped, or answered rate_limited."}),
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "panics_total",
+			Help: "Panics stopped at a message boundary, logged with their stack, by where: fanout, personal, kick, revoke, revocation, presence, endpoint (docs/decisions.md says what each does to the message)."}, []string{"where"}),
 	}
 	for _, c := range []prometheus.Collector{m.sockets, m.rooms, m.subscriptions, m.messagesIn, m.messagesOut, m.unrouted, m.dropped, m.refused,
-		m.fanoutSeconds, m.slowDisconnects, m.authFailures, m.calls, m.badFrames, m.acceptErrors, m.limitedFrames} {
+		m.fanoutSeconds, m.slowDisconnects, m.authFailures, m.calls, m.badFrames, m.acceptErrors, m.limitedFrames, m.panics} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

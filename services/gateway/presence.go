@@ -188,6 +188,9 @@ func (g *Gateway) addPresenceService() (micro.Service, error) {
 
 func (g *Gateway) servePresenceGet(req micro.Request) {
 	fail := func(e *proto.Error) { _ = req.Error(string(e.Code), e.Message, nil) }
+	// A read changes nothing: a panic is answered internal.
+	defer g.guard.Recover("presence", func() { fail(proto.Errorf(proto.CodeInternal, "internal error")) })
+	g.hook("presence")
 	var args proto.PresenceArgs
 	if err := json.Unmarshal(req.Data(), &args); err != nil {
 		fail(proto.Errorf(proto.CodeInvalidArgument, "want {userIds:[…]}: %s", decodeError(err).Message))

@@ -154,6 +154,8 @@ func (g *Gateway) applyRevocation(e jetstream.KeyValueEntry) {
 	if proto.ValidateID(u) != nil {
 		return
 	}
+	defer g.guard.Recover("revocation", func() { g.failClosed(u, true) })
+	g.hook("revocation")
 	switch e.Operation() {
 	case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
 		g.revoked.drop(u)
@@ -191,6 +193,11 @@ func (g *Gateway) onRevoke(m *nats.Msg) {
 	if u == "" {
 		return
 	}
+	defer g.guard.Recover("revoke", func() {
+		g.revoked.note(u, time.Now())
+		g.failClosed(u, true)
+	})
+	g.hook("revoke")
 	now := time.Now()
 	at := now
 	if r, ok := proto.ParseRevocation(m.Data); ok {

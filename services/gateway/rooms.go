@@ -191,7 +191,11 @@ func (g *Gateway) ownsSubscriptions(parent proto.Room) bool {
 func (g *Gateway) subscribePersonal() ([]*nats.Subscription, error) {
 	wild := g.subjects.LivePersonal()
 	subs, err := g.subscribeAll(wild[:], func(subj string) (*nats.Subscription, error) {
-		sub, err := g.nc.Subscribe(subj, func(m *nats.Msg) { g.fanoutChan(m.Subject) <- m })
+		sub, err := g.nc.Subscribe(subj, func(m *nats.Msg) {
+			defer g.guard.Recover("personal", nil) // the message is dropped
+			g.hook("personal")
+			g.fanoutChan(m.Subject) <- m
+		})
 		if err == nil {
 			// The fan-out channels bound what waits; this subscription's
 			// own buffer must not drop a burst nats.go could still hold.

@@ -164,7 +164,9 @@ var (
 	// The server failed a CONNECT (NATS did not take or confirm the
 	// socket's subscriptions): the client may reconnect at once.
 	setupCloseFrame = closeFrame(ws.StatusInternalServerError, "the server could not set up this socket: reconnect")
-	slowCloseFrame  = closeFrame(statusTryAgainLater, "slow consumer: messages came faster than the connection took them; reconnect and resync")
+	// internalCloseFrame: handling one of the socket's packets panicked.
+	internalCloseFrame = closeFrame(ws.StatusInternalServerError, "internal error: reconnect")
+	slowCloseFrame     = closeFrame(statusTryAgainLater, "slow consumer: messages came faster than the connection took them; reconnect and resync")
 )
 
 // closeFrame is a WebSocket close frame with code and reason, the reason
@@ -705,7 +707,14 @@ func (s *socket) handleText(payload []byte) bool {
 		// CONNECT and endpoint calls (JWT, JSON, NATS requests) would grow
 		// this goroutine's stack to 8 KB or more, kept until a GC shrinks
 		// it: they run on a deep worker while the reader waits.
-		return s.gw.deep.run(func() bool { return s.handleMessage(p) })
+		return s.gw.deep.run(func() (keep bool) {
+			// A panic in a CONNECT or a call may leave the socket half
+			// changed: it is closed (1011; the client reconnects), and the
+			// gateway serves on.
+			defer s.gw.guard.Recover("endpoint", func() { s.abort("internal error", internalCloseFrame) })
+			s.gw.hook("endpoint")
+			return s.handleMessage(p)
+		})
 	}
 	// A client ping (heartbeats go server → client in v4), open or upgrade.
 	if p.Engine == sio.EnginePing {
