@@ -30,7 +30,7 @@ const (
 	// DefaultConcurrency is how many requests one instance serves at once.
 	DefaultConcurrency = 16
 	// DefaultIndexDepth is how many of a room's latest messages the index
-	// keeps (16 bytes each).
+	// keeps (24 bytes each).
 	DefaultIndexDepth = 256
 	// DefaultIndexRooms is how many rooms the index keeps.
 	DefaultIndexRooms = 4096
@@ -80,7 +80,7 @@ type Config struct {
 	// Default 256.
 	IndexDepth int
 	// IndexRooms is how many rooms the index keeps (the memory bound is
-	// IndexRooms × IndexDepth × 16 bytes). Default 4096.
+	// IndexRooms × IndexDepth × 24 bytes). Default 4096.
 	IndexRooms int
 	// TailMessages is how many of a room's latest messages the tail keeps
 	// the bodies of, to answer reads without the stream (at most
@@ -108,7 +108,7 @@ func (c *Config) Bind(s *flagenv.Set) {
 	s.Int(&c.MaxLimit, "max-limit", "ROOMCAST_SYNC_MAX_LIMIT", DefaultMaxLimit, "largest page a request may ask for")
 	s.Int(&c.MaxScan, "max-scan", "ROOMCAST_SYNC_MAX_SCAN", DefaultMaxScan, "stream messages one request reads at most")
 	s.Duration(&c.MaxTime, "max-time", "ROOMCAST_SYNC_MAX_TIME", DefaultMaxTime, "time one request spends reading at most")
-	s.Int(&c.IndexDepth, "index-depth", "ROOMCAST_SYNC_INDEX_DEPTH", DefaultIndexDepth, "latest messages per room the index keeps (16 bytes each)")
+	s.Int(&c.IndexDepth, "index-depth", "ROOMCAST_SYNC_INDEX_DEPTH", DefaultIndexDepth, "latest messages per room the index keeps (24 bytes each)")
 	s.Int(&c.IndexRooms, "index-rooms", "ROOMCAST_SYNC_INDEX_ROOMS", DefaultIndexRooms, "rooms the index keeps")
 	s.Int(&c.TailMessages, "tail-messages", "ROOMCAST_SYNC_TAIL_MESSAGES", DefaultTailMessages, "latest messages per room whose bodies are kept to answer reads from memory (-1: none)")
 	s.Int(&c.TailBytes, "tail-bytes", "ROOMCAST_SYNC_TAIL_BYTES", DefaultTailBytes, "memory the kept bodies may take over all rooms, in bytes")
