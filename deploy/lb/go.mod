@@ -1,0 +1,3 @@
+module github.com/roomcast/roomcast/deploy/lb
+
+go 1.26.8

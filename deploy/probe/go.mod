@@ -1,0 +1,3 @@
+module github.com/roomcast/roomcast/deploy/probe
+
+go 1.26.8
