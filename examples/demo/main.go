@@ -53,6 +53,8 @@ type config struct {
 	board        string
 	users        []string
 	logLevel     string
+	natsURL      string // a deployed roomcast's NATS: run only the domain service
+	gatewayURL   string // with natsURL: the sockets' public URL, for the page
 }
 
 func main() {
@@ -67,6 +69,8 @@ func main() {
 	flag.StringVar(&c.board, "board", "demo", "the board the page shows")
 	flag.StringVar(&users, "users", "alice,bob,carol", "demo users, comma-separated")
 	flag.StringVar(&c.logLevel, "log-level", env("ROOMCAST_LOG_LEVEL", "warn"), "log level")
+	flag.StringVar(&c.natsURL, "nats-url", env("ROOMCAST_NATS_URL", ""), "run only the domain service (authz.join, the API, the page) against a deployed roomcast's NATS, as role service ($ROOMCAST_NATS_URL)")
+	flag.StringVar(&c.gatewayURL, "gateway-url", env("DEMO_GATEWAY_URL", "http://127.0.0.1:8080"), "with -nats-url: the gateways' public URL, for the page ($DEMO_GATEWAY_URL)")
 	flag.Parse()
 	c.users = strings.Split(users, ",")
 
@@ -93,6 +97,9 @@ func run(ctx context.Context, c config) error {
 		if err := proto.ValidateID(u); err != nil {
 			return fmt.Errorf("-users: %w", err)
 		}
+	}
+	if c.natsURL != "" {
+		return runService(ctx, c)
 	}
 	clientDir, err := findClientDir(c.clientDir)
 	if err != nil {
@@ -222,6 +229,66 @@ func run(ctx context.Context, c config) error {
 		return nil
 	}
 	return err
+}
+
+// runService is the demo domain service alone, for a deployed roomcast (the
+// compose stack): it answers authz.join and serves the API and the page;
+// the gateways, roomstate, sync and NATS run elsewhere. Tokens it mints
+// must be the gateways', so the secret is required.
+func runService(ctx context.Context, c config) error {
+	if c.secret == "" {
+		return errors.New("-nats-url needs ROOMCAST_JWT_SECRET, the gateways' secret")
+	}
+	level, err := zerolog.ParseLevel(c.logLevel)
+	if err != nil {
+		return fmt.Errorf("-log-level: %w", err)
+	}
+	log := zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
+	clientDir, err := findClientDir(c.clientDir)
+	if err != nil {
+		log.Warn().Err(err).Msg("the board page will not load; authz.join and the API work")
+	}
+	nc, err := nats.Connect(c.natsURL, nats.Name("roomcast-demo"), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("-nats-url: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	d := newDomain(c, proto.NewPublisher(js, proto.Subjects{}), log)
+	authz, err := d.serveAuthz(nc)
+	if err != nil {
+		return err
+	}
+	defer authz.Unsubscribe()
+	ln, err := net.Listen("tcp", c.addr)
+	if err != nil {
+		return fmt.Errorf("-addr %s: %w", c.addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", d.routes(c.gatewayURL, clientDir))
+	// Ready while connected to NATS: authz.join is answered.
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !nc.IsConnected() {
+			http.Error(w, "not connected to NATS", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	page := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = page.Shutdown(sctx)
+	}()
+	log.Info().Str("addr", ln.Addr().String()).Str("nats", nc.ConnectedUrlRedacted()).Msg("demo domain service started")
+	if err := page.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }
 
 // findClientDir locates clients/js: the flag, or clients/js under the
