@@ -394,12 +394,19 @@ func (c *opsCmd) streams(ctx context.Context, what string) error {
 		}
 		buckets[b] = map[string]any{"keys": st.Values(), "ttl": st.TTL().String(), "bytes": st.Bytes()}
 	}
-	return c.printJSON(map[string]any{
-		"stream": map[string]any{
-			"name": si.Config.Name, "subjects": si.Config.Subjects, "replicas": si.Config.Replicas,
-			"maxAge": si.Config.MaxAge.String(), "messages": si.State.Msgs, "bytes": si.State.Bytes,
-			"firstSeq": si.State.FirstSeq, "lastSeq": si.State.LastSeq,
-		},
-		"buckets": buckets,
-	})
+	stream := map[string]any{
+		"name": si.Config.Name, "subjects": si.Config.Subjects, "replicas": si.Config.Replicas,
+		"maxAge": si.Config.MaxAge.String(), "messages": si.State.Msgs, "bytes": si.State.Bytes,
+		"firstSeq": si.State.FirstSeq, "lastSeq": si.State.LastSeq,
+	}
+	// Which node leads the stream and whether its followers are current:
+	// what an operator looks at before and after a node fails.
+	if cl := si.Cluster; cl != nil {
+		followers := []map[string]any{}
+		for _, r := range cl.Replicas {
+			followers = append(followers, map[string]any{"name": r.Name, "current": r.Current})
+		}
+		stream["leader"], stream["followers"] = cl.Leader, followers
+	}
+	return c.printJSON(map[string]any{"stream": stream, "buckets": buckets})
 }

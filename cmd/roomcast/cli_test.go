@@ -221,6 +221,7 @@ func TestCLIServicesAndControl(t *testing.T) {
 
 	info := lines(t, c.ok("streams", "info"))[0]
 	require.Equal(t, "ROOMS", info["stream"].(map[string]any)["name"])
+	require.NotEmpty(t, info["stream"].(map[string]any)["leader"], "the server that leads the stream")
 	require.Contains(t, info["buckets"], proto.BucketRoomState)
 	require.Contains(t, info["buckets"], proto.BucketRevocations)
 	c.ok("streams", "ensure")
