@@ -2,11 +2,15 @@
 
 MODULES   := proto services/gateway services/roomstate services/sync cmd/roomcast examples/demo
 PKGS      := $(MODULES:%=./%/...)
+# Modules of their own under deploy/, outside go.work (k8s.io stays out of
+# the product's modules): the load balancer, the health probe, the
+# Kubernetes validator.
+DEPLOY_MODULES := deploy/lb deploy/probe deploy/k8s/validate
 FUZZTIME  ?= 5s
 GO        ?= go
 NPM       ?= npm
 
-.PHONY: all run build test test-go test-modules fuzz test-e2e e2e-deps peer-deps lint bench clean
+.PHONY: all run build test test-go test-modules fuzz test-e2e e2e-deps peer-deps lint bench clean deploy-up deploy-down test-deploy
 
 all: build
 
@@ -22,7 +26,7 @@ build:
 	$(GO) build -o bin/sync ./services/sync/cmd/sync
 
 ## test: every Go test with -race, each module on its own, bounded fuzzing, and the end-to-end tests
-test: lint peer-deps test-go test-modules fuzz test-e2e test-js test-browser
+test: lint peer-deps test-go test-modules fuzz test-e2e test-js test-browser test-deploy
 
 test-go:
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
@@ -64,7 +68,7 @@ test-e2e: build e2e-deps
 ## lint: go vet and gofmt
 lint:
 	$(GO) vet $(PKGS)
-	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l $(MODULES) $(DEPLOY_MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 ## bench: Go micro-benchmarks, then a short side-by-side run against Socket.IO into docs/performance.md
 bench: build peer-deps
@@ -110,3 +114,23 @@ test-js: build e2e-deps js-build
 test-browser: build e2e-deps js-build chromium
 	$(GO) build -o bin/demo ./examples/demo
 	cd $(JS) && node --test --test-concurrency=1 --test-timeout=300000 test/browser/
+
+# --- deployment: images built here, the compose stack under podman, Kubernetes manifests ---
+
+## deploy-up: build the images and run the compose stack under podman (docs/operations.md)
+deploy-up:
+	deploy/compose/stack.sh up
+
+## deploy-down: remove the stack's containers, network and volumes
+deploy-down:
+	deploy/compose/stack.sh down
+
+## test-deploy: the deploy modules' tests, the Kubernetes manifests validated offline, and the compose stack run end to end (installs podman if missing, as root)
+test-deploy: e2e-deps
+	@set -e; for m in $(DEPLOY_MODULES); do \
+		echo "GOWORK=off: $$m"; \
+		(cd $$m && GOWORK=off $(GO) vet ./... && GOWORK=off $(GO) test -count=1 ./...); \
+	done
+	@command -v kubectl >/dev/null || { echo "test-deploy: kubectl is needed (kubectl kustomize, offline)"; exit 1; }
+	kubectl kustomize deploy/k8s | (cd deploy/k8s/validate && GOWORK=off $(GO) run .)
+	deploy/compose/test.sh
