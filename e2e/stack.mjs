@@ -107,11 +107,14 @@ export async function startStack({ env = {}, readyTimeoutMs = 30000 } = {}) {
     logs: () => logs,
     token: (sub, opts = {}) => signJWT({ sub, ...opts }, opts.secret ?? secret),
     // restart stops the process with signal and starts it again on the
-    // same data; it resolves with the old process's exit once the new one is ready.
+    // same data; it resolves once the new one is ready, with the old
+    // process's exit and how long stopping and starting took.
     async restart({ signal = "SIGTERM" } = {}) {
+      const t0 = Date.now();
       const res = await halt(signal);
+      const t1 = Date.now();
       await launch();
-      return res;
+      return { ...res, stoppedMs: t1 - t0, readyMs: Date.now() - t1 };
     },
     // stop sends SIGTERM and resolves with the exit {code, signal}.
     async stop() {

@@ -611,7 +611,7 @@ test(`chaos: every client converges through cuts, storms, a restart and a silent
   clearInterval(sampler);
 
   const errorLines = stack.logs().split("\n").filter((l) => l.includes('"level":"error"')).length;
-  const summary = `chaos seed ${SEED}: ${stats.ops} publishes (${stats.publishRetries} retried), ${stats.cuts} cuts (${stats.stalls} stalls) in ${stats.storms} storms and between, restart by ${plan.restartSignal} took ${stats.restartMs} ms, authz silenced ${stats.authzSilenced} and answered ${stats.authzAnswered} joins, max lag of a connected client ${stats.maxLagMs} ms${stats.maxLag ? ` (${stats.maxLag})` : ""}, converged ${convergedMs} ms after the chaos, ${errorLines} error lines in the server's log, ${((Date.now() - started) / 1000).toFixed(1)} s in all`;
+  const summary = `chaos seed ${SEED}: ${stats.ops} publishes (${stats.publishRetries} retried), ${stats.cuts} cuts (${stats.stalls} stalls) in ${stats.storms} storms and between, restart by ${plan.restartSignal} took ${stats.restartMs} ms (stopped in ${stats.restartExit?.stoppedMs}, ready in ${stats.restartExit?.readyMs}), authz silenced ${stats.authzSilenced} and answered ${stats.authzAnswered} joins, max lag of a connected client ${stats.maxLagMs} ms${stats.maxLag ? ` (${stats.maxLag})` : ""}, converged ${convergedMs} ms after the chaos, ${errorLines} error lines in the server's log, ${((Date.now() - started) / 1000).toFixed(1)} s in all`;
   console.log(summary);
   for (const e of stack.unexpectedExits) failures.push(`the server exited by itself (code ${e.code}, signal ${e.signal}) at ${e.at}:\n${e.logs}`);
   // A panic stopped at a handler's boundary (proto/panicguard) keeps the
