@@ -402,7 +402,7 @@ func (g *Gateway) getChangesSince(ctx context.Context, s *socket, raw json.RawMe
 	if err := g.authorize(ctx, s, r); err != nil {
 		return nil, err
 	}
-	return g.forward(ctx, proto.SubjectSyncChanges, args)
+	return g.forward(ctx, proto.SubjectSyncChanges, proto.HistoryRequest{ChangesArgs: args, UserID: s.user})
 }
 
 func (g *Gateway) getChatMessagesSince(ctx context.Context, s *socket, raw json.RawMessage) (any, error) {
@@ -413,10 +413,11 @@ func (g *Gateway) getChatMessagesSince(ctx context.Context, s *socket, raw json.
 	if err := g.authorize(ctx, s, r); err != nil {
 		return nil, err
 	}
-	return g.forward(ctx, proto.SubjectSyncChat, args)
+	return g.forward(ctx, proto.SubjectSyncChat, proto.HistoryRequest{ChangesArgs: proto.ChangesArgs(args), UserID: s.user})
 }
 
-// forward passes a history read to sync and its answer back unchanged.
+// forward passes a history read to sync, with the user who asks (sync
+// shares its reads fairly between users), and its answer back unchanged.
 func (g *Gateway) forward(ctx context.Context, subject string, args any) (any, error) {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
 	defer cancel()

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -107,6 +108,10 @@ func TestHistoryEndpointsForward(t *testing.T) {
 			mu.Lock()
 			got = append(got, m.Subject+" "+string(m.Data))
 			mu.Unlock()
+			if m.Subject == proto.SubjectSyncChanges && strings.Contains(string(m.Data), "sprints") {
+				_ = proto.Respond(e.nc, m.Reply, nil, proto.RateLimited(250*time.Millisecond, "too many history reads of this user in flight"))
+				return
+			}
 			if m.Subject == proto.SubjectSyncChanges {
 				_ = m.Respond([]byte(`{"changes":[{"id":"t1","updatedAt":5,"deleted":false,"seq":3}],"complete":true}`))
 				return
@@ -126,12 +131,19 @@ func TestHistoryEndpointsForward(t *testing.T) {
 		string(c.mustOK("getChangesSince", map[string]any{"roomName": "board-b1-tasks", "since": 4})))
 	err := c.mustFail(proto.CodeNotFound, "getChatMessagesSince", map[string]any{"roomName": "chat-u2-u1", "afterSeq": 1, "limit": 10})
 	require.Equal(t, "no such chat", err.Message)
+	// sync's refusal reaches the client with its retry hint.
+	err = c.mustFail(proto.CodeRateLimited, "getChangesSince", map[string]any{"roomName": "board-b1-sprints", "afterSeq": 1})
+	require.Equal(t, int64(250), err.RetryAfterMs)
+	// The user who asks goes with each read (sync shares its reads between
+	// users); a client cannot name one.
 	mu.Lock()
 	require.Equal(t, []string{
-		`sync.changes {"roomName":"board-b1-tasks","since":4}`,
-		`sync.chat {"roomName":"chat-u1-u2","afterSeq":1,"limit":10}`,
+		`sync.changes {"roomName":"board-b1-tasks","since":4,"userId":"u1"}`,
+		`sync.chat {"roomName":"chat-u1-u2","afterSeq":1,"limit":10,"userId":"u1"}`,
+		`sync.changes {"roomName":"board-b1-sprints","afterSeq":1,"userId":"u1"}`,
 	}, got)
 	mu.Unlock()
+	c.mustFail(proto.CodeInvalidArgument, "getChangesSince", map[string]any{"roomName": "board-b1-tasks", "since": 4, "userId": "u2"})
 	c.mustFail(proto.CodeForbidden, "getChangesSince", map[string]any{"roomName": "board-b2", "since": 4})
 	c.mustFail(proto.CodeForbidden, "getChatMessagesSince", map[string]any{"roomName": "chat-u2-u3", "since": 4})
 	c.mustFail(proto.CodeInvalidArgument, "getChangesSince", map[string]any{"roomName": "board-b1"})

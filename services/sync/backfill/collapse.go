@@ -91,14 +91,16 @@ func (c *collapser) changes() []proto.Change {
 	return out
 }
 
-// collapse is the pure form of the collapsing: it folds records (in stream
-// order) with the since filter and limit, and returns the changes and how
-// many records it folded. When folded < len(records) the answer was cut and
-// continues after records[folded-1].Seq.
+// collapse is the pure form of a page of changes: it folds records (in
+// stream order) with the since filter and limit, at most limit+1 of them
+// (service.read's bound: a page reads what it may return and one more),
+// and returns the changes and how many records it folded. When folded <
+// len(records) the answer was cut and continues after
+// records[folded-1].Seq.
 func collapse(records []record, since *int64, limit int) (changes []proto.Change, folded int) {
 	c := newCollapser(since, limit)
 	for _, r := range records {
-		if !c.add(r) {
+		if folded == pageReads(limit) || !c.add(r) {
 			break
 		}
 		folded++

@@ -29,6 +29,12 @@ const (
 	DefaultMaxTime = 2 * time.Second
 	// DefaultConcurrency is how many requests one instance serves at once.
 	DefaultConcurrency = 16
+	// DefaultUserQueue is how many of one user's requests may wait for a
+	// slot.
+	DefaultUserQueue = 8
+	// DefaultQueueWait is how long a request may wait for a slot before it
+	// is refused (rate_limited) rather than read.
+	DefaultQueueWait = 500 * time.Millisecond
 	// DefaultIndexDepth is how many of a room's latest messages the index
 	// keeps (24 bytes each).
 	DefaultIndexDepth = 256
@@ -72,9 +78,23 @@ type Config struct {
 	MaxBytes int
 	// MaxTime caps the time one request spends reading the stream. Default 2 s.
 	MaxTime time.Duration
-	// Concurrency is how many requests one instance serves at once; more wait
-	// in the subscription's queue. Default 16.
+	// Concurrency is how many requests one instance reads at once; more
+	// wait in their users' lines, served in turn (admission.go). Default 16
+	// ($ROOMCAST_SYNC_CONCURRENCY).
 	Concurrency int
+	// UserConcurrency is how many of those one user's requests may take
+	// (the user the gateway names in the request). Default a quarter of
+	// Concurrency (4) ($ROOMCAST_SYNC_USER_CONCURRENCY).
+	UserConcurrency int
+	// UserQueue is how many of one user's requests may wait for a slot;
+	// one more is refused at once, rate_limited with retryAfterMs. Default
+	// 8 ($ROOMCAST_SYNC_USER_QUEUE).
+	UserQueue int
+	// QueueWait is how long a request may wait for a slot; one that waited
+	// longer is refused (rate_limited) instead of read: its client has
+	// waited long enough, and the gateway gives up at 2 s. Default 500 ms
+	// ($ROOMCAST_SYNC_QUEUE_WAIT).
+	QueueWait time.Duration
 	// IndexDepth is how many of a room's latest messages the index keeps;
 	// a read reaching further back walks the stream (exact, slower).
 	// Default 256.
@@ -108,6 +128,10 @@ func (c *Config) Bind(s *flagenv.Set) {
 	s.Int(&c.MaxLimit, "max-limit", "ROOMCAST_SYNC_MAX_LIMIT", DefaultMaxLimit, "largest page a request may ask for")
 	s.Int(&c.MaxScan, "max-scan", "ROOMCAST_SYNC_MAX_SCAN", DefaultMaxScan, "stream messages one request reads at most")
 	s.Duration(&c.MaxTime, "max-time", "ROOMCAST_SYNC_MAX_TIME", DefaultMaxTime, "time one request spends reading at most")
+	s.Int(&c.Concurrency, "concurrency", "ROOMCAST_SYNC_CONCURRENCY", DefaultConcurrency, "requests read at once")
+	s.Int(&c.UserConcurrency, "user-concurrency", "ROOMCAST_SYNC_USER_CONCURRENCY", 0, "requests of one user read at once (0: a quarter of -concurrency)")
+	s.Int(&c.UserQueue, "user-queue", "ROOMCAST_SYNC_USER_QUEUE", DefaultUserQueue, "requests of one user that may wait for a slot; more are refused rate_limited")
+	s.Duration(&c.QueueWait, "queue-wait", "ROOMCAST_SYNC_QUEUE_WAIT", DefaultQueueWait, "how long a request may wait for a slot before it is refused rate_limited")
 	s.Int(&c.IndexDepth, "index-depth", "ROOMCAST_SYNC_INDEX_DEPTH", DefaultIndexDepth, "latest messages per room the index keeps (24 bytes each)")
 	s.Int(&c.IndexRooms, "index-rooms", "ROOMCAST_SYNC_INDEX_ROOMS", DefaultIndexRooms, "rooms the index keeps")
 	s.Int(&c.TailMessages, "tail-messages", "ROOMCAST_SYNC_TAIL_MESSAGES", DefaultTailMessages, "latest messages per room whose bodies are kept to answer reads from memory (-1: none)")
@@ -122,7 +146,7 @@ func (c Config) Validate() error {
 	switch {
 	case c.SkewMargin < 0:
 		return fmt.Errorf("sync: skew margin %s: want zero (default) or positive", c.SkewMargin)
-	case c.DefaultLimit < 0, c.MaxLimit < 0, c.MaxScan < 0, c.MaxBytes < 0, c.Concurrency < 0, c.IndexDepth < 0, c.IndexRooms < 0, c.TailBytes < 0:
+	case c.DefaultLimit < 0, c.MaxLimit < 0, c.MaxScan < 0, c.MaxBytes < 0, c.Concurrency < 0, c.UserConcurrency < 0, c.UserQueue < 0, c.QueueWait < 0, c.IndexDepth < 0, c.IndexRooms < 0, c.TailBytes < 0:
 		return fmt.Errorf("sync: limits must be zero (default) or positive")
 	case c.TailMessages < -1:
 		return fmt.Errorf("sync: tail messages %d: want -1 (none), zero (default) or positive", c.TailMessages)
@@ -158,6 +182,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
+	}
+	if c.UserConcurrency == 0 {
+		c.UserConcurrency = max(1, c.Concurrency/4)
+	}
+	if c.UserQueue == 0 {
+		c.UserQueue = DefaultUserQueue
+	}
+	if c.QueueWait == 0 {
+		c.QueueWait = DefaultQueueWait
 	}
 	if c.IndexDepth == 0 {
 		c.IndexDepth = DefaultIndexDepth

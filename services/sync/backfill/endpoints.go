@@ -161,6 +161,11 @@ func (s *service) chat(ctx context.Context, data []byte) (any, error) {
 	return out, nil
 }
 
+// pageReads is how many stored messages a page of limit entries takes in:
+// as many as it may return, and one more, which for changes may fold into
+// an entry already there (and for chat says the page is full).
+func pageReads(limit int) int { return limit + 1 }
+
 // answer is what a read of one room found out besides the visited messages.
 type answer struct {
 	cut      cut
@@ -175,7 +180,27 @@ type answer struct {
 // completeness check; until the first one, and whenever they fail for want
 // of a responder, through a short-lived consumer).
 func (s *service) read(ctx context.Context, endpoint string, q query, visit func(stored) bool) (answer, error) {
-	b := budget{maxScan: s.cfg.MaxScan, maxBytes: s.cfg.MaxBytes, deadline: time.Now().Add(s.cfg.MaxTime)}
+	// A page takes in at most pageReads(limit) stored messages, wherever
+	// the cursor starts: a read costs what it returns, not what the room
+	// holds. Changes that collapse (updates of one resource) make a page of
+	// fewer entries; its next cursor goes on from there (issue 13.4: a
+	// since:0 read of a room of 10,000 updates of 100 tasks read all 10,000
+	// for 100 entries). The visitor decides where the page ends, so every
+	// way of reading gives the same page; the budget's one more message
+	// lets a reader see that one, and stops it fetching further.
+	taken := 0
+	inner := visit
+	visit = func(m stored) bool {
+		if taken == pageReads(q.limit) {
+			return false
+		}
+		if !inner(m) {
+			return false
+		}
+		taken++
+		return true
+	}
+	b := budget{maxScan: min(s.cfg.MaxScan, pageReads(q.limit)+1), maxBytes: s.cfg.MaxBytes, deadline: time.Now().Add(s.cfg.MaxTime)}
 	subject := s.cfg.Store.Subjects.Publish(q.room)
 	if s.mode.Load() == modeDirect {
 		if ans, ok := s.readTail(ctx, endpoint, q, subject, b, visit); ok {

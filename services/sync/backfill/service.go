@@ -2,6 +2,7 @@ package backfill
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -41,8 +42,8 @@ type service struct {
 	// guard stops a panic where a message enters: see docs/decisions.md.
 	guard *panicguard.Guard
 
-	sem      chan struct{} // bounds requests in flight
-	inflight sync.WaitGroup
+	admit    *admission     // when each request is read (admission.go)
+	inflight sync.WaitGroup // requests taken and not yet answered
 }
 
 // Run serves sync.changes and sync.chat until ctx is done, then stops taking
@@ -81,7 +82,7 @@ func Run(ctx context.Context, cfg Config) error {
 		index:    idx,
 		metrics:  m,
 		guard:    panicguard.New(log, func(where string) { m.panics.WithLabelValues(where).Inc() }),
-		sem:      make(chan struct{}, cfg.Concurrency),
+		admit:    newAdmission(cfg.Concurrency, cfg.UserConcurrency, cfg.UserQueue, 64*cfg.Concurrency, cfg.QueueWait),
 	}
 	idx.panicHook = cfg.panicHook
 	// The sync service only reads stream ROOMS: it does not create it (its
@@ -171,38 +172,57 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
-// handler runs fn for each request on a goroutine of its own, at most
-// Concurrency at once: micro calls handlers one at a time per endpoint, and
-// a reconnect storm must not queue behind one slow read. When all slots are
-// taken the subscription's own queue holds the rest.
+// handler runs fn for each request on a goroutine of its own, when
+// admission lets it (at most Concurrency at once, shared fairly between the
+// users the requests name): micro calls handlers one at a time per
+// endpoint, so the handler itself never waits, and a reconnect storm or
+// one user's flood must not queue everyone behind it.
 func (s *service) handler(ctx context.Context, endpoint string, fn func(context.Context, []byte) (any, error)) micro.Handler {
 	return micro.HandlerFunc(func(req micro.Request) {
-		select {
-		case s.sem <- struct{}{}:
-		case <-ctx.Done():
-			s.respond(endpoint, req, time.Now(), nil, proto.Errorf(proto.CodeUnavailable, "sync is shutting down"))
+		arrived := time.Now()
+		if ctx.Err() != nil {
+			s.respond(endpoint, req, arrived, nil, proto.Errorf(proto.CodeUnavailable, "sync is shutting down"))
 			return
 		}
+		user := requestUser(req.Data())
 		s.inflight.Add(1)
-		go func() {
-			defer s.inflight.Done()
-			defer func() { <-s.sem }()
-			began := time.Now()
-			// A read changes nothing: a panic is answered internal.
-			defer s.guard.Recover(endpoint, func() {
-				s.respond(endpoint, req, began, nil, proto.Errorf(proto.CodeInternal, "internal error"))
-			})
-			if s.cfg.panicHook != nil {
-				s.cfg.panicHook(endpoint)
-			}
-			// The request outlives Run's ctx by design (it is answered
-			// during shutdown), so it gets a context of its own.
-			rctx, cancel := context.WithTimeout(context.Background(), s.cfg.MaxTime+5*time.Second)
-			defer cancel()
-			res, err := fn(rctx, req.Data())
-			s.respond(endpoint, req, began, res, err)
-		}()
+		s.admit.admit(user, &waiter{
+			run: func() {
+				defer s.inflight.Done()
+				began := time.Now()
+				defer func() { s.admit.done(user, time.Since(began)) }()
+				// A read changes nothing: a panic is answered internal.
+				defer s.guard.Recover(endpoint, func() {
+					s.respond(endpoint, req, arrived, nil, proto.Errorf(proto.CodeInternal, "internal error"))
+				})
+				if s.cfg.panicHook != nil {
+					s.cfg.panicHook(endpoint)
+				}
+				// The request outlives Run's ctx by design (it is answered
+				// during shutdown), so it gets a context of its own.
+				rctx, cancel := context.WithTimeout(context.Background(), s.cfg.MaxTime+5*time.Second)
+				defer cancel()
+				res, err := fn(rctx, req.Data())
+				s.respond(endpoint, req, arrived, res, err)
+			},
+			refuse: func(retryAfter time.Duration) {
+				defer s.inflight.Done()
+				s.respond(endpoint, req, arrived, nil, proto.RateLimited(retryAfter,
+					"too many history reads of this user in flight: retry after retryAfterMs"))
+			},
+		})
 	})
+}
+
+// requestUser is the user a gateway named in a request (proto.
+// HistoryRequest), "" for none (or a request that does not decode: parsing
+// it again answers that).
+func requestUser(data []byte) string {
+	var r struct {
+		UserID string `json:"userId"`
+	}
+	_ = json.Unmarshal(data, &r)
+	return r.UserID
 }
 
 // respond sends res or err, and counts the request.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -82,6 +83,32 @@ func (f *fixture) changes(t *testing.T, args proto.ChangesArgs) proto.ChangesRes
 	t.Helper()
 	var res proto.ChangesResult
 	require.NoError(t, f.request(proto.SubjectSyncChanges, args, &res))
+	return res
+}
+
+// allChanges follows args's pages to the end, as a client does, and
+// returns the changes they add up to (a resource's later change replacing
+// its earlier one), in stream order, with the last page's completeness.
+func (f *fixture) allChanges(t *testing.T, args proto.ChangesArgs) proto.ChangesResult {
+	t.Helper()
+	latest := map[string]proto.Change{}
+	var res proto.ChangesResult
+	for page := 0; ; page++ {
+		require.Less(t, page, 100, "pages do not end")
+		res = f.changes(t, args)
+		for _, c := range res.Changes {
+			latest[c.ID] = c
+		}
+		if res.Next == nil {
+			break
+		}
+		args.Cursor = *res.Next
+	}
+	res.Changes = res.Changes[:0]
+	for _, c := range latest {
+		res.Changes = append(res.Changes, c)
+	}
+	sort.Slice(res.Changes, func(i, j int) bool { return res.Changes[i].Seq < res.Changes[j].Seq })
 	return res
 }
 
