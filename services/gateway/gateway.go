@@ -51,6 +51,10 @@ type Gateway struct {
 	hb     heartbeats
 	fanout []chan *nats.Msg
 
+	// cooldowns: users whose socket was closed for flooding, refused at
+	// CONNECT for a moment (cooldown.go).
+	cooldowns cooldowns
+
 	draining atomic.Bool
 	// notAccepting is the listener's last accept error while accepts fail
 	// (nil: accepting), for /readyz.

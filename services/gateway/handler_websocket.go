@@ -241,6 +241,13 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 	s.state = stateConnected
 	s.mu.Unlock()
 
+	if wait := g.cooldowns.left(s.user); wait > 0 {
+		// As for the cap, 429: the stock client's reconnection backoff
+		// (1 s and more) comes after the cooldown; a flood's reconnect at
+		// once does not get a fresh budget to flood with again.
+		return g.refuseWith(s, "cooldown", http.StatusTooManyRequests,
+			fmt.Sprintf("rate limit exceeded: a socket of this user was closed for flooding; connect again in %d ms", wait.Milliseconds()+1))
+	}
 	clientRoom, _ := proto.ClientRoom(s.client) // validated above
 	userRoom, _ := proto.UserRoom(s.user)       // validated by verify
 	flush := false

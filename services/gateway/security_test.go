@@ -658,6 +658,7 @@ func TestSecurityEveryFrameCountsAgainstTheBudget(t *testing.T) {
 	tg := e.startGateway(func(c *Config) {
 		c.RateLimit = 1
 		c.RateBurst = burst
+		c.FloodCooldown = time.Nanosecond // each case connects the flooder again (TestSecurityFloodCooldown)
 	})
 	bystander := connectUser(t, tg, "calm")
 	for _, tc := range []struct {
@@ -692,6 +693,40 @@ func TestSecurityEveryFrameCountsAgainstTheBudget(t *testing.T) {
 	}
 	require.Positive(t, tg.counter(tg.m.limitedFrames))
 	bystander.mustOK(proto.EndpointUpdateClient, map[string]any{"isActive": true})
+}
+
+// TestSecurityFloodCooldown: a user whose socket was closed for flooding
+// cannot connect again at once (a fresh socket budget to flood with): its
+// CONNECT is refused with 429 and how long to wait, another user's is not,
+// and after the cooldown the user connects.
+func TestSecurityFloodCooldown(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway(func(c *Config) {
+		c.RateLimit = 1
+		c.RateBurst = 10
+		c.FloodCooldown = 300 * time.Millisecond
+	})
+	rs := connectRaw(t, tg, "flooder")
+	var flood []byte
+	for range 500 {
+		flood = append(flood, ws.MustCompileFrame(ws.MaskFrame(ws.NewPingFrame([]byte("x"))))...)
+	}
+	rs.write(flood)
+	_, code, _ := rs.untilClosed()
+	require.Equal(t, ws.StatusPolicyViolation, code)
+
+	c, got := connect(t, tg, `{"token":"`+token(t, "flooder", time.Hour)+`"}`)
+	require.True(t, strings.HasPrefix(got, `44{"message":"rate limit exceeded: a socket of this user was closed for flooding; connect again in `), got)
+	require.True(t, strings.HasSuffix(got, ` ms","data":{"code":429}}`), got)
+	c.waitClosed()
+	require.Equal(t, float64(1), tg.counter(tg.m.authFailures.WithLabelValues("cooldown")))
+	connectUser(t, tg, "other").mustOK(proto.EndpointUpdateClient, map[string]any{"isActive": true})
+
+	require.Eventually(t, func() bool {
+		c, got := connect(t, tg, `{"token":"`+token(t, "flooder", time.Hour)+`"}`)
+		_ = c.conn.Close()
+		return strings.HasPrefix(got, `40{"sid":"`)
+	}, 5*time.Second, 50*time.Millisecond)
 }
 
 // TestSecurityOverBudgetCallsAreRefusedNotClosed: a client that goes over

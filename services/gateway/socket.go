@@ -661,6 +661,9 @@ func (s *socket) handleFrame(h ws.Header, payload []byte) bool {
 			if s.excess > float32(s.gw.cfg.RateBurst) {
 				s.gw.m.badFrames.WithLabelValues("flood").Inc()
 				s.gw.log.Info().Str("socket", s.id).Str("user", s.user).Msg("closing a socket that kept sending beyond its rate limit")
+				if s.user != "" {
+					s.gw.cooldowns.start(s.user, s.gw.cfg.FloodCooldown)
+				}
 				s.closeWith("flood: kept sending beyond the rate limit", floodCloseFrame)
 				return false
 			}
