@@ -170,7 +170,7 @@ func TestTailBodySizes(t *testing.T) {
 			rng := rand.New(rand.NewPCG(0, 1))
 			x := newIndex(tc.depth, 8, tc.keep, 1<<30)
 			bodies := map[uint64][]byte{}
-			for seq := uint64(1); seq <= 5000; seq++ {
+			for seq := uint64(1); seq <= 3000; seq++ {
 				n := tc.lo + rng.IntN(tc.hi-tc.lo+1)
 				if tc.logUniform {
 					n = logUniform(rng, tc.lo, tc.hi)
