@@ -285,11 +285,15 @@ func runService(ctx context.Context, c config) error {
 		_ = page.Shutdown(sctx)
 	}()
 	log.Info().Str("addr", ln.Addr().String()).Str("nats", nc.ConnectedUrlRedacted()).Msg("demo domain service started")
+	serviceListening(ln.Addr())
 	if err := page.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
 }
+
+// serviceListening is called with runService's address once it listens (tests).
+var serviceListening = func(net.Addr) {}
 
 // findClientDir locates clients/js: the flag, or clients/js under the
 // working directory or one of its parents (make demo runs at the root).

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -17,10 +18,13 @@ import (
 // gateways' secret.
 func TestDemoServiceAlone(t *testing.T) {
 	s, nc, _ := natstest.RunStack(t, proto.StoreConfig{})
-	c := config{addr: "127.0.0.1:18391", natsURL: s.ClientURL(), board: "demo", users: []string{"alice"}, logLevel: "error"}
+	c := config{addr: "127.0.0.1:0", natsURL: s.ClientURL(), board: "demo", users: []string{"alice"}, logLevel: "error"}
 	require.ErrorContains(t, runService(context.Background(), c), "ROOMCAST_JWT_SECRET")
 
 	c.secret = "s"
+	listening := make(chan net.Addr, 1)
+	serviceListening = func(a net.Addr) { listening <- a }
+	t.Cleanup(func() { serviceListening = func(net.Addr) {} })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- runService(ctx, c) }()
@@ -37,7 +41,13 @@ func TestDemoServiceAlone(t *testing.T) {
 		}, 10*time.Second, 50*time.Millisecond)
 		require.Equal(t, want, reply.Allow, room)
 	}
-	resp, err := http.Get("http://127.0.0.1:18391/readyz")
+	var addr net.Addr
+	select {
+	case addr = <-listening:
+	case err := <-done:
+		t.Fatalf("runService stopped: %v", err)
+	}
+	resp, err := http.Get("http://" + addr.String() + "/readyz")
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode, "ready while connected")
