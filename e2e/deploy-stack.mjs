@@ -2,6 +2,7 @@
 // official nats client: run by deploy/compose/test.sh (make test-deploy)
 // against a stack it brought up (deploy/compose/stack.sh up). Each phase
 // prints how long it took. Phases:
+//   0. every container runs as nobody, read-only, from a localhost/ image;
 //   1. one client through each gateway (the lb spreads them), both join
 //      board-demo (the demo service authorizes), a publisher's events arrive
 //      at both with seq/prevSeq unbroken;
@@ -158,6 +159,17 @@ const has = (c, seqs) => [...seqs].every((s) => c.seqs.has(s));
 
 async function main() {
   let alice, bob, carol;
+  await phase("every container runs as nobody on a read-only root filesystem, from an image built here", async () => {
+    const names = podman("ps", "--filter", `name=^${project}_`, "--format", "{{.Names}}").trim().split("\n");
+    assert.equal(names.length, 11, `the stack's 11 containers: ${names}`);
+    for (const n of names) {
+      const [user, ro, image] = podman("inspect", n, "--format", "{{.Config.User}} {{.HostConfig.ReadonlyRootfs}} {{.ImageName}}").trim().split(" ");
+      assert.equal(user, "65534:65534", `${n} runs as nobody`);
+      assert.equal(ro, "true", `${n} has a read-only root filesystem`);
+      assert.match(image, /^localhost\/roomcast(-nats|-lb)?:/, `${n} runs an image built here`);
+    }
+  });
+
   await phase("connect through each gateway, join, publish, deliver", async () => {
     // The default transports (polling, then WebSocket) need the lb's
     // session affinity; a gateway without polling is tested over WebSocket.
