@@ -32,9 +32,12 @@ type ContractEvent struct {
 
 // ContractRoomKind is one kind of room. Pattern spells its name with
 // placeholders: <id> for one id; <a> and <b> for a chat's two members.
+// Subject is where a domain service publishes to it (default prefix), with
+// the same placeholders and <user> for the user a client room belongs to.
 type ContractRoomKind struct {
 	Kind    string `json:"kind"`
 	Pattern string `json:"pattern"`
+	Subject string `json:"subject"`
 	Stored  bool   `json:"stored"`
 }
 
@@ -71,13 +74,16 @@ func Contract() ContractDoc {
 		c.ErrorCodes = append(c.ErrorCodes, string(code))
 	}
 	for _, k := range roomKinds {
-		var pattern string
-		if k == KindChat {
-			pattern = newRoom(k, "<a>", "<b>").Name()
-		} else {
-			pattern = newRoom(k, "<id>", "").Name()
+		var r Room
+		switch k {
+		case KindChat:
+			r = newRoom(k, "<a>", "<b>")
+		case KindClient:
+			r = newRoom(k, "<id>", "<user>")
+		default:
+			r = newRoom(k, "<id>", "")
 		}
-		c.RoomKinds = append(c.RoomKinds, ContractRoomKind{Kind: k.String(), Pattern: pattern, Stored: k.Stored()})
+		c.RoomKinds = append(c.RoomKinds, ContractRoomKind{Kind: k.String(), Pattern: r.Name(), Subject: Subjects{}.Publish(r), Stored: k.Stored()})
 	}
 	return c
 }

@@ -30,7 +30,7 @@ func TestEventRooms(t *testing.T) {
 	org, _ := proto.OrgRoom("o1")
 	user, _ := proto.UserRoom("u1")
 	chat, _ := proto.ChatRoom("u1", "u2")
-	client, _ := proto.ClientRoom("c1")
+	client, _ := proto.ClientRoom("u1", "c1")
 	allowed := map[proto.Event][]proto.Room{
 		proto.EventUpdateUser:         {user},
 		proto.EventCreateOrganization: {org},

@@ -111,7 +111,7 @@ func TestPublishRefuses(t *testing.T) {
 	p := proto.NewPublisher(js, proto.Subjects{})
 	ctx := context.Background()
 	tasks, _ := proto.BoardTasksRoom("b1")
-	client, _ := proto.ClientRoom("c1")
+	client, _ := proto.ClientRoom("u1", "c1")
 	board, _ := proto.BoardRoom("b1")
 	del := proto.Envelope{Event: proto.EventDeleteTask, ID: "t1", UpdatedAt: 1}
 	_, err := p.Publish(ctx, board, del)

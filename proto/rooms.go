@@ -12,7 +12,7 @@ type RoomKind uint8
 // The room kinds of the design ("Room strategy" in the seed).
 const (
 	KindUser         RoomKind = iota + 1 // user-<U>: every socket of U
-	KindClient                           // client-<C>: one tab, server-managed
+	KindClient                           // client-<C>: one tab of one user, server-managed
 	KindOrg                              // org-<O>
 	KindBoard                            // board-<B>
 	KindBoardTasks                       // board-<B>-tasks, shares board-<B>'s sockets
@@ -54,7 +54,7 @@ const (
 type Room struct {
 	kind RoomKind
 	id   string // user, client, org or board id; the first chat member
-	peer string // chat only: the second member, id < peer
+	peer string // chat: the second member, id < peer; client: the tab's user ("" when unknown)
 	name string
 }
 
@@ -73,8 +73,40 @@ func (r Room) Members() []string {
 	return []string{r.id, r.peer}
 }
 
-// Name is the room's canonical name, e.g. "board-b1-tasks".
+// Name is the room's canonical name, e.g. "board-b1-tasks". A client room's
+// name leaves its user out (client-<C>: what the tab sees as a broadcast's
+// destination); Key tells two users' client rooms apart.
 func (r Room) Name() string { return r.name }
+
+// Owner is the user a client room belongs to, "" for a client room parsed
+// from its name alone and for every other kind.
+func (r Room) Owner() string {
+	if r.kind != KindClient {
+		return ""
+	}
+	return r.peer
+}
+
+// Key identifies the room among all rooms: its Name, but for a client room
+// with an owner, its name and its user (client-<C>.<U>), so two users
+// presenting the same clientId hold two rooms. A '.' is in no id, so no
+// other room's key looks like it.
+func (r Room) Key() string {
+	if r.kind == KindClient && r.peer != "" {
+		return r.name + "." + r.peer
+	}
+	return r.name
+}
+
+// WithOwner is client room r as user u's: the room a socket of u holding
+// tab r.ID() is in. Subjects.Publish and Live need it: a client room's
+// subject carries its user (live.rooms.client.<U>.<C>).
+func (r Room) WithOwner(u string) (Room, error) {
+	if r.kind != KindClient {
+		return Room{}, fmt.Errorf("%s is not a client room: only client rooms have an owner", r.name)
+	}
+	return ClientRoom(u, r.id)
+}
 
 func (r Room) String() string { return r.name }
 
@@ -143,8 +175,18 @@ func oneIDRoom(k RoomKind, id string) (Room, error) {
 // UserRoom is user-<u>.
 func UserRoom(u string) (Room, error) { return oneIDRoom(KindUser, u) }
 
-// ClientRoom is client-<c>.
-func ClientRoom(c string) (Room, error) { return oneIDRoom(KindClient, c) }
+// ClientRoom is client-<c>, the tab c of user u.
+func ClientRoom(u, c string) (Room, error) {
+	if err := ValidateID(u); err != nil {
+		return Room{}, fmt.Errorf("client room: user: %w", err)
+	}
+	r, err := oneIDRoom(KindClient, c)
+	if err != nil {
+		return Room{}, err
+	}
+	r.peer = u
+	return r, nil
+}
 
 // OrgRoom is org-<o>.
 func OrgRoom(o string) (Room, error) { return oneIDRoom(KindOrg, o) }
@@ -194,7 +236,8 @@ func ParseRoom(name string) (Room, error) {
 	case "user":
 		return UserRoom(rest)
 	case "client":
-		return ClientRoom(rest)
+		// Its user is not in its name: Owner is "" until WithOwner.
+		return oneIDRoom(KindClient, rest)
 	case "org":
 		return OrgRoom(rest)
 	case "board":

@@ -22,7 +22,6 @@ func TestConstructors(t *testing.T) {
 		kind          proto.RoomKind
 	}{
 		{func() (proto.Room, error) { return proto.UserRoom("u1") }, "user-u1", "rooms.user.u1", proto.KindUser},
-		{func() (proto.Room, error) { return proto.ClientRoom("c_1") }, "client-c_1", "live.rooms.client.c_1", proto.KindClient},
 		{func() (proto.Room, error) { return proto.OrgRoom("o1") }, "org-o1", "rooms.org.o1", proto.KindOrg},
 		{func() (proto.Room, error) { return proto.BoardRoom("b1") }, "board-b1", "rooms.board.b1", proto.KindBoard},
 		{func() (proto.Room, error) { return proto.BoardTasksRoom("b1") }, "board-b1-tasks", "rooms.board.b1.tasks", proto.KindBoardTasks},
@@ -47,6 +46,49 @@ func TestConstructors(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, r, parsed, "name round-trips")
 	}
+}
+
+// TestClientRoomBelongsToItsUser: a client room's subject carries its user,
+// so two users presenting the same clientId are two rooms (two subjects,
+// two keys) under one name; a client room parsed from its name alone has
+// no subject until it is given its owner.
+func TestClientRoomBelongsToItsUser(t *testing.T) {
+	s := proto.Subjects{}
+	alice, err := proto.ClientRoom("alice", "tab_1")
+	require.NoError(t, err)
+	bob, err := proto.ClientRoom("bob", "tab_1")
+	require.NoError(t, err)
+	require.Equal(t, "client-tab_1", alice.Name())
+	require.Equal(t, alice.Name(), bob.Name(), "the tab sees the same name")
+	require.Equal(t, "alice", alice.Owner())
+	require.Equal(t, "live.rooms.client.alice.tab_1", s.Publish(alice))
+	require.Equal(t, "live.rooms.client.alice.tab_1", s.Live(alice))
+	require.NotEqual(t, s.Live(alice), s.Live(bob))
+	require.NotEqual(t, alice.Key(), bob.Key())
+	back, err := s.RoomOf("live.rooms.client.bob.tab_1")
+	require.NoError(t, err)
+	require.Equal(t, bob, back)
+	for _, bad := range []string{"live.rooms.client.tab_1", "live.rooms.client.*.tab_1", "live.rooms.client.bob.*", "live.rooms.client.a.b.c"} {
+		_, err := s.RoomOf(bad)
+		require.Error(t, err, bad)
+	}
+
+	parsed, err := proto.ParseRoom("client-tab_1")
+	require.NoError(t, err)
+	require.Empty(t, parsed.Owner())
+	require.Equal(t, parsed.Name(), parsed.Key())
+	require.Panics(t, func() { s.Live(parsed) }, "no subject without the user: it would reach every user's tab")
+	owned, err := parsed.WithOwner("alice")
+	require.NoError(t, err)
+	require.Equal(t, alice, owned)
+	_, err = parsed.WithOwner("a.b")
+	require.Error(t, err)
+	_, err = proto.ClientRoom("*", "tab_1")
+	require.Error(t, err)
+	board, _ := proto.BoardRoom("b1")
+	_, err = board.WithOwner("alice")
+	require.Error(t, err)
+	require.Equal(t, board.Name(), board.Key())
 }
 
 func TestParseRoomRefuses(t *testing.T) {
@@ -122,9 +164,24 @@ func FuzzParseRoom(f *testing.F) {
 	}
 	subjects := proto.Subjects{}
 	f.Fuzz(func(t *testing.T, name string) {
-		r, err := proto.ParseRoom(name)
+		parsed, err := proto.ParseRoom(name)
 		if err != nil {
 			return
+		}
+		r := parsed
+		if r.Kind() == proto.KindClient {
+			// Its subject needs its user: without one there is none.
+			func() {
+				defer func() {
+					if recover() == nil {
+						t.Fatalf("client room %q without its user has a subject", name)
+					}
+				}()
+				_ = subjects.Live(r)
+			}()
+			if r, err = r.WithOwner("u1"); err != nil {
+				t.Fatal(err)
+			}
 		}
 		for _, subj := range []string{subjects.Publish(r), subjects.Live(r)} {
 			toks := strings.Split(subj, ".")
@@ -135,8 +192,8 @@ func FuzzParseRoom(f *testing.F) {
 			}
 			want := 3 // rooms.kind.id
 			switch r.Kind() {
-			case proto.KindBoardTasks, proto.KindBoardSprints, proto.KindChat:
-				want = 4
+			case proto.KindBoardTasks, proto.KindBoardSprints, proto.KindChat, proto.KindClient:
+				want = 4 // rooms.board.B.tasks, rooms.chat.A.B, rooms.client.U.C
 			}
 			if subj == subjects.Live(r) {
 				want++
@@ -150,7 +207,7 @@ func FuzzParseRoom(f *testing.F) {
 			}
 		}
 		again, err := proto.ParseRoom(r.Name())
-		if err != nil || again != r {
+		if err != nil || again != parsed {
 			t.Fatalf("canonical name %q of %q does not round-trip: %v", r.Name(), name, err)
 		}
 	})

@@ -17,7 +17,7 @@ const LivePrefix = "live"
 // Subjects maps rooms to NATS subjects under a prefix:
 //
 //	user-U           rooms.user.U
-//	client-C         rooms.client.C   (live only, never stored)
+//	client-C of U    rooms.client.U.C (live only, never stored)
 //	org-O            rooms.org.O
 //	board-B          rooms.board.B
 //	board-B-tasks    rooms.board.B.tasks
@@ -60,7 +60,9 @@ func (s Subjects) Prefix() string {
 }
 
 // Publish is the subject a domain service publishes r's events to. For a
-// client room, which is never stored, it is the live subject.
+// client room, which is never stored, it is the live subject, which names
+// the tab's user: a client room without its Owner (parsed from a name
+// alone) has no subject, and Publish and Live panic on it.
 func (s Subjects) Publish(r Room) string {
 	if r.kind == KindClient {
 		return s.Live(r)
@@ -77,7 +79,11 @@ func (s Subjects) stored(r Room) string {
 	case KindUser:
 		return p + ".user." + r.id
 	case KindClient:
-		return p + ".client." + r.id
+		if r.peer == "" {
+			// A subject without the user would reach every user's tab C.
+			panic("proto: subject of client room " + r.name + " without its user: use Room.WithOwner")
+		}
+		return p + ".client." + r.peer + "." + r.id
 	case KindOrg:
 		return p + ".org." + r.id
 	case KindBoard:
@@ -108,12 +114,12 @@ func (s Subjects) LiveChats(u string) [2]string {
 }
 
 // LivePersonal are the three wildcards that cover every personal room: each
-// user room (live.rooms.user.*), client room (live.rooms.client.*) and chat
+// user room (live.rooms.user.*), client room (live.rooms.client.*.*) and chat
 // (live.rooms.chat.*.*). A gateway that serves personal rooms from these
 // holds three subscriptions in all instead of several per socket.
 func (s Subjects) LivePersonal() [3]string {
 	base := LivePrefix + "." + s.Prefix() + "."
-	return [3]string{base + "user.*", base + "client.*", base + "chat.*.*"}
+	return [3]string{base + "user.*", base + "client.*.*", base + "chat.*.*"}
 }
 
 // LiveAll is the wildcard that matches every live room subject.
@@ -144,8 +150,8 @@ func (s Subjects) RoomOf(subject string) (Room, error) {
 	switch {
 	case len(toks) == 2 && toks[0] == "user":
 		r, err = UserRoom(toks[1])
-	case len(toks) == 2 && toks[0] == "client":
-		r, err = ClientRoom(toks[1])
+	case len(toks) == 3 && toks[0] == "client":
+		r, err = ClientRoom(toks[1], toks[2])
 	case len(toks) == 2 && toks[0] == "org":
 		r, err = OrgRoom(toks[1])
 	case len(toks) == 2 && toks[0] == "board":

@@ -61,7 +61,7 @@ func TestLivePersonalCoversPersonalRoomsOnly(t *testing.T) {
 	s, err := proto.NewSubjects("acme.rooms")
 	require.NoError(t, err)
 	wild := s.LivePersonal()
-	require.Equal(t, [3]string{"live.acme.rooms.user.*", "live.acme.rooms.client.*", "live.acme.rooms.chat.*.*"}, wild)
+	require.Equal(t, [3]string{"live.acme.rooms.user.*", "live.acme.rooms.client.*.*", "live.acme.rooms.chat.*.*"}, wild)
 	matches := func(subject string) int {
 		n := 0
 		for _, w := range wild {
@@ -72,7 +72,7 @@ func TestLivePersonalCoversPersonalRoomsOnly(t *testing.T) {
 		return n
 	}
 	user, _ := proto.UserRoom("u1")
-	client, _ := proto.ClientRoom("c1")
+	client, _ := proto.ClientRoom("u1", "c1")
 	chat, _ := proto.ChatRoom("u2", "u1")
 	for _, r := range []proto.Room{user, client, chat} {
 		require.Equal(t, 1, matches(s.Live(r)), r.Name())

@@ -105,23 +105,35 @@ func (c *opsCmd) publishEvent(ctx context.Context, rest []string, diff, data, ms
 func tailCommand(out, errOut io.Writer) *cobra.Command {
 	c := newOpsCmd(readsSubjects, out, errOut)
 	var count int
+	var user string
 	cmd := c.command(&cobra.Command{
 		Use:     "tail ROOM",
 		Short:   "print live broadcasts as gateways receive them",
-		Example: "  roomcast tail board-b1-tasks\n  roomcast tail board-b1-tasks --count 1",
+		Example: "  roomcast tail board-b1-tasks\n  roomcast tail board-b1-tasks --count 1\n  roomcast tail client-tab1 --user alice",
 		Args:    usageArgs("ROOM", cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.tail(cmd.Context(), args[0], count)
+			return c.tail(cmd.Context(), args[0], user, count)
 		},
 	})
 	cmd.Flags().IntVar(&count, "count", 0, "stop after this many messages (0: until interrupted)")
+	cmd.Flags().StringVar(&user, "user", "", "the user a client room belongs to (client rooms only: their subject names the tab's user)")
 	return cmd
 }
 
-func (c *opsCmd) tail(ctx context.Context, name string, count int) error {
+func (c *opsCmd) tail(ctx context.Context, name, user string, count int) error {
 	r, err := c.readyRoom(name)
 	if err != nil {
 		return err
+	}
+	switch {
+	case r.Kind() == proto.KindClient && user == "":
+		return usagef("%s is a client room: give --user, the user whose tab it is", r)
+	case r.Kind() == proto.KindClient:
+		if r, err = r.WithOwner(user); err != nil {
+			return usageError{err}
+		}
+	case user != "":
+		return usagef("--user is for client rooms; %s is a %s room", r, r.Kind())
 	}
 	if err := c.connect(); err != nil {
 		return err

@@ -161,6 +161,37 @@ func TestCLITail(t *testing.T) {
 	}
 }
 
+// TestCLITailClientRoom: a client room is tailed as one user's tab: its
+// subject names the user, so --user is required, and only for client rooms.
+func TestCLITailClientRoom(t *testing.T) {
+	s, nc, _ := natstest.RunStack(t, proto.StoreConfig{})
+	c := cli{t, s.ClientURL()}
+	for _, args := range [][]string{{"tail", "client-tab1"}, {"tail", "--user", "alice", "board-b1"}, {"tail", "--user", "a.b", "client-tab1"}} {
+		code, _, _ := c.run(args...)
+		require.Equal(t, exitUsage, code, args)
+	}
+	done := make(chan string, 1)
+	go func() { done <- c.ok("tail", "--count", "1", "--user", "alice", "client-tab1") }()
+	bob, _ := proto.ClientRoom("bob", "tab1")
+	alice, _ := proto.ClientRoom("alice", "tab1")
+	deadline := time.After(10 * time.Second)
+	for {
+		require.NoError(t, nc.Publish(proto.Subjects{}.Publish(bob), []byte(`{"for":"bob"}`)))
+		require.NoError(t, nc.Publish(proto.Subjects{}.Publish(alice), []byte(`{"for":"alice"}`)))
+		select {
+		case out := <-done:
+			got := lines(t, out)
+			require.Len(t, got, 1)
+			require.Equal(t, "client-tab1", got[0]["destination"])
+			require.Equal(t, map[string]any{"for": "alice"}, got[0]["data"])
+			return
+		case <-deadline:
+			t.Fatal("tail did not print alice's tab's message")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 func TestCLIServicesAndControl(t *testing.T) {
 	s, nc, js := natstest.RunStack(t, proto.StoreConfig{})
 	c := cli{t, s.ClientURL()}

@@ -279,7 +279,7 @@ func checkPermissions(t *testing.T, s *server.Server) {
 
 	// Client rooms are stored nowhere: a domain service publishes them
 	// straight to their live subject, and gateways receive them.
-	client, _ := proto.ClientRoom("c1")
+	client, _ := proto.ClientRoom("u1", "c1")
 	direct := make(chan *nats.Msg, 1)
 	_, err = gateway.ChanSubscribe(subjects.Live(client), direct)
 	require.NoError(t, err)

@@ -49,7 +49,7 @@ func (g *Gateway) onKick(m *nats.Msg) {
 	g.authz.forget(k.UserID, r)
 	n := 0
 	for _, s := range g.userSockets(k.UserID) {
-		if s.inRoom(r.Parent().Name()) {
+		if s.inRoom(r.Parent().Key()) {
 			g.leave(s, r)
 			n++
 		}

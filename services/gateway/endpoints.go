@@ -321,7 +321,7 @@ func (g *Gateway) addToRoom(ctx context.Context, s *socket, raw json.RawMessage)
 	if err := g.authorize(ctx, s, r); err != nil {
 		return nil, err
 	}
-	parent := r.Parent().Name()
+	parent := r.Parent().Key()
 	if r.Kind() == proto.KindChat {
 		s.setLeftChat(parent, false)
 	}

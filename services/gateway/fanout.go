@@ -181,7 +181,7 @@ func (g *Gateway) deliver(m *nats.Msg, members []*socket, writers *[]*socket) []
 // first message.
 func (g *Gateway) membersOf(r proto.Room, seq uint64, members []*socket) (_ []*socket, ok bool) {
 	parent := r.Parent()
-	name := parent.Name()
+	name := parent.Key()
 	sh := g.rooms.shard(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()

@@ -54,15 +54,15 @@ func testFanoutWithSeq(t *testing.T, mode func(*Config)) {
 
 	// A client room: published to its live subject directly, no seq.
 	sid := c.sid(t, tg)
-	require.NoError(t, e.nc.Publish(proto.Subjects{}.Publish(mustRoom(t, "client-"+sid)), []byte(`{"hello":1}`)))
+	require.NoError(t, e.nc.Publish(proto.Subjects{}.Publish(clientRoomOf(t, "u1", sid)), []byte(`{"hello":1}`)))
 	b = c.broadcast()
 	require.Equal(t, "client-"+sid, b.Destination)
 	require.JSONEq(t, `{"hello":1}`, string(b.Data))
 	require.Equal(t, uint64(0), b.Seq)
 
 	// Not JSON: refused by the gate and counted, the room goes on.
-	require.NoError(t, e.nc.Publish(proto.Subjects{}.Publish(mustRoom(t, "client-"+sid)), []byte(`{nope`)))
-	require.NoError(t, e.nc.Publish(proto.Subjects{}.Publish(mustRoom(t, "client-"+sid)), []byte(`2`)))
+	require.NoError(t, e.nc.Publish(proto.Subjects{}.Publish(clientRoomOf(t, "u1", sid)), []byte(`{nope`)))
+	require.NoError(t, e.nc.Publish(proto.Subjects{}.Publish(clientRoomOf(t, "u1", sid)), []byte(`2`)))
 	require.JSONEq(t, `2`, string(c.broadcast().Data))
 	require.Equal(t, float64(1), tg.counter(tg.m.refused.WithLabelValues(string(proto.ReasonNotJSON))))
 
@@ -253,7 +253,7 @@ func TestSharedPersonalSubscriptions(t *testing.T) {
 
 	// client-<b's sid>: b alone.
 	sid := b.sid(t, g2)
-	require.NoError(t, e.nc.Publish(proto.Subjects{}.Publish(mustRoom(t, "client-"+sid)), []byte(`{"hi":1}`)))
+	require.NoError(t, e.nc.Publish(proto.Subjects{}.Publish(clientRoomOf(t, "b", sid)), []byte(`{"hi":1}`)))
 	require.JSONEq(t, `{"hi":1}`, string(b.broadcast().Data))
 	a1.noBroadcast()
 	require.Eventually(t, func() bool { return g1.counter(g1.m.unrouted) == 1 }, 5*time.Second, 5*time.Millisecond)

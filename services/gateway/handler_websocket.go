@@ -248,8 +248,8 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 		return g.refuseWith(s, "cooldown", http.StatusTooManyRequests,
 			fmt.Sprintf("rate limit exceeded: a socket of this user was closed for flooding; connect again in %d ms", wait.Milliseconds()+1))
 	}
-	clientRoom, _ := proto.ClientRoom(s.client) // validated above
-	userRoom, _ := proto.UserRoom(s.user)       // validated by verify
+	clientRoom, _ := proto.ClientRoom(s.user, s.client) // both validated above
+	userRoom, _ := proto.UserRoom(s.user)               // validated by verify
 	flush := false
 	for _, step := range []func() (bool, error){
 		func() (bool, error) { return g.addUserSocket(s) },

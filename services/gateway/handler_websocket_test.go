@@ -52,12 +52,12 @@ func TestConnect(t *testing.T) {
 	// shared personal subscriptions: none of their own.
 	require.Empty(t, tg.RoomSubscriptions())
 	require.Equal(t, float64(3), tg.counter(tg.m.subscriptions))
-	require.Equal(t, 1, tg.roomMembers(mustRoom(t, "client-tab1")))
+	require.Equal(t, 1, tg.roomMembers(clientRoomOf(t, "u1", "tab1")))
 	require.Equal(t, 1, tg.roomMembers(mustRoom(t, "user-u1")))
 	c.send("41")
 	c.waitClosed()
 	require.Eventually(t, func() bool {
-		return tg.roomMembers(mustRoom(t, "client-tab1")) == 0 && tg.counter(tg.m.sockets) == 0
+		return tg.roomMembers(clientRoomOf(t, "u1", "tab1")) == 0 && tg.counter(tg.m.sockets) == 0
 	}, 5*time.Second, 10*time.Millisecond)
 	require.Equal(t, float64(3), tg.counter(tg.m.subscriptions))
 
@@ -66,7 +66,7 @@ func TestConnect(t *testing.T) {
 	pr := e.startGateway(func(c *Config) { c.PersonalSubscriptions = PersonalPerRoom })
 	c, _ = connect(t, pr, `{"token":"`+token(t, "u1", time.Hour)+`","clientId":"tab1"}`)
 	require.Eventually(t, func() bool { return pr.counter(pr.m.sockets) == 1 }, 5*time.Second, 10*time.Millisecond)
-	require.ElementsMatch(t, []string{"live.rooms.client.tab1", "live.rooms.user.u1"}, pr.RoomSubscriptions())
+	require.ElementsMatch(t, []string{"live.rooms.client.u1.tab1", "live.rooms.user.u1"}, pr.RoomSubscriptions())
 	require.Equal(t, float64(4), pr.counter(pr.m.subscriptions))
 	c.send("41")
 	c.waitClosed()
@@ -78,7 +78,7 @@ func TestConnect(t *testing.T) {
 	_, got = connect(t, tg, `{"token":"`+token(t, "u1", time.Hour)+`","clientId":"a.b"}`)
 	require.True(t, strings.HasPrefix(got, `40{"sid":"`), got)
 	sid := strings.TrimSuffix(strings.TrimPrefix(got, `40{"sid":"`), `"}`)
-	require.Eventually(t, func() bool { return tg.roomMembers(mustRoom(t, "client-"+sid)) == 1 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return tg.roomMembers(clientRoomOf(t, "u1", sid)) == 1 }, 5*time.Second, 10*time.Millisecond)
 
 	// Token in the query string and in an Authorization header.
 	c, err := dial(t, tg, "&token="+token(t, "u2", time.Hour), nil)

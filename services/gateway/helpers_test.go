@@ -173,6 +173,14 @@ func envelopeFor(r proto.Room, id string, updatedAt int64) []byte {
 	return []byte(fmt.Sprintf(`{"event":%q,"id":%q,"updatedAt":%d,"diff":{"title":"t %d"}}`, ev, id, updatedAt, updatedAt))
 }
 
+// clientRoomOf is user u's client room c.
+func clientRoomOf(t testing.TB, u, c string) proto.Room {
+	t.Helper()
+	r, err := proto.ClientRoom(u, c)
+	require.NoError(t, err)
+	return r
+}
+
 func mustRoom(t testing.TB, name string) proto.Room {
 	t.Helper()
 	r, err := proto.ParseRoom(name)

@@ -20,7 +20,9 @@ var shardSeed = maphash.MakeSeed()
 
 func shardOf(name string) int { return int(maphash.String(shardSeed, name) % shardCount) }
 
-// room is a socket list under a parent room's name (the seed's ISocketRoom):
+// room is a socket list under a parent room's key (proto.Room.Key: its
+// name, and for a client room its user too, so that one user's tab id never
+// puts another user's socket in the list) (the seed's ISocketRoom):
 // board-B's list also serves board-B-tasks and board-B-sprints
 // (includeSocketIdsInRoom). It owns the NATS subscriptions of those rooms,
 // which exist exactly while the list is not empty (or, with
@@ -121,7 +123,7 @@ type roomShard struct {
 	rooms map[string]*room
 }
 
-// roomTable is the gateway's rooms, keyed by parent room name.
+// roomTable is the gateway's rooms, keyed by parent room key (Room.Key).
 type roomTable struct {
 	shards [shardCount]roomShard
 }
@@ -139,7 +141,7 @@ func (t *roomTable) shard(name string) *roomShard { return &t.shards[shardOf(nam
 // that a caller that must be sure the server has it can flush.
 func (g *Gateway) join(s *socket, r proto.Room) (created bool, err error) {
 	parent := r.Parent()
-	name := parent.Name()
+	name := parent.Key()
 	sh := g.rooms.shard(name)
 	sh.mu.Lock()
 	rm := sh.rooms[name]
@@ -232,7 +234,7 @@ func (g *Gateway) subscribeAll(subjects []string, subscribe func(subject string)
 // all into the fan-out channel the parent's name picks, so its messages stay
 // in order. Called with the room's shard locked.
 func (g *Gateway) subscribeRoom(parent proto.Room) ([]*nats.Subscription, error) {
-	ch := g.fanoutChan(parent.Name())
+	ch := g.fanoutChan(parent.Key())
 	subjects := []string{g.subjects.Live(parent)}
 	for _, c := range parent.Children() {
 		subjects = append(subjects, g.subjects.Live(c))
@@ -247,7 +249,7 @@ func (g *Gateway) subscribeRoom(parent proto.Room) ([]*nats.Subscription, error)
 // leave takes s out of r's socket list, deleting the room (and dropping its
 // subscriptions) with its last member.
 func (g *Gateway) leave(s *socket, r proto.Room) {
-	name := r.Parent().Name()
+	name := r.Parent().Key()
 	s.dropRoom(name)
 	g.leaveName(s, name)
 }
@@ -347,7 +349,7 @@ func (g *Gateway) RoomSubscriptions() []string {
 
 // roomMembers counts the local members of r's socket list.
 func (g *Gateway) roomMembers(r proto.Room) int {
-	name := r.Parent().Name()
+	name := r.Parent().Key()
 	sh := g.rooms.shard(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()

@@ -625,6 +625,41 @@ func TestSecurityRevocationFromTheBucket(t *testing.T) {
 	}
 }
 
+// --- Issue 14.3: a tab belongs to its user ---
+
+// TestSecurityForeignClientID: mallory presents alice's clientId at
+// CONNECT, on alice's gateway and on another (one serving personal rooms
+// from the shared wildcards, one per room): a message to alice's tab
+// (live.rooms.client.alice.tab1) reaches alice alone, and one to mallory's
+// tab of the same id reaches mallory's sockets alone.
+func TestSecurityForeignClientID(t *testing.T) {
+	e := newEnv(t)
+	g1 := e.startGateway()
+	g2 := e.startGateway(func(c *Config) { c.PersonalSubscriptions = PersonalPerRoom })
+	withTab := func(tg *testGateway, u string) *client {
+		c, got := connect(t, tg, `{"token":"`+token(t, u, time.Hour)+`","clientId":"tab1"}`)
+		require.True(t, strings.HasPrefix(got, `40{"sid":"`), got)
+		return c
+	}
+	alice := withTab(g1, "alice")
+	near, far := withTab(g1, "mallory"), withTab(g2, "mallory")
+	require.Equal(t, 1, g1.roomMembers(clientRoomOf(t, "alice", "tab1")))
+	require.Equal(t, 1, g1.roomMembers(clientRoomOf(t, "mallory", "tab1")))
+
+	require.NoError(t, e.nc.Publish(proto.Subjects{}.Publish(clientRoomOf(t, "alice", "tab1")), []byte(`{"for":"alice"}`)))
+	b := alice.broadcast()
+	require.Equal(t, "client-tab1", b.Destination)
+	require.JSONEq(t, `{"for":"alice"}`, string(b.Data))
+	near.noBroadcast()
+	far.noBroadcast()
+
+	require.NoError(t, e.nc.Publish(proto.Subjects{}.Publish(clientRoomOf(t, "mallory", "tab1")), []byte(`{"for":"mallory"}`)))
+	for _, c := range []*client{near, far} {
+		require.JSONEq(t, `{"for":"mallory"}`, string(c.broadcast().Data))
+	}
+	alice.noBroadcast()
+}
+
 // ---- Issue 13.5: every inbound packet counts against the socket's budget (fair) ----
 
 // untilClosed reads frames until the server's close frame: the pongs
@@ -1255,7 +1290,7 @@ func TestSecurityEnvelopeGate(t *testing.T) {
 	// A tab's own room is never stored: its messages take any JSON value,
 	// but not a broken or oversized one, nor one that is not UTF-8 (a
 	// browser would close the socket on such a text frame).
-	tab := proto.Subjects{}.Publish(mustRoom(t, "client-"+c.sid(t, tg)))
+	tab := proto.Subjects{}.Publish(clientRoomOf(t, "u1", c.sid(t, tg)))
 	for why, data := range map[proto.Reason][]byte{
 		proto.ReasonNotJSON:  []byte("\"\xff\""),
 		proto.ReasonTooLarge: []byte(`"` + strings.Repeat("x", proto.MaxEnvelopeSize) + `"`),

@@ -81,7 +81,7 @@ type socket struct {
 	resumed      bool
 	queue        net.Buffers // frames waiting to be written, header included
 	queued       int         // bytes in queue
-	rooms        []string    // names of the (parent) rooms it is in
+	rooms        []string    // keys (Room.Key) of the (parent) rooms it is in
 	leftChats    []string    // chats it left with removeFromRoom: not re-adopted
 	// The heartbeat: the CONNECT deadline, then the next ping or the pong
 	// deadline (due), or the token's expiry if that comes first, run by

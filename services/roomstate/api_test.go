@@ -26,7 +26,7 @@ func TestGet(t *testing.T) {
 	require.NoError(t, err)
 	never, err := proto.BoardRoom("b9")
 	require.NoError(t, err)
-	client, err := proto.ClientRoom("c1")
+	client, err := proto.ClientRoom("u1", "c1")
 	require.NoError(t, err)
 
 	seq := st.publish(t, tasks, "t1", 1234)

@@ -57,15 +57,21 @@ export const ERROR_CODES = [
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
-/** Room kinds and their names: <id> is one id, <a>/<b> a chat's members. */
+/**
+ * Room kinds, their names and the NATS subjects domain services publish them
+ * to: <id> is one id, <a>/<b> a chat's members, <user> the user a client
+ * room belongs to. A client room's name (the broadcast's destination) is the
+ * tab's clientId alone, but its subject names the user too: a clientId
+ * reaches only the sockets of the user who holds it.
+ */
 export const ROOM_KINDS = [
-  { kind: "user", pattern: "user-<id>", stored: true },
-  { kind: "client", pattern: "client-<id>", stored: false },
-  { kind: "org", pattern: "org-<id>", stored: true },
-  { kind: "board", pattern: "board-<id>", stored: true },
-  { kind: "board-tasks", pattern: "board-<id>-tasks", stored: true },
-  { kind: "board-sprints", pattern: "board-<id>-sprints", stored: true },
-  { kind: "chat", pattern: "chat-<a>-<b>", stored: true },
+  { kind: "user", pattern: "user-<id>", subject: "rooms.user.<id>", stored: true },
+  { kind: "client", pattern: "client-<id>", subject: "live.rooms.client.<user>.<id>", stored: false },
+  { kind: "org", pattern: "org-<id>", subject: "rooms.org.<id>", stored: true },
+  { kind: "board", pattern: "board-<id>", subject: "rooms.board.<id>", stored: true },
+  { kind: "board-tasks", pattern: "board-<id>-tasks", subject: "rooms.board.<id>.tasks", stored: true },
+  { kind: "board-sprints", pattern: "board-<id>-sprints", subject: "rooms.board.<id>.sprints", stored: true },
+  { kind: "chat", pattern: "chat-<a>-<b>", subject: "rooms.chat.<a>.<b>", stored: true },
 ] as const;
 export type RoomKind = (typeof ROOM_KINDS)[number]["kind"];
 
