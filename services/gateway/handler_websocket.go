@@ -235,9 +235,6 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 		return false
 	}
 	s.user, s.client = tok.user, client
-	if !tok.iat.IsZero() {
-		s.issued = tok.iat.UnixNano()
-	}
 	s.state = stateConnected
 	s.mu.Unlock()
 

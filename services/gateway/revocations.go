@@ -146,9 +146,12 @@ func (g *Gateway) watchRevocations(ctx context.Context) (stop func(), err error)
 }
 
 // applyRevocation folds one REVOCATIONS entry into the view. A revoke later
-// than the one known also ends the user's sockets whose token it refuses:
-// a gateway that missed the control message (cut off from NATS at the
-// time) catches up here.
+// than the one known also ends the user's sockets, as the control message
+// does: a gateway that missed it (cut off from NATS at the time) catches up
+// here. All of them: a socket does not keep its token's iat (8 more bytes
+// per socket would cost it a size class), and a socket of the user that
+// connected after the revoke with a fresh token is rare (the echo of a
+// revoke from the other gateways comes milliseconds after the message).
 func (g *Gateway) applyRevocation(e jetstream.KeyValueEntry) {
 	u := e.Key()
 	if proto.ValidateID(u) != nil {
@@ -173,9 +176,7 @@ func (g *Gateway) applyRevocation(e jetstream.KeyValueEntry) {
 	}
 	g.authz.forgetUser(u)
 	for _, s := range g.userSockets(u) {
-		if s.issued <= at.UnixNano() {
-			s.closeWith("revoked", disconnectFrame, normalCloseFrm)
-		}
+		s.closeWith("revoked", disconnectFrame, normalCloseFrm)
 	}
 }
 

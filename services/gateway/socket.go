@@ -41,7 +41,7 @@ type socket struct {
 	conn net.Conn
 	raw  syscall.RawConn // conn's descriptor, for writes that must not block; nil: always write from a goroutine
 
-	// id is set at creation; user, client and issued are written once, under mu,
+	// id is set at creation; user and client are written once, under mu,
 	// by connect while the state is stateOpen (so never once a close has
 	// begun), before the socket is published to rooms and the user index.
 	// Read-only from then: read them after taking mu, or on a socket found
@@ -49,7 +49,6 @@ type socket struct {
 	id     string
 	user   string
 	client string
-	issued int64 // the token's iat (Unix ns), 0 without one: a revoke at or after it ends the socket
 
 	// Under poller.mu (written by poller.add, read by poller.forget on
 	// any goroutine): the registered descriptor and its generation.
