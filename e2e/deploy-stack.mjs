@@ -246,9 +246,10 @@ async function main() {
       for (const c of [alice, bob]) if (!c.sock.connected || !(c.sock.recovered || (c.joined && (await c.joined).ok))) return false;
       return true;
     });
-    const st = await lbStatus();
-    assert.equal(st.find((g) => g.gateway.startsWith("gateway-1")).ready, false);
-    assert.ok(st.find((g) => g.gateway.startsWith("gateway-2")).active >= 2, "both on gateway-2");
+    await until("the lb has gateway-1 out and both sockets on gateway-2", async () => {
+      const st = await lbStatus();
+      return !st.find((g) => g.gateway.startsWith("gateway-1")).ready && st.find((g) => g.gateway.startsWith("gateway-2")).active >= 2;
+    }, 10000);
     await publish(5, "after");
     for (const c of [alice, bob]) {
       await until(`${c.user} receives what follows`, () => has(c, [...acked.keys()].slice(-5)), 15000);
