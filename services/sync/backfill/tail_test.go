@@ -1,6 +1,7 @@
 package backfill
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -137,9 +138,11 @@ func TestTailBodies(t *testing.T) {
 // sizedBody is a body of n bytes (at least the prefix's) that names seq.
 func sizedBody(seq uint64, n int) []byte {
 	b := fmt.Appendf(nil, "%d:", seq)
-	for len(b) < n {
-		b = append(b, byte('a'+len(b)%26))
+	if len(b) >= n {
+		return b
 	}
+	b = append(b, make([]byte, n-len(b))...)
+	b[len(b)-1] = byte('a' + seq%26) // the last byte names seq too
 	return b
 }
 
@@ -551,5 +554,55 @@ func BenchmarkTailObserve(b *testing.B) {
 			b.ReportMetric(float64(x.bytes())/(1<<20), "tail-MiB")
 			runtime.KeepAlive(x)
 		})
+	}
+}
+
+// FuzzTail feeds rooms bodies of any size (some too large to keep), chains
+// that restart, and more rooms than the index keeps, under a small byte
+// bound: after every message, each room's kept bodies are the ones fed,
+// their lengths add up to the log, and the tail's accounting is exact.
+// Each op is three bytes: the room and flags, then the body's size.
+func FuzzTail(f *testing.F) {
+	f.Add([]byte{0, 0, 60, 1, 0, 100, 2, 0, 130, 0, 0, 90})
+	f.Add(bytes.Repeat([]byte{0, 0, 90, 0, 0, 50, 0, 0, 130, 0, 0, 70, 0, 0, 110}, 40))
+	f.Add(bytes.Repeat([]byte{0, 0x20, 0, 1, 0x40, 1, 0x40, 0, 5, 2, 0x01, 0}, 20))
+	f.Fuzz(fuzzTail)
+}
+
+func fuzzTail(t *testing.T, ops []byte) {
+	ops = ops[:min(len(ops), 3*500)] // enough for every path, and fast
+	x := newIndex(8, 2, 4, 48<<10)
+	fed := map[uint64][]byte{}
+	last := map[string]uint64{}
+	for seq := uint64(1); len(ops) >= 3; seq++ {
+		op, n := ops[0], (int(ops[1])<<8|int(ops[2]))%(tailMaxMessage+2048)
+		ops = ops[3:]
+		subject := []string{"a", "b", "c"}[int(op&0x3f)%3]
+		prev := last[subject]
+		if op&0x40 != 0 && prev != 0 {
+			prev = 0 // a message of the room went missing: the chain restarts
+		}
+		data := sizedBody(seq, n)
+		fed[seq] = data
+		x.observe(feedMsg(subject, seq, prev, int(seq)), data)
+		last[subject] = seq
+
+		total := 0
+		for name, c := range x.rooms {
+			total += c.logCap()
+			require.LessOrEqual(t, c.bodies, min(c.n, 4), name)
+			from, to, ok := c.bodySpan(c.n-c.bodies, c.n)
+			require.True(t, ok, "seq %d, room %s: the kept bodies' lengths do not add up to the log", seq, name)
+			require.Equal(t, len(c.log)-c.dead, to-from)
+			for k, off := c.n-c.bodies, from; k < c.n; k++ {
+				e := c.at(k)
+				if got := c.log[off : off+int(e.bodyLen)]; !bytes.Equal(fed[e.seq], got) {
+					t.Fatalf("seq %d, room %s: the body of %d is %.40q…, want %.40q…", seq, name, e.seq, got, fed[e.seq])
+				}
+				off += int(e.bodyLen)
+			}
+		}
+		require.Equal(t, total, x.tailBytes)
+		require.LessOrEqual(t, x.tailBytes, 48<<10)
 	}
 }
