@@ -87,6 +87,8 @@ export interface RoomSyncOptions {
    */
   retryMs?: number;
   retryMaxMs?: number;
+  /** Most broadcasts held while a room resyncs or waits to; beyond, they are dropped and read again. Default 10000. */
+  maxQueued?: number;
   /** A number in [0, 1) for the jitter, replaceable in tests. Default Math.random. */
   random?: () => number;
   /** Timers, replaceable in tests. */
@@ -132,7 +134,7 @@ export class RoomSync {
   ) {
     this.initial = handlers.cursor;
     if (handlers.cursor?.afterSeq !== undefined) this.lastSeq = handlers.cursor.afterSeq;
-    this.o = { pageLimit: 500, maxPages: 100, retryMs: 500, retryMaxMs: 30000, random: Math.random, ...opts };
+    this.o = { pageLimit: 500, maxPages: 100, retryMs: 500, retryMaxMs: 30000, maxQueued: 10000, random: Math.random, ...opts };
   }
 
   /** True while a resync runs (broadcasts are queued meanwhile). */
@@ -254,17 +256,28 @@ export class RoomSync {
     // Until a resync succeeds (joining, retrying) what is held is not a
     // base to apply broadcasts to: the next resync covers them.
     if (this.running || this.lastSeq === undefined || this._status !== "joined") {
-      this.queue.push(b);
+      this.enqueue(b);
       return;
     }
     this.deliver(b);
+  }
+
+  // enqueue holds a broadcast for after the next resync. The queue is
+  // bounded: a room that cannot resync for long (the history service is
+  // down) while broadcasts flow would otherwise hold them all. Dropping it
+  // loses nothing: a resync that starts later reads everything after
+  // lastSeq, and after one that was already running the newest broadcast,
+  // always kept, shows the gap the dropped ones leave.
+  private enqueue(b: Broadcast): void {
+    if (this.queue.length >= this.o.maxQueued) this.queue = [];
+    this.queue.push(b);
   }
 
   private deliver(b: Broadcast): void {
     const held = this.lastSeq ?? 0;
     const arrival = classify(held, b);
     if (arrival === "gap") {
-      this.queue.push(b);
+      this.enqueue(b);
       void this.resync("gap");
       return;
     }
@@ -343,7 +356,7 @@ export class RoomSync {
     this.queue = [];
     for (const b of queued) {
       if (this.running) {
-        this.queue.push(b);
+        this.enqueue(b);
         continue;
       }
       this.deliver(b);

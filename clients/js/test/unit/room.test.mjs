@@ -255,3 +255,52 @@ test("a page refused as rate_limited is asked again from the same cursor after a
   assert.deepEqual(cursors, [100, 103, 106, 109, 112, 115], "each page once, in order, after its retry");
   assert.deepEqual(waits, [50, 50], "one backoff per refused page (calls 3 and 6)");
 });
+
+test("the broadcasts held while a room cannot resync are bounded; dropping them loses nothing", async () => {
+  const srv = fakeServer();
+  const r = recorder();
+  const timers = [];
+  const room = new RoomSync("board-b1-tasks", "children", r.handlers, srv.call, {
+    maxQueued: 3,
+    setTimeout: (fn, ms) => timers.push({ fn, ms }),
+    clearTimeout: () => {},
+  });
+  await room.resync("join", null);
+  srv.fail = 1;
+  await room.resync("manual");
+  assert.equal(room.status, "retrying");
+  r.log.length = 0;
+  for (let i = 0; i < 7; i++) room.onBroadcast(srv.publish(t(`t${i}`, 10 + i)));
+  await room.resync("retry");
+  assert.equal(room.status, "joined");
+  assert.deepEqual(r.log[0], ["changes", ["t0", "t1", "t2", "t3", "t4", "t5", "t6"], []], "the read brings what was dropped");
+  assert.equal(room.lastSeq, srv.msgs.at(-1).seq);
+});
+
+test("broadcasts dropped while a resync runs are read again: the newest, kept, shows the gap", async () => {
+  const srv = fakeServer();
+  const r = recorder();
+  let release;
+  let reads = 0;
+  // The first read answers what was stored before the broadcasts below.
+  const call = async (name, args) => {
+    if (name === "getChangesSince" && reads++ === 0) {
+      const answer = await srv.call(name, args);
+      await new Promise((ok) => (release = ok));
+      return answer;
+    }
+    return srv.call(name, args);
+  };
+  const room = new RoomSync("board-b1-tasks", "children", r.handlers, call, { maxQueued: 2 });
+  room.lastSeq = 100;
+  const running = room.resync("reconnect");
+  await new Promise((ok) => setImmediate(ok));
+  for (let i = 0; i < 5; i++) room.onBroadcast(srv.publish(t(`t${i}`, 10 + i)));
+  release();
+  await running;
+  await room.ready();
+  assert.equal(reads, 2, "read again after the drop");
+  assert.ok(r.log.some((e) => e[0] === "event"), "the kept broadcast was delivered");
+  assert.deepEqual(r.log.filter((e) => e[0] === "changes").at(-1), ["changes", ["t0", "t1", "t2", "t3", "t4"], []]);
+  assert.equal(room.lastSeq, srv.msgs.at(-1).seq);
+});
