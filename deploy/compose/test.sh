@@ -31,7 +31,19 @@ timed() {
 setup() { CONTAINERS_CONF=$("$here/podman-setup.sh"); export CONTAINERS_CONF; }
 timed "podman and its settings" setup
 "$here/stack.sh" down # an earlier run's leftovers, if any
-trap '"$here/stack.sh" down' EXIT
+# On failure, every container's last log lines first (CI keeps nothing else).
+cleanup() {
+	status=$?
+	if [ "$status" != 0 ]; then
+		for c in $(podman ps -a --filter "name=^${ROOMCAST_STACK}_" --format '{{.Names}}'); do
+			echo "--- $c" >&2
+			podman logs --tail 20 "$c" >&2 2>&1 || true
+		done
+	fi
+	"$here/stack.sh" down
+	exit "$status"
+}
+trap cleanup EXIT
 timed "images (go build, podman build)" "$root/deploy/images/build.sh"
 export ROOMCAST_IMAGES_BUILT=1
 timed "stack up (NATS, stream R3, services healthy)" "$here/stack.sh" up
