@@ -116,8 +116,9 @@ type Config struct {
 	Registry *prometheus.Registry
 
 	// panicHook, in tests only, is called at each panic boundary with its
-	// name (feed: half-way through observing a message; changes, chat:
-	// before the read), so a test can panic there.
+	// name (feed: half-way through observing a message; admit: a request
+	// arrived, before admission; changes, chat: before the read), so a
+	// test can panic there.
 	panicHook func(where string)
 }
 

@@ -14,10 +14,10 @@ import (
 )
 
 // armed panics where it is armed, as many times as armed.
-type armed struct{ feed, changes, chat atomic.Int32 }
+type armed struct{ feed, admit, changes, chat atomic.Int32 }
 
 func (a *armed) hook(where string) {
-	n := map[string]*atomic.Int32{"feed": &a.feed, endpointChanges: &a.changes, endpointChat: &a.chat}[where]
+	n := map[string]*atomic.Int32{"feed": &a.feed, "admit": &a.admit, endpointChanges: &a.changes, endpointChat: &a.chat}[where]
 	for n != nil {
 		v := n.Load()
 		if v <= 0 {
@@ -95,6 +95,15 @@ func TestPanicsStopAtBoundaries(t *testing.T) {
 			return metricValue(t, f.reg, "roomcast_sync_requests_total", map[string]string{"endpoint": ep.name, "code": string(proto.CodeInternal)}) == 3
 		}, 5*time.Second, 10*time.Millisecond)
 	}
+	// Admission (the micro handler itself, before the read): the same.
+	a.admit.Store(2)
+	for range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := proto.Request(ctx, f.nc, proto.SubjectSyncChanges, proto.ChangesArgs{RoomName: tasks.Name(), Cursor: cursorAfter(0)}, nil)
+		cancel()
+		require.Equal(t, proto.CodeInternal, proto.CodeOf(err), "%v", err)
+	}
+	require.Equal(t, 5.0, panics(endpointChanges))
 	res := f.changes(t, proto.ChangesArgs{RoomName: tasks.Name(), Cursor: cursorAfter(0)})
 	require.Equal(t, []string{"t0", "t1", "t2", "t3", "t4"}, ids(res.Changes))
 	f.chat(t, proto.ChatArgs{RoomName: "chat-a-b", Cursor: cursorAfter(0)})

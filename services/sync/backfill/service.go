@@ -180,6 +180,14 @@ func Run(ctx context.Context, cfg Config) error {
 func (s *service) handler(ctx context.Context, endpoint string, fn func(context.Context, []byte) (any, error)) micro.Handler {
 	return micro.HandlerFunc(func(req micro.Request) {
 		arrived := time.Now()
+		// A panic in admitting the request (the read itself runs under the
+		// guard in run) is answered internal too.
+		defer s.guard.Recover(endpoint, func() {
+			s.respond(endpoint, req, arrived, nil, proto.Errorf(proto.CodeInternal, "internal error"))
+		})
+		if s.cfg.panicHook != nil {
+			s.cfg.panicHook("admit")
+		}
 		if ctx.Err() != nil {
 			s.respond(endpoint, req, arrived, nil, proto.Errorf(proto.CodeUnavailable, "sync is shutting down"))
 			return
