@@ -184,23 +184,41 @@ func (lb *balancer) learn(be *backend, resp *http.Response) error {
 	if resp.StatusCode != http.StatusOK || q.Get("sid") != "" || q.Get("transport") != "polling" {
 		return nil
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
+	// The open packet comes first and is short: read a little, and hand on
+	// what was read followed by the rest.
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 	if err != nil {
 		return err
 	}
-	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}
 	first, _, _ := bytes.Cut(body, []byte{0x1e}) // packets are separated by a record separator
 	var open struct {
 		SID string `json:"sid"`
 	}
-	if !bytes.HasPrefix(first, []byte("0")) || json.Unmarshal(first[1:], &open) != nil || open.SID == "" {
+	if !bytes.HasPrefix(first, []byte("0")) || json.Unmarshal(first[1:], &open) != nil || !validSID(open.SID) {
 		return nil
 	}
 	lb.mu.Lock()
 	lb.sessions[open.SID] = session{be, time.Now()}
 	lb.mu.Unlock()
 	return nil
+}
+
+// validSID: what gateways issue (base64url), and bounded: anything else is
+// not remembered.
+func validSID(sid string) bool {
+	if sid == "" || len(sid) > 64 {
+		return false
+	}
+	for _, c := range []byte(sid) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // check runs checkOnce every interval until ctx ends.

@@ -179,3 +179,36 @@ func TestNotReadyGatewayGetsNothing(t *testing.T) {
 		t.Fatalf("reached %s", got)
 	}
 }
+
+// FuzzLearn: whatever a polling handshake's answer holds, learn does not
+// panic, hands the body on unchanged, and remembers a sid only from a
+// well-formed open packet.
+func FuzzLearn(f *testing.F) {
+	for _, seed := range []string{
+		`0{"sid":"abc","upgrades":["websocket"]}` + "\x1e40",
+		`0{"sid":""}`, `0{"sid":1}`, `0`, `40`, "", "\x1e", `0{"sid":"a"`, `0null`,
+		`0{"sid":"big"}` + "\x1e4" + strings.Repeat("x", 10<<10), // longer than learn reads
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		lb, err := newBalancer([]string{"gw:1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := httptest.NewRequest("GET", "/socket.io/?EIO=4&transport=polling", nil)
+		resp := &http.Response{StatusCode: http.StatusOK, Request: req, Body: io.NopCloser(strings.NewReader(body))}
+		if err := lb.learn(lb.backends[0], resp); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		if string(got) != body {
+			t.Fatalf("body changed: %q → %q", body, got)
+		}
+		for sid := range lb.sessions {
+			if sid == "" || !strings.HasPrefix(body, "0{") || !strings.Contains(body, sid) {
+				t.Fatalf("remembered sid %q from %q", sid, body)
+			}
+		}
+	})
+}
