@@ -396,7 +396,21 @@ func (e *userEntry) chatSubs() []*nats.Subscription {
 type userShard struct {
 	mu    sync.Mutex
 	users map[string]*userEntry
+	// spent keeps the call budget of a user whose last socket left with
+	// part of it spent, until it would have refilled: leaving and coming
+	// back (a flood closed, then reconnecting) does not refill it.
+	spent map[string]spentBudget
 }
+
+// spentBudget is a budget's tokens at a time (mono).
+type spentBudget struct {
+	tokens float64
+	at     int64
+}
+
+// maxSpentPerShard bounds spent (memory, under a flood from many accounts):
+// past it, the budgets that have refilled are forgotten, then any.
+const maxSpentPerShard = 1024
 
 // userTable is the socket map of the seed's ISocketContext, indexed by user:
 // revocation, kicks, chats and presence all look sockets up by user.
@@ -425,6 +439,7 @@ func (g *Gateway) addUserSocket(s *socket) (created bool, err error) {
 	}
 	if e == nil && g.cfg.PersonalSubscriptions == PersonalShared {
 		e = g.newUserEntry(nil)
+		g.takeSpentLocked(sh, s.user, e)
 		sh.users[s.user] = e
 	}
 	if e == nil {
@@ -436,6 +451,7 @@ func (g *Gateway) addUserSocket(s *socket) (created bool, err error) {
 			return false, proto.Errorf(proto.CodeUnavailable, "chats: %v", err)
 		}
 		e = g.newUserEntry(&userChats{subs: subs})
+		g.takeSpentLocked(sh, s.user, e)
 		sh.users[s.user] = e
 		created = true
 	}
@@ -506,7 +522,48 @@ func (g *Gateway) removeUserSocket(s *socket) bool {
 	return false
 }
 
+// keepSpentLocked keeps e's budget in sh.spent if part of it is spent.
+// Called with sh.mu held.
+func (g *Gateway) keepSpentLocked(sh *userShard, u string, e *userEntry) {
+	now := mono()
+	burst := float64(g.cfg.UserRateBurst)
+	full := func(b spentBudget) bool {
+		return b.tokens+time.Duration(now-b.at).Seconds()*g.cfg.UserRateLimit >= burst
+	}
+	b := spentBudget{tokens: e.tokens, at: e.tokensAt}
+	if full(b) {
+		return
+	}
+	if sh.spent == nil {
+		sh.spent = map[string]spentBudget{}
+	}
+	if len(sh.spent) >= maxSpentPerShard {
+		for k, old := range sh.spent {
+			if full(old) {
+				delete(sh.spent, k)
+			}
+		}
+		for k := range sh.spent {
+			if len(sh.spent) < maxSpentPerShard {
+				break
+			}
+			delete(sh.spent, k)
+		}
+	}
+	sh.spent[u] = b
+}
+
+// takeSpentLocked gives e the budget u left with, if it is still kept.
+// Called with sh.mu held.
+func (g *Gateway) takeSpentLocked(sh *userShard, u string, e *userEntry) {
+	if b, ok := sh.spent[u]; ok {
+		e.tokens, e.tokensAt = b.tokens, b.at
+		delete(sh.spent, u)
+	}
+}
+
 func (g *Gateway) dropUserLocked(sh *userShard, u string, e *userEntry) {
+	g.keepSpentLocked(sh, u, e)
 	for _, sub := range e.chatSubs() {
 		_ = sub.Unsubscribe()
 	}

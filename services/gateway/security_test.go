@@ -862,6 +862,15 @@ func TestSecurityUserBudgetAcrossSockets(t *testing.T) {
 	require.Equal(t, float64(0), tg.counter(tg.m.badFrames.WithLabelValues("flood")), "the sockets' own budgets were not the limit")
 	other := connectUser(t, tg, "other")
 	other.mustOK(proto.EndpointUpdateClient, map[string]any{"isActive": true})
+
+	// Leaving and coming back does not refill it.
+	for _, c := range socks {
+		c.send("41")
+		c.waitClosed()
+	}
+	require.Eventually(t, func() bool { return tg.counter(tg.m.sockets) == 1 }, 5*time.Second, 5*time.Millisecond)
+	back := connectUser(t, tg, "greedy")
+	back.mustFail(proto.CodeRateLimited, proto.EndpointUpdateClient, map[string]any{"isActive": true})
 }
 
 // ---- Issue 14.4: only the stream says what a broadcast's seq is (deploy) ----
