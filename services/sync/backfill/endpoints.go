@@ -286,7 +286,7 @@ func (s *service) readDirect(ctx context.Context, subject string, q query, b bud
 			return s.consumer.read(ctx, subject, q.start, b, visit)
 		}
 		s.metrics.reads.WithLabelValues(readDirect).Inc()
-		return s.direct.read(ctx, subject, q.start, b, q.limit, visit)
+		return s.direct.read(ctx, subject, q.start, b, pageReads(q.limit), visit)
 	}
 	s.metrics.reads.WithLabelValues(readIndex).Inc()
 	var confirm func(context.Context, uint64) (stored, string, bool, error)
@@ -299,7 +299,7 @@ func (s *service) readDirect(ctx context.Context, subject string, q query, b bud
 	if replicated {
 		withTail = nil
 	}
-	res, err := s.direct.readSeqs(ctx, subject, seqs, newest, withTail, b, q.limit, confirm, visit)
+	res, err := s.direct.readSeqs(ctx, subject, seqs, newest, withTail, b, pageReads(q.limit), confirm, visit)
 	res.indexed = true
 	if err != nil || res.cut != cutNone || res.toEnd {
 		return res, err
@@ -311,7 +311,7 @@ func (s *service) readDirect(ctx context.Context, subject string, q query, b bud
 	if replicated {
 		more, err = s.leader.readAfter(ctx, subject, tail, rest, visit)
 	} else {
-		more, err = s.direct.read(ctx, subject, start{afterSeq: tail}, rest, q.limit, visit)
+		more, err = s.direct.read(ctx, subject, start{afterSeq: tail}, rest, pageReads(q.limit), visit)
 	}
 	more.scanned += res.scanned
 	more.bytes += res.bytes
