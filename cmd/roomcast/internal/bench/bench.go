@@ -100,6 +100,7 @@ type options struct {
 	AttackSockets int
 	AttackCalls   int
 	AttackMsgs    int
+	AttackRedial  time.Duration
 
 	Timeout    time.Duration
 	JSON       bool
@@ -160,6 +161,7 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 	fs.IntVar(&o.AttackSockets, "attack-sockets", 40, "fairness: the attacker's sockets")
 	fs.IntVar(&o.AttackCalls, "attack-calls", 8, "fairness: getChangesSince calls each attacking socket sends at once")
 	fs.IntVar(&o.AttackMsgs, "attack-msgs", 10000, "fairness: messages in the attacked room")
+	fs.DurationVar(&o.AttackRedial, "attack-redial", time.Second, "fairness: an attacking socket closed or refused by the server dials again after this (1s: the stock client's first reconnection delay; 0: at once)")
 	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "stop everything after this")
 	fs.BoolVar(&o.JSON, "json", false, "print the results as JSON instead of a table")
 	fs.BoolVar(&o.Markdown, "markdown", false, "print the results as a markdown section (command, machine, table) for docs/performance.md")

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,8 +24,9 @@ import (
 // -attack-msgs messages (updates of 100 tasks, so that a read of the whole
 // room collapses to 100 changes: a read that costs what the room holds
 // reads all of it), waits for the answers and sends them again, for
-// -duration; a socket the server closes is dialled again at once, as an
-// attacker would. Meanwhile another user reads a small room's -changes
+// -duration; a socket the server closes (or refuses) is dialled again after
+// -attack-redial (1 s, as the stock client's first reconnection, with its
+// jitter of ±50 %; 0 for at once, as a script might). Meanwhile another user reads a small room's -changes
 // changes (getChangesSince, paced at 15 calls/s on one socket, under the
 // per-socket limit) and the tool times those reads, failed ones included
 // (a read that times out counts with its time): that user's p99 is the
@@ -104,7 +106,7 @@ func runFairness(ctx context.Context, o options, srv *server, log io.Writer) (re
 						refused++
 					}
 					mu.Unlock()
-					sleepCtx(actx, 50*time.Millisecond)
+					sleepCtx(actx, jittered(o.AttackRedial))
 					continue
 				}
 				if !first {
@@ -116,6 +118,7 @@ func runFairness(ctx context.Context, o options, srv *server, log io.Writer) (re
 				attack(actx, c, o.AttackCalls, attackArgs, count)
 				stop()
 				_ = c.Close()
+				sleepCtx(actx, jittered(o.AttackRedial))
 			}
 		}()
 	}
@@ -151,6 +154,9 @@ func runFairness(ctx context.Context, o options, srv *server, log io.Writer) (re
 	}
 	wg.Wait()
 	after, err := readProc(srv.pid)
+	// How sync read and how long it took (both users' requests): whether
+	// the other user's slow reads were slow in sync or outside it.
+	printSyncReads(ctx, srv.url, srv.name, log)
 
 	s := h.Summary()
 	res.Connected = 1
@@ -233,6 +239,12 @@ func attack(ctx context.Context, c *sioclient.Conn, calls int, args proto.Change
 			}
 		}
 	}
+}
+
+// jittered is d ± 50 %, as socket.io-client spreads its reconnections
+// (randomizationFactor 0.5).
+func jittered(d time.Duration) time.Duration {
+	return d/2 + time.Duration(rand.Int64N(int64(d)+1))
 }
 
 func sumCodes(m map[string]int) int {
