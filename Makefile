@@ -10,7 +10,7 @@ FUZZTIME  ?= 5s
 GO        ?= go
 NPM       ?= npm
 
-.PHONY: all run build test test-go test-modules fuzz test-e2e e2e-deps peer-deps lint bench clean deploy-up deploy-down test-deploy
+.PHONY: all run build test test-go test-modules fuzz test-e2e e2e-deps peer-deps lint bench test-centrifugo clean deploy-up deploy-down test-deploy
 
 all: build
 
@@ -70,10 +70,17 @@ lint:
 	$(GO) vet $(PKGS)
 	@out=$$(gofmt -l $(MODULES) $(DEPLOY_MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
-## bench: Go micro-benchmarks, then a short side-by-side run against Socket.IO into docs/performance.md
+## bench: Go micro-benchmarks, the Centrifugo client's tests, then a short side-by-side run against Socket.IO and Centrifugo into docs/performance.md
 bench: build peer-deps
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	$(MAKE) test-centrifugo
 	./bench/run.sh
+
+# The load tool's Centrifugo tests build Centrifugo v6.9.1 from its Go module
+# (about 9 minutes with a cold module cache on 2 cores, reused afterwards from
+# the user cache folder): too slow for `make test`, so they run here.
+test-centrifugo:
+	ROOMCAST_BENCH_CENTRIFUGO=1 $(GO) test -count=1 -run 'TestCentrifugo' ./cmd/roomcast/internal/bench/
 
 # The Socket.IO reference peer of the load tool (and of its tests).
 peer-deps:

@@ -1,19 +1,30 @@
 #!/usr/bin/env bash
-# make bench: a short side-by-side run of roomcast and the Socket.IO peer on
-# this machine, written into docs/performance.md between the markers
-# "<!-- make bench: begin -->" and "<!-- make bench: end -->", and the fan-out
-# plot into docs/performance-fanout.png. Sizes are kept small enough for a
-# 2-core machine and ulimit -n 20000; BENCH_SOCKETS overrides them.
+# make bench: a short side-by-side run of roomcast and its two peers, the
+# Socket.IO peer and Centrifugo (built once from its Go module into the user
+# cache folder by the tool itself), on this machine, written into
+# docs/performance.md between the markers "<!-- make bench: begin -->" and
+# "<!-- make bench: end -->", and the fan-out plot into
+# docs/performance-fanout.png. Every mode runs the three servers one after the
+# other and prints one table with the ratios roomcast/peer; the fan-out at
+# 20,000 deliveries/s runs twice, unpinned and pinned (-pin: the server on
+# core 0 with GOMAXPROCS=1, the tool on core 1). Sizes are kept small enough
+# for a 2-core machine and ulimit -n 20000; BENCH_SOCKETS overrides them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=bin/roomcast
 sockets=${BENCH_SOCKETS:-5000}
 rooms=$((sockets / 100))
+# 20,000 deliveries/s: each message reaches sockets/rooms = 100 members
+rate=$((20000 * rooms / sockets))
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 
 {
-  echo "Written by \`make bench\` on $(date -u +%Y-%m-%d) ($(nproc) cores, $(go version | cut -d' ' -f3))."
+  echo "Written by \`make bench\` on $(date -u +%Y-%m-%d) at commit $(git rev-parse --short HEAD) ($(nproc) cores, $(go version | cut -d' ' -f3)); roomcast, the Socket.IO peer and Centrifugo v6.9.1, each started fresh."
+  echo
+  "$bin" bench fanout -compare -sockets "$sockets" -rooms "$rooms" -rate "$rate" -duration 10s -markdown
+  echo
+  "$bin" bench fanout -compare -pin -sockets "$sockets" -rooms "$rooms" -rate "$rate" -duration 10s -markdown
   echo
   "$bin" bench fanout -compare -ramp -sockets "$sockets" -rooms "$rooms" -rate 50 -ramp-factor 2 \
     -max-p99 1s -duration 4s -max-steps 5 -plot docs/performance-fanout.png -markdown

@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -50,9 +51,12 @@ modes:
           small room's -changes changes: that user's p50/p99 (roomcast only)
 
 The tool starts the server itself (roomcast: this binary's "serve" on free
-loopback ports; peer: node bench/peer/server.mjs), or attaches to one with
--url (and -nats, -secret, -server-pid). -compare runs the peer, then roomcast,
-and prints both with the ratio.
+loopback ports; socketio: node bench/peer/server.mjs; centrifugo: Centrifugo
+v6.9.1, built once from its Go module into the user cache folder, with a
+generated config), or attaches to one with -url (and -nats, -secret,
+-server-pid). -compare runs the peers (-peers), then roomcast, and prints
+them side by side with the ratios roomcast/peer. -pin runs the server on
+core 0 (Go servers with GOMAXPROCS=1) and the tool on core 1.
 
 flags:`
 
@@ -61,6 +65,8 @@ type options struct {
 	Mode    string
 	Target  string
 	Compare bool
+	Peers   []string // -compare: the peers run before roomcast
+	Pin     bool
 
 	URL       string
 	NATS      string
@@ -70,6 +76,8 @@ type options struct {
 	PeerDir   string
 	Node      string
 	Authz     bool
+
+	CentrifugoBin string
 
 	Sockets          int
 	Rooms            int
@@ -126,8 +134,11 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 	fs := flag.NewFlagSet("bench "+o.Mode, flag.ContinueOnError)
 	fs.SetOutput(errOut)
 	fs.Usage = func() { fmt.Fprintln(errOut, usage); fs.PrintDefaults() }
-	fs.StringVar(&o.Target, "target", targetRoomcast, "what to measure: roomcast or peer (the Socket.IO reference peer)")
-	fs.BoolVar(&o.Compare, "compare", false, "run the peer, then roomcast, and print both with the ratio")
+	fs.StringVar(&o.Target, "target", targetRoomcast, "what to measure: roomcast, socketio (the Socket.IO reference peer; also \"peer\") or centrifugo")
+	fs.BoolVar(&o.Compare, "compare", false, "run the peers (-peers), then roomcast, and print them side by side with the ratios")
+	peers := fs.String("peers", targetPeer+","+targetCentrifugo, "-compare: the peers to run, comma-separated: socketio, centrifugo")
+	fs.BoolVar(&o.Pin, "pin", false, "run the server under taskset on core 0 (Go servers with GOMAXPROCS=1) and the load tool on core 1")
+	fs.StringVar(&o.CentrifugoBin, "centrifugo", "", "Centrifugo binary to run (default: v6.9.1 built from its Go module into the user cache folder, reused when present)")
 	fs.StringVar(&o.URL, "url", "", "attach to a running target at this http://host:port instead of starting one")
 	fs.StringVar(&o.NATS, "nats", "", "roomcast's NATS URL, with -url")
 	fs.StringVar(&o.Secret, "secret", "", "HS256 JWT secret of the target (default: random, given to the started server)")
@@ -175,6 +186,19 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	if o.Target == targetPeerOld {
+		o.Target = targetPeer
+	}
+	for _, p := range strings.Split(*peers, ",") {
+		p = strings.TrimSpace(p)
+		if p == targetPeerOld {
+			p = targetPeer
+		}
+		if p == "" || slices.Contains(o.Peers, p) {
+			continue
+		}
+		o.Peers = append(o.Peers, p)
+	}
 	return o, o.check()
 }
 
@@ -184,12 +208,21 @@ func (o options) check() error {
 	default:
 		return fmt.Errorf("unknown mode %q: want fanout, idle, storm, resync or fairness", o.Mode)
 	}
-	if o.Target != targetRoomcast && o.Target != targetPeer {
-		return fmt.Errorf("-target %q: want roomcast or peer", o.Target)
+	if o.Target != targetRoomcast && o.Target != targetPeer && o.Target != targetCentrifugo {
+		return fmt.Errorf("-target %q: want roomcast, socketio or centrifugo", o.Target)
+	}
+	for _, p := range o.Peers {
+		if p != targetPeer && p != targetCentrifugo {
+			return fmt.Errorf("-peers: %q is not a peer: want socketio or centrifugo", p)
+		}
 	}
 	switch {
+	case o.Compare && len(o.Peers) == 0:
+		return errors.New("-compare needs at least one peer in -peers (socketio, centrifugo)")
 	case o.Compare && o.URL != "":
-		return errors.New("-compare starts both servers itself; drop -url")
+		return errors.New("-compare starts every server itself; drop -url")
+	case o.Pin && o.URL != "":
+		return errors.New("-pin starts the server under taskset; drop -url")
 	case o.URL != "" && o.Secret == "":
 		return errors.New("-url needs the target's JWT secret: give -secret")
 	case o.URL != "" && o.Target == targetRoomcast && o.NATS == "":
@@ -198,8 +231,10 @@ func (o options) check() error {
 		return fmt.Errorf("-url %q: want http://host:port", o.URL)
 	case o.URL != "" && !loopback(o.URL), o.NATS != "" && !loopback(o.NATS):
 		return errors.New("-url and -nats must be on this machine (127.0.0.0/8, localhost or [::1]): a load test sends traffic nowhere else")
-	case (o.Mode == modeResync || o.Mode == modeFairness) && o.Target == targetPeer && !o.Compare:
-		return fmt.Errorf("%s measures roomcast's history; the reference peer keeps none", o.Mode)
+	case (o.Mode == modeResync || o.Mode == modeFairness) && o.Target != targetRoomcast && !o.Compare:
+		return fmt.Errorf("%s measures roomcast's history; the peers keep none", o.Mode)
+	case o.URL != "" && o.Target == targetCentrifugo:
+		return errors.New("-url with centrifugo: the tool needs the HTTP API key of a Centrifugo it starts itself; drop -url")
 	case o.Mode == modeFairness && (o.AttackSockets < 1 || o.AttackCalls < 1 || o.AttackMsgs < 1):
 		return errors.New("-attack-sockets, -attack-calls and -attack-msgs must be at least 1")
 	case o.Sockets < 1:
@@ -255,6 +290,11 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 		return proto.Errorf(proto.CodeInvalidArgument, "%v", err)
 	}
 	raiseFileLimit()
+	if o.Pin {
+		if err := pinTool(); err != nil {
+			return err
+		}
+	}
 	if o.CPUProfile != "" && o.Mode != modeStorm { // storm profiles the storm alone (runStorm)
 		stop, err := startToolProfile(o.CPUProfile)
 		if err != nil {
@@ -276,10 +316,7 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 	if o.JSON {
 		return writeJSON(stdout, rs)
 	}
-	// roomcast first, so the ratio reads roomcast/peer
-	if len(rs) == 2 {
-		rs[0], rs[1] = rs[1], rs[0]
-	}
+	rs = roomcastFirst(rs)
 	if o.Markdown {
 		printMarkdown(stdout, o.Mode, args, rs)
 		return nil
@@ -295,10 +332,10 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 func run(ctx context.Context, o options, log io.Writer) ([]result, error) {
 	targets := []string{o.Target}
 	if o.Compare {
-		targets = []string{targetPeer, targetRoomcast}
+		targets = append(slices.Clone(o.Peers), targetRoomcast)
 		if o.Mode == modeResync || o.Mode == modeFairness {
 			targets = []string{targetRoomcast}
-			fmt.Fprintf(log, "%s: the reference peer keeps no history; measuring roomcast alone\n", o.Mode)
+			fmt.Fprintf(log, "%s: the peers keep no history; measuring roomcast alone\n", o.Mode)
 		}
 	}
 	var rs []result
@@ -307,13 +344,16 @@ func run(ctx context.Context, o options, log io.Writer) ([]result, error) {
 		if err != nil {
 			return rs, fmt.Errorf("%s: %w", t, err)
 		}
+		if o.Pin {
+			r.Notes = append(r.Notes, pinNote(t))
+		}
 		rs = append(rs, r)
 	}
 	return rs, nil
 }
 
 func runOne(ctx context.Context, o options, target string, log io.Writer) (result, error) {
-	srv, err := startServer(ctx, o, target)
+	srv, err := startServer(ctx, o, target, log)
 	if err != nil {
 		return result{}, err
 	}

@@ -29,6 +29,20 @@ func parseBroadcast(msg []byte) (broadcastFields, bool) {
 	return f, true
 }
 
+// parsePublication picks the benchmark's fields out of a Centrifugo
+// publication push, {"push":{"channel":"…","pub":{"data":{…}}}}, the same
+// way. Centrifugo numbers publications only in channels with history, which
+// the benchmark's have not: no seq fields, no gap count.
+func parsePublication(msg []byte) (broadcastFields, bool) {
+	var f broadcastFields
+	if !bytes.HasPrefix(msg, []byte(`{"push":{"channel":`)) || !bytes.Contains(msg, []byte(`"pub":{`)) {
+		return f, false
+	}
+	f.ts, f.hasTS = intAfter(msg, keyTS)
+	f.step, _ = intAfter(msg, keyStep)
+	return f, true
+}
+
 var (
 	keyTS      = []byte(`"benchTs":`)
 	keyStep    = []byte(`"benchStep":`)

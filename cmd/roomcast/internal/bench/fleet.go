@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/roomcast/roomcast/cmd/roomcast/internal/cfclient"
 	"github.com/roomcast/roomcast/cmd/roomcast/internal/sioclient"
 	"io"
 	"os"
@@ -59,9 +60,12 @@ func startFleet(ctx context.Context, o options, srv *server, mode string, n int)
 			count++
 		}
 		cfg := workerConfig{
-			URL: sioclient.URL(srv.url), Secret: srv.secret, Mode: mode, First: first, Count: count,
+			URL: sioclient.URL(srv.url), Protocol: protoSocketIO, Secret: srv.secret, Mode: mode, First: first, Count: count,
 			Rooms: o.Rooms, SourceIPs: o.SourceIPs, DialConcurrency: o.DialConcurrency,
 			ConnectTimeout: 10 * time.Second, Jitter: o.Jitter, StormConcurrency: o.StormConcurrency,
+		}
+		if srv.name == targetCentrifugo {
+			cfg.URL, cfg.Protocol = cfclient.URL(srv.url), protoCentrifugo
 		}
 		first += count
 		h, err := f.spawn(ctx, cfg, procs == 1)

@@ -31,8 +31,17 @@ func TestParseOptions(t *testing.T) {
 	require.NoError(t, err)
 	o, err = parseOptions([]string{"idle", "-target", "peer", "-url", "http://127.0.0.1:3000", "-secret", "s", "-server-pid", "42"}, io.Discard)
 	require.NoError(t, err)
-	require.Equal(t, targetPeer, o.Target)
+	require.Equal(t, targetPeer, o.Target, `"peer" is the Socket.IO peer's old name`)
 	require.Equal(t, 42, o.ServerPID)
+
+	o, err = parseOptions([]string{"fanout", "-compare"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, []string{targetPeer, targetCentrifugo}, o.Peers, "-compare runs both peers by default")
+	require.False(t, o.Pin)
+	o, err = parseOptions([]string{"storm", "-compare", "-peers", "centrifugo,peer,centrifugo", "-pin"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, []string{targetCentrifugo, targetPeer}, o.Peers, "in the order given, once each")
+	require.True(t, o.Pin)
 }
 
 func TestParseOptionsRefusals(t *testing.T) {
@@ -43,7 +52,12 @@ func TestParseOptionsRefusals(t *testing.T) {
 		{nil, "give a mode"},
 		{[]string{"-sockets", "3"}, "give a mode"},
 		{[]string{"flood"}, "unknown mode"},
-		{[]string{"fanout", "-target", "centrifugo"}, "want roomcast or peer"},
+		{[]string{"fanout", "-target", "ably"}, "want roomcast, socketio or centrifugo"},
+		{[]string{"fanout", "-compare", "-peers", "socketio,ably"}, `"ably" is not a peer`},
+		{[]string{"fanout", "-compare", "-peers", ","}, "at least one peer"},
+		{[]string{"fanout", "-pin", "-url", "http://127.0.0.1:1", "-secret", "s", "-nats", "nats://127.0.0.1:2"}, "-pin starts the server"},
+		{[]string{"fanout", "-target", "centrifugo", "-url", "http://127.0.0.1:1", "-secret", "s"}, "HTTP API key"},
+		{[]string{"fairness", "-target", "centrifugo"}, "keep none"},
 		{[]string{"fanout", "-sockets", "0"}, "-sockets 0"},
 		{[]string{"fanout", "-rooms", "0"}, "-rooms 0"},
 		{[]string{"fanout", "-rate", "0"}, "-rate 0"},
@@ -53,7 +67,7 @@ func TestParseOptionsRefusals(t *testing.T) {
 		{[]string{"fanout", "-url", "http://127.0.0.1:1"}, "-secret"},
 		{[]string{"fanout", "-url", "http://127.0.0.1:1", "-secret", "s"}, "-nats"},
 		{[]string{"fanout", "-target", "peer", "-url", "ws://x", "-secret", "s"}, "want http://"},
-		{[]string{"resync", "-target", "peer"}, "keeps none"},
+		{[]string{"resync", "-target", "peer"}, "keep none"},
 		{[]string{"fanout", "-target", "peer", "-url", "http://10.0.0.5:3000", "-secret", "s"}, "on this machine"},
 		{[]string{"fanout", "-url", "http://127.0.0.1:3000", "-secret", "s", "-nats", "nats://example.com:4222"}, "on this machine"},
 		{[]string{"fanout", "-source-ips", "300"}, "-source-ips"},
@@ -180,9 +194,35 @@ func TestPrintResultsShowsTheRatio(t *testing.T) {
 		{Target: targetPeer, Metrics: []metric{{Name: "deliveries per server CPU-s", Value: 40000, Unit: "/CPU-s", Higher: true}}},
 	})
 	out := b.String()
-	require.Contains(t, out, "roomcast/peer")
+	require.Contains(t, out, "roomcast/socketio")
 	require.Contains(t, out, "100000 /CPU-s")
 	require.Contains(t, out, "2.50×")
+}
+
+// TestThreeWayTable: roomcast first whatever the order the targets ran in,
+// then the peers, and a ratio column for each peer.
+func TestThreeWayTable(t *testing.T) {
+	cpu := func(target string, v float64) result {
+		return result{Target: target, Metrics: []metric{
+			{Name: "deliveries per server CPU-s", Value: v, Unit: "/CPU-s", Higher: true},
+			{Name: "delivered", Value: 100, Unit: "%", Higher: true},
+		}}
+	}
+	rs := roomcastFirst([]result{cpu(targetPeer, 40000), cpu(targetCentrifugo, 50000), cpu(targetRoomcast, 100000)})
+	require.Equal(t, []string{targetRoomcast, targetPeer, targetCentrifugo}, []string{rs[0].Target, rs[1].Target, rs[2].Target})
+
+	var b strings.Builder
+	printResults(&b, modeFanout, rs)
+	lines := strings.Split(b.String(), "\n")
+	require.Regexp(t, `^fanout +roomcast +socketio +centrifugo +roomcast/socketio +roomcast/centrifugo`, lines[0])
+	require.Regexp(t, `^deliveries per server CPU-s +100000 /CPU-s +40000 /CPU-s +50000 /CPU-s +2.50× +2.00×`, lines[1])
+
+	b.Reset()
+	printMarkdown(&b, modeFanout, []string{"fanout", "-compare"}, rs)
+	out := b.String()
+	require.Contains(t, out, "| | roomcast | socketio | centrifugo | roomcast/socketio | roomcast/centrifugo |\n|---|---|---|---|---|---|\n")
+	require.Contains(t, out, "| deliveries per server CPU-s | 100000 /CPU-s | 40000 /CPU-s | 50000 /CPU-s | 2.50× | 2.00× |")
+	require.Contains(t, out, "| delivered | 100 % | 100 % | 100 % |  |  |", "no ratio of percentages")
 }
 
 func TestPrintMarkdown(t *testing.T) {
@@ -193,8 +233,8 @@ func TestPrintMarkdown(t *testing.T) {
 	})
 	out := b.String()
 	require.Contains(t, out, "`roomcast bench idle -compare`")
-	require.Contains(t, out, "| | roomcast | peer | roomcast/peer |")
+	require.Contains(t, out, "| | roomcast | socketio | roomcast/socketio |")
 	require.Contains(t, out, "| server RSS per socket | 4 KB | 19.2 KB | 0.21× |")
-	require.Contains(t, out, "peer: a note")
+	require.Contains(t, out, "socketio: a note")
 	require.Contains(t, out, "cores, load average")
 }

@@ -11,12 +11,14 @@ import (
 
 // The fan-out plot (-plot FILE.png): p99 latency (y, ms, logarithmic)
 // against deliveries per second (x), one line per target, one point per ramp step;
-// roomcast in blue, the peer in orange, the 100 ms bound dashed grey. Drawn
+// roomcast in blue, the Socket.IO peer in orange, Centrifugo in green, the
+// 100 ms bound dashed grey. Drawn
 // with the standard library alone: tick labels use a 3×5 digit font.
 
 var plotColors = map[string]color.RGBA{
-	targetRoomcast: {0x1f, 0x77, 0xb4, 0xff},
-	targetPeer:     {0xff, 0x7f, 0x0e, 0xff},
+	targetRoomcast:   {0x1f, 0x77, 0xb4, 0xff},
+	targetPeer:       {0xff, 0x7f, 0x0e, 0xff},
+	targetCentrifugo: {0x2c, 0xa0, 0x2c, 0xff},
 }
 
 const (

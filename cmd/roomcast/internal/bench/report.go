@@ -47,22 +47,37 @@ func fmtValue(m metric) string {
 	return v + " " + m.Unit
 }
 
-// printResults writes one table: a column per result, and when there are
-// two (roomcast and the peer) the ratio roomcast/peer.
-func printResults(w io.Writer, mode string, rs []result) {
-	if len(rs) == 0 {
-		return
-	}
-	tw := tabwriter.NewWriter(w, 2, 0, 2, ' ', 0)
-	header := []string{mode}
+// roomcastFirst puts roomcast's result first, the peers after in the order
+// they ran, so that every ratio reads roomcast/peer.
+func roomcastFirst(rs []result) []result {
+	out := make([]result, 0, len(rs))
 	for _, r := range rs {
-		header = append(header, r.Target)
+		if r.Target == targetRoomcast {
+			out = append(out, r)
+		}
 	}
-	ratio := len(rs) == 2
-	if ratio {
-		header = append(header, fmt.Sprintf("%s/%s", rs[0].Target, rs[1].Target))
+	for _, r := range rs {
+		if r.Target != targetRoomcast {
+			out = append(out, r)
+		}
 	}
-	fmt.Fprintln(tw, strings.Join(header, "\t")+"\t")
+	return out
+}
+
+// ratioHeaders are the ratio columns: the first result over each other one.
+func ratioHeaders(rs []result) []string {
+	var h []string
+	for _, r := range rs[1:] {
+		h = append(h, fmt.Sprintf("%s/%s", rs[0].Target, r.Target))
+	}
+	return h
+}
+
+// tableRows are the table's rows: a metric's name, its value in each result
+// (n/a where a result lacks it: the peers have no NATS leg), then its ratio
+// to each peer.
+func tableRows(rs []result) [][]string {
+	var rows [][]string
 	for i, m := range rs[0].Metrics {
 		row := []string{m.Name}
 		for _, r := range rs {
@@ -72,9 +87,28 @@ func printResults(w io.Writer, mode string, rs []result) {
 				row = append(row, "n/a")
 			}
 		}
-		if ratio {
-			row = append(row, fmtRatio(rs[0], rs[1], i))
+		for _, r := range rs[1:] {
+			row = append(row, fmtRatio(rs[0], r, i))
 		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+// printResults writes one table: a column per result, and when there are
+// several (roomcast first, then the peers) the ratios roomcast/peer.
+func printResults(w io.Writer, mode string, rs []result) {
+	if len(rs) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 2, 0, 2, ' ', 0)
+	header := []string{mode}
+	for _, r := range rs {
+		header = append(header, r.Target)
+	}
+	header = append(header, ratioHeaders(rs)...)
+	fmt.Fprintln(tw, strings.Join(header, "\t")+"\t")
+	for _, row := range tableRows(rs) {
 		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
 	}
 	_ = tw.Flush()
@@ -112,35 +146,15 @@ func printMarkdown(w io.Writer, mode string, args []string, rs []result) {
 	if len(rs) == 0 {
 		return
 	}
-	ratio := len(rs) == 2
-	fmt.Fprint(w, "| |")
+	var header []string
 	for _, r := range rs {
-		fmt.Fprintf(w, " %s |", r.Target)
+		header = append(header, r.Target)
 	}
-	if ratio {
-		fmt.Fprintf(w, " %s/%s |", rs[0].Target, rs[1].Target)
-	}
-	fmt.Fprint(w, "\n|---|")
-	for range rs {
-		fmt.Fprint(w, "---|")
-	}
-	if ratio {
-		fmt.Fprint(w, "---|")
-	}
-	fmt.Fprintln(w)
-	for i, m := range rs[0].Metrics {
-		fmt.Fprintf(w, "| %s |", m.Name)
-		for _, r := range rs {
-			v := "n/a"
-			if i < len(r.Metrics) {
-				v = fmtValue(r.Metrics[i])
-			}
-			fmt.Fprintf(w, " %s |", v)
-		}
-		if ratio {
-			fmt.Fprintf(w, " %s |", fmtRatio(rs[0], rs[1], i))
-		}
-		fmt.Fprintln(w)
+	header = append(header, ratioHeaders(rs)...)
+	fmt.Fprintf(w, "| | %s |\n", strings.Join(header, " | "))
+	fmt.Fprintf(w, "|---|%s\n", strings.Repeat("---|", len(header)))
+	for _, row := range tableRows(rs) {
+		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
 	}
 	fmt.Fprintln(w)
 	for _, r := range rs {

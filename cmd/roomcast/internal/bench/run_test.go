@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"github.com/roomcast/roomcast/cmd/roomcast/internal/sioclient"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -138,7 +139,7 @@ func TestStormAgainstPeer(t *testing.T) {
 func TestPeerRefusesABadToken(t *testing.T) {
 	peerOrSkip(t)
 	o := tinyOptions(t, modeFanout, "-target", "peer")
-	srv, err := startServer(t.Context(), o, targetPeer)
+	srv, err := startServer(t.Context(), o, targetPeer, io.Discard)
 	require.NoError(t, err)
 	defer srv.close()
 	tok, err := mintToken("not-the-secret", "u1", time.Hour)

@@ -27,12 +27,15 @@ import (
 	"github.com/roomcast/roomcast/proto"
 )
 
-// The two systems the tool measures: roomcast (the all-in-one `roomcast
-// serve`, publishing through NATS) and the Socket.IO reference peer
-// (bench/peer, publishing over HTTP).
+// The systems the tool measures: roomcast (the all-in-one `roomcast serve`,
+// publishing through NATS), the Socket.IO reference peer (bench/peer,
+// publishing over HTTP) and Centrifugo (publishing through its HTTP API).
+// "peer" is the Socket.IO peer's name from before there were two.
 const (
-	targetRoomcast = "roomcast"
-	targetPeer     = "peer"
+	targetRoomcast   = "roomcast"
+	targetPeer       = "socketio"
+	targetPeerOld    = "peer"
+	targetCentrifugo = "centrifugo"
 )
 
 // server is a running target.
@@ -41,6 +44,7 @@ type server struct {
 	url    string // http://host:port
 	pid    int    // for /proc; 0 when unknown
 	secret string
+	apiKey string // Centrifugo's HTTP API key
 	// natsURL is roomcast's NATS, set when the tool started it.
 	natsURL string
 	nc      *nats.Conn // roomcast only
@@ -69,7 +73,7 @@ func (s *server) close() {
 }
 
 // startServer starts the target o.Target, or attaches to the one at o.URL.
-func startServer(ctx context.Context, o options, target string) (*server, error) {
+func startServer(ctx context.Context, o options, target string, log io.Writer) (*server, error) {
 	secret := o.Secret
 	if secret == "" {
 		b := make([]byte, 32)
@@ -81,9 +85,12 @@ func startServer(ctx context.Context, o options, target string) (*server, error)
 		s.url, s.pid = strings.TrimSuffix(o.URL, "/"), o.ServerPID
 	} else {
 		var err error
-		if target == targetPeer {
+		switch target {
+		case targetPeer:
 			err = s.startPeer(ctx, o)
-		} else {
+		case targetCentrifugo:
+			err = s.startCentrifugo(ctx, o, log)
+		default:
 			err = s.startRoomcast(ctx, o)
 		}
 		if err != nil {
@@ -136,8 +143,8 @@ func (s *server) startRoomcast(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, "serve")
-	cmd.Env = append(os.Environ(),
+	cmd := pinned(o, true, bin, "serve")
+	cmd.Env = append(cmd.Env,
 		"ROOMCAST_HTTP_ADDR=127.0.0.1:"+strconv.Itoa(httpPort),
 		"ROOMCAST_NATS_ADDR=127.0.0.1:"+strconv.Itoa(natsPort),
 		"ROOMCAST_NATS_URL=",
@@ -167,6 +174,22 @@ func (s *server) startRoomcast(ctx context.Context, o options) error {
 		return fmt.Errorf("roomcast serve: %w; its log:\n%s", err, tail(logPath, 2000))
 	}
 	return nil
+}
+
+// pinned is the command that starts a server: as is, or with -pin under
+// `taskset -c 0` (the load tool keeps to core 1), a Go server (goRuntime)
+// with GOMAXPROCS=1 so that its scheduler does not plan for a core it cannot
+// use. Its Env starts with this process's environment; callers append.
+func pinned(o options, goRuntime bool, bin string, args ...string) *exec.Cmd {
+	cmd := exec.Command(bin, args...)
+	if o.Pin {
+		cmd = exec.Command("taskset", append([]string{"-c", serverCore, bin}, args...)...)
+	}
+	cmd.Env = os.Environ()
+	if o.Pin && goRuntime {
+		cmd.Env = append(cmd.Env, "GOMAXPROCS=1")
+	}
+	return cmd
 }
 
 func tail(path string, n int) string {
@@ -275,9 +298,9 @@ func (s *server) startPeer(ctx context.Context, o options) error {
 	if node == "" {
 		node = "node"
 	}
-	cmd := exec.Command(node, "server.mjs")
+	cmd := pinned(o, false, node, "server.mjs")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "PEER_JWT_SECRET="+s.secret, "PEER_PORT=0", "PEER_HOST=127.0.0.1")
+	cmd.Env = append(cmd.Env, "PEER_JWT_SECRET="+s.secret, "PEER_PORT=0", "PEER_HOST=127.0.0.1")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -347,8 +370,11 @@ func (s *server) connectNATS(ctx context.Context, o options) error {
 // newPublisher publishes to s the way its users would: through JetStream
 // for roomcast, by HTTP POST for the peer.
 func (s *server) newPublisher() publisher {
-	if s.name == targetPeer {
+	switch s.name {
+	case targetPeer:
 		return &peerPublisher{url: s.url + "/publish", client: &http.Client{Timeout: 30 * time.Second}}
+	case targetCentrifugo:
+		return &centrifugoPublisher{url: s.url + "/api/batch", key: s.apiKey, client: &http.Client{Timeout: 30 * time.Second}}
 	}
 	p := &natsPublisher{js: s.js, enc: proto.NewPublisher(s.js, proto.Subjects{})}
 	return p

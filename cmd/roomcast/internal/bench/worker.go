@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/roomcast/roomcast/cmd/roomcast/internal/cfclient"
 	"github.com/roomcast/roomcast/cmd/roomcast/internal/sioclient"
 	"github.com/roomcast/roomcast/proto"
 )
@@ -29,9 +30,12 @@ const workerEnv = "ROOMCAST_BENCH_WORKER"
 
 // workerConfig is a worker's first input line.
 type workerConfig struct {
-	URL             string        `json:"url"`
-	Secret          string        `json:"secret"`
-	Mode            string        `json:"mode"`
+	URL    string `json:"url"`
+	Secret string `json:"secret"`
+	Mode   string `json:"mode"`
+	// Protocol is the sockets' protocol: protoSocketIO (roomcast and the
+	// Socket.IO peer) or protoCentrifugo.
+	Protocol        string        `json:"protocol,omitempty"`
 	First           int           `json:"first"` // index of the first socket of the shard
 	Count           int           `json:"count"`
 	Rooms           int           `json:"rooms"`
@@ -104,9 +108,25 @@ type worker struct {
 	stormSlots chan struct{} // nil: reconnects after a drop are not bounded
 }
 
+// The sockets' protocols.
+const (
+	protoSocketIO   = "socketio"
+	protoCentrifugo = "centrifugo"
+)
+
+// benchConn is one connected socket, of either protocol.
+type benchConn interface {
+	Next() ([]byte, error)
+	Close() error
+	SetDeadline(time.Time) error
+}
+
+// connBox holds a benchConn for an atomic.Pointer.
+type connBox struct{ benchConn }
+
 type benchSocket struct {
 	i       int
-	conn    atomic.Pointer[sioclient.Conn]
+	conn    atomic.Pointer[connBox]
 	lastSeq int64
 
 	// Kept across reconnects, as a browser keeps its token and its rooms:
@@ -114,6 +134,7 @@ type benchSocket struct {
 	token    string
 	tokenExp time.Time
 	joins    []sioclient.Call
+	channels []string // Centrifugo: the channels standing for the rooms
 }
 
 // tokenTTL is how long the tool's tokens are valid; one is minted again
@@ -315,7 +336,7 @@ func (w *worker) runSocket(ctx context.Context, s *benchSocket) {
 		}
 		attempts = 0
 		slots = w.dialSlots
-		s.conn.Store(c)
+		s.conn.Store(&connBox{c})
 		if ctx.Err() != nil {
 			_ = c.Close()
 			return
@@ -359,7 +380,7 @@ func (w *worker) runSocket(ctx context.Context, s *benchSocket) {
 
 // connect dials, authenticates and joins s's rooms, holding one of slots
 // meanwhile (nil: no bound).
-func (w *worker) connect(ctx context.Context, s *benchSocket, slots chan struct{}) (*sioclient.Conn, error) {
+func (w *worker) connect(ctx context.Context, s *benchSocket, slots chan struct{}) (benchConn, error) {
 	if slots != nil {
 		select {
 		case slots <- struct{}{}:
@@ -374,6 +395,9 @@ func (w *worker) connect(ctx context.Context, s *benchSocket, slots chan struct{
 			return nil, err
 		}
 		s.token, s.tokenExp = tok, time.Now().Add(tokenTTL)
+	}
+	if w.cfg.Protocol == protoCentrifugo {
+		return w.connectCentrifugo(ctx, s)
 	}
 	if s.joins == nil {
 		for _, room := range roomsOf(w.cfg.Mode, s.i, w.cfg.Rooms) {
@@ -395,14 +419,44 @@ func (w *worker) connect(ctx context.Context, s *benchSocket, slots chan struct{
 	return c, nil
 }
 
+// connectCentrifugo connects with the token and subscribes to the channels
+// standing for s's rooms, the subscribes in one frame as the joins are.
+func (w *worker) connectCentrifugo(ctx context.Context, s *benchSocket) (benchConn, error) {
+	if s.channels == nil {
+		for _, name := range roomsOf(w.cfg.Mode, s.i, w.cfg.Rooms) {
+			room, err := proto.ParseRoom(name)
+			if err != nil {
+				return nil, err
+			}
+			s.channels = append(s.channels, centrifugoChannel(room))
+		}
+	}
+	c, err := cfclient.Dial(ctx, cfclient.Options{URL: w.cfg.URL, Token: s.token,
+		Source: sourceIP(s.i, w.cfg.SourceIPs), Timeout: w.cfg.ConnectTimeout})
+	if err != nil {
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Now().Add(max(w.cfg.ConnectTimeout, 10*time.Second)))
+	if err := c.SubscribeAll(s.channels); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, nil
+}
+
 // readLoop reads until the socket fails, timing every benchmark broadcast.
-func (w *worker) readLoop(c *sioclient.Conn, s *benchSocket) error {
+func (w *worker) readLoop(c benchConn, s *benchSocket) error {
+	parse := parseBroadcast
+	if w.cfg.Protocol == protoCentrifugo {
+		parse = parsePublication
+	}
 	for {
 		msg, err := c.Next()
 		if err != nil {
 			return err
 		}
-		f, ok := parseBroadcast(msg)
+		f, ok := parse(msg)
 		if !ok {
 			continue
 		}

@@ -1,0 +1,319 @@
+// Package cfclient is a lean Centrifugo client: its JSON protocol (client
+// protocol v2) over WebSocket, connect with a JWT, subscribe, receive
+// publications. It is what the load tool needs to drive Centrifugo the way
+// it drives roomcast and the Socket.IO peer, and no more: no recovery, no
+// history, no RPC.
+//
+// On the wire (one JSON object per line; several may share a frame):
+//
+//	> {"id":1,"connect":{"token":"…","name":"roomcast-bench"}}
+//	< {"id":1,"connect":{"client":"…","version":"…","ping":25,"pong":true}}
+//	> {"id":2,"subscribe":{"channel":"board-b0"}}
+//	< {"id":2,"subscribe":{}}
+//	< {"push":{"channel":"board-b0","pub":{"data":{…}}}}
+//	< {}    > {}                                     (server ping, client pong)
+//	< {"id":3,"error":{"code":103,"message":"permission denied"}}
+package cfclient
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// Like sioclient, and for the same reason (thousands share the tool's
+// process and CPU): one goroutine owns a connection and does every read and
+// write on it, pongs included; a 1 KiB read buffer; no JSON decoding of
+// publications.
+
+// maxFrame bounds a frame the client accepts: gobwas/ws would otherwise
+// allocate whatever length the server declares.
+const maxFrame = 1 << 20
+
+const readBufSize = 1024
+
+var (
+	// ErrRefused is a connect or subscribe the server answered with an error.
+	ErrRefused = errors.New("refused")
+	// ErrClosed is the server closing the WebSocket (its close frame's code
+	// and reason follow in the wrapped message).
+	ErrClosed = errors.New("server closed the socket")
+)
+
+// Conn is one connected, authenticated Centrifugo client.
+type Conn struct {
+	conn   net.Conn
+	br     *bufio.Reader
+	buf    []byte // the current frame, reused
+	rest   []byte // what is left of the current frame after the last message
+	wbuf   []byte
+	nextID int
+	Client string // the client id from the connect reply
+}
+
+// Options say where and how a client connects.
+type Options struct {
+	URL     string // ws://host:port/connection/websocket
+	Token   string // connection JWT (sub = user id)
+	Source  net.IP // local address to dial from, nil for any
+	Timeout time.Duration
+}
+
+// URL is the WebSocket endpoint of a Centrifugo at base (http://host:port).
+func URL(base string) string {
+	base = strings.TrimSuffix(base, "/")
+	if rest, ok := strings.CutPrefix(base, "http://"); ok {
+		base = "ws://" + rest
+	}
+	return base + "/connection/websocket"
+}
+
+// Dial opens a WebSocket and sends connect with the token, and waits for
+// the reply.
+func Dial(ctx context.Context, o Options) (*Conn, error) {
+	if o.Timeout == 0 {
+		o.Timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	d := ws.Dialer{ReadBufferSize: readBufSize, WriteBufferSize: readBufSize}
+	nd := net.Dialer{KeepAlive: -1} // Centrifugo's pings watch the connection
+	if o.Source != nil {
+		nd.LocalAddr = &net.TCPAddr{IP: o.Source}
+	}
+	d.NetDial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return nd.DialContext(ctx, network, addr)
+	}
+	conn, hbr, _, err := d.Dial(ctx, o.URL)
+	if err != nil {
+		return nil, err
+	}
+	var r io.Reader = conn
+	if hbr != nil {
+		extra, _ := hbr.Peek(hbr.Buffered())
+		r = io.MultiReader(bytes.NewReader(bytes.Clone(extra)), conn)
+		ws.PutReader(hbr)
+	}
+	c := &Conn{conn: conn, br: bufio.NewReaderSize(r, readBufSize), nextID: 1}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	tok, _ := json.Marshal(o.Token)
+	id := c.nextID
+	c.nextID++
+	cmd := `{"id":` + strconv.Itoa(id) + `,"connect":{"token":` + string(tok) + `,"name":"roomcast-bench"}}`
+	if err := c.write([]byte(cmd)); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	rep, err := c.waitReply(id)
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	var cr struct {
+		Client string `json:"client"`
+	}
+	if err := json.Unmarshal(rep.Connect, &cr); err != nil || rep.Connect == nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("connect: unexpected reply %.80q", rep.raw)
+	}
+	c.Client = cr.Client
+	_ = conn.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// reply is a command's answer.
+type reply struct {
+	ID    int `json:"id"`
+	Error *struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+	Connect   json.RawMessage `json:"connect"`
+	Subscribe json.RawMessage `json:"subscribe"`
+	raw       []byte
+}
+
+// waitReply reads until the reply to command id, skipping pushes.
+func (c *Conn) waitReply(id int) (reply, error) {
+	for {
+		msg, err := c.Next()
+		if err != nil {
+			return reply{}, err
+		}
+		if bytes.HasPrefix(msg, []byte(`{"push":`)) {
+			continue
+		}
+		var r reply
+		if err := json.Unmarshal(msg, &r); err != nil {
+			return r, fmt.Errorf("unreadable reply %.80q: %w", msg, err)
+		}
+		if r.ID != id {
+			return r, fmt.Errorf("reply to command %d while waiting for %d: %.80q", r.ID, id, msg)
+		}
+		r.raw = bytes.Clone(msg)
+		if r.Error != nil {
+			return r, fmt.Errorf("%w: %d %s", ErrRefused, r.Error.Code, r.Error.Message)
+		}
+		return r, nil
+	}
+}
+
+// SubscribeAll subscribes to every channel, the commands in one frame (as a
+// client's connect handler sends them), and waits for every reply. After an
+// error the connection is out of step: the caller closes it.
+func (c *Conn) SubscribeAll(channels []string) error {
+	first := c.nextID
+	var b []byte
+	for i, ch := range channels {
+		if i > 0 {
+			b = append(b, '\n')
+		}
+		name, _ := json.Marshal(ch)
+		b = append(b, `{"id":`...)
+		b = strconv.AppendInt(b, int64(c.nextID), 10)
+		b = append(b, `,"subscribe":{"channel":`...)
+		b = append(b, name...)
+		b = append(b, `}}`...)
+		c.nextID++
+	}
+	if err := c.write(b); err != nil {
+		return err
+	}
+	for i, ch := range channels {
+		r, err := c.waitReply(first + i)
+		if err != nil {
+			return fmt.Errorf("subscribe %s: %w", ch, err)
+		}
+		if r.Subscribe == nil {
+			return fmt.Errorf("subscribe %s: unexpected reply %.80q", ch, r.raw)
+		}
+	}
+	return nil
+}
+
+// Next returns the next message (a reply or a push) that is not a ping;
+// pings are answered here. The slice is valid until the next call.
+func (c *Conn) Next() ([]byte, error) {
+	for {
+		if len(c.rest) == 0 {
+			frame, err := c.readMessage()
+			if err != nil {
+				return nil, err
+			}
+			c.rest = frame
+		}
+		var msg []byte
+		msg, c.rest = nextMessage(c.rest)
+		switch {
+		case len(msg) == 0:
+			continue
+		case len(msg) == 2 && msg[0] == '{' && msg[1] == '}':
+			if err := c.write([]byte("{}")); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		return msg, nil
+	}
+}
+
+// nextMessage cuts the first message off a frame's rest: Centrifugo puts
+// several in one frame, a line each, when they are ready together.
+func nextMessage(rest []byte) (msg, left []byte) {
+	msg = rest
+	if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+		msg, left = rest[:i], rest[i+1:]
+	}
+	return bytes.TrimSpace(msg), left
+}
+
+// readMessage reads one WebSocket text message (joining fragments) into c.buf.
+func (c *Conn) readMessage() ([]byte, error) {
+	c.buf = c.buf[:0]
+	for {
+		h, err := ws.ReadHeader(c.br)
+		if err != nil {
+			return nil, err
+		}
+		if h.Length > maxFrame || int64(len(c.buf))+h.Length > maxFrame {
+			return nil, fmt.Errorf("frame of %d bytes is over the %d limit", h.Length, maxFrame)
+		}
+		n := int(h.Length)
+		start := len(c.buf)
+		if cap(c.buf) < start+n {
+			nb := make([]byte, start, max(start+n, 2*cap(c.buf), 512))
+			copy(nb, c.buf)
+			c.buf = nb
+		}
+		c.buf = c.buf[:start+n]
+		if _, err := io.ReadFull(c.br, c.buf[start:]); err != nil {
+			return nil, err
+		}
+		if h.Masked {
+			ws.Cipher(c.buf[start:], h.Mask, 0)
+		}
+		switch h.OpCode {
+		case ws.OpPing:
+			if err := c.writeFrame(ws.OpPong, c.buf[start:]); err != nil {
+				return nil, err
+			}
+			c.buf = c.buf[:start]
+			continue
+		case ws.OpPong:
+			c.buf = c.buf[:start]
+			continue
+		case ws.OpClose:
+			reason := closeReason(c.buf[start:])
+			_ = c.writeFrame(ws.OpClose, nil)
+			return nil, fmt.Errorf("%w: %s", ErrClosed, reason)
+		}
+		if h.Fin {
+			return c.buf, nil
+		}
+	}
+}
+
+// closeReason reads a close frame's payload: a 2-byte code and a reason
+// (Centrifugo's disconnect codes, e.g. 3500 "invalid token").
+func closeReason(p []byte) string {
+	if len(p) < 2 {
+		return "no code"
+	}
+	return fmt.Sprintf("%d %s", int(p[0])<<8|int(p[1]), p[2:])
+}
+
+func (c *Conn) write(p []byte) error { return c.writeFrame(ws.OpText, p) }
+
+// writeFrame sends p as one masked client frame, in one write.
+func (c *Conn) writeFrame(op ws.OpCode, p []byte) error {
+	h := ws.Header{Fin: true, OpCode: op, Masked: true, Mask: ws.NewMask(), Length: int64(len(p))}
+	var hb bytes.Buffer
+	hb.Grow(ws.MaxHeaderSize)
+	_ = ws.WriteHeader(&hb, h) // a bytes.Buffer does not fail
+	c.wbuf = append(c.wbuf[:0], hb.Bytes()...)
+	start := len(c.wbuf)
+	c.wbuf = append(c.wbuf, p...)
+	ws.Cipher(c.wbuf[start:], h.Mask, 0)
+	_, err := c.conn.Write(c.wbuf)
+	return err
+}
+
+// Close closes the TCP connection without a goodbye.
+func (c *Conn) Close() error { return c.conn.Close() }
+
+// SetDeadline sets the connection's read and write deadline.
+func (c *Conn) SetDeadline(t time.Time) error { return c.conn.SetDeadline(t) }
