@@ -1,6 +1,6 @@
 # roomcast — the two commands a fresh machine needs are `make run` and `make test`.
 
-MODULES   := proto services/gateway services/roomstate services/sync cmd/roomcast examples/demo
+MODULES   := proto process services/gateway services/roomstate services/sync cmd/roomcast examples/demo
 PKGS      := $(MODULES:%=./%/...)
 # Modules of their own under deploy/, outside go.work (k8s.io stays out of
 # the product's modules): the load balancer, the health probe, the

@@ -12,8 +12,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/roomcast/roomcast/process/flagenv"
 	"github.com/roomcast/roomcast/proto"
-	"github.com/roomcast/roomcast/proto/flagenv"
 )
 
 // Exit codes a script can rely on.

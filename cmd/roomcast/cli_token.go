@@ -10,8 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/roomcast/roomcast/process/flagenv"
 	"github.com/roomcast/roomcast/proto"
-	"github.com/roomcast/roomcast/proto/flagenv"
 	"github.com/roomcast/roomcast/services/gateway"
 )
 

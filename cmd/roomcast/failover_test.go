@@ -21,8 +21,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/roomcast/roomcast/cmd/roomcast/internal/sioclient"
+	"github.com/roomcast/roomcast/process/natstest"
 	"github.com/roomcast/roomcast/proto"
-	"github.com/roomcast/roomcast/proto/natstest"
 	"github.com/roomcast/roomcast/services/gateway"
 	"github.com/roomcast/roomcast/services/roomstate"
 	"github.com/roomcast/roomcast/services/sync/backfill"

@@ -1,6 +1,6 @@
 module github.com/roomcast/roomcast/cmd/roomcast
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/gobwas/ws v1.5.0
@@ -8,6 +8,7 @@ require (
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/prometheus/client_golang v1.25.0
+	github.com/roomcast/roomcast/process v0.0.0
 	github.com/roomcast/roomcast/proto v0.0.0
 	github.com/roomcast/roomcast/services/gateway v0.0.0
 	github.com/roomcast/roomcast/services/roomstate v0.0.0
@@ -51,3 +52,5 @@ replace github.com/roomcast/roomcast/services/gateway => ../../services/gateway
 replace github.com/roomcast/roomcast/services/roomstate => ../../services/roomstate
 
 replace github.com/roomcast/roomcast/services/sync => ../../services/sync
+
+replace github.com/roomcast/roomcast/process => ../../process

@@ -24,8 +24,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/roomcast/roomcast/process/flagenv"
 	"github.com/roomcast/roomcast/proto"
-	"github.com/roomcast/roomcast/proto/flagenv"
 	"github.com/roomcast/roomcast/services/gateway"
 	"github.com/roomcast/roomcast/services/roomstate"
 	"github.com/roomcast/roomcast/services/sync/backfill"

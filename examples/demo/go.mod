@@ -1,12 +1,13 @@
 module github.com/roomcast/roomcast/examples/demo
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/prometheus/client_golang v1.25.0
+	github.com/roomcast/roomcast/process v0.0.0
 	github.com/roomcast/roomcast/proto v0.0.0
 	github.com/roomcast/roomcast/services/gateway v0.0.0
 	github.com/roomcast/roomcast/services/roomstate v0.0.0
@@ -42,6 +43,7 @@ require (
 )
 
 replace (
+	github.com/roomcast/roomcast/process => ../../process
 	github.com/roomcast/roomcast/proto => ../../proto
 	github.com/roomcast/roomcast/services/gateway => ../../services/gateway
 	github.com/roomcast/roomcast/services/roomstate => ../../services/roomstate

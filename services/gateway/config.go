@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/roomcast/roomcast/process/flagenv"
 	"github.com/roomcast/roomcast/proto"
-	"github.com/roomcast/roomcast/proto/flagenv"
 )
 
 // Config configures a gateway. Zero values mean the documented defaults.

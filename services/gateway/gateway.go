@@ -17,8 +17,8 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/roomcast/roomcast/process/panicguard"
 	"github.com/roomcast/roomcast/proto"
-	"github.com/roomcast/roomcast/proto/panicguard"
 )
 
 // shutdownGrace bounds how long Run waits for plain HTTP handlers and for

@@ -7,8 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/roomcast/roomcast/process/natstest"
 	"github.com/roomcast/roomcast/proto"
-	"github.com/roomcast/roomcast/proto/natstest"
 )
 
 // FuzzRequests feeds arbitrary bytes to both endpoints: an answer is a

@@ -1,15 +1,16 @@
 module github.com/roomcast/roomcast/services/roomstate
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/prometheus/client_golang v1.25.0
+	github.com/roomcast/roomcast/process v0.0.0
 	github.com/roomcast/roomcast/proto v0.0.0
 	github.com/rs/zerolog v1.35.1
 	github.com/stretchr/testify v1.12.1
-	golang.org/x/sync v0.22.0
+	golang.org/x/sync v0.25.0
 )
 
 require (
@@ -36,3 +37,5 @@ require (
 )
 
 replace github.com/roomcast/roomcast/proto => ../../proto
+
+replace github.com/roomcast/roomcast/process => ../../process

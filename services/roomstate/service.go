@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/roomcast/roomcast/process/panicguard"
 	"github.com/roomcast/roomcast/proto"
-	"github.com/roomcast/roomcast/proto/panicguard"
 )
 
 // setupTimeout bounds connecting the stream, bucket and consumer at start.

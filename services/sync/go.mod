@@ -1,10 +1,12 @@
 module github.com/roomcast/roomcast/services/sync
 
-go 1.26.8
+go 1.26.0
 
 require (
+	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/prometheus/client_golang v1.25.0
+	github.com/roomcast/roomcast/process v0.0.0
 	github.com/roomcast/roomcast/proto v0.0.0
 	github.com/rs/zerolog v1.35.1
 	github.com/stretchr/testify v1.12.1
@@ -22,7 +24,6 @@ require (
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
-	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
@@ -36,3 +37,5 @@ require (
 )
 
 replace github.com/roomcast/roomcast/proto => ../../proto
+
+replace github.com/roomcast/roomcast/process => ../../process

@@ -8,8 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/roomcast/roomcast/process/flagenv"
 	"github.com/roomcast/roomcast/proto"
-	"github.com/roomcast/roomcast/proto/flagenv"
 )
 
 // Defaults of Config. They are documented in docs/sync.md.

@@ -19,8 +19,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/roomcast/roomcast/process/natstest"
 	"github.com/roomcast/roomcast/proto"
-	"github.com/roomcast/roomcast/proto/natstest"
 )
 
 func cursorAfter(n uint64) proto.Cursor { return proto.Cursor{AfterSeq: &n} }

@@ -20,8 +20,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/roomcast/roomcast/process/natstest"
 	"github.com/roomcast/roomcast/proto"
-	"github.com/roomcast/roomcast/proto/natstest"
 )
 
 // body is a stored body for the unit tests: the sequence, recognisable.

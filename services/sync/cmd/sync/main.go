@@ -4,7 +4,7 @@ package main
 import (
 	"context"
 
-	"github.com/roomcast/roomcast/proto/flagenv"
+	"github.com/roomcast/roomcast/process/flagenv"
 	"github.com/roomcast/roomcast/services/sync/backfill"
 )
 

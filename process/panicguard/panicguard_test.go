@@ -8,7 +8,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"github.com/roomcast/roomcast/proto/panicguard"
+	"github.com/roomcast/roomcast/process/panicguard"
 )
 
 func TestRecover(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/roomcast/roomcast/proto/flagenv"
+	"github.com/roomcast/roomcast/process/flagenv"
 )
 
 func newSet() *flagenv.Set {

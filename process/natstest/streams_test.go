@@ -1,4 +1,4 @@
-package proto_test
+package natstest_test
 
 import (
 	"context"
@@ -9,8 +9,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/roomcast/roomcast/process/natstest"
 	"github.com/roomcast/roomcast/proto"
-	"github.com/roomcast/roomcast/proto/natstest"
 )
 
 // A room's state must expire when its messages do, and a short MaxAge (tests,

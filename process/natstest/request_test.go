@@ -1,4 +1,4 @@
-package proto_test
+package natstest_test
 
 import (
 	"context"
@@ -9,8 +9,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/roomcast/roomcast/process/natstest"
 	"github.com/roomcast/roomcast/proto"
-	"github.com/roomcast/roomcast/proto/natstest"
 )
 
 // TestRequestNoResponders: a subject nobody serves is an unavailable
