@@ -58,7 +58,16 @@ func newAdmission(slots, perUser, queue, maxQueued int, maxWait time.Duration) *
 // admit runs w now (on a goroutine of its own), queues it, or refuses it.
 // It never blocks: it is called from the subscription's one goroutine.
 func (a *admission) admit(user string, w *waiter) {
+	if refused, hint := a.enter(user, w); refused {
+		w.refuse(hint)
+	}
+}
+
+// enter starts or queues w, or says it is refused and the retry hint.
+// (A function of its own so that the lock is let go even if it panics.)
+func (a *admission) enter(user string, w *waiter) (refused bool, hint time.Duration) {
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	u := a.users[user]
 	if u == nil {
 		u = &userLine{user: user}
@@ -67,7 +76,6 @@ func (a *admission) admit(user string, w *waiter) {
 	switch {
 	case a.running < a.slots && u.running < a.perUser && len(u.waiting) == 0:
 		a.start(u, w)
-		a.mu.Unlock()
 	case len(u.waiting) < a.queue && a.queued < a.maxQueued:
 		w.since = time.Now()
 		u.waiting = append(u.waiting, w)
@@ -76,15 +84,14 @@ func (a *admission) admit(user string, w *waiter) {
 			u.inTurns = true
 			a.turns = append(a.turns, u)
 		}
-		a.mu.Unlock()
 	default:
 		// The user's line is full (or everyone's): its running requests
 		// free a place after about a read each.
-		hint := a.mean * time.Duration(1+len(u.waiting)/max(1, a.perUser))
+		hint = a.mean * time.Duration(1+len(u.waiting)/max(1, a.perUser))
 		a.forgetIdle(u)
-		a.mu.Unlock()
-		w.refuse(min(max(hint, time.Millisecond), a.maxWait))
+		return true, min(max(hint, time.Millisecond), a.maxWait)
 	}
+	return false, 0
 }
 
 // start counts w as running and runs it. Called with a.mu held.
@@ -97,12 +104,20 @@ func (a *admission) start(u *userLine, w *waiter) {
 // done ends a request of user that took took, and starts the next ones in
 // turn.
 func (a *admission) done(user string, took time.Duration) {
+	late, hint := a.leave(user, took)
+	for _, w := range late {
+		w.refuse(hint)
+	}
+}
+
+// leave is done's part under the lock: it returns the requests found late.
+func (a *admission) leave(user string, took time.Duration) (late []*waiter, hint time.Duration) {
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.mean += (took - a.mean) / 8
 	u := a.users[user]
 	a.running--
 	u.running--
-	var late []*waiter
 	// Each turn gives one waiting request to the next user that may run
 	// one more; a user at its limit keeps its place for a later turn.
 	for skipped := 0; a.running < a.slots && len(a.turns) > 0 && skipped < len(a.turns); {
@@ -131,11 +146,7 @@ func (a *admission) done(user string, took time.Duration) {
 		a.start(t, w)
 	}
 	a.forgetIdle(u)
-	hint := a.mean
-	a.mu.Unlock()
-	for _, w := range late {
-		w.refuse(max(hint, time.Millisecond))
-	}
+	return late, max(a.mean, time.Millisecond)
 }
 
 // forgetIdle drops u's line once nothing of it runs or waits. Called with
