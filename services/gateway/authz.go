@@ -44,6 +44,9 @@ type natsAuthorizer struct {
 
 	mu    sync.Mutex
 	cache map[string]time.Time // user + "\x00" + parent room → expiry
+	// forgets counts kicks and revokes: an answer asked before one of them
+	// is not cached after it (the yes may be the one just taken back).
+	forgets uint64
 }
 
 // noAuthorizer answers a join that no service was there to decide.
@@ -68,6 +71,7 @@ func (a *natsAuthorizer) allowJoin(ctx context.Context, user string, r proto.Roo
 	now := time.Now()
 	a.mu.Lock()
 	exp, ok := a.cache[key]
+	forgets := a.forgets
 	a.mu.Unlock()
 	if ok && now.Before(exp) {
 		return nil
@@ -104,7 +108,7 @@ func (a *natsAuthorizer) allowJoin(ctx context.Context, user string, r proto.Roo
 				}
 			}
 		}
-		if len(a.cache) < maxAuthzCache {
+		if len(a.cache) < maxAuthzCache && a.forgets == forgets {
 			a.cache[key] = now.Add(a.ttl)
 		}
 		a.mu.Unlock()
@@ -115,6 +119,7 @@ func (a *natsAuthorizer) allowJoin(ctx context.Context, user string, r proto.Roo
 func (a *natsAuthorizer) forget(user string, r proto.Room) {
 	a.mu.Lock()
 	delete(a.cache, cacheKey(user, r))
+	a.forgets++
 	a.mu.Unlock()
 }
 
@@ -124,6 +129,7 @@ func (a *natsAuthorizer) forgetUser(user string) {
 	prefix := user + "\x00"
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.forgets++
 	for k := range a.cache {
 		if strings.HasPrefix(k, prefix) {
 			delete(a.cache, k)

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/roomcast/roomcast/proto"
@@ -132,4 +134,52 @@ func TestDrain(t *testing.T) {
 	}
 	_, err = dial(t, tg, "", nil)
 	require.Error(t, err)
+}
+
+// TestRevokeDuringAnAuthzRequest: a yes that was on its way when the revoke
+// came is not cached: the revoke took it back, and the user's next read is
+// asked again.
+func TestRevokeDuringAnAuthzRequest(t *testing.T) {
+	e := newEnv(t)
+	stateAsked := make(chan struct{}, 4)
+	sub, err := e.nc.Subscribe(proto.SubjectRoomStateGetMany, func(m *nats.Msg) {
+		stateAsked <- struct{}{}
+		_ = m.Respond([]byte(`{"states":{}}`))
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	inFlight, release := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	authz, err := e.nc.Subscribe(proto.SubjectAuthzJoin, func(m *nats.Msg) {
+		if first.CompareAndSwap(false, true) {
+			close(inFlight)
+			<-release
+			_ = m.Respond([]byte(`{"allow":true}`))
+			return
+		}
+		_ = m.Respond([]byte(`{"allow":false}`))
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = authz.Unsubscribe() })
+	require.NoError(t, e.nc.Flush())
+	tg := e.startGateway()
+
+	c := connectsWith(t, tg, issuedAt(t, "u1", time.Now().Add(-2*time.Second)))
+	c.send(`420["endpoint",{"endpointName":"getRoomState","endpointArgs":{"roomName":"board-b1"}}]`)
+	<-inFlight
+	require.NoError(t, e.nc.Publish(proto.RevokeSubject("u1"), nil))
+	require.Equal(t, "41", c.next())
+	close(release)
+	select {
+	case <-stateAsked: // the yes was taken: past the point where it is cached
+	case <-time.After(5 * time.Second):
+		t.Fatal("the read never got past authorization")
+	}
+	a := tg.authz.(*natsAuthorizer)
+	a.mu.Lock()
+	_, cached := a.cache[cacheKey("u1", mustRoom(t, "board-b1"))]
+	a.mu.Unlock()
+	require.False(t, cached, "a yes asked before the revoke was cached after it")
+	fresh := connectsWith(t, tg, issuedAt(t, "u1", time.Now().Add(2*time.Second)))
+	fresh.mustFail(proto.CodeForbidden, proto.EndpointGetRoomState, proto.RoomArgs{RoomName: "board-b1"})
 }
