@@ -203,3 +203,24 @@ func StreamHeader(h nats.Header, key string) string {
 	}
 	return vs[len(vs)-1]
 }
+
+// DirectGetSubject is where a stream's direct gets are asked
+// ($JS.API.DIRECT.GET.<stream>): any replica that allows direct gets answers,
+// batched reads included (proto/directget).
+func DirectGetSubject(stream string) string {
+	return jetstream.DefaultAPIPrefix + "DIRECT.GET." + stream
+}
+
+// MsgGetSubject is where a stream's leader is asked for one message
+// ($JS.API.STREAM.MSG.GET.<stream>): only the leader answers, so what it
+// says is the stream's state, where a direct get may come from a follower
+// that lags.
+func MsgGetSubject(stream string) string {
+	return jetstream.DefaultAPIPrefix + "STREAM.MSG.GET." + stream
+}
+
+// KVStream is the stream that holds KV bucket's values.
+func KVStream(bucket string) string { return "KV_" + bucket }
+
+// KVSubject is the subject KV bucket stores key under, in KVStream(bucket).
+func KVSubject(bucket, key string) string { return "$KV." + bucket + "." + key }

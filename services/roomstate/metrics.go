@@ -20,6 +20,8 @@ type metrics struct {
 	lagSeconds  prometheus.Histogram
 	requests    *prometheus.CounterVec
 	panics      *prometheus.CounterVec
+	// multiUnanswered counts batched reads that got no answer (GetMany).
+	multiUnanswered prometheus.Counter
 }
 
 // Reasons a message is skipped (label "reason" of skipped_messages_total)
@@ -77,8 +79,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "panics_total",
 			Help: "Panics stopped at a message boundary, logged with their stack, by where: fold or write (the messages terminated, ROOM_STATE not written for them), loop (the consume loop started over), get or getmany (answered internal).",
 		}, []string{"where"}),
+		multiUnanswered: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "batched_reads_unanswered_total",
+			Help: "Batched reads of room states (getmany) that got no answer in time (a role that may not publish to $JS.API.DIRECT.GET.KV_ROOM_STATE, a stalled server): getmany reads key by key for a pause, then tries again.",
+		}),
 	}
-	reg.MustRegister(m.processed, m.skipped, m.refused, m.batches, m.writes, m.conflicts, m.writeErrors, m.lagSeqs, m.lagSeconds, m.requests, m.panics)
+	reg.MustRegister(m.multiUnanswered, m.processed, m.skipped, m.refused, m.batches, m.writes, m.conflicts, m.writeErrors, m.lagSeqs, m.lagSeconds, m.requests, m.panics)
 	m.skipped.WithLabelValues(skipMetadata)
 	for _, r := range proto.Reasons {
 		m.refused.WithLabelValues(string(r))

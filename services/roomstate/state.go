@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -44,10 +44,14 @@ func mergeState(a, b proto.RoomState) proto.RoomState {
 type stateStore struct {
 	kv jetstream.KeyValue
 	nc *nats.Conn // for GetMany's batched reads; nil: key by key
-	// multiOff is set when a batched read went unanswered (GetMany).
-	multiOff atomic.Bool
-	m        *metrics
-	log      zerolog.Logger
+	// multi pauses the batched reads after one went unanswered (GetMany);
+	// firstReply and retryMin are multiFirstReply and multiRetryMin (tests
+	// shorten them).
+	multi      multiPause
+	firstReply time.Duration
+	retryMin   time.Duration
+	m          *metrics
+	log        zerolog.Logger
 
 	mu    sync.Mutex
 	cache map[string]revState
@@ -59,7 +63,7 @@ type revState struct {
 }
 
 func newStateStore(kv jetstream.KeyValue, m *metrics, log zerolog.Logger) *stateStore {
-	return &stateStore{kv: kv, m: m, log: log, cache: make(map[string]revState)}
+	return &stateStore{kv: kv, m: m, log: log, cache: make(map[string]revState), firstReply: multiFirstReply, retryMin: multiRetryMin}
 }
 
 // Get reads room's state from KV; nil when it has none (never broadcast to,

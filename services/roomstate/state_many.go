@@ -5,12 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/proto/directget"
 )
 
 // A getmany of a reconnect storm names up to proto.MaxBatchRooms rooms: read
@@ -28,111 +27,128 @@ const maxMultiLast = 1024
 // key by key.
 var errNoMultiGet = errors.New("batched direct get unavailable")
 
-// multiFirstReply bounds the wait for a batched read's first reply. None
+// A batched read's first reply is awaited at most multiFirstReply. None
 // means the request went nowhere: a role without publish permission on
 // the bare $JS.API.DIRECT.GET.<stream> subject is refused silently, as far
-// as the request goes. Batched reads are then given up for good (logged
-// once): key by key is slower, not wrong.
-const multiFirstReply = 2 * time.Second
-
-// Headers and statuses of a batched direct get's replies.
+// as the request goes, and a stalled server answers nothing either. The
+// batched reads then pause (key by key is slower, not wrong) and are tried
+// again after multiRetryMin, doubling to multiRetryMax while they stay
+// unanswered: a permission granted or a server back is used again without
+// a restart, and one that is not costs a wait of multiFirstReply per
+// multiRetryMax. Each unanswered read is counted
+// (batched_reads_unanswered_total) and logged.
 const (
-	hdrStatus      = "Status"
-	hdrNumPending  = "Nats-Num-Pending"
-	hdrKVOperation = "KV-Operation"
-	statusEOB      = "204" // end of batch
-	statusNone     = "404" // none of the subjects has a message
+	multiFirstReply = 2 * time.Second
+	multiRetryMin   = time.Second
+	multiRetryMax   = time.Minute
 )
+
+// multiPause is when the batched reads may be tried again after one went
+// unanswered.
+type multiPause struct {
+	mu    sync.Mutex
+	until time.Time     // no batched read before it
+	wait  time.Duration // the pause after the next unanswered read
+}
+
+// paused says whether a batched read must not be tried now.
+func (p *multiPause) paused(now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return now.Before(p.until)
+}
+
+// unanswered starts a pause, doubling the next one; it returns the pause.
+func (p *multiPause) unanswered(now time.Time, first, most time.Duration) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	wait := max(p.wait, first)
+	p.until = now.Add(wait)
+	p.wait = min(2*wait, most)
+	return wait
+}
+
+// answered ends the doubling: the server answers again.
+func (p *multiPause) answered() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.wait = 0
+}
 
 // GetMany reads the states of rooms (names as stored: no client rooms) in
 // one batched direct get; states[i] is rooms[i]'s, nil when it has none.
 // errNoMultiGet when the batched read cannot answer (no connection for it,
-// too many rooms, direct gets off, a reply lost): then nothing is known and
-// the caller reads key by key.
+// too many rooms, direct gets off, a reply lost, a pause after an
+// unanswered read): then nothing is known and the caller reads key by key.
 func (s *stateStore) GetMany(ctx context.Context, rooms []string) ([]*proto.RoomState, error) {
-	if s.nc == nil || s.multiOff.Load() || len(rooms) == 0 || len(rooms) > maxMultiLast {
+	if s.nc == nil || len(rooms) == 0 || len(rooms) > maxMultiLast || s.multi.paused(time.Now()) {
 		return nil, errNoMultiGet
 	}
 	bucket := s.kv.Bucket()
-	prefix := "$KV." + bucket + "."
 	at := make(map[string][]int, len(rooms)) // subject → positions in rooms
 	subjects := make([]string, 0, len(rooms))
 	for i, r := range rooms {
-		subj := prefix + r
+		subj := proto.KVSubject(bucket, r)
 		if _, seen := at[subj]; !seen {
 			subjects = append(subjects, subj)
 		}
 		at[subj] = append(at[subj], i)
 	}
-	req, err := json.Marshal(struct {
-		MultiLast []string `json:"multi_last"`
-		Batch     int      `json:"batch"`
-	}{subjects, len(subjects)})
-	if err != nil {
-		return nil, err
-	}
-	inbox := s.nc.NewInbox()
-	replies := make(chan *nats.Msg, len(subjects)+1)
-	sub, err := s.nc.ChanSubscribe(inbox, replies)
+	replies, err := directget.Subscribe(s.nc, s.nc.NewInbox(), len(subjects)+1)
 	if err != nil {
 		return nil, fmt.Errorf("%w: subscribe: %v", errNoMultiGet, err)
 	}
-	defer func() { _ = sub.Unsubscribe() }()
-	if err := s.nc.PublishRequest(jetstream.DefaultAPIPrefix+"DIRECT.GET.KV_"+bucket, inbox, req); err != nil {
+	defer replies.Close()
+	subject := proto.DirectGetSubject(proto.KVStream(bucket))
+	req := directget.Request{MultiLast: subjects, Batch: len(subjects)}
+	if err := s.nc.PublishRequest(subject, replies.Subject(), req.AppendJSON(nil)); err != nil {
 		return nil, fmt.Errorf("%w: %v", errNoMultiGet, err)
 	}
-	states := make([]*proto.RoomState, len(rooms))
-	prev := "0" // each reply names the sequence of the one before it
-	first := time.NewTimer(multiFirstReply)
-	defer first.Stop()
-	for got := false; ; got = true {
-		var m *nats.Msg
-		select {
-		case m = <-replies:
-		case <-first.C:
-			if got {
-				continue
-			}
-			s.multiOff.Store(true)
-			s.log.Warn().Str("subject", jetstream.DefaultAPIPrefix+"DIRECT.GET.KV_"+bucket).Dur("waited", multiFirstReply).
-				Msg("a batched read of room states got no answer (is publishing to this subject allowed?): reading key by key from now on")
-			return nil, errNoMultiGet
-		case <-ctx.Done():
+	fctx, cancel := context.WithTimeout(ctx, s.firstReply)
+	m, err := replies.Next(fctx)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		switch status := m.Header.Get(hdrStatus); status {
-		case "":
-		case statusEOB:
-			if m.Header.Get(jetstream.LastSequenceHeader) != prev || m.Header.Get(hdrNumPending) != "0" {
-				return nil, fmt.Errorf("%w: a reply was lost or the batch was cut", errNoMultiGet)
+		s.m.multiUnanswered.Inc()
+		wait := s.multi.unanswered(time.Now(), s.retryMin, multiRetryMax)
+		s.log.Warn().Str("subject", subject).Dur("waited", s.firstReply).Dur("retry_in", wait).
+			Msg("a batched read of room states got no answer (is publishing to this subject allowed?): reading key by key until then")
+		return nil, errNoMultiGet
+	}
+	s.multi.answered()
+	states := make([]*proto.RoomState, len(rooms))
+	var batch directget.Batch
+	for {
+		r, err := batch.Take(m)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", errNoMultiGet, err)
+		}
+		if r.Done {
+			if r.Pending != 0 {
+				return nil, fmt.Errorf("%w: the batch was cut (%d pending)", errNoMultiGet, r.Pending)
 			}
 			return states, nil
-		case statusNone:
-			if prev != "0" {
-				return nil, fmt.Errorf("%w: no results after a result", errNoMultiGet)
-			}
-			return states, nil
-		default: // 503 no responders (direct gets off), 413, 408…
-			return nil, fmt.Errorf("%w: status %s %s", errNoMultiGet, status, m.Header.Get("Description"))
 		}
-		if m.Header.Get(jetstream.LastSequenceHeader) != prev {
-			return nil, fmt.Errorf("%w: a reply was lost", errNoMultiGet)
-		}
-		prev = m.Header.Get(jetstream.SequenceHeader)
-		subj := m.Header.Get(jetstream.SubjectHeader)
-		pos, ok := at[subj]
+		pos, ok := at[r.Subject]
 		if !ok {
-			return nil, fmt.Errorf("%w: a reply for %q, not asked for", errNoMultiGet, subj)
+			return nil, fmt.Errorf("%w: a reply for %q, not asked for", errNoMultiGet, r.Subject)
 		}
-		if op := m.Header.Get(hdrKVOperation); op == "DEL" || op == "PURGE" {
-			continue // deleted: no state, as Get says
+		if op := r.Header.Get(hdrKVOperation); op != "DEL" && op != "PURGE" { // deleted: no state, as Get says
+			var st proto.RoomState
+			if err := json.Unmarshal(r.Data, &st); err != nil {
+				return nil, fmt.Errorf("%w: %s %s sequence %d: %v", errBadValue, proto.BucketRoomState, r.Subject[len(proto.KVSubject(bucket, "")):], r.Seq, err)
+			}
+			for _, i := range pos {
+				states[i] = &st
+			}
 		}
-		var st proto.RoomState
-		if err := json.Unmarshal(m.Data, &st); err != nil {
-			return nil, fmt.Errorf("%w: %s %s sequence %s: %v", errBadValue, proto.BucketRoomState, subj[len(prefix):], prev, err)
-		}
-		for _, i := range pos {
-			states[i] = &st
+		if m, err = replies.Next(ctx); err != nil {
+			return nil, err
 		}
 	}
 }
+
+// hdrKVOperation marks a KV delete or purge (a stored message's own header).
+const hdrKVOperation = "KV-Operation"

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sync/errgroup"
@@ -127,27 +127,79 @@ func BenchmarkGetMany(b *testing.B) {
 	})
 }
 
-// TestGetManyUnansweredGivesUp: a batched read that gets no answer at all
-// (the role may not publish to the bare DIRECT.GET subject: the server drops
-// the request) is given up for good after multiFirstReply, and later reads
-// go key by key at once.
-func TestGetManyUnansweredGivesUp(t *testing.T) {
+// TestGetManyUnansweredRetries: a batched read that gets no answer at all
+// (here a stalled server: something takes the request and never answers; a
+// role that may not publish to the bare DIRECT.GET subject looks the same)
+// is counted and paused: the reads right after it go key by key without
+// asking. Once the server answers again, a batched read after the pause
+// is answered, with the stored states.
+func TestGetManyUnansweredRetries(t *testing.T) {
 	st := newStack(t, proto.StoreConfig{})
-	store := newStateStore(st.kv, newMetrics(prometheus.NewRegistry()), zerolog.Nop())
-	// Another server, where something takes the request and never answers.
+	m := newMetrics(prometheus.NewRegistry())
+	store := newStateStore(st.kv, m, zerolog.Nop())
+	store.firstReply, store.retryMin = 100*time.Millisecond, time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := st.kv.Put(ctx, "board-b1", []byte(`{"lastBroadcastTimestamp":5,"seq":6}`))
+	require.NoError(t, err)
+
+	// Another server, whose DIRECT.GET subject a subscriber takes: while
+	// stalled it answers nothing; then it relays the request to the stack's
+	// server and its replies back, in order.
 	nc := natstest.Connect(t, natstest.RunServer(t))
+	subject := proto.DirectGetSubject(proto.KVStream(st.kv.Bucket()))
 	var asked atomic.Int32
-	_, err := nc.Subscribe(jetstream.DefaultAPIPrefix+"DIRECT.GET.KV_"+st.kv.Bucket(), func(*nats.Msg) { asked.Add(1) })
+	var stalled atomic.Bool
+	stalled.Store(true)
+	_, err = nc.Subscribe(subject, func(req *nats.Msg) {
+		asked.Add(1)
+		if stalled.Load() {
+			return
+		}
+		inbox := st.nc.NewInbox()
+		_, err := st.nc.Subscribe(inbox, func(r *nats.Msg) {
+			_ = nc.PublishMsg(&nats.Msg{Subject: req.Reply, Header: r.Header, Data: r.Data})
+		})
+		if err == nil {
+			_ = st.nc.PublishRequest(subject, inbox, req.Data)
+		}
+	})
 	require.NoError(t, err)
 	require.NoError(t, nc.Flush())
 	store.nc = nc
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+
 	_, err = store.GetMany(ctx, []string{"board-b1"})
 	require.ErrorIs(t, err, errNoMultiGet)
-	require.True(t, store.multiOff.Load())
+	require.Equal(t, 1.0, testutil.ToFloat64(m.multiUnanswered))
 	_, err = store.GetMany(ctx, []string{"board-b1"})
-	require.ErrorIs(t, err, errNoMultiGet)
+	require.ErrorIs(t, err, errNoMultiGet, "paused: key by key")
 	require.NoError(t, nc.Flush())
-	require.Equal(t, int32(1), asked.Load(), "asked once, then not again")
+	require.Equal(t, int32(1), asked.Load(), "not asked again during the pause")
+
+	stalled.Store(false)
+	var states []*proto.RoomState
+	require.Eventually(t, func() bool {
+		states, err = store.GetMany(ctx, []string{"board-b1", "board-none"})
+		return err == nil
+	}, 5*time.Second, 20*time.Millisecond)
+	require.Equal(t, []*proto.RoomState{{LastBroadcastTimestamp: 5, Seq: 6}, nil}, states)
+	require.Equal(t, int32(2), asked.Load(), "asked again once after the pause")
+	require.Equal(t, 1.0, testutil.ToFloat64(m.multiUnanswered))
+}
+
+// TestMultiPauseDoubles: each unanswered read in a row pauses twice as
+// long as the one before, up to the most; an answer starts again from the
+// first.
+func TestMultiPauseDoubles(t *testing.T) {
+	var p multiPause
+	now := time.Unix(1000, 0)
+	var waits []time.Duration
+	for range 5 {
+		waits = append(waits, p.unanswered(now, time.Second, 5*time.Second))
+	}
+	require.Equal(t, []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second, 5 * time.Second}, waits)
+	require.True(t, p.paused(now.Add(4*time.Second)))
+	require.False(t, p.paused(now.Add(5*time.Second)))
+	p.answered()
+	require.Equal(t, time.Second, p.unanswered(now, time.Second, 5*time.Second))
 }
