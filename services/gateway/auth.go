@@ -40,6 +40,9 @@ type tokenVerifier struct {
 	// never remembered.
 	mu       sync.Mutex
 	verified map[[sha256.Size]byte]verifiedToken
+	max      int              // maxVerified; tests lower it
+	swept    time.Time        // the last sweep of verified
+	sweeps   int              // how many there were (tests)
 	now      func() time.Time // time.Now; tests move it
 }
 
@@ -51,18 +54,21 @@ type verifiedToken struct {
 
 // Bounds of the verified-token cache: entries are kept verifiedTTL at
 // most (a storm's reconnects come within seconds); past maxVerified
-// entries, the expired ones are swept, and if that is not enough nothing
-// more is remembered until they expire.
+// entries, the expired ones are swept, at most once per sweepEvery (a sweep
+// reads every entry: done at each CONNECT of a storm of that many users, it
+// would cost more than the parse it saves), and while that is not enough
+// nothing more is remembered.
 const (
 	verifiedTTL = 2 * time.Minute
 	maxVerified = 200_000
+	sweepEvery  = time.Second
 )
 
 // errAlgNotAllowed is returned by the key function for any other algorithm.
 var errAlgNotAllowed = errors.New("algorithm not allowed")
 
 func newTokenVerifier(cfg Config) (*tokenVerifier, error) {
-	v := &tokenVerifier{leeway: max(cfg.TokenLeeway, 0), maxLife: cfg.Store.MaxTokenLifetime, verified: map[[sha256.Size]byte]verifiedToken{}, now: time.Now}
+	v := &tokenVerifier{leeway: max(cfg.TokenLeeway, 0), maxLife: cfg.Store.MaxTokenLifetime, verified: map[[sha256.Size]byte]verifiedToken{}, max: maxVerified, now: time.Now}
 	v.parser = jwt.NewParser(jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithLeeway(v.leeway),
 		jwt.WithTimeFunc(func() time.Time { return v.now() }))
 	switch {
@@ -159,13 +165,18 @@ func (v *tokenVerifier) verify(raw string) (tokenInfo, error) {
 func (v *tokenVerifier) remember(sum [sha256.Size]byte, e verifiedToken, now time.Time) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if len(v.verified) >= maxVerified {
+	if len(v.verified) >= v.max {
+		if now.Sub(v.swept) < sweepEvery {
+			return
+		}
+		v.swept = now
+		v.sweeps++
 		for k, old := range v.verified {
 			if !now.Before(old.until) || !now.Before(old.exp) {
 				delete(v.verified, k)
 			}
 		}
-		if len(v.verified) >= maxVerified {
+		if len(v.verified) >= v.max {
 			return
 		}
 	}

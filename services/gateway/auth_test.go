@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"strconv"
 	"testing"
 	"time"
 
@@ -98,4 +99,38 @@ func TestRevocationsView(t *testing.T) {
 	require.True(t, r.refuses("u1", at))
 	r.prune(at.Add(61 * time.Minute))
 	require.False(t, r.refuses("u1", at))
+}
+
+// TestVerifiedTokenCacheFull: a full cache is swept of expired entries at
+// most once a second, not at every CONNECT (a sweep reads every entry);
+// meanwhile new tokens are verified but not remembered, and once a sweep
+// makes room they are again.
+func TestVerifiedTokenCacheFull(t *testing.T) {
+	const secret = "s3cret"
+	v, err := newTokenVerifier(Config{JWTSecret: secret})
+	require.NoError(t, err)
+	v.max = 3
+	now := time.Now()
+	clock := now
+	v.now = func() time.Time { return clock }
+	tok := func(i int) string {
+		return signed(t, secret, jwt.MapClaims{"sub": "u" + strconv.Itoa(i), "exp": now.Add(time.Hour).Unix()})
+	}
+	for i := range 3 {
+		_, err := v.verify(tok(i))
+		require.NoError(t, err)
+	}
+	for i := 3; i < 50; i++ {
+		_, err := v.verify(tok(i))
+		require.NoError(t, err, "a full cache still verifies")
+	}
+	require.Equal(t, 1, v.sweeps, "one sweep for 47 CONNECTs within a second")
+	require.Len(t, v.verified, 3)
+
+	// Past the entries' lifetime and a second later: swept, room again.
+	clock = now.Add(verifiedTTL + time.Second)
+	_, err = v.verify(tok(50))
+	require.NoError(t, err)
+	require.Equal(t, 2, v.sweeps)
+	require.Len(t, v.verified, 1)
 }
