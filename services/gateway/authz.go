@@ -47,6 +47,10 @@ type natsAuthorizer struct {
 	// forgets counts kicks and revokes: an answer asked before one of them
 	// is not cached after it (the yes may be the one just taken back).
 	forgets uint64
+	// swept is when a full cache was last swept: at most once per
+	// sweepEvery, since a sweep reads every entry.
+	swept  time.Time
+	sweeps int // how many there were (tests)
 }
 
 // noAuthorizer answers a join that no service was there to decide.
@@ -61,7 +65,9 @@ func (a *natsAuthorizer) noAuthorizer(r proto.Room) error {
 	return proto.Errorf(proto.CodeUnavailable, "no service answers %s: cannot check access to %s", proto.SubjectAuthzJoin, r.Name())
 }
 
-// maxAuthzCache bounds the cache; past it, expired entries are swept.
+// maxAuthzCache bounds the cache; past it, expired entries are swept (at
+// most once per sweepEvery) and, while there is no room, nothing more is
+// cached.
 const maxAuthzCache = 100_000
 
 func cacheKey(user string, r proto.Room) string { return user + "\x00" + r.Parent().Name() }
@@ -101,19 +107,32 @@ func (a *natsAuthorizer) allowJoin(ctx context.Context, user string, r proto.Roo
 	}
 	if a.ttl > 0 {
 		a.mu.Lock()
-		if len(a.cache) >= maxAuthzCache {
-			for k, e := range a.cache {
-				if now.After(e) {
-					delete(a.cache, k)
-				}
-			}
-		}
-		if len(a.cache) < maxAuthzCache && a.forgets == forgets {
+		if a.forgets == forgets && a.roomLocked(now) {
 			a.cache[key] = now.Add(a.ttl)
 		}
 		a.mu.Unlock()
 	}
 	return nil
+}
+
+// roomLocked reports whether the cache may take one more entry, sweeping
+// the expired ones when it is full, at most once per sweepEvery. Called
+// with mu held.
+func (a *natsAuthorizer) roomLocked(now time.Time) bool {
+	if len(a.cache) < maxAuthzCache {
+		return true
+	}
+	if now.Sub(a.swept) < sweepEvery {
+		return false
+	}
+	a.swept = now
+	a.sweeps++
+	for k, e := range a.cache {
+		if now.After(e) {
+			delete(a.cache, k)
+		}
+	}
+	return len(a.cache) < maxAuthzCache
 }
 
 func (a *natsAuthorizer) forget(user string, r proto.Room) {
