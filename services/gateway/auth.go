@@ -112,13 +112,14 @@ func (e *authError) Error() string { return e.reason }
 
 // Reasons a token is refused.
 const (
-	reasonNoToken      = "no token: send auth.token, an Authorization: Bearer header or ?token="
-	reasonMalformed    = "token malformed"
-	reasonExpired      = "token expired"
-	reasonNotYetValid  = "token not yet valid"
-	reasonFutureIat    = "token issued in the future (iat is ahead of the server's clock)"
-	reasonTimeType     = "token exp, iat and nbf must be numbers (seconds since the Unix epoch)"
-	reasonTooLong      = "token lives longer than this server accepts (exp - iat)"
+	reasonNoToken     = "no token: send auth.token, an Authorization: Bearer header or ?token="
+	reasonMalformed   = "token malformed"
+	reasonExpired     = "token expired"
+	reasonNotYetValid = "token not yet valid"
+	reasonFutureIat   = "token issued in the future (iat is ahead of the server's clock)"
+	reasonTimeType    = "token exp, iat and nbf must be numbers (seconds since the Unix epoch)"
+	reasonTooLong     = "token lives longer than this server accepts (exp - iat)"
+	// clients/js stops as "revoked" on a refusal that starts "token revoked".
 	reasonRevoked      = "token revoked: it was issued before the user's last revoke; sign in again"
 	reasonSignature    = "token signature invalid"
 	reasonAlgorithm    = "token algorithm not allowed"

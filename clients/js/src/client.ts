@@ -18,15 +18,16 @@ import { RoomcastError } from "./errors.js";
 import { RoomSync, type RoomHandlers, type RoomStatus, type RoomSyncOptions, type SyncReason } from "./room.js";
 import { roomKind, rooms as roomNames, syncStyleOf } from "./rooms.js";
 import { MessageStore, ResourceStore } from "./store.js";
-import { isExpired, refreshable, type TokenSource } from "./token.js";
+import { isExpired, refreshable, revokedRefusal, type TokenSource } from "./token.js";
 
 /**
  * Where the connection stands:
  * - connecting: the first connect is under way;
  * - connected: the socket is up (rooms are being joined and resynced);
  * - reconnecting: the connection was lost (or the token expired) and is being restored;
- * - revoked: the server ended the session (password changed, account closed):
- *   no reconnect; sign the user in again;
+ * - revoked: the server ended the session (password changed, account closed),
+ *   or refused a token issued before the user's last revoke: no reconnect;
+ *   sign the user in again;
  * - unauthorized: the gateway refused the token and a fresh one did not help;
  * - closed: close() was called.
  */
@@ -340,6 +341,11 @@ export class RoomcastClient {
       return;
     }
     // Refused by the gateway: the stock client does not retry by itself.
+    if (revokedRefusal(err.message)) {
+      this.setStatus("revoked", err.message);
+      for (const fn of this.listeners.revoked) fn();
+      return;
+    }
     if (refreshable(err.message) && typeof this.opts.token === "function" && this.authRetries < 2) {
       this.authRetries++;
       this.setStatus(this.everConnected ? "reconnecting" : "connecting", err.message);

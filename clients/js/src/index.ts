@@ -5,7 +5,7 @@ export { classify, type Arrival } from "./gap.js";
 export { roomKind, rooms, syncStyleOf, type SyncStyle } from "./rooms.js";
 export { RoomSync, decideResource, isFinal, splitChanges, type Caller, type RoomStatus, type ChangeSet, type RoomHandlers, type RoomSyncOptions, type SyncReason } from "./room.js";
 export { ResourceStore, MessageStore, type Applied, type StoreListener } from "./store.js";
-export { tokenExpiry, isExpired, refreshable, type TokenSource } from "./token.js";
+export { tokenExpiry, isExpired, refreshable, revokedRefusal, type TokenSource } from "./token.js";
 export {
   connect,
   RoomcastClient,

@@ -34,3 +34,12 @@ export function isExpired(token: string, now: number, skewMs = 2000): boolean {
 export function refreshable(message: string): boolean {
   return message === "token expired" || message === "token not yet valid";
 }
+
+/**
+ * Whether a connect_error says the token was revoked (issued before the
+ * user's last revoke: password changed, account closed). Another token from
+ * the same sign-in would be refused too: the user must sign in again.
+ */
+export function revokedRefusal(message: string): boolean {
+  return message.startsWith("token revoked");
+}

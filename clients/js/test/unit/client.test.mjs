@@ -159,6 +159,18 @@ test("a static token or another refusal is final", async () => {
   assert.equal(b.sock.connects, 1);
 });
 
+test("a token refused as revoked ends as revoked, with no retry", async () => {
+  const { c, sock } = open({ token: () => fresh() });
+  let revoked = 0;
+  c.on("revoked", () => revoked++);
+  await tick();
+  sock.refuse("token revoked: it was issued before the user's last revoke; sign in again");
+  await tick();
+  assert.equal(c.status, "revoked");
+  assert.equal(revoked, 1);
+  assert.equal(sock.connects, 1, "another token of the same sign-in would be refused too");
+});
+
 test("presence: updateClient on connect and on every visibility change", async () => {
   let visible = true;
   let onChange;
