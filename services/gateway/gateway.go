@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,6 +56,8 @@ type Gateway struct {
 	// CONNECT for a moment (cooldown.go).
 	cooldowns cooldowns
 
+	closeOnce sync.Once
+
 	draining atomic.Bool
 	// notAccepting is the listener's last accept error while accepts fail
 	// (nil: accepting), for /readyz.
@@ -71,8 +74,10 @@ func Run(ctx context.Context, cfg Config) error {
 	return g.Run(ctx)
 }
 
-// New checks cfg and connects to NATS; Run serves. Most callers want the
-// package-level Run; tests use New to look inside.
+// New checks cfg, connects to NATS and makes the poller's descriptors; it
+// starts no goroutine of its own. Run serves and closes the gateway when it
+// returns; a gateway that is never run must be closed with Close. Most
+// callers want the package-level Run; tests use New to look inside.
 func New(cfg Config) (*Gateway, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -133,12 +138,28 @@ func New(cfg Config) (*Gateway, error) {
 	return g, nil
 }
 
+// Close releases what New took: the NATS connection and the poller's
+// descriptors. Run closes the gateway as it returns; Close is for a gateway
+// made with New and never run. Calls after the first do nothing.
+func (g *Gateway) Close() {
+	g.closeOnce.Do(func() {
+		g.nc.Close()
+		if g.poller != nil {
+			g.poller.close()
+		}
+		g.hb.stop()
+	})
+}
+
 // Run serves until ctx is done, then drains: it stops accepting sockets,
 // disconnects the connected ones over DrainGrace (a transport close, so
-// clients reconnect, elsewhere), and drains NATS.
+// clients reconnect, elsewhere), and drains NATS. Every goroutine it starts
+// (the server, fan-out workers, presence, the sweeper, the poller, the
+// revocations watcher) has returned when it returns, and the gateway is
+// closed.
 func (g *Gateway) Run(ctx context.Context) error {
 	cfg := g.cfg
-	defer g.nc.Close()
+	defer g.Close()
 	var err error
 	ln := cfg.Listener
 	if ln == nil {
@@ -147,6 +168,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 			return fmt.Errorf("ROOMCAST_HTTP_ADDR=%s: %w", cfg.HTTPAddr, err)
 		}
 	}
+	// The listener is Run's: closed here if Run fails before serving, by
+	// the server's Shutdown after.
+	serving := false
+	defer func() {
+		if !serving {
+			_ = ln.Close()
+		}
+	}()
 	// Revocations first: a revoke recorded before this gateway started
 	// refuses its tokens from the first CONNECT, and one published from now
 	// on reaches the watcher even if the control message comes first.
@@ -169,15 +198,6 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gateway: presence service: %w", err)
 	}
-	done := make(chan struct{})
-	workers, presenceDone := make(chan struct{}), make(chan struct{})
-	wg := errgroup.Group{}
-	for _, ch := range g.fanout {
-		wg.Go(func() error { g.runFanout(ch, workers); return nil })
-	}
-	go func() { g.presence.run(done); close(presenceDone) }()
-	go g.runSweeper(done)
-
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /socket.io/", g.serveSocketIO)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
@@ -196,7 +216,21 @@ func (g *Gateway) Run(ctx context.Context) error {
 	ln = g.SocketIOListener(ln)
 
 	g.log.Info().Str("addr", ln.Addr().String()).Msg("gateway listening")
+	serving = true
 	eg, gctx := errgroup.WithContext(ctx)
+	// done ends presence and the sweeper; workers ends the fan-out workers,
+	// after NATS has drained into them.
+	done, workers, presenceDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var fanout sync.WaitGroup
+	for _, ch := range g.fanout {
+		fanout.Add(1)
+		eg.Go(func() error { defer fanout.Done(); g.runFanout(ch, workers); return nil })
+	}
+	eg.Go(func() error { defer close(presenceDone); g.presence.run(done); return nil })
+	eg.Go(func() error { g.runSweeper(done); return nil })
+	if g.poller != nil {
+		eg.Go(func() error { g.poller.run(); return nil })
+	}
 	eg.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("gateway: serve: %w", err)
@@ -220,10 +254,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 			err = derr
 		}
 		close(workers)
-		_ = wg.Wait()
+		fanout.Wait()
 		if g.poller != nil {
-			g.poller.close()
+			g.poller.stop()
 		}
+		g.deep.stop()
 		g.hb.stop()
 		g.log.Info().Msg("gateway stopped")
 		return err

@@ -3,7 +3,6 @@ package gateway
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -17,27 +16,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// listenerGateway serves a gateway's sockets from SocketIOListener, and
-// /healthz from net/http behind it.
-func listenerGateway(t *testing.T, mod func(*Config)) (*Gateway, string) {
+// listenerGateway runs a gateway, whose sockets are served from
+// SocketIOListener and /healthz from net/http behind it.
+func listenerGateway(t *testing.T) (*Gateway, string) {
 	t.Helper()
-	e := newEnv(t)
-	cfg := Config{NATSURL: e.srv.ClientURL(), JWTSecret: testSecret, Logger: zerolog.Nop(),
-		AllowedOrigins: []string{"https://app.example"}}
-	if mod != nil {
-		mod(&cfg)
-	}
-	g, err := New(cfg)
-	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /socket.io/", g.serveSocketIO)
-	srv := &http.Server{Handler: mux}
-	go func() { _ = srv.Serve(g.SocketIOListener(ln)) }()
-	t.Cleanup(func() { _ = srv.Close(); g.nc.Close() })
-	return g, ln.Addr().String()
+	tg := newEnv(t).startGateway(func(c *Config) { c.AllowedOrigins = []string{"https://app.example"} })
+	return tg.Gateway, strings.TrimPrefix(tg.url, "http://")
 }
 
 // rawRequest sends head on a fresh connection and returns the status line
@@ -66,7 +50,7 @@ func rawRequest(t *testing.T, addr, head string) (string, *bufio.Reader, net.Con
 const upgradeHeaders = "Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
 
 func TestSocketIOListener(t *testing.T) {
-	g, addr := listenerGateway(t, nil)
+	g, addr := listenerGateway(t)
 
 	// Anything else is net/http's, from its first byte.
 	resp, err := http.Get("http://" + addr + "/healthz")
@@ -113,7 +97,7 @@ func TestSocketIOListener(t *testing.T) {
 func TestSocketIOListenerStops(t *testing.T) {
 	g, err := New(Config{NATSURL: newEnv(t).srv.ClientURL(), JWTSecret: testSecret, Logger: zerolog.Nop()})
 	require.NoError(t, err)
-	t.Cleanup(g.nc.Close)
+	t.Cleanup(g.Close)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	srv := &http.Server{Handler: http.NotFoundHandler()}

@@ -28,8 +28,11 @@ import (
 // kernel reports readiness to both, and Go ignores read readiness nobody
 // waits for.
 type poller struct {
-	epfd   int
-	closed atomic.Bool
+	epfd int
+	// wake is an eventfd in the epoll set: stop writes it to end run's
+	// wait at once.
+	wake     int
+	released atomic.Bool
 
 	mu    sync.Mutex
 	socks map[int32]*polled // by descriptor
@@ -56,18 +59,26 @@ func newPoller() (*poller, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &poller{epfd: epfd, socks: map[int32]*polled{}}
-	go p.run()
-	return p, nil
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		_ = unix.Close(epfd)
+		return nil, err
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wake)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
+		_ = unix.Close(wake)
+		_ = unix.Close(epfd)
+		return nil, err
+	}
+	return &poller{epfd: epfd, wake: wake, socks: map[int32]*polled{}}, nil
 }
 
-// pollWaitMillis bounds one epoll_wait so that close is noticed.
-const pollWaitMillis = 500
-
+// run hands readable sockets to readers until stop. The gateway's Run runs
+// it in its group of goroutines; newPoller starts nothing.
 func (p *poller) run() {
 	events := make([]unix.EpollEvent, 256)
-	for !p.closed.Load() {
-		n, err := unix.EpollWait(p.epfd, events, pollWaitMillis)
+	for {
+		n, err := unix.EpollWait(p.epfd, events, -1)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -75,6 +86,9 @@ func (p *poller) run() {
 			return
 		}
 		for _, ev := range events[:n] {
+			if ev.Fd == int32(p.wake) {
+				return // stop
+			}
 			p.mu.Lock()
 			e := p.socks[ev.Fd]
 			p.mu.Unlock()
@@ -118,8 +132,21 @@ func (e *polled) done() bool {
 	return false
 }
 
+// stop makes run return (the eventfd stays readable, so a run started
+// after stop returns at once).
+func (p *poller) stop() {
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
+	_, _ = unix.Write(p.wake, one[:])
+}
+
+// close releases the descriptors, once run has returned or if it never
+// ran; calls after the first do nothing.
 func (p *poller) close() {
-	p.closed.Store(true)
+	if p.released.Swap(true) {
+		return
+	}
+	_ = unix.Close(p.wake)
 	_ = unix.Close(p.epfd)
 }
 

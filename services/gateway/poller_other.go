@@ -10,5 +10,7 @@ type poller struct{}
 func newPoller() (*poller, error)  { return nil, errors.New("no epoll here") }
 func (p *poller) add(*socket) bool { return false }
 func (p *poller) forget(*socket)   {}
+func (p *poller) run()             {}
+func (p *poller) stop()            {}
 func (p *poller) close()           {}
 func (p *poller) polled() int      { return 0 }

@@ -15,6 +15,9 @@ const maxIdleWorkers = 64
 type deepWorkers struct {
 	mu   sync.Mutex
 	idle []*deepWorker
+	// stopped: the gateway has stopped; a call still runs, on a worker
+	// that exits after it instead of waiting idle.
+	stopped bool
 }
 
 type deepWorker struct {
@@ -47,7 +50,7 @@ func (w *deepWorkers) run(f func() bool) bool {
 	dw.work <- f
 	ok := <-dw.done
 	w.mu.Lock()
-	if len(w.idle) < maxIdleWorkers {
+	if len(w.idle) < maxIdleWorkers && !w.stopped {
 		w.idle = append(w.idle, dw)
 		dw = nil
 	}
@@ -56,6 +59,17 @@ func (w *deepWorkers) run(f func() bool) bool {
 		close(dw.work) // enough wait already: this one exits
 	}
 	return ok
+}
+
+// stop ends the idle workers, and any that finishes a call from now on.
+func (w *deepWorkers) stop() {
+	w.mu.Lock()
+	idle := w.idle
+	w.idle, w.stopped = nil, true
+	w.mu.Unlock()
+	for _, dw := range idle {
+		close(dw.work)
+	}
 }
 
 func (dw *deepWorker) loop() {
