@@ -13,6 +13,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
@@ -159,6 +160,31 @@ func TestCLITail(t *testing.T) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// TestCLIRevokeCreatesTheBucket: roomcast revoke records the revoke even
+// where no program has created REVOCATIONS yet (and no gateway is running
+// to hear the message): it creates the bucket, with the configured
+// lifetime.
+func TestCLIRevokeCreatesTheBucket(t *testing.T) {
+	s := natstest.RunServer(t)
+	c := cli{t, s.ClientURL()}
+	var got map[string]any
+	require.NoError(t, json.Unmarshal([]byte(c.ok("revoke", "--max-token-lifetime", "2h", "u9")), &got))
+	require.Equal(t, "u9", got["revoked"])
+	nc := natstest.Connect(t, s)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	kv, err := js.KeyValue(t.Context(), proto.BucketRevocations)
+	require.NoError(t, err)
+	st, err := kv.Status(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, 2*time.Hour, st.TTL())
+	e, err := kv.Get(t.Context(), "u9")
+	require.NoError(t, err)
+	r, ok := proto.ParseRevocation(e.Value())
+	require.True(t, ok)
+	require.EqualValues(t, got["revokedAt"], r.RevokedAt)
 }
 
 // TestCLITailClientRoom: a client room is tailed as one user's tab: its
