@@ -132,8 +132,9 @@ type Config struct {
 	// frames; each owns one channel that a room's subscriptions always feed,
 	// so a room's messages stay in order. Default 4.
 	FanoutWorkers int
-	// FanoutQueue is the length of each fan-out channel; a full channel
-	// drops messages (counted as slow consumer). Default 65536.
+	// FanoutQueue is the length of each fan-out channel; a message that
+	// finds its channel full is dropped, never waited for (counted in
+	// roomcast_gateway_fanout_dropped_total). Default 65536.
 	FanoutQueue int
 
 	// PersonalSubscriptions is how the personal rooms (user-, client- and

@@ -226,9 +226,6 @@ func decodeUpdateClient(raw json.RawMessage) (bool, error) {
 	return *a.IsActive, nil
 }
 
-// maxHistoryLimit bounds the limit a client may ask of a history read.
-const maxHistoryLimit = 1000
-
 func decodeChangesArgs(raw json.RawMessage) (proto.ChangesArgs, proto.Room, error) {
 	var a proto.ChangesArgs
 	if err := strictDecode(raw, &a); err != nil {
@@ -263,8 +260,11 @@ func checkHistoryArgs(name string, c proto.Cursor, limit int) (proto.Room, error
 	if err := c.Validate(); err != nil {
 		return proto.Room{}, err
 	}
-	if limit < 0 || limit > maxHistoryLimit {
-		return proto.Room{}, proto.Errorf(proto.CodeInvalidArgument, "limit must be between 0 and %d", maxHistoryLimit)
+	// How large a page may be is sync's to say (ROOMCAST_SYNC_MAX_LIMIT: a
+	// larger limit is cut to it, and the answer's cursor continues); a
+	// negative one is malformed, refused here as sync would.
+	if limit < 0 {
+		return proto.Room{}, proto.Errorf(proto.CodeInvalidArgument, "limit %d: want 1 or more, or none for sync's default", limit)
 	}
 	return r, nil
 }

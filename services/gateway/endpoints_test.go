@@ -128,7 +128,7 @@ func TestHistoryEndpointsForward(t *testing.T) {
 	tg := e.startGateway()
 	c := connectUser(t, tg, "u1")
 	require.JSONEq(t, `{"changes":[{"id":"t1","updatedAt":5,"deleted":false,"seq":3}],"complete":true}`,
-		string(c.mustOK("getChangesSince", map[string]any{"roomName": "board-b1-tasks", "since": 4})))
+		string(c.mustOK("getChangesSince", map[string]any{"roomName": "board-b1-tasks", "since": 4, "limit": 5000})))
 	err := c.mustFail(proto.CodeNotFound, "getChatMessagesSince", map[string]any{"roomName": "chat-u2-u1", "afterSeq": 1, "limit": 10})
 	require.Equal(t, "no such chat", err.Message)
 	// sync's refusal reaches the client with its retry hint.
@@ -138,7 +138,8 @@ func TestHistoryEndpointsForward(t *testing.T) {
 	// users); a client cannot name one.
 	mu.Lock()
 	require.Equal(t, []string{
-		`sync.changes {"roomName":"board-b1-tasks","since":4,"userId":"u1"}`,
+		// A limit above sync's maximum goes as asked: sync cuts it.
+		`sync.changes {"roomName":"board-b1-tasks","since":4,"limit":5000,"userId":"u1"}`,
 		`sync.chat {"roomName":"chat-u1-u2","afterSeq":1,"limit":10,"userId":"u1"}`,
 		`sync.changes {"roomName":"board-b1-sprints","afterSeq":1,"userId":"u1"}`,
 	}, got)

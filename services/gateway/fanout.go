@@ -19,6 +19,55 @@ func (g *Gateway) fanoutChan(name string) chan *nats.Msg {
 	return g.fanout[shardOf(name)%len(g.fanout)]
 }
 
+// The fan-out channels have one backpressure rule: a message that finds its
+// channel full is dropped, never waited for (docs/decisions.md,
+// Backpressure). nats.go drops it for a channel subscription (a room's, a
+// user's chats) and counts it per subscription (Dropped); the shared
+// personal wildcards' callback drops it itself. Both are counted in
+// roomcast_gateway_fanout_dropped_total.
+
+// unsubscribe ends a room or chat subscription, keeping the count of what
+// it dropped (called under the lock of the table that held it, as
+// fanoutDropped reads).
+func (g *Gateway) unsubscribe(sub *nats.Subscription) {
+	if n, err := sub.Dropped(); err == nil && n > 0 {
+		g.droppedFull.Add(uint64(n))
+	}
+	_ = sub.Unsubscribe()
+}
+
+// fanoutDropped is how many messages were dropped for a full fan-out
+// channel: those of the live room and chat subscriptions, and droppedFull
+// (the personal wildcards', and those of subscriptions since ended). A
+// scrape reads every subscription under its shard's lock.
+func (g *Gateway) fanoutDropped() float64 {
+	n := g.droppedFull.Load()
+	count := func(subs []*nats.Subscription) {
+		for _, sub := range subs {
+			if d, err := sub.Dropped(); err == nil {
+				n += uint64(d)
+			}
+		}
+	}
+	for i := range g.rooms.shards {
+		sh := &g.rooms.shards[i]
+		sh.mu.Lock()
+		for _, rm := range sh.rooms {
+			count(rm.subs())
+		}
+		sh.mu.Unlock()
+	}
+	for i := range g.users.shards {
+		sh := &g.users.shards[i]
+		sh.mu.Lock()
+		for _, e := range sh.users {
+			count(e.chatSubs())
+		}
+		sh.mu.Unlock()
+	}
+	return float64(n)
+}
+
 // maxBatch bounds how many messages a fan-out worker queues before it
 // writes: it bounds the latency the batch adds to its first message.
 const maxBatch = 64

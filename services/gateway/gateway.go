@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
@@ -55,6 +56,10 @@ type Gateway struct {
 	// cooldowns: users whose socket was closed for flooding, refused at
 	// CONNECT for a moment (cooldown.go).
 	cooldowns cooldowns
+
+	// droppedFull counts the messages dropped for a full fan-out channel
+	// outside the live subscriptions' own counts (fanoutDropped).
+	droppedFull atomic.Uint64
 
 	closeOnce sync.Once
 
@@ -101,6 +106,11 @@ func New(cfg Config) (*Gateway, error) {
 		verifier: v,
 		m:        m,
 	}
+	m.fanoutDropped = prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "roomcast", Subsystem: "gateway", Name: "fanout_dropped_total",
+		Help: "Room messages dropped because their fan-out channel was full; clients see the gap in seq/prevSeq and read it again."}, g.fanoutDropped)
+	if err := cfg.Registry.Register(m.fanoutDropped); err != nil {
+		return nil, fmt.Errorf("gateway: metrics: %w", err)
+	}
 	g.guard = panicguard.New(g.log, func(where string) { m.panics.WithLabelValues(where).Inc() })
 	g.rooms.init()
 	g.revoked.init(cfg.Store.MaxTokenLifetime)
@@ -114,7 +124,9 @@ func New(cfg Config) (*Gateway, error) {
 		nats.Name("roomcast-gateway " + cfg.GatewayID),
 		nats.MaxReconnects(-1),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			if errors.Is(err, nats.ErrSlowConsumer) {
+			// A channel subscription's slow consumer is a full fan-out
+			// channel, counted per message in fanout_dropped_total.
+			if errors.Is(err, nats.ErrSlowConsumer) && (sub == nil || sub.Type() != nats.ChanSubscription) {
 				g.m.dropped.WithLabelValues("slow_consumer").Inc()
 			}
 			subject := ""

@@ -27,6 +27,8 @@ type metrics struct {
 	acceptErrors    *prometheus.CounterVec
 	limitedFrames   prometheus.Counter
 	panics          *prometheus.CounterVec
+	// fanoutDropped is registered by New: it reads the gateway's rooms.
+	fanoutDropped prometheus.CounterFunc
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -45,7 +47,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		unrouted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "messages_unrouted_total",
 			Help: "Room messages received for a room with no local member: with shared personal subscriptions, mostly the personal messages of other gateways' users (see ROOMCAST_PERSONAL_SUBSCRIPTIONS)."}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "messages_dropped_total",
-			Help: "Room messages lost before they reached the gate, by reason (slow_consumer: NATS dropped them)."}, []string{"reason"}),
+			Help: "Room messages lost before they reached the gate, by reason (slow_consumer: a callback subscription's pending buffer overflowed; counted once each time it does, not per message). A full fan-out channel is counted in fanout_dropped_total."}, []string{"reason"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "refused_total",
 			Help: "Room messages the envelope gate refused (proto.CheckEnvelope) and no socket received, by reason: roomstate and sync refuse the same ones."}, []string{"reason"}),
 		fanoutSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "fanout_seconds",

@@ -193,17 +193,18 @@ func (g *Gateway) ownsSubscriptions(parent proto.Room) bool {
 func (g *Gateway) subscribePersonal() ([]*nats.Subscription, error) {
 	wild := g.subjects.LivePersonal()
 	subs, err := g.subscribeAll(wild[:], func(subj string) (*nats.Subscription, error) {
-		sub, err := g.nc.Subscribe(subj, func(m *nats.Msg) {
+		return g.nc.Subscribe(subj, func(m *nats.Msg) {
 			defer g.guard.Recover("personal", nil) // the message is dropped
 			g.hook("personal")
-			g.fanoutChan(m.Subject) <- m
+			// As nats.go does for the rooms' channel subscriptions: a full
+			// fan-out channel drops the message, never blocks (see
+			// docs/decisions.md, Backpressure).
+			select {
+			case g.fanoutChan(m.Subject) <- m:
+			default:
+				g.droppedFull.Add(1)
+			}
 		})
-		if err == nil {
-			// The fan-out channels bound what waits; this subscription's
-			// own buffer must not drop a burst nats.go could still hold.
-			_ = sub.SetPendingLimits(-1, 256<<20)
-		}
-		return sub, err
 	})
 	if err != nil {
 		return nil, err
@@ -219,7 +220,7 @@ func (g *Gateway) subscribeAll(subjects []string, subscribe func(subject string)
 		sub, err := subscribe(subj)
 		if err != nil {
 			for _, s := range subs {
-				_ = s.Unsubscribe()
+				g.unsubscribe(s)
 			}
 			g.m.subscriptions.Sub(float64(len(subs)))
 			return nil, fmt.Errorf("subscribe to %s: %w", subj, err)
@@ -280,7 +281,7 @@ func (g *Gateway) leaveName(s *socket, name string) {
 
 func (g *Gateway) dropRoomLocked(sh *roomShard, name string, rm *room) {
 	for _, sub := range rm.subs() {
-		_ = sub.Unsubscribe()
+		g.unsubscribe(sub)
 	}
 	g.m.subscriptions.Sub(float64(len(rm.subs())))
 	delete(sh.rooms, name)
@@ -565,7 +566,7 @@ func (g *Gateway) takeSpentLocked(sh *userShard, u string, e *userEntry) {
 func (g *Gateway) dropUserLocked(sh *userShard, u string, e *userEntry) {
 	g.keepSpentLocked(sh, u, e)
 	for _, sub := range e.chatSubs() {
-		_ = sub.Unsubscribe()
+		g.unsubscribe(sub)
 	}
 	g.m.subscriptions.Sub(float64(len(e.chatSubs())))
 	delete(sh.users, u)

@@ -20,6 +20,17 @@ func TestParseQueryClampsLimit(t *testing.T) {
 	require.Equal(t, DefaultMaxLimit, q.limit)
 	require.Equal(t, "chat-a-b", q.room.Name())
 	require.Equal(t, int64(5), *q.since)
+
+	// sync alone bounds the limit (the gateway passes any on): to its
+	// configured maximum, above the default one or below.
+	for _, maxLimit := range []int{5, 5000} {
+		s := &service{cfg: Config{MaxLimit: maxLimit}.withDefaults()}
+		q, err = s.parseQuery([]byte(`{"roomName":"board-b1-tasks","afterSeq":3,"limit":3000}`), false)
+		require.NoError(t, err)
+		require.Equal(t, min(maxLimit, 3000), q.limit)
+	}
+	_, err = s.parseQuery([]byte(`{"roomName":"board-b1-tasks","afterSeq":3,"limit":-1}`), false)
+	require.Equal(t, proto.CodeInvalidArgument, proto.CodeOf(err))
 }
 
 func FuzzParseQuery(f *testing.F) {
