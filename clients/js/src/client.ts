@@ -22,9 +22,13 @@ import { isExpired, refreshable, revokedRefusal, type TokenSource } from "./toke
 
 /**
  * Where the connection stands:
- * - connecting: the first connect is under way;
- * - connected: the socket is up (rooms are being joined and resynced);
- * - reconnecting: the connection was lost (or the token expired) and is being restored;
+ * - connecting: the first connect is under way (said again, with why,
+ *   after each failed attempt);
+ * - connected: the socket is up (rooms are being joined and resynced: see
+ *   each room's status);
+ * - reconnecting: the connection was lost (or the token expired, or the
+ *   gateway asked to wait: too many sockets of this user, a cooldown after a
+ *   flood) and is being restored;
  * - revoked: the server ended the session (password changed, account closed),
  *   or refused a token issued before the user's last revoke: no reconnect;
  *   sign the user in again;
@@ -122,6 +126,9 @@ export class RoomcastClient {
   private _status: Status = "connecting";
   private token = "";
   private authRetries = 0;
+  // Refusals in a row that say "too many requests" (429), and the timer of the reconnect after one.
+  private busyRefusals = 0;
+  private busyTimer: unknown;
   private everConnected = false;
   private readonly entries = new Map<string, Entry>();
   private readonly listeners: { [K in keyof Listeners]: Set<Listeners[K]> } = {
@@ -285,6 +292,7 @@ export class RoomcastClient {
 
   /** close disconnects for good. */
   close(): void {
+    if (this.busyTimer !== undefined) (this.opts.sync?.clearTimeout ?? ((t) => clearTimeout(t as ReturnType<typeof setTimeout>)))(this.busyTimer);
     for (const e of this.entries.values()) e.sync.stop();
     this.entries.clear();
     this.unsubscribeVisibility?.();
@@ -303,6 +311,7 @@ export class RoomcastClient {
 
   private onConnect(): void {
     this.authRetries = 0;
+    this.busyRefusals = 0;
     const reason: SyncReason = this.everConnected ? "reconnect" : "join";
     this.everConnected = true;
     this.setStatus("connected");
@@ -341,6 +350,24 @@ export class RoomcastClient {
       return;
     }
     // Refused by the gateway: the stock client does not retry by itself.
+    if (tooManyRequests(err)) {
+      // Too many sockets of this user, or a cooldown after a flood: it
+      // passes. Connect again after a wait that grows like the stock
+      // client's reconnection delay, with jitter, so the tabs refused
+      // together do not come back together.
+      this.busyRefusals++;
+      this.setStatus(this.everConnected ? "reconnecting" : "connecting", err.message);
+      const m = this.socket.io;
+      const step = Math.min(m.reconnectionDelayMax(), m.reconnectionDelay() * 2 ** Math.min(this.busyRefusals - 1, 16));
+      const hint = (err.data as { retryAfterMs?: unknown } | undefined)?.retryAfterMs;
+      const wait = Math.max(typeof hint === "number" ? hint : 0, step / 2 + ((this.opts.sync?.random ?? Math.random)() * step) / 2);
+      const set = this.opts.sync?.setTimeout ?? ((fn, ms) => setTimeout(fn, ms));
+      this.busyTimer = set(() => {
+        this.busyTimer = undefined;
+        if (this._status !== "closed") this.socket.connect();
+      }, wait);
+      return;
+    }
     if (revokedRefusal(err.message)) {
       this.setStatus("revoked", err.message);
       for (const fn of this.listeners.revoked) fn();
@@ -371,7 +398,8 @@ export class RoomcastClient {
   }
 
   private setStatus(s: Status, detail?: string): void {
-    if (this._status === s && s !== "reconnecting") return;
+    // connecting and reconnecting repeat: each failed attempt says why.
+    if (this._status === s && s !== "reconnecting" && s !== "connecting") return;
     this._status = s;
     for (const fn of this.listeners.status) fn(s, detail);
   }
@@ -380,6 +408,11 @@ export class RoomcastClient {
     if (this.listeners.error.size === 0) return;
     for (const fn of this.listeners.error) fn(err);
   }
+}
+
+/** tooManyRequests says whether a CONNECT was refused for a while (429), not for good. */
+function tooManyRequests(err: Error & { data?: unknown }): boolean {
+  return (err.data as { code?: unknown } | undefined)?.code === 429;
 }
 
 /** The canonical name of a chat room (members sorted), undefined when name is not one. */

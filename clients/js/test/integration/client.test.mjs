@@ -313,3 +313,23 @@ test("a token refused as expired at connect is replaced by a fresh one", async (
   await until("connected with the second token", () => c.status === "connected");
   assert.equal(issued, 2);
 });
+
+test("a tab refused for too many sockets of its user connects once another closes", async () => {
+  const capped = await startStack({ env: { ROOMCAST_MAX_SOCKETS_PER_USER: "1" } });
+  try {
+    const opts = { token: () => capped.token("mia"), storage: null, visibility: false, ioOptions: { reconnectionDelay: 100, reconnectionDelayMax: 400, forceNew: true } };
+    const first = connect(capped.httpURL, opts);
+    clients.push(first);
+    await until("the first tab is connected", () => first.status === "connected");
+    const second = connect(capped.httpURL, opts);
+    clients.push(second);
+    const statuses = [];
+    second.on("status", (s, why) => statuses.push(`${s}: ${why}`));
+    await until("the second tab was refused", () => statuses.some((s) => s.includes("too many sockets")));
+    assert.equal(second.status, "connecting", "refused for a while, not unauthorized");
+    first.close();
+    await until("the second tab connected after the first closed", () => second.status === "connected", 5000);
+  } finally {
+    await capped.stop();
+  }
+});

@@ -23,6 +23,8 @@ class FakeSocket {
     this.connects = 0;
     this.auths = [];
     this.calls = [];
+    // The Manager's reconnection delays (socket.io-client's defaults).
+    this.io = { reconnectionDelay: () => 1000, reconnectionDelayMax: () => 5000 };
     this.answer = (call) => ({ ok: true, data: call.endpointName === "addToRoom" ? { roomName: call.endpointArgs.roomName, seq: null, lastBroadcastTimestamp: null } : {} });
   }
   on(ev, fn) {
@@ -46,9 +48,9 @@ class FakeSocket {
     this.active = false;
     this.fire("disconnect", "io server disconnect");
   }
-  refuse(message) {
+  refuse(message, code = 401) {
     this.active = false;
-    this.fire("connect_error", Object.assign(new Error(message), { data: { code: 401 } }));
+    this.fire("connect_error", Object.assign(new Error(message), { data: { code } }));
   }
   disconnect() {
     this.connected = false;
@@ -397,4 +399,41 @@ test("a rate_limited answer's retryAfterMs is a floor for the wait before the re
   assert.equal(clock.fire(), 700, "the gateway's hint, not the 50 ms backoff");
   await tick();
   assert.equal(r.status, "joined");
+});
+
+test("a CONNECT refused with 429 (too many sockets, a flood's cooldown) is tried again after a growing, jittered wait, not given up", async () => {
+  const clock = timers();
+  const { c, sock, statuses } = open({ token: () => fresh(), sync: { ...clock, random: () => 0 } });
+  await tick();
+  let errors = 0;
+  c.on("error", () => errors++);
+  const waits = [];
+  for (let i = 0; i < 4; i++) {
+    sock.refuse("too many sockets for this user: at most 32 on this gateway", 429);
+    assert.equal(c.status, "connecting");
+    waits.push(clock.fire());
+    await tick();
+  }
+  assert.deepEqual(waits, [500, 1000, 2000, 2500], "half of a step doubling from reconnectionDelay up to reconnectionDelayMax, and up to all of it");
+  assert.equal(sock.connects, 5);
+  assert.equal(errors, 0, "not an error: it passes");
+  assert.equal(statuses.filter((x) => x === "connecting: too many sockets for this user: at most 32 on this gateway").length, 4, "each refusal says why");
+  sock.up();
+  assert.equal(c.status, "connected");
+  sock.connected = false;
+  sock.fire("disconnect", "transport close");
+  sock.refuse("rate limit exceeded: a socket of this user was closed for flooding", 429);
+  assert.equal(c.status, "reconnecting");
+  assert.equal(clock.fire(), 500, "the wait starts over after a connect");
+  assert.ok(statuses.includes("reconnecting: rate limit exceeded: a socket of this user was closed for flooding"), statuses.join(", "));
+});
+
+test("close() cancels the reconnect planned after a 429", async () => {
+  const clock = timers();
+  const { c, sock } = open({ token: "t", sync: { ...clock } });
+  sock.refuse("too many sockets", 429);
+  assert.equal(clock.live(), 1);
+  c.close();
+  assert.equal(clock.live(), 0);
+  assert.equal(sock.connects, 1);
 });
