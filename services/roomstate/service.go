@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/roomcast/roomcast/process/health"
 	"github.com/roomcast/roomcast/process/panicguard"
 	"github.com/roomcast/roomcast/proto"
 )
@@ -88,7 +89,7 @@ func Run(ctx context.Context, cfg Config) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.run(gctx) })
 	if ln != nil {
-		ready := func() error {
+		ready := func(context.Context) error {
 			if !nc.IsConnected() {
 				return errors.New("NATS not connected")
 			}
@@ -99,7 +100,7 @@ func Run(ctx context.Context, cfg Config) error {
 				return errors.New("consumer not started")
 			}
 		}
-		g.Go(func() error { return serveHTTP(gctx, ln, cfg.Registry, ready, log) })
+		g.Go(func() error { return health.Serve(gctx, ln, cfg.Registry, ready, log) })
 	}
 	log.Info().Str("durable", cfg.Durable).Int("batch_size", cfg.BatchSize).Dur("batch_wait", cfg.BatchWait).Msg("roomstate started")
 	err = g.Wait()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,9 +13,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
+	"github.com/roomcast/roomcast/process/health"
 	"github.com/roomcast/roomcast/process/panicguard"
 	"github.com/roomcast/roomcast/proto"
 )
@@ -138,17 +137,15 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 
-	httpDone := make(chan error, 1)
-	var srv *http.Server
+	var httpDone chan error
 	if cfg.HTTPAddr != "" {
 		ln, err := net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {
 			_ = svc.Stop()
 			return fmt.Errorf("sync: listen on %s: %w", cfg.HTTPAddr, err)
 		}
-		srv = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
-		go func() { httpDone <- srv.Serve(ln) }()
-		log.Info().Str("addr", ln.Addr().String()).Msg("serving /healthz, /readyz, /metrics")
+		httpDone = make(chan error, 1)
+		go func() { httpDone <- health.Serve(ctx, ln, cfg.Registry, s.ready, log) }()
 	}
 	log.Info().Msg("sync started")
 
@@ -159,11 +156,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	s.inflight.Wait()
 	_ = feed.Unsubscribe()
-	if srv != nil {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = srv.Shutdown(sctx)
-		scancel()
-		if err := <-httpDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if httpDone != nil {
+		if err := <-httpDone; err != nil {
 			log.Warn().Err(err).Msg("http server")
 		}
 	}
@@ -265,24 +259,6 @@ func (s *service) maxPayload() int64 {
 		return p
 	}
 	return 1 << 20
-}
-
-// httpHandler serves /healthz (the process runs), /readyz (NATS connected
-// and stream ROOMS readable) and /metrics.
-func (s *service) httpHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := s.ready(r.Context()); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.Handle("/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{Registry: s.cfg.Registry}))
-	return mux
 }
 
 // ready reports why the service cannot answer, nil when it can.
