@@ -49,6 +49,8 @@ modes:
           sending -attack-calls getChangesSince(since: 0) at once on a room of
           -attack-msgs messages, again and again) while another user reads a
           small room's -changes changes: that user's p50/p99 (roomcast only)
+  roomstate  roomstate alone: publish -> KV ROOM_STATE visible lag and KV writes
+          per event, with flags of its own (roomcast bench roomstate -h)
 
 The tool starts the server itself (roomcast: this binary's "serve" on free
 loopback ports; socketio: node bench/peer/server.mjs; centrifugo: Centrifugo
@@ -128,7 +130,7 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 			fmt.Fprintln(errOut, usage)
 			return o, flag.ErrHelp
 		}
-		return o, errors.New("give a mode: fanout, idle, storm, resync or fairness (roomcast bench -h)")
+		return o, errors.New("give a mode: fanout, idle, storm, resync, fairness or roomstate (roomcast bench -h)")
 	}
 	o.Mode = args[0]
 	fs := flag.NewFlagSet("bench "+o.Mode, flag.ContinueOnError)
@@ -206,7 +208,7 @@ func (o options) check() error {
 	switch o.Mode {
 	case modeFanout, modeIdle, modeStorm, modeResync, modeFairness:
 	default:
-		return fmt.Errorf("unknown mode %q: want fanout, idle, storm, resync or fairness", o.Mode)
+		return fmt.Errorf("unknown mode %q: want fanout, idle, storm, resync, fairness or roomstate", o.Mode)
 	}
 	if o.Target != targetRoomcast && o.Target != targetPeer && o.Target != targetCentrifugo {
 		return fmt.Errorf("-target %q: want roomcast, socketio or centrifugo", o.Target)
@@ -280,6 +282,9 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 	if (len(args) > 0 && args[0] == modeWorker) || os.Getenv(workerEnv) == "1" {
 		raiseFileLimit()
 		return workerMain(ctx)
+	}
+	if len(args) > 0 && args[0] == modeRoomstate {
+		return runRoomstate(ctx, args[1:], stdout, os.Stderr)
 	}
 	o, err := parseOptions(args, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
