@@ -14,7 +14,8 @@ import (
 // fanoutChan is the channel a room's (or a user's chat) subscriptions feed.
 // The choice is fixed by name, so one worker sees all of a room's messages,
 // in order. nc.ChanSubscribe starts no goroutine per subscription, unlike
-// nc.Subscribe with a callback (FIELD-NOTES).
+// nc.Subscribe with a callback (nats.go runs each callback subscription's
+// deliveries on a goroutine of its own, waitForMsgs).
 func (g *Gateway) fanoutChan(name string) chan *nats.Msg {
 	return g.fanout[shardOf(name)%len(g.fanout)]
 }

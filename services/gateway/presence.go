@@ -55,8 +55,8 @@ func (p *presence) markDirty(u string) {
 	}
 }
 
-// state is u's aggregate on this gateway: known is false when no local
-// socket of u has said updateClient (then there is no entry).
+// presenceOf is u's aggregate on this gateway: known is false when no
+// local socket of u has said updateClient (then there is no entry).
 func (g *Gateway) presenceOf(u string) (known, active bool) {
 	for _, s := range g.userSockets(u) {
 		s.mu.Lock()

@@ -600,7 +600,7 @@ func (g *Gateway) allSockets() []*socket {
 // forget removes a closing socket from every room and from the socket map.
 // A socket that is not in the map is dropped from any room it is still
 // found in at broadcast time, so a race here loses nothing.
-func (g *Gateway) forget(s *socket, wasConnected bool) {
+func (g *Gateway) forget(s *socket) {
 	s.mu.Lock()
 	rooms := s.rooms
 	s.rooms = nil

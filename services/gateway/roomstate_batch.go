@@ -13,9 +13,12 @@ import (
 // sockets rejoining at once cost one state read instead of a hundred.
 //
 // Every answer is read after its caller asked (a caller never shares a
-// request that was already out): a socket that joined a room, then asked,
-// gets a state at least as new as its subscription, as DESIGN.md's join
-// contract needs.
+// request that was already out): a socket that subscribed to a room, then
+// asked, gets a state roomstate held after the subscription existed. That
+// state may lag the stream (roomstate folds messages in a few ms behind),
+// but every message after the one it names reaches the socket live or shows
+// as a prevSeq gap, which the client reads from sync (docs/roomstate.md,
+// "What a client should do about the race").
 type stateReader struct {
 	g *Gateway
 

@@ -69,8 +69,8 @@ type socket struct {
 	// socket, and padding between them cost a size class.
 	mu          sync.Mutex
 	state       uint8
-	writing     bool // a writer goroutine is running
-	closeAfter  bool // the writer closes the conn once the queue is empty
+	writing     bool // a writer is at work (writeNow inline, or flush): others only queue
+	closeAfter  bool // set by a graceful or abort shutdown: the writer that finds the queue empty closes the conn (takeQueue)
 	active      bool // updateClient {isActive}
 	hasPresence bool // it has said updateClient at least once
 	pingPending bool
@@ -396,7 +396,6 @@ func (s *socket) shutdown(reason string, how int, frames ...[]byte) {
 		s.mu.Unlock()
 		return
 	}
-	wasConnected := s.state == stateConnected
 	s.state = stateClosing
 	s.gw.hb.cancel(s)
 	closeNow, write := true, false
@@ -450,7 +449,7 @@ func (s *socket) shutdown(reason string, how int, frames ...[]byte) {
 	if s.gw.poller != nil {
 		s.gw.poller.forget(s)
 	}
-	s.gw.forget(s, wasConnected)
+	s.gw.forget(s)
 	s.logger().Str("reason", reason).Msg("socket closed")
 }
 
