@@ -29,14 +29,23 @@ func TestPlan(t *testing.T) {
 		{"the index has not seen the stream's end", 0, true, []run{{0, 1}, {1, 1}, {2, 1}, {3, 1}, {4, 1}, {5, 1}, {6, 1}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			require.Equal(t, tc.want, plan(seqs, tc.newest, tc.batched))
+			require.Equal(t, tc.want, plan(entries(seqs), tc.newest, tc.batched))
 		})
 	}
 	long := make([]uint64, chunk+3)
 	for i := range long {
 		long[i] = uint64(i + 1)
 	}
-	require.Equal(t, []run{{0, chunk}, {chunk, 3}}, plan(long, uint64(len(long)), true), "a run is at most a chunk")
+	require.Equal(t, []run{{0, chunk}, {chunk, 3}}, plan(entries(long), uint64(len(long)), true), "a run is at most a chunk")
+}
+
+// entries are index entries of seqs (no store times).
+func entries(seqs []uint64) []indexEntry {
+	es := make([]indexEntry, len(seqs))
+	for i, s := range seqs {
+		es[i].seq = s
+	}
+	return es
 }
 
 // directGets records the direct get requests made on stream ROOMS (core
@@ -49,7 +58,7 @@ type directGets struct {
 func watchDirectGets(t *testing.T, nc *nats.Conn) *directGets {
 	t.Helper()
 	g := &directGets{}
-	sub, err := nc.Subscribe(newDirectReader(nc, proto.StreamRooms).subject, func(m *nats.Msg) {
+	sub, err := nc.Subscribe(proto.DirectGetSubject(proto.StreamRooms), func(m *nats.Msg) {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		g.reqs = append(g.reqs, string(m.Data))
@@ -225,13 +234,13 @@ func requireSeqs(t *testing.T, seqs []uint64, changes []proto.Change) {
 func TestReadSeqsAsksForNewer(t *testing.T) {
 	f := startSync(t, proto.StoreConfig{}, func(c *Config) { c.TailMessages = -1 })
 	seqs := publishBursts(t, f, time.Now().UnixMilli())
-	r := newDirectReader(f.nc, proto.StreamRooms)
+	r := indexReader{walk: newWalkReader(f.nc, proto.StreamRooms)}
 	subject := f.cfg.Store.Subjects.Publish(room(t, "board-a-tasks"))
 	for _, want := range []int{100, 5} {
 		b := budget{maxScan: 10_000, maxBytes: 1 << 20, deadline: time.Now().Add(10 * time.Second)}
-		tail := seqs[29]
 		var got []uint64
-		res, err := r.readSeqs(context.Background(), subject, seqs[:30], seqs[59], &tail, b, want, nil, func(m stored) bool {
+		known := indexed{entries: entries(seqs[:30]), tail: seqs[29], newest: seqs[59]}
+		res, err := r.readSeqs(context.Background(), readRequest{subject: subject, budget: b, want: want}, known, func(m stored) bool {
 			got = append(got, m.Seq)
 			return true
 		})

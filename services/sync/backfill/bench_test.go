@@ -48,6 +48,7 @@ func TestMain(m *testing.M) {
 //     changes (100 resources at most) are spread evenly through the stream.
 type benchStream struct {
 	f     *fixture
+	svc   *service
 	total int
 	// recentSeqs and recentAt are board-recent-tasks's messages: stream
 	// sequence and updatedAt, in stream order.
@@ -145,12 +146,15 @@ func newBenchStream(b *testing.B) (*benchStream, error) {
 	// rather than cut; the margin is short so that a `since` just before the
 	// room's last 100 changes reads about those (the fill is compressed into
 	// a minute, where a real stream spreads it over days).
+	built := make(chan *service, 1)
 	cfg := Config{NATSURL: srv.ClientURL(), Store: store, Registry: reg, Logger: zerolog.New(io.Discard),
-		MaxLimit: 1000, MaxTime: time.Minute, SkewMargin: time.Second, TailMessages: tail}
+		MaxLimit: 1000, MaxTime: time.Minute, SkewMargin: time.Second, TailMessages: tail,
+		serviceHook: func(s *service) { built <- s }}
 	sctx, scancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(sctx, cfg) }()
 	stops = append(stops, func() { scancel(); <-done })
+	bs.svc = <-built
 	bs.f = &fixture{nc: nc, js: js, pub: proto.NewPublisher(js, store.Subjects), reg: reg, cfg: cfg}
 	// Ready once it answers (no responders until the endpoints exist).
 	require.Eventually(b, func() bool {
@@ -358,6 +362,57 @@ func benchRequest(b *testing.B, f *fixture, args proto.ChangesArgs, want int) {
 		}
 		if res.Next != nil || len(res.Changes) != want || !res.Complete {
 			b.Fatalf("got %d changes (want %d), next %v, complete %v", len(res.Changes), want, res.Next, res.Complete)
+		}
+	}
+}
+
+// BenchmarkReaders measures each reader alone on the shared stream (as
+// BenchmarkChanges, without the request around it): what each costs on the
+// reads it may be given, which decides whether it earns its place. The
+// index's reader as on a replicated stream (index-leader) and the consumer
+// are what a replicated stream uses; the walk is what a stream of one
+// replica uses where the index cannot answer. A reader that declines (the
+// tail without bodies kept) is reported as such.
+//
+//	go test -run '^$' -bench Readers -count 6 ./backfill
+func BenchmarkReaders(b *testing.B) {
+	bs := sharedBenchStream(b)
+	n := len(bs.recentSeqs)
+	k := min(100, n-1)
+	subject := func(name string) string { return bs.f.cfg.Store.Subjects.Publish(room(b, name)) }
+	cases := []struct {
+		name    string
+		subject string
+		start   start
+		want    int
+	}{
+		{fmt.Sprintf("recent=%d", k), subject(benchRecent), start{afterSeq: bs.recentSeqs[n-k-1]}, k},
+		{"burst=100", subject(benchBurst), start{afterSeq: bs.burstAfter}, 100},
+		// The common resync: a few messages, or none, since the cursor.
+		{"burst-last=3", subject(benchBurst), start{afterSeq: bs.burstAfter + 97}, 3},
+		{"nothing-new", subject(benchBurst), start{afterSeq: bs.burstAfter + 200}, 0},
+		{"scattered=100", subject("board-r100-tasks"), start{}, 100},
+		{"scattered=1000", subject("board-r1000-tasks"), start{}, 1000},
+	}
+	for _, c := range cases {
+		for _, rd := range bs.svc.allReaders() {
+			b.Run(fmt.Sprintf("stream=%d/%s/%s", bs.total, c.name, rd.name), func(b *testing.B) {
+				rq := readRequest{subject: c.subject, start: c.start, want: c.want + 1}
+				for b.Loop() {
+					rq.budget = budget{maxScan: c.want + 2, maxBytes: DefaultMaxBytes, deadline: time.Now().Add(time.Minute)}
+					got := 0
+					res, ok, err := rd.read(context.Background(), rq, func(stored) bool { got++; return true })
+					if err != nil {
+						b.Fatal(err)
+					}
+					if !ok {
+						b.Skip("declines")
+					}
+					if got != c.want || res.cut != cutNone {
+						b.Fatalf("read %d of %d (%s)", got, c.want, res.cut)
+					}
+				}
+			})
 		}
 	}
 }

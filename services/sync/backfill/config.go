@@ -120,6 +120,9 @@ type Config struct {
 	// arrived, before admission; changes, chat: before the read), so a
 	// test can panic there.
 	panicHook func(where string)
+	// serviceHook, in tests only, is given the service Run built before it
+	// serves: the reader contract test and benchmark call its readers.
+	serviceHook func(*service)
 }
 
 // Bind registers the service's own flags; the common ones are in flagenv.Common.

@@ -2,89 +2,58 @@ package backfill
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/proto/directget"
 )
 
-// errNoDirect says the stream did not answer a direct get (no responders:
-// AllowDirect is off, or the stream does not exist); the caller falls back to
-// a consumer read, which tells the two apart.
-var errNoDirect = errors.New("direct get: no responders")
-
-// directGetRequest is nats-server's JSApiMsgGetRequest (2.11+), the fields a
-// batched read uses. With batch > 0 the server answers batch messages (fewer
-// when the subject has no more, or max_bytes is reached after a message),
-// then an end-of-batch status message.
-type directGetRequest struct {
-	Seq       uint64     `json:"seq,omitempty"`
-	NextFor   string     `json:"next_by_subj,omitempty"`
-	Batch     int        `json:"batch,omitempty"`
-	MaxBytes  int        `json:"max_bytes,omitempty"`
-	StartTime *time.Time `json:"start_time,omitempty"`
-}
-
-// Reply headers of a batched direct get. The server appends them after the
-// stored message's own headers, so the last value of each is the server's (a
-// publisher cannot spoof them by setting the same header).
-const (
-	hdrStatus     = "Status"
-	hdrNumPending = "Nats-Num-Pending"
-	// In a message: the sequence of the message sent before it in the same
-	// batch (0 for the first). In the end-of-batch status: the last one sent.
-	hdrLastSeq = jetstream.LastSequenceHeader
-)
-
-// Statuses of direct get replies.
-const (
-	statusEOB          = "204" // end of batch
-	statusNotFound     = "404" // nothing at or after the start
-	statusNoResponders = "503"
-)
-
-// directReader reads one room's messages from stream ROOMS with batched
-// direct gets: each request names the room's subject (`next_by_subj`), a
-// start (sequence, or store time for the first), a batch size and a byte cap,
-// and the server answers straight from the stream's store — its per-subject
-// index finds the room's messages, so the cost grows with the room's own
-// messages since the cursor, never with the stream. Unlike a consumer it
-// needs no create/delete round trips and no consumer state on the server.
+// walkReader reads one room's messages from stream ROOMS with batched direct
+// gets (proto/directget): each request names the room's subject
+// (`next_by_subj`), a start (sequence, or store time for the first), a batch
+// size and a byte cap, and the server answers straight from the stream's
+// store — its per-subject index finds the room's messages, so the cost grows
+// with the room's own messages since the cursor, never with the stream.
+// Unlike a consumer it needs no create/delete round trips and no consumer
+// state on the server.
 //
 // Only for a stream with one replica: a replicated stream's followers answer
 // direct gets too, and one that lags could leave out the newest messages. The
 // service uses the consumer reader then.
-type directReader struct {
+type walkReader struct {
 	nc      *nats.Conn
-	subject string // $JS.API.DIRECT.GET.<stream>
+	subject string // proto.DirectGetSubject(stream)
 }
 
-func newDirectReader(nc *nats.Conn, stream string) directReader {
-	return directReader{nc: nc, subject: jetstream.DefaultAPIPrefix + "DIRECT.GET." + stream}
+func newWalkReader(nc *nats.Conn, stream string) walkReader {
+	return walkReader{nc: nc, subject: proto.DirectGetSubject(stream)}
 }
 
-// read has the contract of reader.read. want is how many messages the caller
-// expects to visit (its page size): the first batch asks for a little more
-// than that, later ones for twice as many each, up to chunk.
-func (r directReader) read(ctx context.Context, subject string, st start, b budget, want int, visit func(stored) bool) (readResult, error) {
+// read always answers.
+func (w walkReader) read(ctx context.Context, rq readRequest, visit func(stored) bool) (readResult, bool, error) {
+	res, err := w.walk(ctx, rq, visit)
+	return res, true, err
+}
+
+// walk has the contract of reader.read. The first batch asks for a little
+// more than rq.want, later ones for twice as many each, up to chunk.
+func (w walkReader) walk(ctx context.Context, rq readRequest, visit func(stored) bool) (readResult, error) {
 	var res readResult
-	ctx, cancel := context.WithDeadline(ctx, b.deadline)
+	ctx, cancel := context.WithDeadline(ctx, rq.budget.deadline)
 	defer cancel()
-	inbox := r.nc.NewInbox()
-	sub, err := r.subscribe(inbox, chunk+8)
+	replies, err := directget.Subscribe(w.nc, w.nc.NewInbox(), chunk+8)
 	if err != nil {
-		return res, fmt.Errorf("read %s: subscribe: %w", subject, err)
+		return res, fmt.Errorf("read %s: subscribe: %w", rq.subject, err)
 	}
-	defer func() { _ = sub.Unsubscribe() }()
+	defer replies.Close()
 
-	req := directGetRequest{NextFor: subject}
-	switch {
+	req := directget.Request{NextBySubject: rq.subject}
+	switch st := rq.start; {
 	case !st.byTime:
 		req.Seq = st.afterSeq + 1
 	case st.at.IsZero():
@@ -93,7 +62,9 @@ func (r directReader) read(ctx context.Context, subject string, st start, b budg
 		at := st.at.UTC()
 		req.StartTime = &at
 	}
-	batch := max(1, want+1) // one more than a page, to see whether there is more
+	b := rq.budget
+	batch := max(1, rq.want+1) // one more than a page, to see whether there is more
+	var buf []byte
 	for {
 		if res.cut = b.spent(res.scanned, res.bytes, true); res.cut != cutNone {
 			return res, nil
@@ -101,14 +72,11 @@ func (r directReader) read(ctx context.Context, subject string, st start, b budg
 		req.Batch = min(batch, chunk, b.maxScan-res.scanned)
 		req.MaxBytes = b.maxBytes - res.bytes
 		batch = min(2*batch, chunk)
-		data, err := json.Marshal(req)
-		if err != nil {
-			return res, fmt.Errorf("read %s: %w", subject, err)
+		buf = req.AppendJSON(buf[:0])
+		if err := w.nc.PublishRequest(w.subject, replies.Subject(), buf); err != nil {
+			return res, fmt.Errorf("read %s: direct get: %w", rq.subject, err)
 		}
-		if err := r.nc.PublishRequest(r.subject, inbox, data); err != nil {
-			return res, fmt.Errorf("read %s: direct get: %w", subject, err)
-		}
-		next, err := batchReplies(ctx, sub, "", subject, b, &res, visit)
+		next, err := receiveBatch(ctx, replies, "", rq, &res, visit)
 		if err != nil || next == 0 {
 			return res, err
 		}
@@ -116,112 +84,55 @@ func (r directReader) read(ctx context.Context, subject string, st start, b budg
 	}
 }
 
-// batchReplies receives one batched direct get's replies (on reply, or on
+// receiveBatch receives one batched direct get's replies (on reply, or on
 // whatever the subscription gets when reply is ""): the batch's messages in
 // stream order, each naming the one sent before it, visited and counted in
 // res, then the end-of-batch status naming the last one. It returns the
 // sequence the next batch starts at when the room has more, 0 when the read
 // is over (nothing more, or res.cut says why it stopped).
-func batchReplies(ctx context.Context, sub replies, reply, subject string, b budget, res *readResult, visit func(stored) bool) (uint64, error) {
-	var prev uint64
+func receiveBatch(ctx context.Context, replies *directget.Replies, reply string, rq readRequest, res *readResult, visit func(stored) bool) (uint64, error) {
+	var batch directget.Batch
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
-		if errors.Is(err, nats.ErrNoResponders) {
-			return 0, errNoDirect // nats.go turns the 503 status into this
-		}
+		m, err := replies.Next(ctx)
 		if err != nil {
-			if ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) && time.Until(b.deadline) <= 0 {
-				res.cut = cutTime
-				return 0, nil
-			}
-			return 0, fmt.Errorf("read %s: direct get: %w", subject, err)
+			return 0, rq.waitErr(res, err)
 		}
 		if reply != "" && m.Subject != reply {
 			res.cut = cutGap // a reply was lost: stop before the hole
 			return 0, nil
 		}
-		switch status := m.Header.Get(hdrStatus); status {
-		case "":
-		case statusEOB:
-			if proto.StreamHeader(m.Header, hdrLastSeq) != strconv.FormatUint(prev, 10) {
-				res.cut = cutGap // the batch's last message was lost
-				return 0, nil
-			}
-			np, err := strconv.ParseUint(proto.StreamHeader(m.Header, hdrNumPending), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("read %s: direct get: end of batch: %s: %w", subject, hdrNumPending, err)
-			}
-			if np == 0 || prev == 0 {
-				// Nothing more stored for the room (an empty batch cannot
-				// happen with messages pending; stop rather than loop).
-				return 0, nil
-			}
-			return prev + 1, nil
-		case statusNotFound:
-			// Nothing at or after the start: the read is over.
-			return 0, nil
-		case statusNoResponders:
-			return 0, errNoDirect
-		default:
-			return 0, fmt.Errorf("read %s: direct get: status %s %s", subject, status, m.Header.Get("Description"))
-		}
-		seq, err := strconv.ParseUint(proto.StreamHeader(m.Header, jetstream.SequenceHeader), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("read %s: direct get: %s: %w", subject, jetstream.SequenceHeader, err)
-		}
-		if proto.StreamHeader(m.Header, hdrLastSeq) != strconv.FormatUint(prev, 10) {
-			// A reply was lost between server and client: stop before
-			// the hole, the continuation cursor picks it up.
+		r, err := batch.Take(m)
+		switch {
+		case errors.Is(err, directget.ErrLost):
+			// The continuation cursor picks up what was lost.
 			res.cut = cutGap
 			return 0, nil
+		case err != nil:
+			return 0, fmt.Errorf("read %s: %w", rq.subject, err)
+		case r.Done && (r.Pending == 0 || batch.Last() == 0):
+			// Nothing more stored for the room (an empty batch cannot
+			// happen with messages pending; stop rather than loop).
+			return 0, nil
+		case r.Done:
+			return batch.Last() + 1, nil
 		}
-		prev = seq
-		if !visit(stored{Seq: seq, Data: m.Data, At: storeTime(m.Header)}) {
+		if !visit(stored{Seq: r.Seq, Data: r.Data, At: r.StoreTime()}) {
 			res.cut = cutLimit
 			return 0, nil
 		}
 		res.scanned++
-		res.bytes += len(m.Data)
+		res.bytes += len(r.Data)
 	}
 }
 
-// subscribe subscribes to a request's replies, with room for size of them.
-// Not SubscribeSync, whose channel of 65,536 pointers (512 KiB zeroed per
-// request) cost more than the reads: a read has at most a window of messages
-// (chunk) and their statuses in flight at once; more would be a protocol
-// error, seen as a gap.
-func (r directReader) subscribe(subject string, size int) (replies, error) {
-	ch := make(chan *nats.Msg, size)
-	sub, err := r.nc.ChanSubscribe(subject, ch)
-	return replies{sub: sub, ch: ch}, err
-}
-
-// replies is a subscription to a request's replies.
-type replies struct {
-	sub *nats.Subscription
-	ch  chan *nats.Msg
-}
-
-func (r replies) Unsubscribe() error { return r.sub.Unsubscribe() }
-
-// NextMsgWithContext is the next reply, or ctx's error.
-func (r replies) NextMsgWithContext(ctx context.Context) (*nats.Msg, error) {
-	select {
-	case m := <-r.ch:
-		return m, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
+// waitErr is what waiting for a reply that did not come (err) means: the
+// read's time is up (res.cut), or an error.
+func (rq readRequest) waitErr(res *readResult, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) && time.Until(rq.budget.deadline) <= 0 {
+		res.cut = cutTime
+		return nil
 	}
-}
-
-// storeTime is the store time a direct get's reply carries (the server's
-// Nats-Time-Stamp, not a copy a publisher stored); now when it has none, as
-// the gateway does for a live message.
-func storeTime(h nats.Header) time.Time {
-	if t, err := time.Parse(time.RFC3339Nano, proto.StreamHeader(h, jetstream.TimeStampHeaer)); err == nil {
-		return t
-	}
-	return time.Now()
+	return fmt.Errorf("read %s: direct get: %w", rq.subject, err)
 }
 
 // Batched runs: where the index shows a room's messages close together (a
@@ -241,19 +152,20 @@ const (
 	walkReach = 4096
 )
 
-// run is a stretch of an index lookup's sequences fetched by one request:
-// seqs[first : first+n].
+// run is a stretch of an index lookup's entries fetched by one request:
+// entries[first : first+n].
 type run struct{ first, n int }
 
-// plan cuts seqs into runs: a batch where the sequences are close together
-// and near the end of the stream (newest, as the index knows it), one
-// sequence per request elsewhere. batched false gives one run per sequence.
-func plan(seqs []uint64, newest uint64, batched bool) []run {
+// plan cuts the entries into runs: a batch where the sequences are close
+// together and near the end of the stream (newest, as the index knows it),
+// one sequence per request elsewhere. batched false gives one run per
+// sequence.
+func plan(seqs []indexEntry, newest uint64, batched bool) []run {
 	var runs []run
 	for i := 0; i < len(seqs); {
 		n := 1
-		if batched && newest >= seqs[i] && newest-seqs[i] <= walkReach {
-			for i+n < len(seqs) && n < chunk && seqs[i+n]-seqs[i+n-1] <= walkGap {
+		if batched && newest >= seqs[i].seq && newest-seqs[i].seq <= walkReach {
+			for i+n < len(seqs) && n < chunk && seqs[i+n].seq-seqs[i+n-1].seq <= walkGap {
 				n++
 			}
 		}
@@ -263,205 +175,275 @@ func plan(seqs []uint64, newest uint64, batched bool) []run {
 	return runs
 }
 
-// readSeqs visits the messages at seqs (increasing sequences of subject, as
-// the index gave them). Runs of them close together near the end of the
-// stream are fetched with one batched direct get each (see plan); the others
-// with one direct get each. The requests are pipelined: a window of them is
-// sent at once and the replies read in order. Each request has a reply
-// subject of its own, so a lost reply is seen (cutGap) and the reply needs
-// no headers to say which message it is: the requests ask for none (no_hdr),
-// which spares the server building them and the client parsing them, the
-// larger part of the cost of a small message. That the sequence is the
-// room's is the index's word (the server's own headers on the RePublish
-// feed; service.read resets the index when the stream is re-created); a
-// batch's end-of-batch status names the last sequence it sent, which must be
-// the index's. A sequence no longer stored (removed by max age) is skipped.
-// A batch whose answer does not match the index (a message removed in the
-// middle of it) is given up, and the rest of the room read by the server's
-// walk (r.read) from where the batch began: res.toEnd says the read then
-// went to the end of the room. want is as in read.
+// indexReader reads the messages the index knows by their sequences
+// (readSeqs), then the room's messages newer than the index (its feed may
+// lag the stream). It cannot answer a read the index cannot (the room not
+// indexed, or its chain not reaching back to the start).
 //
-// confirm, when not nil, is asked about a sequence the answer says is not
-// stored (a replicated stream's follower may lag): it says whether the
-// stream's leader has it. Such a read is never batched.
+// On a replicated stream (leader set) a follower that lags may answer a
+// direct get: what it says is not stored is asked of the leader, no run is
+// batched, and the newer messages are asked of the leader too.
+type indexReader struct {
+	index  *index
+	walk   walkReader
+	leader *leaderGetter
+}
+
+func (x indexReader) read(ctx context.Context, rq readRequest, visit func(stored) bool) (readResult, bool, error) {
+	known, ok := x.index.lookup(rq.subject, rq.start)
+	if !ok {
+		return readResult{}, false, nil
+	}
+	res, err := x.readSeqs(ctx, rq, known, visit)
+	res.indexed = true
+	if err != nil || res.cut != cutNone || res.toEnd {
+		return res, true, err
+	}
+	rest := rq.after(known.tail, res)
+	var more readResult
+	if x.leader != nil {
+		more, err = x.leader.readAfter(ctx, rq.subject, known.tail, rest.budget, visit)
+	} else {
+		more, err = x.walk.walk(ctx, rest, visit)
+	}
+	return res.then(more), true, err
+}
+
+// then is res followed by more: more's outcome, both counts. A read that
+// goes on in another way (the walk) has gone to the room's end (toEnd).
+func (res readResult) then(more readResult) readResult {
+	more.scanned += res.scanned
+	more.bytes += res.bytes
+	more.indexed = res.indexed
+	more.toEnd = true
+	return more
+}
+
+// after is the rest of rq once res was read: from after seq, with what is
+// left of the budget.
+func (rq readRequest) after(seq uint64, res readResult) readRequest {
+	rq.start = start{afterSeq: seq}
+	rq.budget.maxScan -= res.scanned
+	rq.budget.maxBytes -= res.bytes
+	return rq
+}
+
+// readSeqs visits the messages the index names (known.entries: increasing
+// sequences of the room, with their store times). It plans runs of them
+// (plan: a batched direct get where they are close together near the end
+// of the stream, one direct get each elsewhere), sends a window of requests
+// at once (send) and reads their replies in order (receive). Each request
+// has a reply subject of its own, so a lost reply is seen (cutGap) and the
+// reply needs no headers to say which message it is: the requests ask for
+// none (no_hdr). That the sequence is the room's is the index's word (the
+// server's own headers on the RePublish feed; service.read resets the index
+// when the stream is re-created); a batch's end-of-batch status names the
+// last sequence it sent, which must be the index's. A sequence no longer
+// stored (removed by max age) is skipped. A batch whose answer does not
+// match the index (a message removed in the middle of it) is given up, and
+// the rest of the room read by the server's walk from where the batch
+// began: res.toEnd says the read then went to the end of the room.
 //
-// When the index's sequences take one window (the usual case) and tail is
-// not nil, the request for the room's messages after *tail (newer than the
-// index: its feed may lag the stream) is sent with them, its replies read
-// after theirs, and res.toEnd says the read covered it: one round trip
-// instead of two.
-func (r directReader) readSeqs(ctx context.Context, subject string, seqs []uint64, newest uint64, tail *uint64, b budget, want int, confirm func(context.Context, uint64) (stored, string, bool, error), visit func(stored) bool) (readResult, error) {
-	var res readResult
-	ctx, cancel := context.WithDeadline(ctx, b.deadline)
+// When the index's sequences take one window (the usual case) on a stream
+// of one replica, the request for the room's messages after known.tail
+// (newer than the index) is sent with them, its replies read after theirs,
+// and res.toEnd says the read covered it: one round trip instead of two.
+func (x indexReader) readSeqs(ctx context.Context, rq readRequest, known indexed, visit func(stored) bool) (readResult, error) {
+	ctx, cancel := context.WithDeadline(ctx, rq.budget.deadline)
 	defer cancel()
-	inbox := r.nc.NewInbox()
+	inbox := x.walk.nc.NewInbox()
 	// In flight at most: a window of messages (chunk), an end-of-batch status
 	// per batched run (at most chunk/2), and the newer-than-index batch
 	// (chunk and its status).
-	sub, err := r.subscribe(inbox+".*", 3*chunk+8)
+	replies, err := directget.Subscribe(x.walk.nc, inbox+".*", 3*chunk+8)
 	if err != nil {
-		return res, fmt.Errorf("read %s: subscribe: %w", subject, err)
+		return readResult{}, fmt.Errorf("read %s: subscribe: %w", rq.subject, err)
 	}
-	defer func() { _ = sub.Unsubscribe() }()
-	runs := plan(seqs, newest, confirm == nil)
-	window := max(1, want+1)
-	var req []byte
-	var bodies [][]byte
-	var times []time.Time // the bodies' store times
-	tailReply := ""
-	for sent := 0; sent < len(runs) || tailReply != ""; {
-		if sent == len(runs) {
-			// Everything the index knows is read: now what is newer.
-			next, err := batchReplies(ctx, sub, tailReply, subject, b, &res, visit)
-			if err != nil || next == 0 {
-				res.toEnd = err == nil && res.cut == cutNone
-				return res, err
-			}
-			return r.walkRest(ctx, subject, next-1, b, want, res, visit)
+	defer replies.Close()
+	r := &seqRead{indexReader: x, rq: rq, entries: known.entries, inbox: inbox, replies: replies,
+		runs: plan(known.entries, known.newest, x.leader == nil)}
+	window := max(1, rq.want+1)
+	newer := ""
+	for sent := 0; sent < len(r.runs); {
+		if r.res.cut = rq.budget.spent(r.res.scanned, r.res.bytes, true); r.res.cut != cutNone {
+			return r.res, nil
 		}
-		if res.cut = b.spent(res.scanned, res.bytes, true); res.cut != cutNone {
-			return res, nil
-		}
-		// Runs for about window messages, at least one run.
-		end, msgs := sent, 0
-		for end < len(runs) && (end == sent || msgs+runs[end].n <= min(window, chunk, b.maxScan-res.scanned)) {
-			msgs += runs[end].n
-			end++
-		}
+		end := r.window(sent, window)
 		window = min(2*window, chunk)
-		for j := sent; j < end; j++ {
-			ru := runs[j]
-			req = strconv.AppendUint(append(req[:0], `{"seq":`...), seqs[ru.first], 10)
-			if ru.n > 1 {
-				req = append(req, `,"next_by_subj":`...)
-				req = strconv.AppendQuote(req, subject)
-				req = append(req, `,"batch":`...)
-				req = strconv.AppendInt(req, int64(ru.n), 10)
-				req = append(req, `,"max_bytes":`...)
-				req = strconv.AppendInt(req, int64(max(1, b.maxBytes-res.bytes)), 10)
-			}
-			req = append(req, `,"no_hdr":true}`...)
-			if err := r.nc.PublishRequest(r.subject, inbox+"."+strconv.Itoa(j), req); err != nil {
-				return res, fmt.Errorf("read %s: direct get: %w", subject, err)
-			}
+		if err := r.send(sent, end); err != nil {
+			return r.res, err
 		}
-		if tail != nil && sent == 0 && end == len(runs) {
-			data, err := json.Marshal(directGetRequest{Seq: *tail + 1, NextFor: subject, Batch: min(max(1, want+1), chunk), MaxBytes: max(1, b.maxBytes)})
-			if err != nil {
-				return res, fmt.Errorf("read %s: %w", subject, err)
-			}
-			tailReply = inbox + ".t"
-			if err := r.nc.PublishRequest(r.subject, tailReply, data); err != nil {
-				return res, fmt.Errorf("read %s: direct get: %w", subject, err)
+		if x.leader == nil && sent == 0 && end == len(r.runs) {
+			if newer, err = r.sendNewer(known.tail); err != nil {
+				return r.res, err
 			}
 		}
 		for j := sent; j < end; j++ {
-			ru := runs[j]
-			reply := inbox + "." + strconv.Itoa(j)
-			bodies, times = bodies[:0], times[:0]
-		replies:
-			for {
-				m, err := sub.NextMsgWithContext(ctx)
-				if errors.Is(err, nats.ErrNoResponders) {
-					return res, errNoDirect
-				}
-				if err != nil {
-					if errors.Is(err, context.DeadlineExceeded) && time.Until(b.deadline) <= 0 {
-						res.cut = cutTime
-						return res, nil
-					}
-					return res, fmt.Errorf("read %s: direct get: %w", subject, err)
-				}
-				if m.Subject != reply {
-					res.cut = cutGap // a reply was lost: stop before the hole
-					return res, nil
-				}
-				status := m.Header.Get(hdrStatus)
-				if ru.n > 1 {
-					switch status {
-					case "":
-						if len(bodies) == ru.n {
-							res.cut = cutGap // more than asked for: not an answer to trust
-							return res, nil
-						}
-						bodies, times = append(bodies, m.Data), append(times, storeTime(m.Header))
-						continue
-					case statusEOB:
-						got := len(bodies)
-						if got == 0 || proto.StreamHeader(m.Header, hdrLastSeq) != strconv.FormatUint(seqs[ru.first+got-1], 10) {
-							// Not the messages the index names (one was
-							// removed, or a reply lost): walk from here.
-							return r.walkRest(ctx, subject, seqs[ru.first]-1, b, want, res, visit)
-						}
-						break replies
-					case statusNotFound:
-						break replies // nothing of the room at or after the run: all removed
-					case statusNoResponders:
-						return res, errNoDirect
-					default:
-						return res, fmt.Errorf("read %s: direct get: status %s %s", subject, status, m.Header.Get("Description"))
-					}
-				}
-				switch status {
-				case "":
-				case statusNotFound:
-					if confirm == nil {
-						break replies // removed since the index saw it
-					}
-					lm, subj, found, err := confirm(ctx, seqs[ru.first])
-					switch {
-					case err != nil:
-						return res, fmt.Errorf("read %s: %w", subject, err)
-					case !found:
-						break replies // removed since the index saw it
-					case subj != subject || lm.Seq != seqs[ru.first]:
-						return res, fmt.Errorf("read %s: the stream leader has %s at %d", subject, subj, seqs[ru.first])
-					}
-					bodies, times = append(bodies, lm.Data), append(times, lm.At)
-					break replies
-				case statusNoResponders:
-					return res, errNoDirect
-				default:
-					return res, fmt.Errorf("read %s: direct get: status %s %s", subject, status, m.Header.Get("Description"))
-				}
-				bodies, times = append(bodies, m.Data), append(times, storeTime(m.Header))
-				break
+			msgs, mismatch, err := r.receive(ctx, j)
+			if err != nil || r.res.cut != cutNone {
+				return r.res, err
 			}
-			for k, data := range bodies {
-				if res.scanned >= b.maxScan {
-					res.cut = cutScan
-					return res, nil
-				}
-				if !visit(stored{Seq: seqs[ru.first+k], Data: data, At: times[k]}) {
-					res.cut = cutLimit
-					return res, nil
-				}
-				res.scanned++
-				res.bytes += len(data)
+			if mismatch {
+				// Not the messages the index names (one was removed, or a
+				// reply lost): the server walks from here.
+				more, err := x.walk.walk(ctx, rq.after(r.entries[r.runs[j].first].seq-1, r.res), visit)
+				return r.res.then(more), err
 			}
-			if len(bodies) < ru.n && len(bodies) > 0 {
-				// The batch stopped early: its byte cap.
-				if res.cut = b.spent(res.scanned, res.bytes, false); res.cut == cutNone {
-					res.cut = cutBytes
-				}
-				return res, nil
+			if !r.visitRun(j, msgs, visit) {
+				return r.res, nil
 			}
 		}
 		sent = end
 	}
-	return res, nil
+	if newer != "" {
+		// Everything the index knows is read: now what is newer.
+		next, err := receiveBatch(ctx, replies, newer, rq, &r.res, visit)
+		if err != nil || next == 0 {
+			r.res.toEnd = err == nil && r.res.cut == cutNone
+			return r.res, err
+		}
+		more, err := x.walk.walk(ctx, rq.after(next-1, r.res), visit)
+		return r.res.then(more), err
+	}
+	return r.res, nil
 }
 
-// walkRest finishes a read of the index's sequences that did not match the
-// stream: the server walks the room from after afterSeq, with what is left
-// of the budget.
-func (r directReader) walkRest(ctx context.Context, subject string, afterSeq uint64, b budget, want int, res readResult, visit func(stored) bool) (readResult, error) {
-	rest := b
-	rest.maxScan -= res.scanned
-	rest.maxBytes -= res.bytes
-	more, err := r.read(ctx, subject, start{afterSeq: afterSeq}, rest, want, visit)
-	more.scanned += res.scanned
-	more.bytes += res.bytes
-	more.toEnd = true
-	return more, err
+// seqRead is one readSeqs in progress.
+type seqRead struct {
+	indexReader
+	rq      readRequest
+	entries []indexEntry
+	runs    []run
+	inbox   string
+	replies *directget.Replies
+	res     readResult
+	req     []byte   // the request being built
+	msgs    []stored // the run being received
+}
+
+// window is where the window of requests that starts at run from ends: runs
+// for about n messages, at least one run.
+func (r *seqRead) window(from, n int) int {
+	end, msgs := from, 0
+	for end < len(r.runs) && (end == from || msgs+r.runs[end].n <= min(n, chunk, r.rq.budget.maxScan-r.res.scanned)) {
+		msgs += r.runs[end].n
+		end++
+	}
+	return end
+}
+
+// reply is the reply subject of run j's request.
+func (r *seqRead) reply(j int) string { return r.inbox + "." + strconv.Itoa(j) }
+
+// send sends the requests of runs from to to-1.
+func (r *seqRead) send(from, to int) error {
+	for j := from; j < to; j++ {
+		ru := r.runs[j]
+		req := directget.Request{Seq: r.entries[ru.first].seq, NoHeaders: true}
+		if ru.n > 1 {
+			req.NextBySubject, req.Batch, req.MaxBytes = r.rq.subject, ru.n, max(1, r.rq.budget.maxBytes-r.res.bytes)
+		}
+		r.req = req.AppendJSON(r.req[:0])
+		if err := r.walk.nc.PublishRequest(r.walk.subject, r.reply(j), r.req); err != nil {
+			return fmt.Errorf("read %s: direct get: %w", r.rq.subject, err)
+		}
+	}
+	return nil
+}
+
+// sendNewer sends the request for the room's messages after tail (a
+// batch, with headers: the index does not know them); it returns its
+// reply subject.
+func (r *seqRead) sendNewer(tail uint64) (string, error) {
+	req := directget.Request{Seq: tail + 1, NextBySubject: r.rq.subject, Batch: min(max(1, r.rq.want+1), chunk), MaxBytes: max(1, r.rq.budget.maxBytes)}
+	reply := r.inbox + ".t"
+	if err := r.walk.nc.PublishRequest(r.walk.subject, reply, req.AppendJSON(nil)); err != nil {
+		return "", fmt.Errorf("read %s: direct get: %w", r.rq.subject, err)
+	}
+	return reply, nil
+}
+
+// receive reads the replies to run j's request: its messages (fewer than
+// the run when a batch's byte cap stopped it, or some were removed), or
+// mismatch when a batch's answer is not the index's messages. r.res.cut
+// says when the read must stop (time up, a reply lost).
+func (r *seqRead) receive(ctx context.Context, j int) (msgs []stored, mismatch bool, err error) {
+	ru := r.runs[j]
+	reply := r.reply(j)
+	msgs = r.msgs[:0]
+	defer func() { r.msgs = msgs[:0] }()
+	for {
+		m, err := r.replies.Next(ctx)
+		if err != nil {
+			return nil, false, r.rq.waitErr(&r.res, err)
+		}
+		if m.Subject != reply {
+			r.res.cut = cutGap // a reply was lost: stop before the hole
+			return nil, false, nil
+		}
+		status, err := directget.Status(m)
+		if err != nil {
+			return nil, false, fmt.Errorf("read %s: %w", r.rq.subject, err)
+		}
+		switch status {
+		case "":
+			if len(msgs) == ru.n {
+				r.res.cut = cutGap // more than asked for: not an answer to trust
+				return nil, false, nil
+			}
+			e := r.entries[ru.first+len(msgs)]
+			msgs = append(msgs, stored{Seq: e.seq, Data: m.Data, At: time.Unix(0, e.ts)})
+			if ru.n == 1 {
+				return msgs, false, nil
+			}
+		case directget.StatusEndOfBatch:
+			last, err := directget.EndOfBatch(m)
+			if err != nil || len(msgs) == 0 || last != r.entries[ru.first+len(msgs)-1].seq {
+				return nil, true, nil
+			}
+			return msgs, false, nil
+		case directget.StatusNotFound:
+			// Nothing of the room at or after the run: all removed since
+			// the index saw it, unless a lagging follower answered.
+			if ru.n > 1 || r.leader == nil {
+				return msgs, false, nil
+			}
+			e := r.entries[ru.first]
+			lm, subj, found, err := r.leader.get(ctx, e.seq, "")
+			switch {
+			case err != nil:
+				return nil, false, fmt.Errorf("read %s: %w", r.rq.subject, err)
+			case !found:
+				return msgs, false, nil
+			case subj != r.rq.subject || lm.Seq != e.seq:
+				return nil, false, fmt.Errorf("read %s: the stream leader has %s at %d", r.rq.subject, subj, e.seq)
+			}
+			return append(msgs, lm), false, nil
+		}
+	}
+}
+
+// visitRun visits run j's messages; false when the read stops (res.cut).
+func (r *seqRead) visitRun(j int, msgs []stored, visit func(stored) bool) bool {
+	b := r.rq.budget
+	for _, m := range msgs {
+		if r.res.scanned >= b.maxScan {
+			r.res.cut = cutScan
+			return false
+		}
+		if !visit(m) {
+			r.res.cut = cutLimit
+			return false
+		}
+		r.res.scanned++
+		r.res.bytes += len(m.Data)
+	}
+	if len(msgs) < r.runs[j].n && len(msgs) > 0 {
+		// The batch stopped early: its byte cap.
+		if r.res.cut = b.spent(r.res.scanned, r.res.bytes, false); r.res.cut == cutNone {
+			r.res.cut = cutBytes
+		}
+		return false
+	}
+	return true
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/proto/directget"
 )
 
 // metricValue is the value of the counter name with exactly labels in reg,
@@ -155,7 +156,7 @@ func TestDirectGetHeadersNotSpoofed(t *testing.T) {
 		msg.Data = data
 		msg.Header.Set(jetstream.SequenceHeader, "1")
 		msg.Header.Set(jetstream.LastSequenceHeader, "77")
-		msg.Header.Set(hdrNumPending, "0")
+		msg.Header.Set(directget.HeaderNumPending, "0")
 		ack, err := f.js.PublishMsg(context.Background(), msg)
 		require.NoError(t, err)
 		seqs = append(seqs, ack.Sequence)

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/proto/directget"
 )
 
 // Endpoint labels, for metrics and micro endpoint names.
@@ -172,13 +173,50 @@ type answer struct {
 	complete bool
 }
 
+// reader reads one room's history from stream ROOMS. It visits, in stream
+// order, the messages of rq.subject from rq.start on that the stream held
+// when the read began, until visit refuses one (cutLimit) or rq.budget runs
+// out; res.cut says why it stopped before the end of the room. ok false:
+// it cannot answer this read and visited nothing, and the next reader is
+// asked. Every reader gives the stream's answer (TestReadersMatchStream).
+type reader interface {
+	read(ctx context.Context, rq readRequest, visit func(stored) bool) (res readResult, ok bool, err error)
+}
+
+var (
+	_ reader = tailReader{}
+	_ reader = indexReader{}
+	_ reader = walkReader{}
+	_ reader = consumerReader{}
+)
+
+// namedReader is a reader and its name in the reads metric.
+type namedReader struct {
+	name string
+	reader
+}
+
+// readers are the ways to read the stream in its mode (service.mode, learnt
+// from the stream's configuration), asked in turn until one answers:
+//
+//   - one replica: the tail (from memory), the index's sequences (direct
+//     gets of exactly the room's messages), the server's walk of the room's
+//     subject (batched direct gets);
+//   - replicated: the index's sequences with what a follower leaves open
+//     asked of the leader, else a consumer (served by the leader);
+//   - no direct gets: a consumer.
+func (s *service) readers() []namedReader {
+	switch s.mode.Load() {
+	case modeDirect:
+		return []namedReader{{readTail, tailReader{s}}, {readIndex, s.indexDirect}, {readDirect, s.walk}}
+	case modeReplicated:
+		return []namedReader{{readIndex, s.indexChecked}, {readConsumer, s.consumer}}
+	}
+	return []namedReader{{readConsumer, s.consumer}}
+}
+
 // read runs one bounded read of q's room and checks that the stream still
 // reaches back to q's start.
-//
-// It reads with batched direct gets while the stream allows them and has one
-// replica (learnt from the stream info every request fetches for the
-// completeness check; until the first one, and whenever they fail for want
-// of a responder, through a short-lived consumer).
 func (s *service) read(ctx context.Context, endpoint string, q query, visit func(stored) bool) (answer, error) {
 	// A page takes in at most pageReads(limit) stored messages, wherever
 	// the cursor starts: a read costs what it returns, not what the room
@@ -200,29 +238,30 @@ func (s *service) read(ctx context.Context, endpoint string, q query, visit func
 		taken++
 		return true
 	}
-	b := budget{maxScan: min(s.cfg.MaxScan, pageReads(q.limit)+1), maxBytes: s.cfg.MaxBytes, deadline: time.Now().Add(s.cfg.MaxTime)}
-	subject := s.cfg.Store.Subjects.Publish(q.room)
-	if s.mode.Load() == modeDirect {
-		if ans, ok := s.readTail(ctx, endpoint, q, subject, b, visit); ok {
-			return ans, nil
-		}
+	rq := readRequest{
+		subject: s.cfg.Store.Subjects.Publish(q.room),
+		start:   q.start,
+		budget:  budget{maxScan: min(s.cfg.MaxScan, pageReads(q.limit)+1), maxBytes: s.cfg.MaxBytes, deadline: time.Now().Add(s.cfg.MaxTime)},
+		want:    pageReads(q.limit),
 	}
 	var (
 		res readResult
 		err error
 	)
-	mode := s.mode.Load()
-	if mode != modeConsumer {
-		res, err = s.readDirect(ctx, subject, q, b, mode == modeReplicated, visit)
-		if errors.Is(err, errNoDirect) && res.scanned == 0 && res.cut == cutNone {
+	for _, r := range s.readers() {
+		var ok bool
+		res, ok, err = r.read(ctx, rq, visit)
+		if errors.Is(err, directget.ErrNoResponders) && res.scanned == 0 && res.cut == cutNone {
+			s.metrics.reads.WithLabelValues(r.name).Inc() // tried
 			s.mode.Store(modeConsumer)
 			s.log.Info().Msg("stream does not answer direct gets: reading through a consumer")
-			mode = modeConsumer
+			r = namedReader{readConsumer, s.consumer}
+			res, ok, err = r.read(ctx, rq, visit)
 		}
-	}
-	if mode == modeConsumer {
-		s.metrics.reads.WithLabelValues(readConsumer).Inc()
-		res, err = s.consumer.read(ctx, subject, q.start, b, visit)
+		if ok || err != nil {
+			s.metrics.reads.WithLabelValues(r.name).Inc()
+			break
+		}
 	}
 	s.metrics.scanned.WithLabelValues(endpoint).Add(float64(res.scanned))
 	if err != nil {
@@ -231,17 +270,21 @@ func (s *service) read(ctx context.Context, endpoint string, q query, visit func
 	if res.cut != cutNone {
 		s.metrics.cuts.WithLabelValues(endpoint, string(res.cut)).Inc()
 	}
-	// Taken after the read, so a removal that raced with it counts.
-	stream, err := s.js.Stream(ctx, s.consumer.stream)
-	if err != nil {
-		return answer{}, unavailable(q.room, err)
+	state := res.state
+	if state == nil {
+		// Taken after the read, so a removal that raced with it counts.
+		stream, err := s.js.Stream(ctx, proto.StreamRooms)
+		if err != nil {
+			return answer{}, unavailable(q.room, err)
+		}
+		info := stream.CachedInfo()
+		if old, changed := s.learn(info); changed && res.indexed && old != 0 {
+			return answer{}, proto.Errorf(proto.CodeUnavailable, "reading %s: stream %s was re-created; retry", q.room, proto.StreamRooms)
+		}
+		s.removals.observe(info.State)
+		state = &info.State
 	}
-	info := stream.CachedInfo()
-	if old, changed := s.learn(info); changed && res.indexed && old != 0 {
-		return answer{}, proto.Errorf(proto.CodeUnavailable, "reading %s: stream %s was re-created; retry", q.room, proto.StreamRooms)
-	}
-	s.removals.observe(info.State)
-	complete := reachesBack(q.start, info.State)
+	complete := reachesBack(q.start, *state)
 	if !complete {
 		s.metrics.incomplete.WithLabelValues(endpoint).Inc()
 	}
@@ -268,55 +311,6 @@ func (s *service) learn(info *jetstream.StreamInfo) (old int64, changed bool) {
 	s.index.reset()
 	s.removals.reset()
 	return s.streamCreated.Swap(created), true
-}
-
-// readDirect reads with direct gets: the messages the index knows by their
-// sequences, then anything newer than the index (its feed may lag the
-// stream); or everything by the server's walk when the index cannot answer.
-//
-// A replicated stream's followers answer direct gets too and may lag the
-// leader: there, what a direct get says is missing is asked of the leader,
-// the newer messages too, and a read the index cannot answer goes through a
-// consumer (on the leader).
-func (s *service) readDirect(ctx context.Context, subject string, q query, b budget, replicated bool, visit func(stored) bool) (readResult, error) {
-	seqs, tail, newest, ok := s.index.lookup(subject, q.start)
-	if !ok {
-		if replicated {
-			s.metrics.reads.WithLabelValues(readConsumer).Inc()
-			return s.consumer.read(ctx, subject, q.start, b, visit)
-		}
-		s.metrics.reads.WithLabelValues(readDirect).Inc()
-		return s.direct.read(ctx, subject, q.start, b, pageReads(q.limit), visit)
-	}
-	s.metrics.reads.WithLabelValues(readIndex).Inc()
-	var confirm func(context.Context, uint64) (stored, string, bool, error)
-	if replicated {
-		confirm = func(ctx context.Context, seq uint64) (stored, string, bool, error) { return s.leader.get(ctx, seq, "") }
-	}
-	// The newer messages are asked for with the index's, except on a
-	// replicated stream, where the leader must be asked.
-	withTail := &tail
-	if replicated {
-		withTail = nil
-	}
-	res, err := s.direct.readSeqs(ctx, subject, seqs, newest, withTail, b, pageReads(q.limit), confirm, visit)
-	res.indexed = true
-	if err != nil || res.cut != cutNone || res.toEnd {
-		return res, err
-	}
-	rest := b
-	rest.maxScan -= res.scanned
-	rest.maxBytes -= res.bytes
-	var more readResult
-	if replicated {
-		more, err = s.leader.readAfter(ctx, subject, tail, rest, visit)
-	} else {
-		more, err = s.direct.read(ctx, subject, start{afterSeq: tail}, rest, pageReads(q.limit), visit)
-	}
-	more.scanned += res.scanned
-	more.bytes += res.bytes
-	more.indexed = true
-	return more, err
 }
 
 // unavailable turns a JetStream failure into the error a client sees.

@@ -75,6 +75,17 @@ const (
 	cutGap   cut = "gap"   // a delivery went missing on the wire
 )
 
+// readRequest is one read of a room.
+type readRequest struct {
+	subject string // the room's stored subject
+	start   start
+	budget  budget
+	// want is how many messages the caller expects to visit (its page, and
+	// the one after): the first request of a batched read asks for a
+	// little more, later ones for twice as many each, up to chunk.
+	want int
+}
+
 // readResult is what a read did.
 type readResult struct {
 	scanned int
@@ -82,6 +93,9 @@ type readResult struct {
 	cut     cut
 	indexed bool // the sequences came from the index
 	toEnd   bool // the index's read also read what is newer than the index (or fell back to the walk): the room's end
+	// state, when not nil, is the stream's state the answer is exact at
+	// (the tail's): the completeness check uses it instead of asking.
+	state *jetstream.StreamState
 }
 
 // chunk is how many messages one pull asks for. Small enough that a page cut
@@ -103,11 +117,14 @@ type consumerReader struct {
 	stream string
 }
 
-// read visits, in stream order, the messages of subject from st on that were
-// stored when the read began, until visit refuses one or the budget runs
-// out. visit is called with each message; it returns false to refuse it (the
-// read stops; that message is not counted as consumed).
-func (r consumerReader) read(ctx context.Context, subject string, st start, b budget, visit func(stored) bool) (readResult, error) {
+// read always answers.
+func (r consumerReader) read(ctx context.Context, rq readRequest, visit func(stored) bool) (readResult, bool, error) {
+	res, err := r.consume(ctx, rq.subject, rq.start, rq.budget, visit)
+	return res, true, err
+}
+
+// consume has the contract of reader.read.
+func (r consumerReader) consume(ctx context.Context, subject string, st start, b budget, visit func(stored) bool) (readResult, error) {
 	var res readResult
 	cfg := jetstream.ConsumerConfig{
 		FilterSubject:     subject,

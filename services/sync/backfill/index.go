@@ -194,28 +194,37 @@ func (x *index) observe(h nats.Header, data []byte) {
 	}
 }
 
-// lookup returns the sequences of subject's messages from st on that the
-// index knows (at most its depth), the sequence after which the server
-// must be asked for newer ones (the newest indexed: the feed may lag the
-// stream), and the newest sequence of the whole stream the index has seen.
-// ok is false when
-// the index cannot tell: the room is not indexed, or its chain does not reach
-// back to st.
-func (x *index) lookup(subject string, st start) (seqs []uint64, tail, newest uint64, ok bool) {
+// indexed is what the index knows of a room's messages from a start.
+type indexed struct {
+	// entries are the room's messages from the start on that the index
+	// knows (at most its depth), oldest first.
+	entries []indexEntry
+	// tail is the sequence after which the server must be asked for newer
+	// messages (the newest indexed: the feed may lag the stream).
+	tail uint64
+	// newest is the newest sequence of the whole stream the index has seen.
+	newest uint64
+}
+
+// lookup returns what the index knows of subject's messages from st on. ok
+// is false when the index cannot tell: the room is not indexed, or its chain
+// does not reach back to st.
+func (x *index) lookup(subject string, st start) (known indexed, ok bool) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	c := x.rooms[subject]
 	if c == nil {
-		return nil, 0, 0, false
+		return indexed{}, false
 	}
 	// Find the first entry at or after the start; the chain must reach back
 	// to it (every message of the room after base is an entry).
 	i, ok := c.from(st)
 	if !ok {
-		return nil, 0, 0, false
+		return indexed{}, false
 	}
 	for ; i < c.n; i++ {
-		seqs = append(seqs, c.at(i).seq)
+		known.entries = append(known.entries, c.at(i))
 	}
-	return seqs, c.last(), x.newest, true
+	known.tail, known.newest = c.last(), x.newest
+	return known, true
 }

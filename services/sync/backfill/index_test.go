@@ -36,14 +36,18 @@ func TestIndexLookup(t *testing.T) {
 	after := func(n uint64) start { return start{afterSeq: n} }
 	check := func(subject string, st start, want []uint64, wantTail uint64) {
 		t.Helper()
-		seqs, tail, _, ok := x.lookup(subject, st)
+		known, ok := x.lookup(subject, st)
 		require.True(t, ok)
+		var seqs []uint64
+		for _, e := range known.entries {
+			seqs = append(seqs, e.seq)
+		}
 		require.Equal(t, want, seqs)
-		require.Equal(t, wantTail, tail)
+		require.Equal(t, wantTail, known.tail)
 	}
 	cannot := func(subject string, st start) {
 		t.Helper()
-		_, _, _, ok := x.lookup(subject, st)
+		_, ok := x.lookup(subject, st)
 		require.False(t, ok)
 	}
 

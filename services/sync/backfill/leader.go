@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/proto/directget"
 )
 
 // leaderGetter gets single messages through the JetStream API
@@ -22,7 +24,7 @@ type leaderGetter struct {
 }
 
 func newLeaderGetter(nc *nats.Conn, stream string) leaderGetter {
-	return leaderGetter{nc: nc, subject: jetstream.DefaultAPIPrefix + "STREAM.MSG.GET." + stream}
+	return leaderGetter{nc: nc, subject: proto.MsgGetSubject(stream)}
 }
 
 // msgGetResponse is the API's answer: the message, or an error (404 when
@@ -43,11 +45,8 @@ type msgGetResponse struct {
 // get returns the message at seq when next is "", else the first message of
 // subject next at or after seq; found is false when there is none.
 func (l leaderGetter) get(ctx context.Context, seq uint64, next string) (msg stored, subject string, found bool, err error) {
-	req, err := json.Marshal(directGetRequest{Seq: seq, NextFor: next})
-	if err != nil {
-		return stored{}, "", false, err
-	}
-	m, err := l.nc.RequestWithContext(ctx, l.subject, req)
+	req := directget.Request{Seq: seq, NextBySubject: next}
+	m, err := l.nc.RequestWithContext(ctx, l.subject, req.AppendJSON(nil))
 	if err != nil {
 		return stored{}, "", false, fmt.Errorf("get %d from the stream leader: %w", seq, err)
 	}

@@ -26,14 +26,16 @@ type service struct {
 	log zerolog.Logger
 	nc  *nats.Conn
 	js  jetstream.JetStream
-	// consumer, direct and leader read a room's history; mode says which
-	// (see service.read).
-	consumer consumerReader
-	direct   directReader
-	leader   leaderGetter
-	mode     atomic.Int32
-	index    *index
-	removals removals
+	// The readers of a room's history (service.readers); mode says which
+	// are used. indexDirect is the index's reader for a stream of one
+	// replica, indexChecked for a replicated one (checked with the leader).
+	consumer     consumerReader
+	walk         walkReader
+	indexDirect  indexReader
+	indexChecked indexReader
+	mode         atomic.Int32
+	index        *index
+	removals     removals
 	// streamCreated is stream ROOMS's creation time (ns) as last seen; the
 	// index is reset when it changes.
 	streamCreated atomic.Int64
@@ -76,14 +78,19 @@ func Run(ctx context.Context, cfg Config) error {
 		nc:       nc,
 		js:       js,
 		consumer: consumerReader{js: js, stream: proto.StreamRooms},
-		direct:   newDirectReader(nc, proto.StreamRooms),
-		leader:   newLeaderGetter(nc, proto.StreamRooms),
+		walk:     newWalkReader(nc, proto.StreamRooms),
 		index:    idx,
 		metrics:  m,
 		guard:    panicguard.New(log, func(where string) { m.panics.WithLabelValues(where).Inc() }),
 		admit:    newAdmission(cfg.Concurrency, cfg.UserConcurrency, cfg.UserQueue, 64*cfg.Concurrency, cfg.QueueWait),
 	}
+	leader := newLeaderGetter(nc, proto.StreamRooms)
+	s.indexDirect = indexReader{index: idx, walk: s.walk}
+	s.indexChecked = indexReader{index: idx, walk: s.walk, leader: &leader}
 	idx.panicHook = cfg.panicHook
+	if cfg.serviceHook != nil {
+		cfg.serviceHook(s)
+	}
 	// The sync service only reads stream ROOMS: it does not create it (its
 	// NATS role may not), and answers unavailable until it exists; /readyz
 	// says so.

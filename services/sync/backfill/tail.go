@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/roomcast/roomcast/proto"
 )
 
 // Why a tail: a read the index answers still costs the server one lookup per
@@ -320,35 +322,37 @@ func (r *removals) reset() {
 	r.known, r.first, r.deleted, r.barrier = false, 0, 0, 0
 }
 
-// readTail answers a read from the tail when it can (ok), with the stream's
-// state taken first: the tail's answer is the stream's at that state, which
-// decides completeness as after any read. It costs one round trip (the
-// stream info) and no message read. When it cannot answer, nothing was
-// visited and the caller reads the stream.
-func (s *service) readTail(ctx context.Context, endpoint string, q query, subject string, b budget, visit func(stored) bool) (answer, bool) {
-	if !s.index.tailMayAnswer(subject, q.start) {
-		return answer{}, false
+// tailReader answers a read from the tail when it can, with the stream's
+// state taken first: the tail's answer is the stream's at that state
+// (res.state), which decides completeness as after any read. It costs one
+// round trip (the stream info) and no message read. When it cannot answer,
+// nothing was visited and the next reader reads the stream.
+type tailReader struct{ s *service }
+
+func (t tailReader) read(ctx context.Context, rq readRequest, visit func(stored) bool) (readResult, bool, error) {
+	s := t.s
+	if !s.index.tailMayAnswer(rq.subject, rq.start) {
+		return readResult{}, false, nil
 	}
-	stream, err := s.js.Stream(ctx, s.consumer.stream)
+	stream, err := s.js.Stream(ctx, proto.StreamRooms)
 	if err != nil {
-		return answer{}, false // the stream's read says what is wrong
+		return readResult{}, false, nil // the stream's read says what is wrong
 	}
 	info := stream.CachedInfo()
 	if _, changed := s.learn(info); changed || s.mode.Load() != modeDirect {
-		return answer{}, false
+		return readResult{}, false, nil
 	}
 	barrier := s.removals.observe(info.State)
 	if !s.index.waitNewest(ctx, info.State.LastSeq, tailWait) {
-		return answer{}, false
+		return readResult{}, false, nil
 	}
-	msgs, ok := s.index.tailRead(subject, q.start, info.State, barrier)
+	msgs, ok := s.index.tailRead(rq.subject, rq.start, info.State, barrier)
 	if !ok {
-		return answer{}, false
+		return readResult{}, false, nil
 	}
-	s.metrics.reads.WithLabelValues(readTail).Inc()
-	var res readResult
+	res := readResult{state: &info.State}
 	for _, m := range msgs {
-		if res.cut = b.spent(res.scanned, res.bytes, false); res.cut != cutNone {
+		if res.cut = rq.budget.spent(res.scanned, res.bytes, false); res.cut != cutNone {
 			break
 		}
 		if !visit(m) {
@@ -358,13 +362,5 @@ func (s *service) readTail(ctx context.Context, endpoint string, q query, subjec
 		res.scanned++
 		res.bytes += len(m.Data)
 	}
-	s.metrics.scanned.WithLabelValues(endpoint).Add(float64(res.scanned))
-	if res.cut != cutNone {
-		s.metrics.cuts.WithLabelValues(endpoint, string(res.cut)).Inc()
-	}
-	complete := reachesBack(q.start, info.State)
-	if !complete {
-		s.metrics.incomplete.WithLabelValues(endpoint).Inc()
-	}
-	return answer{cut: res.cut, complete: complete}, true
+	return res, true, nil
 }

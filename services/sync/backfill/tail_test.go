@@ -246,6 +246,7 @@ func TestRemovals(t *testing.T) {
 // started again, with what a test needs to compute the stream's answer.
 type tailFixture struct {
 	*fixture
+	svc  *service // the running one
 	url  string
 	stop func()
 	// tailMessages is the next start's Config.TailMessages.
@@ -272,7 +273,9 @@ func startTailFixture(t *testing.T, tailMessages int) *tailFixture {
 func (f *tailFixture) start(t *testing.T) {
 	t.Helper()
 	f.reg = prometheus.NewRegistry()
-	f.cfg = Config{NATSURL: f.url, Registry: f.reg, Logger: zerolog.New(io.Discard), TailMessages: f.tailMessages}
+	built := make(chan *service, 1)
+	f.cfg = Config{NATSURL: f.url, Registry: f.reg, Logger: zerolog.New(io.Discard), TailMessages: f.tailMessages,
+		serviceHook: func(s *service) { built <- s }}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, f.cfg) }()
@@ -299,6 +302,7 @@ func (f *tailFixture) start(t *testing.T) {
 		defer cancel()
 		return proto.Request(ctx, f.nc, proto.SubjectSyncChanges, proto.ChangesArgs{RoomName: "board-ready-tasks", Cursor: cursorAfter(0)}, &res) == nil
 	}, 10*time.Second, 20*time.Millisecond)
+	f.svc = <-built
 }
 
 // streamCopy is every message stream ROOMS holds, and its state.
@@ -324,6 +328,22 @@ func (f *tailFixture) copyStream(t *testing.T) streamCopy {
 	return c
 }
 
+// from is what a read of subject from st must visit: the room's messages
+// from st on, in stream order.
+func (c streamCopy) from(subject string, st start) []*jetstream.RawStreamMsg {
+	var out []*jetstream.RawStreamMsg
+	for _, m := range c.msgs {
+		switch {
+		case m.Subject != subject:
+		case !st.byTime && m.Sequence <= st.afterSeq:
+		case st.byTime && m.Time.Before(st.at):
+		default:
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // want is the answer the stream gives, computed from every message it
 // holds: the room's records from the cursor, collapsed.
 func (c streamCopy) want(t *testing.T, args proto.ChangesArgs) proto.ChangesResult {
@@ -331,16 +351,10 @@ func (c streamCopy) want(t *testing.T, args proto.ChangesArgs) proto.ChangesResu
 	subject := proto.Subjects{}.Publish(room(t, args.RoomName))
 	at := startOf(args.Cursor, DefaultSkewMargin)
 	var records []record
-	for _, m := range c.msgs {
-		switch {
-		case m.Subject != subject:
-		case !at.byTime && m.Sequence <= at.afterSeq:
-		case at.byTime && m.Time.Before(at.at):
-		default:
-			rec, err := parseRecord(room(t, args.RoomName), stored{Seq: m.Sequence, Data: m.Data, At: m.Time})
-			require.NoError(t, err)
-			records = append(records, rec)
-		}
+	for _, m := range c.from(subject, at) {
+		rec, err := parseRecord(room(t, args.RoomName), stored{Seq: m.Sequence, Data: m.Data, At: m.Time})
+		require.NoError(t, err)
+		records = append(records, rec)
 	}
 	changes, folded := collapse(records, args.Since, cmp(args.Limit, DefaultLimit))
 	res := proto.ChangesResult{Changes: changes, Complete: reachesBack(at, c.state)}
@@ -382,27 +396,33 @@ func (f *tailFixture) check(t *testing.T, c streamCopy, args proto.ChangesArgs) 
 	return got
 }
 
-// TestTailMatchesStream: on random streams of random rooms, with messages
-// deleted, rooms purged, the stream's front cut and the service restarted
-// between rounds, every answer equals the stream's, whether the tail gave
-// it or not. Bodies are of every size; a short tail (8) compacts its logs
-// often, a long one (64) answers more reads: the restarts alternate them.
-func TestTailMatchesStream(t *testing.T) {
-	f := startTailFixture(t, 8)
-	rng := rand.New(rand.NewPCG(8, 2026))
-	rooms := []proto.Room{room(t, "board-p0-tasks"), room(t, "board-p1-tasks"), room(t, "board-p2-tasks"), room(t, "org-p3")}
+// randomStream is a stream of random rooms that randomRounds fills.
+type randomStream struct {
+	rooms []proto.Room
+	base  int64    // updatedAt of the first messages
+	seqs  []uint64 // every sequence published
+}
+
+// randomRounds runs rounds of random messages to random rooms: bodies from
+// ~50 bytes (a delete) to past what the tail keeps, log-uniform, mixed
+// within each room, so compaction and the too-large path run at every size;
+// between rounds a message is deleted, a room purged, the stream's front cut
+// (as max age does) or the service restarted (the new one learns from the
+// feed from then on, with a short tail of 8 or a long one of 64 in turn).
+// After each round, check is given the stream as it is.
+func (f *tailFixture) randomRounds(t *testing.T, rng *rand.Rand, rounds int, check func(rs *randomStream, c streamCopy)) {
+	t.Helper()
 	ctx := context.Background()
-	base := time.Now().UnixMilli()
-	var seqs []uint64
-	for round := range 12 {
+	rs := &randomStream{
+		rooms: []proto.Room{room(t, "board-p0-tasks"), room(t, "board-p1-tasks"), room(t, "board-p2-tasks"), room(t, "org-p3")},
+		base:  time.Now().UnixMilli(),
+	}
+	for round := range rounds {
 		for range 20 + rng.IntN(60) {
-			r := rooms[rng.IntN(len(rooms))]
+			r := rs.rooms[rng.IntN(len(rs.rooms))]
 			id := fmt.Sprintf("x%d", rng.IntN(6))
-			at := base + int64(rng.IntN(1000))
+			at := rs.base + int64(rng.IntN(1000))
 			var env proto.Envelope
-			// Bodies from ~50 bytes (a delete) to past what the tail keeps,
-			// log-uniform, mixed within each room: compaction and the
-			// too-large path run at every size.
 			pad := strings.Repeat("p", logUniform(rng, 1, 3*tailMaxMessage/2))
 			switch ev := rng.IntN(3); {
 			case r.Kind() == proto.KindOrg:
@@ -415,33 +435,46 @@ func TestTailMatchesStream(t *testing.T) {
 			default:
 				env = remove(id, at)
 			}
-			seqs = append(seqs, f.publish(t, r, env))
+			rs.seqs = append(rs.seqs, f.publish(t, r, env))
 		}
 		stream, err := f.js.Stream(ctx, proto.StreamRooms)
 		require.NoError(t, err)
 		switch round % 6 {
 		case 1: // a message deleted
-			_ = stream.DeleteMsg(ctx, seqs[rng.IntN(len(seqs))])
+			_ = stream.DeleteMsg(ctx, rs.seqs[rng.IntN(len(rs.seqs))])
 		case 3: // a room purged
-			require.NoError(t, stream.Purge(ctx, jetstream.WithPurgeSubject(proto.Subjects{}.Publish(rooms[rng.IntN(len(rooms))]))))
+			require.NoError(t, stream.Purge(ctx, jetstream.WithPurgeSubject(proto.Subjects{}.Publish(rs.rooms[rng.IntN(len(rs.rooms))]))))
 		case 4: // the front cut (as max age does)
-			require.NoError(t, stream.Purge(ctx, jetstream.WithPurgeSequence(seqs[len(seqs)/3])))
-		case 5: // a restart: the new service learns from the feed from now on
+			require.NoError(t, stream.Purge(ctx, jetstream.WithPurgeSequence(rs.seqs[len(rs.seqs)/3])))
+		case 5: // a restart
 			f.stop()
 			f.tailMessages = 8 + 64 - f.tailMessages
 			f.start(t)
 		}
-		last := seqs[len(seqs)-1]
-		c := f.copyStream(t)
+		check(rs, f.copyStream(t))
+	}
+}
+
+// cursor is a random cursor: mostly recent (as resyncs are), sometimes a
+// since.
+func (rs *randomStream) cursor(rng *rand.Rand) proto.Cursor {
+	if rng.IntN(5) == 0 {
+		return cursorSince(rs.base + int64(rng.IntN(1000)))
+	}
+	last := rs.seqs[len(rs.seqs)-1]
+	return cursorAfter(last - min(last, uint64(rng.IntN(120))))
+}
+
+// TestTailMatchesStream: on random streams of random rooms (randomRounds:
+// bodies of every size, messages deleted, rooms purged, the stream's front
+// cut and the service restarted between rounds), every answer equals the
+// stream's, whether the tail gave it or not.
+func TestTailMatchesStream(t *testing.T) {
+	f := startTailFixture(t, 8)
+	rng := rand.New(rand.NewPCG(8, 2026))
+	f.randomRounds(t, rng, 12, func(rs *randomStream, c streamCopy) {
 		for range 30 {
-			args := proto.ChangesArgs{RoomName: rooms[rng.IntN(len(rooms))].Name(), Limit: []int{0, 1, 3, 100}[rng.IntN(4)]}
-			if rng.IntN(5) == 0 {
-				since := base + int64(rng.IntN(1000))
-				args.Cursor = cursorSince(since)
-			} else {
-				// Mostly recent cursors, as resyncs are.
-				args.Cursor = cursorAfter(last - min(last, uint64(rng.IntN(120))))
-			}
+			args := proto.ChangesArgs{RoomName: rs.rooms[rng.IntN(len(rs.rooms))].Name(), Limit: []int{0, 1, 3, 100}[rng.IntN(4)], Cursor: rs.cursor(rng)}
 			res := f.check(t, c, args)
 			for page := 0; res.Next != nil; page++ {
 				require.Less(t, page, 200)
@@ -449,7 +482,7 @@ func TestTailMatchesStream(t *testing.T) {
 				res = f.check(t, c, args)
 			}
 		}
-	}
+	})
 	tail, others := f.allReads(t, readTail), f.allReads(t, readIndex)+f.allReads(t, readDirect)
 	t.Logf("reads: tail %.0f, stream %.0f", tail, others)
 	require.Positive(t, tail)
