@@ -2,10 +2,7 @@ package bench
 
 import (
 	"bytes"
-	"image"
-	"image/color"
 	"image/png"
-	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -19,6 +16,8 @@ func TestPlotDrawsEveryTarget(t *testing.T) {
 	rs := []result{
 		{Target: targetRoomcast, Steps: []stepResult{step(100, 5*time.Millisecond), step(150, 40*time.Millisecond)}},
 		{Target: targetPeer, Steps: []stepResult{step(100, 30*time.Millisecond), step(150, 300*time.Millisecond)}},
+		// sub-millisecond p99s sit on the log axis' 1 ms
+		{Target: targetCentrifugo, Steps: []stepResult{step(100, 0), step(150, 500*time.Microsecond)}},
 	}
 	var b bytes.Buffer
 	require.NoError(t, writePlot(&b, rs, 100))
@@ -35,15 +34,11 @@ func TestPlotDrawsEveryTarget(t *testing.T) {
 			}
 		}
 	}
-	require.True(t, seen[targetRoomcast] && seen[targetPeer], "both lines are drawn: %v", seen)
-	require.Equal(t, 500.0, niceCeil(301))
+	require.Equal(t, map[string]bool{targetRoomcast: true, targetPeer: true, targetCentrifugo: true}, seen, "every target's line is drawn")
 
-	// a steep segment once looped forever
-	canvas := image.NewRGBA(image.Rect(0, 0, 100, 100))
-	r := rand.New(rand.NewPCG(5, 6))
-	for range 10000 {
-		xa, ya, xb, yb := r.IntN(300)-100, r.IntN(300)-100, r.IntN(300)-100, r.IntN(300)-100
-		line(canvas, xa, ya, xb, yb, color.RGBA{A: 0xff})
-	}
-	require.Equal(t, 20000.0, niceCeil(15000))
+	// A run with no steps still draws (the axes and the bound).
+	b.Reset()
+	require.NoError(t, writePlot(&b, []result{{Target: targetRoomcast}}, 100))
+	_, err = png.Decode(&b)
+	require.NoError(t, err)
 }
