@@ -199,10 +199,24 @@ func (x indexReader) read(ctx context.Context, rq readRequest, visit func(stored
 	if err != nil || res.cut != cutNone || res.toEnd {
 		return res, true, err
 	}
+	// Then the room's messages newer than the index: after its last entry,
+	// or, when it knows none from the start on (the cursor is at or past
+	// its last entry: the feed may not have shown the newer ones yet), from
+	// the start itself, or the messages between the two, before the
+	// cursor, would be visited.
 	rest := rq.after(known.tail, res)
+	after, notBefore := known.tail, time.Time{}
+	if len(known.entries) == 0 {
+		rest = rq
+		if rq.start.byTime {
+			notBefore = rq.start.at
+		} else {
+			after = max(after, rq.start.afterSeq)
+		}
+	}
 	var more readResult
 	if x.leader != nil {
-		more, err = x.leader.readAfter(ctx, rq.subject, known.tail, rest.budget, visit)
+		more, err = x.leader.readAfter(ctx, rq.subject, after, notBefore, rest.budget, visit)
 	} else {
 		more, err = x.walk.walk(ctx, rest, visit)
 	}

@@ -65,10 +65,11 @@ func (l leaderGetter) get(ctx context.Context, seq uint64, next string) (msg sto
 	return stored{Seq: resp.Message.Seq, Data: resp.Message.Data, At: resp.Message.Time}, resp.Message.Subject, true, nil
 }
 
-// readAfter visits subject's messages after seq, one request each, until
-// there is none (the usual case: the first answer is 404), visit refuses one
-// or the budget runs out.
-func (l leaderGetter) readAfter(ctx context.Context, subject string, seq uint64, b budget, visit func(stored) bool) (readResult, error) {
+// readAfter visits subject's messages after seq stored at notBefore or
+// later (the zero time: all), one request each, until there is none (the
+// usual case: the first answer is 404), visit refuses one or the budget
+// runs out. Messages stored before notBefore are passed over, not counted.
+func (l leaderGetter) readAfter(ctx context.Context, subject string, seq uint64, notBefore time.Time, b budget, visit func(stored) bool) (readResult, error) {
 	var res readResult
 	ctx, cancel := context.WithDeadline(ctx, b.deadline)
 	defer cancel()
@@ -89,6 +90,10 @@ func (l leaderGetter) readAfter(ctx context.Context, subject string, seq uint64,
 		}
 		if subj != subject || m.Seq <= seq {
 			return res, fmt.Errorf("read %s: the stream leader answered %s %d after %d", subject, subj, m.Seq, seq)
+		}
+		if m.At.Before(notBefore) {
+			seq = m.Seq
+			continue
 		}
 		if !visit(m) {
 			res.cut = cutLimit

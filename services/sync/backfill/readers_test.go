@@ -2,10 +2,14 @@ package backfill
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/roomcast/roomcast/proto"
@@ -91,5 +95,66 @@ func TestReadersMatchStream(t *testing.T) {
 	t.Logf("answered: %v", answered)
 	for _, rd := range f.svc.allReaders() {
 		require.Positive(t, answered[rd.name], rd.name)
+	}
+}
+
+// TestIndexBehindTheCursor: the index has shown only a room's first
+// messages (its feed lags the stream) and a read starts after what it
+// knows. The newer messages are read from the start, not from the index's
+// last entry: the messages between the two come before the cursor (by
+// sequence or by store time) and are not the answer. Both ways of reading
+// the newer ones: the walk (one replica) and the leader (replicated).
+func TestIndexBehindTheCursor(t *testing.T) {
+	f := startSync(t, proto.StoreConfig{}, func(c *Config) { c.TailMessages = -1 })
+	tasks := room(t, "board-lag-tasks")
+	subject := f.cfg.Store.Subjects.Publish(tasks)
+	ctx := context.Background()
+	stream, err := f.js.Stream(ctx, proto.StreamRooms)
+	require.NoError(t, err)
+	now := time.Now().UnixMilli()
+	var msgs []*jetstream.RawStreamMsg
+	for i := range 6 {
+		seq := f.publish(t, tasks, create(fmt.Sprintf("t%d", i), now))
+		m, err := stream.GetMsg(ctx, seq)
+		require.NoError(t, err)
+		msgs = append(msgs, m)
+	}
+	x := newIndex(16, 16, 0, 0)
+	for i, m := range msgs[:2] {
+		prev := uint64(0)
+		if i > 0 {
+			prev = msgs[i-1].Sequence
+		}
+		h := nats.Header{}
+		h.Set(jetstream.SubjectHeader, subject)
+		h.Set(jetstream.SequenceHeader, strconv.FormatUint(m.Sequence, 10))
+		h.Set(jetstream.LastSequenceHeader, strconv.FormatUint(prev, 10))
+		h.Set(jetstream.TimeStampHeaer, m.Time.Format(time.RFC3339Nano))
+		x.observe(h, m.Data)
+	}
+	leader := newLeaderGetter(f.nc, proto.StreamRooms)
+	walk := newWalkReader(f.nc, proto.StreamRooms)
+	for _, rd := range []namedReader{{"index", indexReader{index: x, walk: walk}}, {"index-leader", indexReader{index: x, walk: walk, leader: &leader}}} {
+		for _, c := range []struct {
+			name  string
+			start start
+			want  []*jetstream.RawStreamMsg
+		}{
+			{"after a sequence", start{afterSeq: msgs[3].Sequence}, msgs[4:]},
+			{"from a store time", start{byTime: true, at: msgs[3].Time}, msgs[3:]},
+		} {
+			rq := readRequest{subject: subject, start: c.start, want: 10,
+				budget: budget{maxScan: 100, maxBytes: 1 << 20, deadline: time.Now().Add(10 * time.Second)}}
+			var got []uint64
+			res, ok, err := rd.read(ctx, rq, func(m stored) bool { got = append(got, m.Seq); return true })
+			require.NoError(t, err)
+			require.True(t, ok, "the index reaches back")
+			require.Equal(t, cutNone, res.cut)
+			var want []uint64
+			for _, m := range c.want {
+				want = append(want, m.Sequence)
+			}
+			require.Equal(t, want, got, "%s, %s", rd.name, c.name)
+		}
 	}
 }
