@@ -614,7 +614,7 @@ test(`chaos: every client converges through cuts, storms, a restart and a silent
   const summary = `chaos seed ${SEED}: ${stats.ops} publishes (${stats.publishRetries} retried), ${stats.cuts} cuts (${stats.stalls} stalls) in ${stats.storms} storms and between, restart by ${plan.restartSignal} took ${stats.restartMs} ms (stopped in ${stats.restartExit?.stoppedMs}, ready in ${stats.restartExit?.readyMs}), authz silenced ${stats.authzSilenced} and answered ${stats.authzAnswered} joins, max lag of a connected client ${stats.maxLagMs} ms${stats.maxLag ? ` (${stats.maxLag})` : ""}, converged ${convergedMs} ms after the chaos, ${errorLines} error lines in the server's log, ${((Date.now() - started) / 1000).toFixed(1)} s in all`;
   console.log(summary);
   for (const e of stack.unexpectedExits) failures.push(`the server exited by itself (code ${e.code}, signal ${e.signal}) at ${e.at}:\n${e.logs}`);
-  // A panic stopped at a handler's boundary (proto/panicguard) keeps the
+  // A panic stopped at a handler's boundary (process/panicguard) keeps the
   // process up, but it is a bug all the same.
   const panics = stack.logs().split("\n").filter((l) => /panic/i.test(l));
   if (panics.length) failures.push(`the server logged ${panics.length} panics, the first:\n${panics[0].slice(0, 4000)}`);
