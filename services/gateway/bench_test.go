@@ -71,7 +71,7 @@ func BenchmarkFanoutPerRecipient(b *testing.B) {
 			b.Fatal(err)
 		}
 		go func() { _, _ = io.Copy(io.Discard, cli) }()
-		sockets[i] = newSocket(g, srv, rawConnOf(srv), "")
+		sockets[i] = socketOn(g, srv)
 		sockets[i].id, sockets[i].state = fmt.Sprint(i), stateConnected
 		b.Cleanup(func() { srv.Close(); cli.Close() })
 	}

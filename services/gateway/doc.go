@@ -1,5 +1,7 @@
 // Package gateway terminates frontend sockets (Socket.IO v5 over Engine.IO v4
 // on WebSocket), authenticates them, keeps the socket map and the rooms, maps
 // rooms to NATS subjects with interest-based subscriptions, fans broadcasts
-// out and serves the endpoints.
+// out and serves the endpoints. The transport (the Engine.IO handshake and
+// the WebSocket connection, with every unsafe, syscall and gobwas/ws import)
+// is internal/engineio; this package holds the sessions above it.
 package gateway

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/services/gateway/internal/engineio"
 	"github.com/roomcast/roomcast/services/gateway/internal/sio"
 )
 
@@ -76,7 +77,7 @@ const maxBatch = 64
 // runFanout drains one fan-out channel until done is closed. It takes the
 // messages that are waiting (up to maxBatch), queues their frames to every
 // member, then writes each socket it has to write once: under load, a socket
-// gets several frames in one writev (one syscall, the cost that dominates a
+// gets several frames in one writev (one system call, the cost that dominates a
 // delivery); when idle, a message is written as soon as it comes.
 //
 // A panic in one message's delivery is stopped there (see deliver): the
@@ -111,17 +112,16 @@ func (g *Gateway) runFanout(ch chan *nats.Msg, done <-chan struct{}) {
 	}
 }
 
-// appendBroadcastFrame encodes one broadcast, WebSocket header included:
+// appendBroadcastFrame encodes one broadcast as a frame (engineio):
 //
 //	42["broadcast",{"destination":<room>,"data":<envelope>,"seq":N,"prevSeq":M}]
 //
 // data is written as published (the gate made sure it is JSON). The result is
 // queued, unchanged, to every member.
 func appendBroadcastFrame(room string, data []byte, seq, prev uint64) []byte {
-	// Build the payload behind room for the largest header, then move the
-	// header in front: one allocation per broadcast.
-	const maxHdr = 10
-	b := make([]byte, maxHdr, maxHdr+len(data)+len(room)+96)
+	// Build the packet behind room for the largest frame header, then
+	// seal the frame in place: one allocation per broadcast.
+	b := make([]byte, engineio.MaxHeader, engineio.MaxHeader+len(data)+len(room)+96)
 	b = sio.AppendEventPrefix(b, proto.OutgoingEvent)
 	b = append(b, `{"destination":`...)
 	b = strconv.AppendQuote(b, room)
@@ -132,23 +132,7 @@ func appendBroadcastFrame(room string, data []byte, seq, prev uint64) []byte {
 	b = append(b, `,"prevSeq":`...)
 	b = strconv.AppendUint(b, prev, 10)
 	b = append(b, "}]"...)
-	n := len(b) - maxHdr
-	var hdr []byte
-	switch {
-	case n < 126:
-		hdr = []byte{0x81, byte(n)}
-	case n <= 0xffff:
-		hdr = []byte{0x81, 126, byte(n >> 8), byte(n)}
-	default:
-		hdr = make([]byte, 10)
-		hdr[0], hdr[1] = 0x81, 127
-		for i := 0; i < 8; i++ {
-			hdr[2+i] = byte(uint64(n) >> (56 - 8*i))
-		}
-	}
-	start := maxHdr - len(hdr)
-	copy(b[start:], hdr)
-	return b[start:]
+	return engineio.Seal(b)
 }
 
 // seqHeaders reads the stream sequence and the subject's previous sequence

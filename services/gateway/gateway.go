@@ -21,6 +21,7 @@ import (
 
 	"github.com/roomcast/roomcast/process/panicguard"
 	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/services/gateway/internal/engineio"
 )
 
 // shutdownGrace bounds how long Run waits for plain HTTP handlers and for
@@ -48,7 +49,11 @@ type Gateway struct {
 	rooms  roomTable
 	users  userTable
 	deep   deepWorkers
-	poller *poller // nil: a reader goroutine per socket
+	poller *engineio.Poller // nil: a reader goroutine per socket
+	// The transport layer: the handshake and upgrades, and the settings
+	// every WebSocket shares (transportSetup).
+	eio    engineio.Server
+	wsOpts engineio.Options
 	states stateReader
 	hb     heartbeats
 	fanout []chan *nats.Msg
@@ -143,10 +148,11 @@ func New(cfg Config) (*Gateway, error) {
 	g.presence = newPresence(g)
 	g.states.g = g
 	if !cfg.ReadGoroutines {
-		if p, err := newPoller(); err == nil {
+		if p, err := engineio.NewPoller(); err == nil {
 			g.poller = p
 		}
 	}
+	g.transportSetup()
 	return g, nil
 }
 
@@ -157,7 +163,7 @@ func (g *Gateway) Close() {
 	g.closeOnce.Do(func() {
 		g.nc.Close()
 		if g.poller != nil {
-			g.poller.close()
+			g.poller.Close()
 		}
 		g.hb.stop()
 	})
@@ -211,7 +217,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		return fmt.Errorf("gateway: presence service: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /socket.io/", g.serveSocketIO)
+	mux.Handle("GET /socket.io/", &g.eio)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", g.serveReady)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
@@ -241,7 +247,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	eg.Go(func() error { defer close(presenceDone); g.presence.run(done); return nil })
 	eg.Go(func() error { g.runSweeper(done); return nil })
 	if g.poller != nil {
-		eg.Go(func() error { g.poller.run(); return nil })
+		eg.Go(func() error { g.poller.Run(); return nil })
 	}
 	eg.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -268,7 +274,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		close(workers)
 		fanout.Wait()
 		if g.poller != nil {
-			g.poller.stop()
+			g.poller.Stop()
 		}
 		g.deep.stop()
 		g.hb.stop()

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"net"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -120,4 +121,11 @@ func TestNewClose(t *testing.T) {
 	require.True(t, g.nc.IsClosed())
 	g.Close()
 	requireGoroutinesBackTo(t, before)
+}
+
+// TestSocketSize: an idle socket's struct (its WebSocket inside it) stays
+// in the 288-byte size class; the transport's split from the session
+// must not cost every idle socket a bigger one.
+func TestSocketSize(t *testing.T) {
+	require.LessOrEqual(t, reflect.TypeOf(socket{}).Size(), uintptr(288))
 }

@@ -1,204 +1,85 @@
 package gateway
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
-	"github.com/gobwas/ws"
-
 	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/services/gateway/internal/engineio"
 	"github.com/roomcast/roomcast/services/gateway/internal/sio"
 )
 
-// serveSocketIO upgrades /socket.io/?EIO=4&transport=websocket. Everything
-// that can be refused is refused with a plain HTTP status before the upgrade:
-// once upgraded, a client only understands frames.
-func (g *Gateway) serveSocketIO(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	if q.Get("EIO") != "4" {
-		http.Error(w, "unsupported Engine.IO version: this server speaks EIO=4 (socket.io-client v3/v4)", http.StatusBadRequest)
-		return
+// transportSetup makes the gateway's transport layer from cfg: the
+// handshake's checks and open packet, and the WebSocket options.
+func (g *Gateway) transportSetup() {
+	cfg := &g.cfg
+	g.eio = engineio.Server{
+		Handshake: engineio.Handshake{
+			Origins:  cfg.AllowedOrigins,
+			Draining: g.draining.Load,
+			OriginRefused: func(origin, remote string) {
+				g.m.authFailures.WithLabelValues("origin").Inc()
+				g.log.Info().Str("origin", origin).Str("remote", remote).Msg("refused a socket from an origin not allowed")
+			},
+			PingInterval: cfg.PingInterval,
+			PingTimeout:  cfg.PingTimeout,
+			MaxPayload:   cfg.MaxPayload,
+			NewID:        func() string { return randomID(20) },
+		},
+		WriteTimeout:      cfg.WriteTimeout,
+		ReadHeaderTimeout: cfg.HTTPReadHeaderTimeout,
+		Start:             g.startSocket,
+		UpgradeFailed: func(err error, remote string) {
+			g.log.Debug().Err(err).Str("remote", remote).Msg("upgrade failed")
+		},
+		AcceptFailed:    g.acceptFailed,
+		AcceptRecovered: g.acceptRecovered,
 	}
-	if q.Get("transport") != "websocket" {
-		http.Error(w, "unsupported transport: connect with transports: [\"websocket\"]", http.StatusBadRequest)
-		return
+	g.wsOpts = engineio.Options{
+		MaxPayload:     cfg.MaxPayload,
+		SendQueueBytes: cfg.SendQueueBytes,
+		WriteTimeout:   cfg.WriteTimeout,
+		TCPSendBuffer:  cfg.TCPSendBuffer,
+		Poller:         g.poller,
 	}
-	if g.draining.Load() {
-		http.Error(w, "gateway is shutting down: reconnect to another", http.StatusServiceUnavailable)
-		return
-	}
-	if origin := r.Header.Get("Origin"); origin != "" && !g.originAllowed(origin) {
-		g.m.authFailures.WithLabelValues("origin").Inc()
-		g.log.Info().Str("origin", origin).Str("remote", r.RemoteAddr).Msg("refused a socket from an origin not allowed")
-		http.Error(w, "origin not allowed", http.StatusForbidden)
-		return
-	}
-	token := q.Get("token")
-	if h, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		token = strings.TrimSpace(h)
-	}
-	open := g.openFrame()
-	ow := &openingWriter{ResponseWriter: w, open: open}
-	conn, rw, _, err := (&ws.HTTPUpgrader{Timeout: g.cfg.WriteTimeout}).Upgrade(r, ow)
-	if err != nil {
-		// The upgrader has answered with an HTTP error already.
-		g.log.Debug().Err(err).Str("remote", r.RemoteAddr).Msg("upgrade failed")
-		return
-	}
-	_ = conn.SetDeadline(time.Time{})
-	var extra []byte
-	if rw != nil && rw.Reader.Buffered() > 0 {
-		b, _ := rw.Reader.Peek(rw.Reader.Buffered())
-		extra = bytes.Clone(b)
-	}
-	g.startSocket(conn, extra, token, open, ow.opened)
 }
 
-// openFrame is a new socket's Engine.IO open packet, as a frame.
-func (g *Gateway) openFrame() []byte {
-	return textFrame(sio.AppendOpen(nil, sio.OpenPayload{
-		SID:          randomID(20),
-		PingInterval: g.cfg.PingInterval.Milliseconds(),
-		PingTimeout:  g.cfg.PingTimeout.Milliseconds(),
-		MaxPayload:   int64(g.cfg.MaxPayload),
-	}))
+// SocketIOListener wraps ln: Socket.IO upgrades are served from it
+// directly (engineio.Server.Listener), and the http.Server given the
+// result gets the other requests.
+func (g *Gateway) SocketIOListener(ln net.Listener) net.Listener { return g.eio.Listener(ln) }
+
+// acceptFailed counts an accept error, and makes /readyz say "not
+// accepting" until an accept succeeds again.
+func (g *Gateway) acceptFailed(err error, retry time.Duration) {
+	g.m.acceptErrors.WithLabelValues(engineio.AcceptErrorLabel(err)).Inc()
+	msg := err.Error()
+	if g.notAccepting.Swap(&msg) == nil {
+		g.log.Error().Err(err).Msg("accept failed: no new connection (socket or HTTP) until it passes; retrying")
+	} else if retry == time.Second {
+		g.log.Warn().Err(err).Msg("accept still failing; retrying every second")
+	}
 }
 
-// startSocket starts an upgraded connection's socket: extra are bytes the
-// client sent after its request, read already; open is the socket's open
-// packet, already written with the 101 when opened.
-func (g *Gateway) startSocket(conn net.Conn, extra []byte, token string, open []byte, opened bool) {
-	raw := rawConnOf(conn)
-	if tc, ok := conn.(*net.TCPConn); ok && g.cfg.TCPSendBuffer > 0 {
-		_ = tc.SetWriteBuffer(g.cfg.TCPSendBuffer)
+func (g *Gateway) acceptRecovered() {
+	if g.notAccepting.Swap(nil) != nil {
+		g.log.Info().Msg("accepting connections again")
 	}
-	if len(extra) > 0 {
-		conn = &bufferedConn{Conn: conn, extra: extra}
-	}
-	s := newSocket(g, conn, raw, token)
-	if !opened {
-		s.send(open)
-	}
+}
+
+// startSocket starts the session of an upgraded connection: the open
+// packet is sent (unless it went with the 101), the CONNECT deadline
+// armed, and its transport reads.
+func (g *Gateway) startSocket(u engineio.Upgraded) {
+	s := newSocket(g, u.Token)
+	s.ws.Init(u, s, &g.wsOpts)
 	s.mu.Lock()
 	s.armLocked(g.cfg.ConnectTimeout)
 	s.mu.Unlock()
-	if _, buffered := conn.(*bufferedConn); !buffered && g.poller != nil && g.poller.add(s) {
-		return // the poller reads it from now on
-	}
-	// A fresh goroutine: this handler's stack has grown during the upgrade,
-	// and an idle socket should hold only a small one.
-	go s.readLoop()
-}
-
-// openingWriter sends the Engine.IO open packet in the same write as the
-// upgrade's 101 response: one write (and, at the client, one read) fewer
-// per connect, which a reconnect storm pays thousands of times. It lets
-// the upgrader hijack the connection, and sits under the upgrader's
-// buffered writer; any other response (a refusal) is written unchanged.
-type openingWriter struct {
-	http.ResponseWriter
-	open   []byte
-	opened bool // the open packet went out with the 101
-}
-
-func (o *openingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	conn, rw, err := http.NewResponseController(o.ResponseWriter).Hijack()
-	if err != nil {
-		return conn, rw, err
-	}
-	rw.Writer.Reset(&upgradeWriter{Conn: conn, o: o})
-	return conn, rw, nil
-}
-
-// Unwrap lets http.ResponseController reach the server's writer.
-func (o *openingWriter) Unwrap() http.ResponseWriter { return o.ResponseWriter }
-
-// switchingProtocols starts the upgrader's 101 response.
-var switchingProtocols = []byte("HTTP/1.1 101 ")
-
-type upgradeWriter struct {
-	net.Conn
-	o *openingWriter
-}
-
-// Write writes p; the first write of a 101 response (the upgrader writes
-// it whole, in one flush) carries the open packet after it.
-func (u *upgradeWriter) Write(p []byte) (int, error) {
-	if u.o.opened || !bytes.HasPrefix(p, switchingProtocols) || !bytes.HasSuffix(p, []byte("\r\n\r\n")) {
-		return u.Conn.Write(p)
-	}
-	b := make([]byte, 0, len(p)+len(u.o.open))
-	b = append(append(b, p...), u.o.open...)
-	n, err := u.Conn.Write(b)
-	if n >= len(p) {
-		u.o.opened = n == len(b)
-		n = len(p)
-	}
-	if err == nil && !u.o.opened {
-		err = io.ErrShortWrite
-	}
-	return n, err
-}
-
-// bufferedConn reads what the HTTP server had already buffered before
-// reading the connection itself (a client that sent a frame right after its
-// upgrade request).
-type bufferedConn struct {
-	net.Conn
-	extra []byte
-}
-
-func (c *bufferedConn) Read(p []byte) (int, error) {
-	if len(c.extra) > 0 {
-		n := copy(p, c.extra)
-		c.extra = c.extra[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
-}
-
-func (g *Gateway) originAllowed(origin string) bool {
-	for _, o := range g.cfg.AllowedOrigins {
-		if originMatches(o, origin) {
-			return true
-		}
-	}
-	return false
-}
-
-// originMatches says whether an Origin header matches one entry of the
-// allow-list: "*", the origin itself, or scheme://host:* for host on any
-// port (or none). Anything else after the host (a longer host name such as
-// localhost.example.com) does not match.
-func originMatches(pattern, origin string) bool {
-	if pattern == "*" || strings.EqualFold(pattern, origin) {
-		return true
-	}
-	base, ok := strings.CutSuffix(pattern, ":*")
-	if !ok || len(origin) < len(base) || !strings.EqualFold(origin[:len(base)], base) {
-		return false
-	}
-	port := origin[len(base):]
-	if port == "" {
-		return true
-	}
-	port, ok = strings.CutPrefix(port, ":")
-	if !ok || port == "" || len(port) > 5 {
-		return false
-	}
-	for i := 0; i < len(port); i++ {
-		if port[i] < '0' || port[i] > '9' {
-			return false
-		}
-	}
-	return true
+	s.ws.Read()
 }
 
 // connect authenticates a CONNECT and puts the socket in its client and user

@@ -26,6 +26,7 @@ import (
 
 	"github.com/roomcast/roomcast/process/natstest"
 	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/services/gateway/internal/engineio"
 )
 
 const testSecret = "test-secret-0123456789"
@@ -428,3 +429,14 @@ func (c *client) noBroadcast() {
 }
 
 func bytesReader(b []byte) io.Reader { return strings.NewReader(string(b)) }
+
+// socketOn is a socket on conn as startSocket makes one (its open packet
+// sent already), read by nobody: the test feeds it.
+func socketOn(g *Gateway, conn net.Conn) *socket {
+	if g.wsOpts.SendQueueBytes == 0 {
+		g.transportSetup()
+	}
+	s := newSocket(g, "")
+	s.ws.Init(engineio.Upgraded{Conn: conn, Opened: true}, s, &g.wsOpts)
+	return s
+}

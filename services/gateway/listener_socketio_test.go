@@ -59,7 +59,7 @@ func TestSocketIOListener(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, "ok\n", string(body))
 
-	// Refusals before the upgrade, with serveSocketIO's statuses.
+	// Refusals before the upgrade, with engineio.Server.ServeHTTP's statuses (one check, Handshake.Check).
 	for _, tc := range []struct{ path, hdr, status string }{
 		{"/socket.io/?EIO=3&transport=websocket", upgradeHeaders, "400"},
 		{"/socket.io/?EIO=4&transport=polling", upgradeHeaders, "400"},
@@ -112,13 +112,4 @@ func TestSocketIOListenerStops(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("Serve did not return")
 	}
-}
-
-func TestQueryValue(t *testing.T) {
-	q := []byte("EIO=4&transport=websocket&token=a%2Eb+c&EIO=3&t%6Fk=x")
-	require.Equal(t, "4", queryValue(q, "EIO"))
-	require.Equal(t, "websocket", queryValue(q, "transport"))
-	require.Equal(t, "a.b c", queryValue(q, "token"))
-	require.Equal(t, "", queryValue(q, "missing"))
-	require.Equal(t, "", queryValue([]byte("EIO=%zz"), "EIO"))
 }

@@ -29,7 +29,7 @@ func TestReadersBothWays(t *testing.T) {
 			c := connectUser(t, tg, "u1")
 			c.mustOK("addToRoom", proto.RoomArgs{RoomName: "board-b1"})
 			if tg.poller != nil {
-				require.Equal(t, 1, tg.poller.polled())
+				require.Equal(t, 1, tg.poller.Polled())
 			}
 			tasks := mustRoom(t, "board-b1-tasks")
 			env1, seq1 := e.publish(tasks, "t1", 1)
@@ -58,7 +58,7 @@ func TestReadersBothWays(t *testing.T) {
 			c.conn.Close()
 			require.Eventually(t, func() bool { return tg.roomMembers(tasks) == 0 }, 5e9, 1e6)
 			if tg.poller != nil {
-				require.Eventually(t, func() bool { return tg.poller.polled() == 0 }, 5e9, 1e6)
+				require.Eventually(t, func() bool { return tg.poller.Polled() == 0 }, 5e9, 1e6)
 			}
 		})
 	}

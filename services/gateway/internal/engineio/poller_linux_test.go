@@ -1,6 +1,6 @@
 //go:build linux
 
-package gateway
+package engineio
 
 import (
 	"bytes"
@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/gobwas/ws"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
@@ -17,14 +16,9 @@ import (
 // TestConsumeKeepsPartialFrames: a frame that arrives in pieces (header cut,
 // payload cut) is handled once whole, and two frames in one read both are.
 func TestConsumeKeepsPartialFrames(t *testing.T) {
-	g := &Gateway{cfg: Config{}.withDefaults(), log: zerolog.Nop()}
-	m, err := newMetrics(g.cfg.Registry)
-	require.NoError(t, err)
-	g.m = m
 	srv, cli := net.Pipe()
 	t.Cleanup(func() { srv.Close(); cli.Close() })
-	s := newSocket(g, srv, nil, "")
-	s.state = stateConnected
+	s := newTestWebSocket(srv)
 
 	var frames bytes.Buffer
 	for _, p := range []string{"one", "two"} {
@@ -35,9 +29,9 @@ func TestConsumeKeepsPartialFrames(t *testing.T) {
 	require.True(t, s.consume(b[1:4]))  // header, part of the mask
 	require.True(t, s.consume(b[4:7]))  // the mask, part of the payload
 	require.True(t, s.consume(b[7:12])) // the rest of one, part of two
-	require.NotEmpty(t, s.inbuf)
+	require.NotNil(t, s.inbuf)
 	require.True(t, s.consume(b[12:]))
-	require.Empty(t, s.inbuf)
+	require.Nil(t, s.inbuf)
 	for _, want := range []string{"one", "two"} {
 		f, err := ws.ReadFrame(cli)
 		require.NoError(t, err)
@@ -74,7 +68,7 @@ func FuzzParseHeader(f *testing.F) {
 
 // seqpacketSocket is a socket whose every write arrives as one record at
 // the peer (an AF_UNIX SOCK_SEQPACKET pair): the peer counts the writes.
-func seqpacketSocket(t *testing.T) (*socket, int) {
+func seqpacketSocket(t *testing.T) (*WebSocket, int) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	require.NoError(t, err)
@@ -85,12 +79,8 @@ func seqpacketSocket(t *testing.T) (*socket, int) {
 	raw, err := conn.(*net.UnixConn).SyscallConn()
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close(); unix.Close(fds[1]) })
-	g := &Gateway{cfg: Config{}.withDefaults(), log: zerolog.Nop()}
-	m, err := newMetrics(g.cfg.Registry)
-	require.NoError(t, err)
-	g.m = m
-	s := newSocket(g, conn, raw, "")
-	s.state = stateConnected
+	s := newTestWebSocket(conn)
+	s.raw = raw // rawConnOf takes TCP only
 	return s, fds[1]
 }
 

@@ -1,13 +1,10 @@
-package gateway
+package engineio
 
 import (
 	"bufio"
 	"bytes"
 	"errors"
 	"net"
-	"net/http"
-	"net/url"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -24,12 +21,12 @@ import (
 //
 // In a reconnect storm net/http's share was about a fifth of the gateway's
 // CPU (request parsing, the connection goroutine's state, 8 KB of buffers
-// per hijacked connection, all garbage a moment later). The checks and
-// answers are those of serveSocketIO, which still serves an upgrade that
+// per hijacked connection, all garbage a moment later). The checks are
+// Handshake.Check, as for ServeHTTP, which still serves an upgrade that
 // reaches the mux (a second request on a kept-alive connection).
 type socketIOListener struct {
 	net.Listener
-	g *Gateway
+	srv *Server
 
 	others    chan net.Conn
 	closed    chan struct{}
@@ -43,10 +40,10 @@ const maxHead = 4096
 
 var headPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, maxHead) }}
 
-// SocketIOListener wraps ln: Socket.IO upgrades are served from it
-// directly, and the http.Server given the result gets the other requests.
-func (g *Gateway) SocketIOListener(ln net.Listener) net.Listener {
-	l := &socketIOListener{Listener: ln, g: g, others: make(chan net.Conn), closed: make(chan struct{})}
+// Listener wraps ln: Socket.IO upgrades are served from it directly, and
+// the http.Server given the result gets the other requests.
+func (srv *Server) Listener(ln net.Listener) net.Listener {
+	l := &socketIOListener{Listener: ln, srv: srv, others: make(chan net.Conn), closed: make(chan struct{})}
 	go l.acceptLoop()
 	return l
 }
@@ -67,7 +64,7 @@ func (l *socketIOListener) acceptLoop() {
 				return
 			}
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			l.g.acceptFailed(err, delay)
+			l.srv.AcceptFailed(err, delay)
 			select {
 			case <-time.After(delay):
 				continue
@@ -77,32 +74,14 @@ func (l *socketIOListener) acceptLoop() {
 		}
 		if delay != 0 {
 			delay = 0
-			l.g.acceptRecovered()
+			l.srv.AcceptRecovered()
 		}
 		go l.serve(c)
 	}
 }
 
-// acceptFailed counts an accept error, and makes /readyz say "not
-// accepting" until an accept succeeds again.
-func (g *Gateway) acceptFailed(err error, retry time.Duration) {
-	g.m.acceptErrors.WithLabelValues(acceptErrorLabel(err)).Inc()
-	msg := err.Error()
-	if g.notAccepting.Swap(&msg) == nil {
-		g.log.Error().Err(err).Msg("accept failed: no new connection (socket or HTTP) until it passes; retrying")
-	} else if retry == time.Second {
-		g.log.Warn().Err(err).Msg("accept still failing; retrying every second")
-	}
-}
-
-func (g *Gateway) acceptRecovered() {
-	if g.notAccepting.Swap(nil) != nil {
-		g.log.Info().Msg("accepting connections again")
-	}
-}
-
-// acceptErrorLabel names an accept error for the metric.
-func acceptErrorLabel(err error) string {
+// AcceptErrorLabel names an accept error for a metric.
+func AcceptErrorLabel(err error) string {
 	for _, e := range []struct {
 		errno syscall.Errno
 		label string
@@ -148,7 +127,7 @@ func (l *socketIOListener) Close() error {
 func (l *socketIOListener) serve(c net.Conn) {
 	// A client may take HTTPReadHeaderTimeout to send its request head, as
 	// http.Server's ReadHeaderTimeout allows each further request.
-	_ = c.SetReadDeadline(time.Now().Add(l.g.cfg.HTTPReadHeaderTimeout))
+	_ = c.SetReadDeadline(time.Now().Add(l.srv.ReadHeaderTimeout))
 	br := headPool.Get().(*bufio.Reader)
 	br.Reset(c)
 	head, err := readHead(br)
@@ -164,7 +143,7 @@ func (l *socketIOListener) serve(c net.Conn) {
 	case err != nil:
 		_ = c.Close()
 	default:
-		l.g.upgradeSocketIO(c, br, head)
+		l.srv.upgrade(c, br, head)
 	}
 	br.Reset(nil)
 	headPool.Put(br)
@@ -193,52 +172,39 @@ var socketIOPrefix = []byte("GET /socket.io/")
 
 func isSocketIORequest(head []byte) bool { return bytes.HasPrefix(head, socketIOPrefix) }
 
-// handshakeRefusal is a refusal before the upgrade, as serveSocketIO
-// answers it.
-func handshakeRefusal(status int, reason string) error {
-	return ws.RejectConnectionError(ws.RejectionStatus(status), ws.RejectionReason(reason))
-}
-
-// upgradeSocketIO upgrades the request whose head is buffered in br, with
-// the checks of serveSocketIO, and starts the socket.
-func (g *Gateway) upgradeSocketIO(c net.Conn, br *bufio.Reader, head []byte) {
-	var token, origin string
+// upgrade upgrades the request whose head is buffered in br, with the
+// checks of Handshake.Check, and starts the session.
+func (srv *Server) upgrade(c net.Conn, br *bufio.Reader, head []byte) {
+	r := Request{Remote: c.RemoteAddr().String()}
 	var bearer bool
+	open := srv.OpenFrame()
+	w := &openingConn{Conn: c, open: open}
 	up := ws.Upgrader{
 		OnRequest: func(uri []byte) error {
 			q := queryOf(uri)
-			switch {
-			case queryValue(q, "EIO") != "4":
-				return handshakeRefusal(http.StatusBadRequest, "unsupported Engine.IO version: this server speaks EIO=4 (socket.io-client v3/v4)")
-			case queryValue(q, "transport") != "websocket":
-				return handshakeRefusal(http.StatusBadRequest, "unsupported transport: connect with transports: [\"websocket\"]")
-			case g.draining.Load():
-				return handshakeRefusal(http.StatusServiceUnavailable, "gateway is shutting down: reconnect to another")
-			}
-			token = queryValue(q, "token")
+			r.EIO, r.Transport, r.Token = queryValue(q, "EIO"), queryValue(q, "transport"), queryValue(q, "token")
 			return nil
 		},
 		OnHeader: func(key, value []byte) error {
 			switch {
-			case origin == "" && len(value) > 0 && asciiEqualFold(key, "Origin"):
-				origin = string(value)
-				if !g.originAllowed(origin) {
-					g.m.authFailures.WithLabelValues("origin").Inc()
-					g.log.Info().Str("origin", origin).Str("remote", c.RemoteAddr().String()).Msg("refused a socket from an origin not allowed")
-					return handshakeRefusal(http.StatusForbidden, "origin not allowed")
-				}
+			case r.Origin == "" && len(value) > 0 && asciiEqualFold(key, "Origin"):
+				r.Origin = string(value)
 			case !bearer && asciiEqualFold(key, "Authorization"):
 				bearer = true
-				if h, ok := strings.CutPrefix(string(value), "Bearer "); ok {
-					token = strings.TrimSpace(h)
-				}
+				r.Authorization = string(value)
 			}
 			return nil
 		},
+		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			token, refused := srv.Check(r)
+			if refused != nil {
+				return nil, ws.RejectConnectionError(ws.RejectionStatus(refused.Status), ws.RejectionReason(refused.Reason))
+			}
+			r.Token = token
+			return nil, nil
+		},
 	}
-	open := g.openFrame()
-	w := &openingConn{Conn: c, open: open}
-	_ = c.SetWriteDeadline(time.Now().Add(g.cfg.WriteTimeout))
+	_ = c.SetWriteDeadline(time.Now().Add(srv.WriteTimeout))
 	// The upgrader reads the head alone: bytes after it (a client that did
 	// not wait for the 101) stay in br for the socket.
 	_, err := up.Upgrade(struct {
@@ -247,7 +213,7 @@ func (g *Gateway) upgradeSocketIO(c net.Conn, br *bufio.Reader, head []byte) {
 	}{bytes.NewReader(head), w})
 	_, _ = br.Discard(len(head))
 	if err != nil {
-		g.log.Debug().Err(err).Str("remote", c.RemoteAddr().String()).Msg("upgrade failed")
+		srv.UpgradeFailed(err, r.Remote)
 		_ = c.Close()
 		return
 	}
@@ -257,7 +223,7 @@ func (g *Gateway) upgradeSocketIO(c net.Conn, br *bufio.Reader, head []byte) {
 		b, _ := br.Peek(n)
 		extra = bytes.Clone(b)
 	}
-	g.startSocket(c, extra, token, open, w.opened)
+	srv.Start(Upgraded{Conn: c, Extra: extra, Token: r.Token, Open: open, Opened: w.opened})
 }
 
 // openingConn writes the upgrader's 101 response with the Engine.IO open
@@ -293,58 +259,4 @@ func (c *replayConn) Read(p []byte) (int, error) {
 		c.r = nil
 	}
 	return c.Conn.Read(p)
-}
-
-// queryOf is the query string of a request URI.
-func queryOf(uri []byte) []byte {
-	if i := bytes.IndexByte(uri, '?'); i >= 0 {
-		return uri[i+1:]
-	}
-	return nil
-}
-
-// queryValue is the first value of key in query q, unescaped, as
-// url.Values.Get would say ("" when absent or malformed).
-func queryValue(q []byte, key string) string {
-	for len(q) > 0 {
-		var pair []byte
-		pair, q, _ = bytes.Cut(q, []byte("&"))
-		k, v, _ := bytes.Cut(pair, []byte("="))
-		if bytes.ContainsAny(k, "%+") {
-			uk, err := url.QueryUnescape(string(k))
-			if err != nil || uk != key {
-				continue
-			}
-		} else if string(k) != key {
-			continue
-		}
-		if !bytes.ContainsAny(v, "%+") {
-			return string(v)
-		}
-		uv, err := url.QueryUnescape(string(v))
-		if err != nil {
-			continue
-		}
-		return uv
-	}
-	return ""
-}
-
-func asciiEqualFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range len(b) {
-		x, y := b[i], s[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
