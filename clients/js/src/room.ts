@@ -187,6 +187,9 @@ export class RoomSync {
     this.online = false;
     this.needsJoin = true;
     this.cancelRetry();
+    // What was queued came on the old socket's subscription: the next read
+    // must not take it for the start of the new one (see readTarget).
+    this.queue = [];
     if (this._status !== "failed") this.setStatus("joining");
   }
 
@@ -460,6 +463,7 @@ export class RoomSync {
       }
       if (r.next?.afterSeq !== undefined) lastSeq = Math.max(lastSeq, r.next.afterSeq);
       cursor = r.next;
+      if (cursor && this.readEnough(lastSeq)) break;
     }
     return { changes: splitChanges([...latest.values()]), complete, lastSeq };
   }
@@ -480,8 +484,39 @@ export class RoomSync {
       messages.push(...(r.messages ?? []));
       if (r.next?.afterSeq !== undefined) lastSeq = Math.max(lastSeq, r.next.afterSeq);
       cursor = r.hasMore ? r.next : undefined;
+      if (cursor && this.readEnough(lastSeq)) break;
     }
     return { messages, complete, lastSeq };
+  }
+
+  /**
+   * readEnough says whether a read that has reached seq may stop: the
+   * broadcasts queued since it started carry the rest. Without it a read
+   * of a room whose messages come faster than its pages (a small page
+   * limit, the socket's call budget) chases the stream's end for ever.
+   */
+  private readEnough(seq: number): boolean {
+    const target = this.readTarget();
+    return target !== undefined && seq >= target;
+  }
+
+  // readTarget is how far a read must go so that, with the queued
+  // broadcasts, nothing is missed: the prevSeq of the queued broadcast
+  // after which the queue's prevSeq chain is unbroken (everything the room
+  // stored later is in the queue, or will come). Undefined when nothing is
+  // queued: the read goes to the end.
+  private readTarget(): number | undefined {
+    const q = this.queue;
+    if (q.length === 0) return undefined;
+    let target = q[0]!.prevSeq;
+    let last = q[0]!.seq;
+    for (let i = 1; i < q.length; i++) {
+      const b = q[i]!;
+      if (b.seq <= last) continue; // a repeat
+      if (b.prevSeq !== last) target = b.prevSeq;
+      last = b.seq;
+    }
+    return target;
   }
 
   /**

@@ -38,6 +38,10 @@ function fakeServer({ firstSeq = 1 } = {}) {
       switch (name) {
         case "getRoomState":
           return srv.state();
+        case "addToRoom": {
+          const st = srv.state();
+          return { roomName: args.roomName, seq: st?.seq ?? null, lastBroadcastTimestamp: st?.lastBroadcastTimestamp ?? null };
+        }
         case "getChangesSince": {
           const latest = new Map();
           for (const m of page) latest.set(m.env.id, { id: m.env.id, updatedAt: m.env.updatedAt, deleted: m.env.event.startsWith("delete"), seq: m.seq });
@@ -302,5 +306,65 @@ test("broadcasts dropped while a resync runs are read again: the newest, kept, s
   assert.equal(reads, 2, "read again after the drop");
   assert.ok(r.log.some((e) => e[0] === "event"), "the kept broadcast was delivered");
   assert.deepEqual(r.log.filter((e) => e[0] === "changes").at(-1), ["changes", ["t0", "t1", "t2", "t3", "t4"], []]);
+  assert.equal(room.lastSeq, srv.msgs.at(-1).seq);
+});
+
+test("a read stops once it reaches the first queued broadcast's prevSeq: a room published to faster than its pages are read is not chased for ever", async () => {
+  const srv = fakeServer();
+  for (let i = 0; i < 5; i++) srv.publish(t(`old${i}`, i + 1));
+  const r = recorder();
+  let room;
+  let reads = 0;
+  // Two messages are stored and broadcast while each page is read.
+  const call = async (name, args) => {
+    if (name === "getChangesSince" && ++reads < 50) {
+      room.onBroadcast(srv.publish(t(`live${reads}a`, 100 + reads)));
+      room.onBroadcast(srv.publish(t(`live${reads}b`, 100 + reads)));
+    }
+    return srv.call(name, args);
+  };
+  room = new RoomSync("board-b1-tasks", "children", r.handlers, call, { pageLimit: 1 });
+  room.lastSeq = 100;
+  await room.resync("reconnect");
+  assert.ok(reads <= 7, `the missed five and not much more: ${reads} pages`);
+  const changed = r.log.filter((e) => e[0] === "changes").flatMap((e) => e[1]);
+  const events = r.log.filter((e) => e[0] === "event").map((e) => e[1]);
+  for (let i = 0; i < 5; i++) assert.ok(changed.includes(`old${i}`), `old${i} read`);
+  for (let i = 1; i <= reads; i++) for (const x of "ab") assert.ok(changed.includes(`live${i}${x}`) || events.includes(`live${i}${x}`), `live${i}${x} read or delivered`);
+  assert.equal(room.lastSeq, srv.msgs.at(-1).seq);
+});
+
+test("a queued broadcast after a lost one moves the read's end to the loss", async () => {
+  const srv = fakeServer();
+  const r = recorder();
+  const room = new RoomSync("board-b1-tasks", "children", r.handlers, srv.call, { pageLimit: 1 });
+  await room.resync("join", null);
+  srv.fail = 1;
+  await room.resync("manual"); // failed: broadcasts are queued until a resync succeeds
+  const b1 = srv.publish(t("t1", 10));
+  srv.publish(t("t2", 11)); // lost on its way to this socket
+  const b3 = srv.publish(t("t3", 12));
+  room.onBroadcast(b1);
+  room.onBroadcast(b3);
+  r.log.length = 0;
+  await room.resync("retry");
+  assert.ok(r.log.some((e) => e[0] === "changes" && e[1].includes("t2")), "the lost one is read");
+  assert.equal(room.lastSeq, b3.seq);
+});
+
+test("what was queued on the old socket does not end the read after a reconnect", async () => {
+  const srv = fakeServer();
+  const r = recorder();
+  const room = new RoomSync("board-b1-tasks", "children", r.handlers, srv.call, { pageLimit: 1 });
+  await room.resync("join", null);
+  srv.fail = 1;
+  await room.resync("manual");
+  room.onBroadcast(srv.publish(t("t1", 10))); // queued: the resync failed
+  room.pause();
+  srv.publish(t("t2", 11)); // while away
+  srv.publish(t("t3", 12));
+  r.log.length = 0;
+  await room.join("reconnect");
+  assert.deepEqual(r.log.filter((e) => e[0] === "changes").flatMap((e) => e[1]), ["t1", "t2", "t3"]);
   assert.equal(room.lastSeq, srv.msgs.at(-1).seq);
 });
