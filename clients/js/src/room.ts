@@ -77,7 +77,12 @@ export interface RoomHandlers {
 export interface RoomSyncOptions {
   /** Entries per getChangesSince / getChatMessagesSince page. Default 500. */
   pageLimit?: number;
-  /** Most pages one resync follows before it refetches whole instead. Default 100. */
+  /**
+   * Most pages one resync follows before it refetches whole instead.
+   * Default 20: each page is one call of the socket's budget (20 a second
+   * by default, shared by its rooms), so a room far behind is brought up to
+   * date sooner by one refetch than by paging through thousands of changes.
+   */
   maxPages?: number;
   /**
    * Delay before retrying a failed join or resync, doubled after each
@@ -134,7 +139,7 @@ export class RoomSync {
   ) {
     this.initial = handlers.cursor;
     if (handlers.cursor?.afterSeq !== undefined) this.lastSeq = handlers.cursor.afterSeq;
-    this.o = { pageLimit: 500, maxPages: 100, retryMs: 500, retryMaxMs: 30000, maxQueued: 10000, random: Math.random, ...opts };
+    this.o = { pageLimit: 500, maxPages: 20, retryMs: 500, retryMaxMs: 30000, maxQueued: 10000, random: Math.random, ...opts };
   }
 
   /** True while a resync runs (broadcasts are queued meanwhile). */
