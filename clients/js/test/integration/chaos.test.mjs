@@ -374,6 +374,10 @@ function bareClient(name, user, boards, url, token, domain, polling) {
             }
             if (r.next?.afterSeq !== undefined) last = Math.max(last, r.next.afterSeq);
             cursor = r.next;
+            // Read as far as the queued broadcasts do not reach, not to the
+            // stream's end (which moves on while the pages are read).
+            const target = readTarget(st.queue);
+            if (target !== undefined && last >= target) break;
           }
           if (!complete) {
             st.lastSeq = await snapshot(room, board, st, floor);
@@ -422,6 +426,7 @@ function bareClient(name, user, boards, url, token, domain, polling) {
     client.connectedSince = undefined;
     for (const { st } of state.values()) {
       st.joined = false;
+      st.queue = []; // the old subscription's: the next read covers them
       clearTimeout(st.timer);
     }
   });
@@ -441,6 +446,21 @@ function bareClient(name, user, boards, url, token, domain, polling) {
   client.connected = () => sock.connected;
   client.close = () => sock.close();
   return client;
+}
+
+// readTarget is how far a read must go so that the queued broadcasts carry
+// the rest: the prevSeq of the first one after which their prevSeq chain is
+// unbroken; undefined when none is queued.
+function readTarget(queue) {
+  if (queue.length === 0) return undefined;
+  let target = queue[0].prevSeq;
+  let last = queue[0].seq;
+  for (const b of queue.slice(1)) {
+    if (b.seq <= last) continue;
+    if (b.prevSeq !== last) target = b.prevSeq;
+    last = b.seq;
+  }
+  return target;
 }
 
 // --- checks ------------------------------------------------------------------
