@@ -86,7 +86,8 @@ export interface RoomSyncOptions {
   maxPages?: number;
   /**
    * Delay before retrying a failed join or resync, doubled after each
-   * failure up to retryMaxMs (default 500 and 30000); each wait is drawn
+   * failure up to retryMaxMs (default 500 and 5000, socket.io-client's own
+   * reconnection bounds); each wait is drawn
    * between half of that step and all of it, so rooms that failed together
    * (a gateway restart) do not retry together.
    */
@@ -139,7 +140,7 @@ export class RoomSync {
   ) {
     this.initial = handlers.cursor;
     if (handlers.cursor?.afterSeq !== undefined) this.lastSeq = handlers.cursor.afterSeq;
-    this.o = { pageLimit: 500, maxPages: 20, retryMs: 500, retryMaxMs: 30000, maxQueued: 10000, random: Math.random, ...opts };
+    this.o = { pageLimit: 500, maxPages: 20, retryMs: 500, retryMaxMs: 5000, maxQueued: 10000, random: Math.random, ...opts };
   }
 
   /** True while a resync runs (broadcasts are queued meanwhile). */

@@ -11,7 +11,8 @@
 //
 // It checks: every store equals the truth computed from what the publisher
 // was acknowledged for; no connected client stays behind an acknowledged
-// publish for more than MAX_LAG_MS; the server never exits by itself.
+// publish for more than MAX_LAG_MS, counted from when the authorizer
+// answers again; the server never exits by itself.
 //
 // Randomness is seeded: CHAOS_SEED=<n> replays a run's plan (the timings of
 // the machine are its own). CHAOS_MS sets how long the chaos lasts.
@@ -468,15 +469,18 @@ function readTarget(queue) {
 const canonical = (list) => JSON.stringify(list.map((r) => Object.fromEntries(Object.entries(r).sort(([a], [b]) => (a < b ? -1 : 1)))));
 
 // sampleLag finds clients connected for longer than MAX_LAG_MS that still
-// miss a publish acknowledged more than MAX_LAG_MS ago.
-function sampleLag(clients, domain, violations) {
+// miss a publish acknowledged more than MAX_LAG_MS ago. While the
+// authorizer is silent no client can join a board, so the clock of a lag
+// starts no earlier than the moment it answers again (answeringSince).
+function sampleLag(clients, domain, violations, answeringSince) {
   const now = Date.now();
+  if (now < answeringSince) return;
   for (const c of clients) {
     if (c.connectedSince === undefined || !c.connected()) continue;
     for (const [b, h] of c.boards) {
       const missedAt = domain.firstMissed(b, h.lastSeq() ?? 0);
       if (missedAt === undefined) continue;
-      const lag = now - Math.max(missedAt, c.connectedSince);
+      const lag = now - Math.max(missedAt, c.connectedSince, answeringSince);
       c.maxLagMs = Math.max(c.maxLagMs, lag);
       if (lag <= stats.maxLagMs && lag <= MAX_LAG_MS) continue;
       const key = `${c.name} board ${b}`;
@@ -578,7 +582,7 @@ test(`chaos: every client converges through cuts, storms, a restart and a silent
 
   // The lag sampler.
   const violations = new Map(); // client and board → the longest lag beyond MAX_LAG_MS
-  const sampler = setInterval(() => sampleLag(clients, domain, violations), 200);
+  const sampler = setInterval(() => sampleLag(clients, domain, violations, silentUntil), 200);
   cleanup.push(async () => clearInterval(sampler));
 
   // The chaos: random cuts, storms, one restart.
@@ -627,7 +631,7 @@ test(`chaos: every client converges through cuts, storms, a restart and a silent
   const healed = Date.now();
   while (Date.now() - healed < CONVERGE_MS && stack.unexpectedExits.length === 0 && !clients.every((c) => converged(c, truths))) await sleep(100);
   const convergedMs = Date.now() - healed;
-  sampleLag(clients, domain, violations);
+  sampleLag(clients, domain, violations, silentUntil);
   clearInterval(sampler);
 
   const errorLines = stack.logs().split("\n").filter((l) => l.includes('"level":"error"')).length;
