@@ -106,8 +106,10 @@ type Config struct {
 	// FloodCooldown is how long, after one of its sockets was closed for
 	// flooding (1008 "rate limit exceeded"), a user's CONNECTs are refused
 	// (CONNECT_ERROR, data.code 429): otherwise every reconnect brings a
-	// fresh socket budget to flood with. Default 1 s, shorter than the
-	// stock client's first reconnection delay ($ROOMCAST_FLOOD_COOLDOWN).
+	// fresh socket budget to flood with. Default 400 ms: shorter than the
+	// stock client's first reconnection delay (1 s ± 50 %, so at least
+	// 500 ms), which takes a CONNECT_ERROR as final and would stay
+	// disconnected if it met the cooldown ($ROOMCAST_FLOOD_COOLDOWN).
 	FloodCooldown time.Duration
 	// MaxRoomsPerSocket caps the rooms a socket joins with addToRoom (its
 	// user and client rooms do not count). Default 200.
@@ -229,7 +231,7 @@ func (c *Config) Bind(s *flagenv.Set) {
 	s.Int(&c.SendQueueBytes, "send-queue-bytes", "ROOMCAST_SEND_QUEUE_BYTES", 1<<20, "bytes that may wait for one socket before it is cut off as slow")
 	s.Duration(&c.SubscriptionLinger, "subscription-linger", "ROOMCAST_SUBSCRIPTION_LINGER", 0, "keep a room's NATS subscriptions this long after its last socket leaves (0: drop at once)")
 	s.String(&c.PersonalSubscriptions, "personal-subscriptions", "ROOMCAST_PERSONAL_SUBSCRIPTIONS", PersonalShared, "how user, client and chat rooms are subscribed: shared (three wildcards per gateway) or per-room")
-	s.Duration(&c.FloodCooldown, "flood-cooldown", "ROOMCAST_FLOOD_COOLDOWN", time.Second, "how long a user whose socket was closed for flooding may not connect")
+	s.Duration(&c.FloodCooldown, "flood-cooldown", "ROOMCAST_FLOOD_COOLDOWN", 400*time.Millisecond, "how long a user whose socket was closed for flooding may not connect")
 	s.Int(&c.MaxSocketsPerUser, "max-sockets-per-user", "ROOMCAST_MAX_SOCKETS_PER_USER", 32, "sockets one user may hold on this gateway; one more is refused at CONNECT")
 	s.Int(&c.UserRateBurst, "user-rate-burst", "ROOMCAST_USER_RATE_BURST", 200, "endpoint calls one user's sockets may make at once on this gateway")
 	s.Func("user-rate-limit", "endpoint calls per second one user's sockets may make on this gateway, sustained (default 40; $ROOMCAST_USER_RATE_LIMIT)", func(v string) error {
@@ -292,7 +294,7 @@ func (c Config) withDefaults() Config {
 	dur(&c.AuthzTimeout, time.Second)
 	dur(&c.RequestTimeout, 2*time.Second)
 	dur(&c.DrainGrace, 5*time.Second)
-	dur(&c.FloodCooldown, time.Second)
+	dur(&c.FloodCooldown, 400*time.Millisecond)
 	dur(&c.HTTPReadHeaderTimeout, 10*time.Second)
 	dur(&c.HTTPIdleTimeout, 60*time.Second)
 	if c.Store.MaxTokenLifetime <= 0 {

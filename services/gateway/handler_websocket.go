@@ -120,9 +120,10 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 	s.mu.Unlock()
 
 	if wait := g.cooldowns.left(s.user); wait > 0 {
-		// As for the cap, 429: the stock client's reconnection backoff
-		// (1 s and more) comes after the cooldown; a flood's reconnect at
-		// once does not get a fresh budget to flood with again.
+		// As for the cap, 429. The stock client's reconnection after the
+		// flood close (at least 500 ms) comes after the cooldown (400 ms by
+		// default): it never meets this refusal, which it would take as
+		// final; a flood's reconnect at once does.
 		return g.refuseWith(s, "cooldown", http.StatusTooManyRequests,
 			fmt.Sprintf("rate limit exceeded: a socket of this user was closed for flooding; connect again in %d ms", wait.Milliseconds()+1))
 	}
