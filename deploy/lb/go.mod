@@ -1,3 +1,3 @@
 module github.com/roomcast/roomcast/deploy/lb
 
-go 1.26.8
+go 1.26.0
