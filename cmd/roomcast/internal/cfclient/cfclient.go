@@ -16,47 +16,36 @@
 package cfclient
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/gobwas/ws"
+	"github.com/roomcast/roomcast/cmd/roomcast/internal/wsclient"
 )
 
 // Like sioclient, and for the same reason (thousands share the tool's
 // process and CPU): one goroutine owns a connection and does every read and
-// write on it, pongs included; a 1 KiB read buffer; no JSON decoding of
-// publications.
-
-// maxFrame bounds a frame the client accepts: gobwas/ws would otherwise
-// allocate whatever length the server declares.
-const maxFrame = 1 << 20
-
-const readBufSize = 1024
+// write on it, pongs included (the WebSocket underneath is wsclient's); no
+// JSON decoding of publications.
 
 var (
 	// ErrRefused is a connect or subscribe the server answered with an error.
 	ErrRefused = errors.New("refused")
 	// ErrClosed is the server closing the WebSocket (its close frame's code
 	// and reason follow in the wrapped message).
-	ErrClosed = errors.New("server closed the socket")
+	ErrClosed = wsclient.ErrClosed
 )
 
 // Conn is one connected, authenticated Centrifugo client.
 type Conn struct {
-	conn   net.Conn
-	br     *bufio.Reader
-	buf    []byte // the current frame, reused
+	ws     wsclient.Conn
 	rest   []byte // what is left of the current frame after the last message
-	wbuf   []byte
 	nextID int
 	Client string // the client id from the connect reply
 }
@@ -81,58 +70,33 @@ func URL(base string) string {
 // Dial opens a WebSocket and sends connect with the token, and waits for
 // the reply.
 func Dial(ctx context.Context, o Options) (*Conn, error) {
-	if o.Timeout == 0 {
-		o.Timeout = 10 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
-	d := ws.Dialer{ReadBufferSize: readBufSize, WriteBufferSize: readBufSize}
-	nd := net.Dialer{KeepAlive: -1} // Centrifugo's pings watch the connection
-	if o.Source != nil {
-		nd.LocalAddr = &net.TCPAddr{IP: o.Source}
-	}
-	d.NetDial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return nd.DialContext(ctx, network, addr)
-	}
-	conn, hbr, _, err := d.Dial(ctx, o.URL)
-	if err != nil {
+	c := &Conn{nextID: 1}
+	if err := c.ws.Dial(ctx, o.URL, o.Source, o.Timeout, func() error { return c.connect(o.Token) }); err != nil {
 		return nil, err
 	}
-	var r io.Reader = conn
-	if hbr != nil {
-		extra, _ := hbr.Peek(hbr.Buffered())
-		r = io.MultiReader(bytes.NewReader(bytes.Clone(extra)), conn)
-		ws.PutReader(hbr)
-	}
-	c := &Conn{conn: conn, br: bufio.NewReaderSize(r, readBufSize), nextID: 1}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	tok, _ := json.Marshal(o.Token)
+	return c, nil
+}
+
+func (c *Conn) connect(token string) error {
+	tok, _ := json.Marshal(token)
 	id := c.nextID
 	c.nextID++
 	cmd := `{"id":` + strconv.Itoa(id) + `,"connect":{"token":` + string(tok) + `,"name":"roomcast-bench"}}`
-	if err := c.write([]byte(cmd)); err != nil {
-		_ = conn.Close()
-		return nil, err
+	if err := c.ws.Write([]byte(cmd)); err != nil {
+		return err
 	}
 	rep, err := c.waitReply(id)
 	if err != nil {
-		_ = conn.Close()
-		return nil, fmt.Errorf("connect: %w", err)
+		return fmt.Errorf("connect: %w", err)
 	}
 	var cr struct {
 		Client string `json:"client"`
 	}
 	if err := json.Unmarshal(rep.Connect, &cr); err != nil || rep.Connect == nil {
-		_ = conn.Close()
-		return nil, fmt.Errorf("connect: unexpected reply %.80q", rep.raw)
+		return fmt.Errorf("connect: unexpected reply %.80q", rep.raw)
 	}
 	c.Client = cr.Client
-	_ = conn.SetDeadline(time.Time{})
-	return c, nil
+	return nil
 }
 
 // reply is a command's answer.
@@ -190,7 +154,7 @@ func (c *Conn) SubscribeAll(channels []string) error {
 		b = append(b, `}}`...)
 		c.nextID++
 	}
-	if err := c.write(b); err != nil {
+	if err := c.ws.Write(b); err != nil {
 		return err
 	}
 	for i, ch := range channels {
@@ -210,7 +174,7 @@ func (c *Conn) SubscribeAll(channels []string) error {
 func (c *Conn) Next() ([]byte, error) {
 	for {
 		if len(c.rest) == 0 {
-			frame, err := c.readMessage()
+			frame, err := c.ws.ReadMessage()
 			if err != nil {
 				return nil, err
 			}
@@ -222,7 +186,7 @@ func (c *Conn) Next() ([]byte, error) {
 		case len(msg) == 0:
 			continue
 		case len(msg) == 2 && msg[0] == '{' && msg[1] == '}':
-			if err := c.write([]byte("{}")); err != nil {
+			if err := c.ws.Write([]byte("{}")); err != nil {
 				return nil, err
 			}
 			continue
@@ -241,79 +205,8 @@ func nextMessage(rest []byte) (msg, left []byte) {
 	return bytes.TrimSpace(msg), left
 }
 
-// readMessage reads one WebSocket text message (joining fragments) into c.buf.
-func (c *Conn) readMessage() ([]byte, error) {
-	c.buf = c.buf[:0]
-	for {
-		h, err := ws.ReadHeader(c.br)
-		if err != nil {
-			return nil, err
-		}
-		if h.Length > maxFrame || int64(len(c.buf))+h.Length > maxFrame {
-			return nil, fmt.Errorf("frame of %d bytes is over the %d limit", h.Length, maxFrame)
-		}
-		n := int(h.Length)
-		start := len(c.buf)
-		if cap(c.buf) < start+n {
-			nb := make([]byte, start, max(start+n, 2*cap(c.buf), 512))
-			copy(nb, c.buf)
-			c.buf = nb
-		}
-		c.buf = c.buf[:start+n]
-		if _, err := io.ReadFull(c.br, c.buf[start:]); err != nil {
-			return nil, err
-		}
-		if h.Masked {
-			ws.Cipher(c.buf[start:], h.Mask, 0)
-		}
-		switch h.OpCode {
-		case ws.OpPing:
-			if err := c.writeFrame(ws.OpPong, c.buf[start:]); err != nil {
-				return nil, err
-			}
-			c.buf = c.buf[:start]
-			continue
-		case ws.OpPong:
-			c.buf = c.buf[:start]
-			continue
-		case ws.OpClose:
-			reason := closeReason(c.buf[start:])
-			_ = c.writeFrame(ws.OpClose, nil)
-			return nil, fmt.Errorf("%w: %s", ErrClosed, reason)
-		}
-		if h.Fin {
-			return c.buf, nil
-		}
-	}
-}
-
-// closeReason reads a close frame's payload: a 2-byte code and a reason
-// (Centrifugo's disconnect codes, e.g. 3500 "invalid token").
-func closeReason(p []byte) string {
-	if len(p) < 2 {
-		return "no code"
-	}
-	return fmt.Sprintf("%d %s", int(p[0])<<8|int(p[1]), p[2:])
-}
-
-func (c *Conn) write(p []byte) error { return c.writeFrame(ws.OpText, p) }
-
-// writeFrame sends p as one masked client frame, in one write.
-func (c *Conn) writeFrame(op ws.OpCode, p []byte) error {
-	h := ws.Header{Fin: true, OpCode: op, Masked: true, Mask: ws.NewMask(), Length: int64(len(p))}
-	var hb bytes.Buffer
-	hb.Grow(ws.MaxHeaderSize)
-	_ = ws.WriteHeader(&hb, h) // a bytes.Buffer does not fail
-	c.wbuf = append(c.wbuf[:0], hb.Bytes()...)
-	start := len(c.wbuf)
-	c.wbuf = append(c.wbuf, p...)
-	ws.Cipher(c.wbuf[start:], h.Mask, 0)
-	_, err := c.conn.Write(c.wbuf)
-	return err
-}
-
 // Close closes the TCP connection without a goodbye.
-func (c *Conn) Close() error { return c.conn.Close() }
+func (c *Conn) Close() error { return c.ws.Close() }
 
 // SetDeadline sets the connection's read and write deadline.
-func (c *Conn) SetDeadline(t time.Time) error { return c.conn.SetDeadline(t) }
+func (c *Conn) SetDeadline(t time.Time) error { return c.ws.SetDeadline(t) }

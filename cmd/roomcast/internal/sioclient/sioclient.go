@@ -4,45 +4,34 @@
 package sioclient
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/roomcast/roomcast/cmd/roomcast/internal/wsclient"
 )
 
 // It is lean on purpose, since thousands of them share a process and the tool's
 // own CPU competes with the server's: one goroutine owns a socket and does
-// every read and write on it (pongs included, so writes never interleave),
-// a 1 KiB read buffer, no JSON decoding of broadcasts.
-
-// maxFrame bounds a frame the client accepts: gobwas/ws would otherwise
-// allocate whatever length the server declares.
-const maxFrame = 1 << 20
-
-// readBufSize is each socket's bufio.Reader size: one broadcast of the
-// benchmark (~300 bytes) fits, and a few coalesced ones too.
-const readBufSize = 1024
+// every read and write on it (pongs included, so writes never interleave;
+// the WebSocket underneath is wsclient's), no JSON decoding of broadcasts.
 
 var (
 	ErrRefused = errors.New("connect refused")
-	ErrClosed  = errors.New("server closed the socket")
+	ErrClosed  = wsclient.ErrClosed
 )
 
 // Conn is one connected, authenticated socket.
 type Conn struct {
-	conn  net.Conn
-	br    *bufio.Reader
-	buf   []byte // the current message, reused
-	wbuf  []byte // the current outgoing frame, reused
+	ws    wsclient.Conn
 	ackID int
 	SID   string // Socket.IO socket id from the CONNECT reply
 }
@@ -69,45 +58,10 @@ func URL(base string) string {
 // Dial opens a WebSocket, reads the Engine.IO open packet, sends the
 // Socket.IO CONNECT with auth and waits for the server's answer.
 func Dial(ctx context.Context, o Options) (*Conn, error) {
-	if o.Timeout == 0 {
-		o.Timeout = 10 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
-	d := ws.Dialer{ReadBufferSize: readBufSize, WriteBufferSize: readBufSize}
-	// No TCP keepalive: Engine.IO's pings watch the connection, and
-	// turning keepalive on costs four setsockopt calls per dial, which a
-	// reconnect storm of thousands of sockets pays in the tool's CPU.
-	nd := net.Dialer{KeepAlive: -1}
-	if o.Source != nil {
-		nd.LocalAddr = &net.TCPAddr{IP: o.Source}
-	}
-	d.NetDial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return nd.DialContext(ctx, network, addr)
-	}
-	conn, hbr, _, err := d.Dial(ctx, o.URL)
-	if err != nil {
+	c := &Conn{}
+	if err := c.ws.Dial(ctx, o.URL, o.Source, o.Timeout, func() error { return c.handshake(o) }); err != nil {
 		return nil, err
 	}
-	var r io.Reader = conn
-	if hbr != nil {
-		// The server's first frames arrived with the 101 response: keep
-		// them, give the handshake buffer back.
-		extra, _ := hbr.Peek(hbr.Buffered())
-		r = io.MultiReader(bytes.NewReader(bytes.Clone(extra)), conn)
-		ws.PutReader(hbr)
-	}
-	c := &Conn{conn: conn, br: bufio.NewReaderSize(r, readBufSize)}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	if err := c.handshake(o); err != nil {
-		_ = conn.Close()
-		return nil, err
-	}
-	_ = conn.SetDeadline(time.Time{})
 	return c, nil
 }
 
@@ -124,7 +78,7 @@ func (c *Conn) handshake(o Options) error {
 		auth["clientId"] = o.ClientID
 	}
 	a, _ := json.Marshal(auth)
-	if err := c.write(append([]byte("40"), a...)); err != nil {
+	if err := c.ws.Write(append([]byte("40"), a...)); err != nil {
 		return err
 	}
 	for {
@@ -165,13 +119,16 @@ func connectSID(p []byte) string {
 // answered here). The slice is valid until the next call.
 func (c *Conn) Next() ([]byte, error) {
 	for {
-		msg, err := c.readMessage()
+		msg, err := c.ws.ReadMessage()
+		if errors.Is(err, ErrClosed) {
+			return nil, ErrClosed // without the close frame's code, as an Engine.IO close
+		}
 		if err != nil {
 			return nil, err
 		}
 		switch {
 		case len(msg) == 1 && msg[0] == '2':
-			if err := c.write([]byte{'3'}); err != nil {
+			if err := c.ws.Write([]byte{'3'}); err != nil {
 				return nil, err
 			}
 			continue
@@ -182,73 +139,6 @@ func (c *Conn) Next() ([]byte, error) {
 		}
 		return msg, nil
 	}
-}
-
-// readMessage reads one WebSocket text message (joining fragments) into c.buf.
-func (c *Conn) readMessage() ([]byte, error) {
-	c.buf = c.buf[:0]
-	for {
-		h, err := ws.ReadHeader(c.br)
-		if err != nil {
-			return nil, err
-		}
-		if h.Length > maxFrame || int64(len(c.buf))+h.Length > maxFrame {
-			return nil, fmt.Errorf("frame of %d bytes is over the %d limit", h.Length, maxFrame)
-		}
-		n := int(h.Length)
-		start := len(c.buf)
-		if cap(c.buf) < start+n {
-			nb := make([]byte, start, max(start+n, 2*cap(c.buf), 512))
-			copy(nb, c.buf)
-			c.buf = nb
-		}
-		c.buf = c.buf[:start+n]
-		if _, err := io.ReadFull(c.br, c.buf[start:]); err != nil {
-			return nil, err
-		}
-		if h.Masked {
-			ws.Cipher(c.buf[start:], h.Mask, 0)
-		}
-		switch h.OpCode {
-		case ws.OpPing:
-			if err := c.writeFrame(ws.OpPong, c.buf[start:]); err != nil {
-				return nil, err
-			}
-			c.buf = c.buf[:start]
-			continue
-		case ws.OpPong:
-			c.buf = c.buf[:start]
-			continue
-		case ws.OpClose:
-			_ = c.writeFrame(ws.OpClose, nil)
-			return nil, ErrClosed
-		}
-		if h.Fin {
-			return c.buf, nil
-		}
-	}
-}
-
-// write sends one Engine.IO message as a masked text frame, in one write.
-func (c *Conn) write(p []byte) error { return c.writeFrame(ws.OpText, p) }
-
-func (c *Conn) writeFrame(op ws.OpCode, p []byte) error {
-	c.wbuf = appendFrame(c.wbuf[:0], op, p)
-	_, err := c.conn.Write(c.wbuf)
-	return err
-}
-
-// appendFrame appends p as one masked client frame of opcode op.
-func appendFrame(b []byte, op ws.OpCode, p []byte) []byte {
-	h := ws.Header{Fin: true, OpCode: op, Masked: true, Mask: ws.NewMask(), Length: int64(len(p))}
-	var hb bytes.Buffer
-	hb.Grow(ws.MaxHeaderSize)
-	_ = ws.WriteHeader(&hb, h) // a bytes.Buffer does not fail
-	b = append(b, hb.Bytes()...)
-	start := len(b)
-	b = append(b, p...)
-	ws.Cipher(b[start:], h.Mask, 0)
-	return b
 }
 
 // endpointPacket is the EVENT packet of emit("endpoint", {endpointName,
@@ -279,7 +169,7 @@ func (c *Conn) Emit(name string, args any) (int, error) {
 	}
 	id := c.ackID
 	c.ackID++
-	return id, c.write(p)
+	return id, c.ws.Write(p)
 }
 
 // Call is one endpoint call of CallAll.
@@ -297,17 +187,19 @@ type Call struct {
 // of sockets rejoining cost the tool little. After an error the connection
 // is out of step: the caller closes it.
 func (c *Conn) CallAll(calls []Call) error {
-	c.wbuf = c.wbuf[:0]
 	first := c.ackID
-	for _, call := range calls {
-		p, err := endpointPacket(c.ackID, call.Name, call.Args)
-		if err != nil {
-			return err
+	err := c.ws.WriteFrames(func(b []byte) ([]byte, error) {
+		for _, call := range calls {
+			p, err := endpointPacket(c.ackID, call.Name, call.Args)
+			if err != nil {
+				return b, err
+			}
+			c.ackID++
+			b = wsclient.AppendFrame(b, ws.OpText, p)
 		}
-		c.ackID++
-		c.wbuf = appendFrame(c.wbuf, ws.OpText, p)
-	}
-	if _, err := c.conn.Write(c.wbuf); err != nil {
+		return b, nil
+	})
+	if err != nil {
 		return err
 	}
 	for i, call := range calls {
@@ -380,7 +272,7 @@ func (c *Conn) waitAck(id int, name string, onOther func([]byte), withData bool)
 
 // Close closes the TCP connection at once, without a goodbye: what a lost
 // network looks like to the server.
-func (c *Conn) Close() error { return c.conn.Close() }
+func (c *Conn) Close() error { return c.ws.Close() }
 
 // SetDeadline sets the read and write deadline of the connection (zero: none).
-func (c *Conn) SetDeadline(t time.Time) error { return c.conn.SetDeadline(t) }
+func (c *Conn) SetDeadline(t time.Time) error { return c.ws.SetDeadline(t) }

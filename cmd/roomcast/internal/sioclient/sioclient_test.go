@@ -1,7 +1,6 @@
 package sioclient
 
 import (
-	"bufio"
 	"net"
 	"strconv"
 	"strings"
@@ -10,6 +9,8 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 	"github.com/stretchr/testify/require"
+
+	"github.com/roomcast/roomcast/cmd/roomcast/internal/wsclient"
 )
 
 // pipeConn is a Conn over an in-memory pipe, and the server's end.
@@ -17,7 +18,7 @@ func pipeConn(t *testing.T) (*Conn, net.Conn) {
 	t.Helper()
 	cli, srv := net.Pipe()
 	t.Cleanup(func() { cli.Close(); srv.Close() })
-	return &Conn{conn: cli, br: bufio.NewReaderSize(cli, readBufSize)}, srv
+	return &Conn{ws: wsclient.Over(cli)}, srv
 }
 
 // TestCallAllSendsTogetherAndReportsAFailedCall: the calls go out before
