@@ -4,51 +4,24 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/roomcast/roomcast/process/panicguard/panictest"
 	"github.com/roomcast/roomcast/proto"
 )
 
-// armed panics at a boundary as many times as it was armed there.
-type armed struct {
-	mu sync.Mutex
-	n  map[string]int
-}
-
-func (a *armed) arm(where string, n int) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.n == nil {
-		a.n = map[string]int{}
-	}
-	a.n[where] = n
-}
-
-func (a *armed) hook(where string) {
-	a.mu.Lock()
-	fire := a.n[where] > 0
-	if fire {
-		a.n[where]--
-	}
-	a.mu.Unlock()
-	if fire {
-		panic("injected at " + where)
-	}
-}
-
 // panicEnv is a gateway whose boundaries panic where armed.
-func panicEnv(t *testing.T, mod ...func(*Config)) (*env, *testGateway, *armed) {
+func panicEnv(t *testing.T, mod ...func(*Config)) (*env, *testGateway, *panictest.Armed) {
 	t.Helper()
 	e := newEnv(t)
 	e.answerRoomState(nil)
 	e.answerAuthz(func(string, string) bool { return true })
-	a := &armed{}
-	tg := e.startGateway(append(mod, func(c *Config) { c.panicHook = a.hook })...)
+	a := &panictest.Armed{}
+	tg := e.startGateway(append(mod, func(c *Config) { c.panicHook = a.Hook })...)
 	return e, tg, a
 }
 
@@ -72,7 +45,7 @@ func TestPanicFanout(t *testing.T) {
 	c2.mustOK("addToRoom", proto.RoomArgs{RoomName: "board-b1"})
 	tasks := mustRoom(t, "board-b1-tasks")
 
-	a.arm("fanout", 1)
+	a.Arm("fanout", 1)
 	_, seqA := e.publish(tasks, "a", 1)
 	tg.waitPanics(t, "fanout", 1)
 	_, seqB := e.publish(tasks, "b", 2)
@@ -97,7 +70,7 @@ func TestPanicFanout(t *testing.T) {
 func TestPanicPersonal(t *testing.T) {
 	e, tg, a := panicEnv(t, func(c *Config) { c.PersonalSubscriptions = PersonalShared })
 	c := connectUser(t, tg, "u1")
-	a.arm("personal", 1)
+	a.Arm("personal", 1)
 	e.publish(mustRoom(t, "user-u1"), "u1", 1)
 	tg.waitPanics(t, "personal", 1)
 	_, seq := e.publish(mustRoom(t, "user-u1"), "u1", 2)
@@ -109,7 +82,7 @@ func TestPanicPersonal(t *testing.T) {
 func TestPanicEndpoint(t *testing.T) {
 	_, tg, a := panicEnv(t)
 	c1, c2 := connectUser(t, tg, "u1"), connectUser(t, tg, "u2")
-	a.arm("endpoint", 1)
+	a.Arm("endpoint", 1)
 	c1.send(`420["endpoint",{"endpointName":"updateClient","endpointArgs":{"isActive":true}}]`)
 	c1.waitClosed()
 	tg.waitPanics(t, "endpoint", 1)
@@ -129,7 +102,7 @@ func TestPanicKick(t *testing.T) {
 		b, _ := json.Marshal(proto.KickRequest{RoomName: "board-b1", UserID: u})
 		require.NoError(t, e.nc.Publish(proto.SubjectKick, b))
 	}
-	a.arm("kick", 1)
+	a.Arm("kick", 1)
 	kick("u1")
 	c1.waitClosed()
 	tg.waitPanics(t, "kick", 1)
@@ -145,7 +118,7 @@ func TestPanicRevoke(t *testing.T) {
 	e, tg, a := panicEnv(t)
 	c1, other := connectUser(t, tg, "u1"), connectUser(t, tg, "u2")
 	tok := token(t, "u1", time.Hour) // no iat: refused once u1 is revoked
-	a.arm("revoke", 1)
+	a.Arm("revoke", 1)
 	require.NoError(t, e.nc.Publish(proto.RevokeSubject("u1"), nil))
 	require.Equal(t, "41", c1.next())
 	c1.waitClosed()
@@ -155,7 +128,7 @@ func TestPanicRevoke(t *testing.T) {
 
 	// From KV REVOCATIONS (another gateway's revoke, watched).
 	c3 := connectUser(t, tg, "u3")
-	a.arm("revocation", 1)
+	a.Arm("revocation", 1)
 	kv, err := e.js.KeyValue(context.Background(), proto.BucketRevocations)
 	require.NoError(t, err)
 	require.NoError(t, proto.RecordRevocation(context.Background(), kv, "u3", time.Now()))
@@ -174,7 +147,7 @@ func TestPanicRevoke(t *testing.T) {
 func TestPanicPresence(t *testing.T) {
 	e, tg, a := panicEnv(t)
 	connectUser(t, tg, "u1")
-	a.arm("presence", 2)
+	a.Arm("presence", 2)
 	ask := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -3,41 +3,14 @@ package roomstate
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/roomcast/roomcast/process/panicguard/panictest"
 	"github.com/roomcast/roomcast/proto"
 )
-
-// armed panics at a boundary as many times as it was armed there.
-type armed struct {
-	mu sync.Mutex
-	n  map[string]int
-}
-
-func (a *armed) arm(where string, n int) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.n == nil {
-		a.n = map[string]int{}
-	}
-	a.n[where] = n
-}
-
-func (a *armed) hook(where string) {
-	a.mu.Lock()
-	fire := a.n[where] > 0
-	if fire {
-		a.n[where]--
-	}
-	a.mu.Unlock()
-	if fire {
-		panic("injected at " + where)
-	}
-}
 
 // TestPanicsStopAtBoundaries: a panic in the consume loop, in folding a
 // message, in writing a room or in a request is stopped there and counted;
@@ -47,9 +20,9 @@ func (a *armed) hook(where string) {
 // is folded, is redelivered and folded once).
 func TestPanicsStopAtBoundaries(t *testing.T) {
 	st := newStack(t, proto.StoreConfig{})
-	var a armed
+	var a panictest.Armed
 	r := st.start(t, func(c *Config) {
-		c.panicHook = a.hook
+		c.panicHook = a.Hook
 		c.AckWait = time.Second
 	})
 	panics := func(where string) float64 { return r.metric(t, "roomcast_roomstate_panics_total", "where", where) }
@@ -63,7 +36,7 @@ func TestPanicsStopAtBoundaries(t *testing.T) {
 	st.waitStates(t, map[string]proto.RoomState{tasks: {LastBroadcastTimestamp: 1000, Seq: s1}})
 
 	// fold: t2 panics half-way; it is terminated and not written.
-	a.arm("fold", 1)
+	a.Arm("fold", 1)
 	st.publish(t, mustRoom(t, tasks), "t2", 2000)
 	waitPanics("fold", 1)
 	st.consumerIdle(t)
@@ -72,7 +45,7 @@ func TestPanicsStopAtBoundaries(t *testing.T) {
 	st.waitStates(t, map[string]proto.RoomState{tasks: {LastBroadcastTimestamp: 3000, Seq: s3}})
 
 	// write: a room's batch panics before its write; terminated, not written.
-	a.arm("write", 1)
+	a.Arm("write", 1)
 	st.publish(t, mustRoom(t, sprints), "s1", 4000)
 	waitPanics("write", 1)
 	st.consumerIdle(t)
@@ -82,7 +55,7 @@ func TestPanicsStopAtBoundaries(t *testing.T) {
 
 	// loop: the consume loop panics with a batch in hand, before folding
 	// any of it; it starts over and the batch comes back after AckWait.
-	a.arm("loop", 1)
+	a.Arm("loop", 1)
 	s6 := st.publish(t, mustRoom(t, tasks), "t6", 6000)
 	waitPanics("loop", 1)
 	st.waitStates(t, map[string]proto.RoomState{tasks: {LastBroadcastTimestamp: 6000, Seq: s6}})
@@ -101,7 +74,7 @@ func TestPanicsStopAtBoundaries(t *testing.T) {
 			return proto.Request(ctx, st.nc, proto.SubjectRoomStateGetMany, proto.RoomStatesArgs{RoomNames: []string{tasks, sprints}}, &res)
 		}},
 	} {
-		a.arm(ep.name, 2)
+		a.Arm(ep.name, 2)
 		for range 2 {
 			var pe *proto.Error
 			err := ep.ask()
