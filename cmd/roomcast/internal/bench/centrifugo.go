@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -161,37 +160,14 @@ func (s *server) startCentrifugo(ctx context.Context, o options, log io.Writer) 
 		return err
 	}
 	cfgPath := filepath.Join(dir, "config.json")
-	logPath := filepath.Join(dir, "centrifugo.log")
 	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
-		_ = os.RemoveAll(dir)
-		return err
-	}
-	logf, err := os.Create(logPath)
-	if err != nil {
 		_ = os.RemoveAll(dir)
 		return err
 	}
 	cmd := pinned(o, true, bin, "-c", cfgPath)
 	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = logf, logf
-	p, err := startProc(cmd)
-	if err != nil {
-		logf.Close()
-		_ = os.RemoveAll(dir)
-		return fmt.Errorf("start %s: %w", bin, err)
-	}
-	s.pid = cmd.Process.Pid
 	s.url = "http://127.0.0.1:" + strconv.Itoa(port)
-	s.stop = func() {
-		p.stop(10 * time.Second)
-		logf.Close()
-		_ = os.RemoveAll(dir)
-	}
-	if err := waitReady(ctx, p, s.url+"/health", 30*time.Second); err != nil {
-		s.stop()
-		return fmt.Errorf("centrifugo: %w; its log:\n%s", err, tail(logPath, 2000))
-	}
-	return nil
+	return s.run(ctx, cmd, dir, "centrifugo.log", "/health", bin, "centrifugo")
 }
 
 // centrifugoChannel is the channel standing for a room: a board's -tasks
@@ -207,13 +183,11 @@ func centrifugoChannel(room proto.Room) string {
 
 // centrifugoPublisher batches the publications of one tick into one POST
 // to /api/batch, as the Socket.IO peer's publisher does with /publish.
-type centrifugoPublisher struct {
-	url    string // …/api/batch
-	key    string
-	client *http.Client
-	batch  bytes.Buffer
-	n      int
-	failed int64
+type centrifugoPublisher struct{ httpBatch }
+
+func newCentrifugoPublisher(url, key string) *centrifugoPublisher {
+	return &centrifugoPublisher{httpBatch{url: url, client: &http.Client{Timeout: 30 * time.Second},
+		header: http.Header{"X-Api-Key": {key}}, open: `{"commands":[`, end: `]}`}}
 }
 
 func (p *centrifugoPublisher) add(_ context.Context, room proto.Room, env proto.Envelope) error {
@@ -222,18 +196,12 @@ func (p *centrifugoPublisher) add(_ context.Context, room proto.Room, env proto.
 		return err
 	}
 	ch, _ := json.Marshal(centrifugoChannel(room))
-	if p.n == 0 {
-		p.batch.Reset()
-		p.batch.WriteString(`{"commands":[`)
-	} else {
-		p.batch.WriteByte(',')
-	}
-	p.batch.WriteString(`{"publish":{"channel":`)
-	p.batch.Write(ch)
-	p.batch.WriteString(`,"data":`)
-	p.batch.Write(data)
-	p.batch.WriteString(`}}`)
-	p.n++
+	b := p.item()
+	b.WriteString(`{"publish":{"channel":`)
+	b.Write(ch)
+	b.WriteString(`,"data":`)
+	b.Write(data)
+	b.WriteString(`}}`)
 	return nil
 }
 
@@ -253,32 +221,9 @@ type batchReply struct {
 }
 
 func (p *centrifugoPublisher) flush(ctx context.Context) error {
-	if p.n == 0 {
-		return nil
-	}
-	p.batch.WriteString(`]}`)
-	n := p.n
-	p.n = 0
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(p.batch.Bytes()))
-	if err != nil {
+	body, n, err := p.post(ctx, "Centrifugo")
+	if err != nil || n == 0 {
 		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-API-Key", p.key)
-	resp, err := p.client.Do(req)
-	if err != nil {
-		p.failed += int64(n)
-		return fmt.Errorf("publish to Centrifugo: %w", err)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	resp.Body.Close()
-	if err != nil {
-		p.failed += int64(n)
-		return fmt.Errorf("publish to Centrifugo: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		p.failed += int64(n)
-		return fmt.Errorf("publish to Centrifugo: HTTP %d: %.200s", resp.StatusCode, body)
 	}
 	return p.check(body, n)
 }

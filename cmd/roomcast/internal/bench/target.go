@@ -138,11 +138,6 @@ func (s *server) startRoomcast(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	logPath := filepath.Join(dir, "serve.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return err
-	}
 	cmd := pinned(o, true, bin, "serve")
 	cmd.Env = append(cmd.Env,
 		"ROOMCAST_HTTP_ADDR=127.0.0.1:"+strconv.Itoa(httpPort),
@@ -155,23 +150,38 @@ func (s *server) startRoomcast(ctx context.Context, o options) error {
 	if o.ServerCPUProfile != "" {
 		cmd.Env = append(cmd.Env, "ROOMCAST_PPROF=1")
 	}
+	s.url = "http://127.0.0.1:" + strconv.Itoa(httpPort)
+	s.natsURL = "nats://127.0.0.1:" + strconv.Itoa(natsPort)
+	return s.run(ctx, cmd, dir, "serve.log", "/readyz", bin+" serve", "roomcast serve")
+}
+
+// run starts cmd, its output in the file logName of dir, as s's process
+// (s.stop ends it and removes dir), and waits until s.url+readyPath
+// answers 200. Errors name the server as started (start) and as running
+// (name), the latter with the end of its log. dir is removed on failure.
+func (s *server) run(ctx context.Context, cmd *exec.Cmd, dir, logName, readyPath, start, name string) error {
+	logPath := filepath.Join(dir, logName)
+	logf, err := os.Create(logPath)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return err
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	p, err := startProc(cmd)
 	if err != nil {
 		logf.Close()
-		return fmt.Errorf("start %s serve: %w", bin, err)
+		_ = os.RemoveAll(dir)
+		return fmt.Errorf("start %s: %w", start, err)
 	}
 	s.pid = cmd.Process.Pid
-	s.url = "http://127.0.0.1:" + strconv.Itoa(httpPort)
-	s.natsURL = "nats://127.0.0.1:" + strconv.Itoa(natsPort)
 	s.stop = func() {
 		p.stop(10 * time.Second)
 		logf.Close()
 		_ = os.RemoveAll(dir)
 	}
-	if err := waitReady(ctx, p, s.url+"/readyz", 30*time.Second); err != nil {
+	if err := waitReady(ctx, p, s.url+readyPath, 30*time.Second); err != nil {
 		s.stop()
-		return fmt.Errorf("roomcast serve: %w; its log:\n%s", err, tail(logPath, 2000))
+		return fmt.Errorf("%s: %w; its log:\n%s", name, err, tail(logPath, 2000))
 	}
 	return nil
 }
@@ -372,9 +382,9 @@ func (s *server) connectNATS(ctx context.Context, o options) error {
 func (s *server) newPublisher() publisher {
 	switch s.name {
 	case targetPeer:
-		return &peerPublisher{url: s.url + "/publish", client: &http.Client{Timeout: 30 * time.Second}}
+		return newPeerPublisher(s.url + "/publish")
 	case targetCentrifugo:
-		return &centrifugoPublisher{url: s.url + "/api/batch", key: s.apiKey, client: &http.Client{Timeout: 30 * time.Second}}
+		return newCentrifugoPublisher(s.url+"/api/batch", s.apiKey)
 	}
 	p := &natsPublisher{js: s.js, enc: proto.NewPublisher(s.js, proto.Subjects{})}
 	return p
@@ -460,13 +470,75 @@ func (p *natsPublisher) wait(ctx context.Context) (int64, error) {
 	return 0, nil
 }
 
-// peerPublisher batches the envelopes of one tick into one POST.
-type peerPublisher struct {
+// httpBatch is what the HTTP publishers share: the envelopes of one tick
+// go in one POST, a JSON batch between open and end with an item each.
+type httpBatch struct {
 	url    string
 	client *http.Client
+	header http.Header // set on each POST besides Content-Type
+	open   string
+	end    string
 	batch  bytes.Buffer
 	n      int
 	failed int64
+}
+
+// item starts the next item (opening the batch at its first) and returns
+// the buffer to write it in.
+func (b *httpBatch) item() *bytes.Buffer {
+	if b.n == 0 {
+		b.batch.Reset()
+		b.batch.WriteString(b.open)
+	} else {
+		b.batch.WriteByte(',')
+	}
+	b.n++
+	return &b.batch
+}
+
+// post sends the batch, if it holds any item, to the server that to names,
+// and returns the answer's body (16 MiB at most) and how many envelopes
+// the batch held. A batch not sent, or not answered 200, is counted failed
+// whole.
+func (b *httpBatch) post(ctx context.Context, to string) (body []byte, n int, err error) {
+	if b.n == 0 {
+		return nil, 0, nil
+	}
+	b.batch.WriteString(b.end)
+	n = b.n
+	b.n = 0
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.url, bytes.NewReader(b.batch.Bytes()))
+	if err != nil {
+		return nil, n, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range b.header {
+		req.Header[k] = v
+	}
+	resp, err := b.client.Do(req)
+	if err != nil {
+		b.failed += int64(n)
+		return nil, n, fmt.Errorf("publish to %s: %w", to, err)
+	}
+	body, err = io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	resp.Body.Close()
+	if err != nil {
+		b.failed += int64(n)
+		return nil, n, fmt.Errorf("publish to %s: %w", to, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		b.failed += int64(n)
+		return body, n, fmt.Errorf("publish to %s: HTTP %d: %.200s", to, resp.StatusCode, body)
+	}
+	return body, n, nil
+}
+
+// peerPublisher batches the envelopes of one tick into one POST of
+// [{"room":…,"data":…},…] to the peer's /publish.
+type peerPublisher struct{ httpBatch }
+
+func newPeerPublisher(url string) *peerPublisher {
+	return &peerPublisher{httpBatch{url: url, client: &http.Client{Timeout: 30 * time.Second}, open: "[", end: "]"}}
 }
 
 func (p *peerPublisher) add(_ context.Context, room proto.Room, env proto.Envelope) error {
@@ -474,43 +546,16 @@ func (p *peerPublisher) add(_ context.Context, room proto.Room, env proto.Envelo
 	if err != nil {
 		return err
 	}
-	if p.n == 0 {
-		p.batch.Reset()
-		p.batch.WriteByte('[')
-	} else {
-		p.batch.WriteByte(',')
-	}
-	fmt.Fprintf(&p.batch, `{"room":%q,"data":`, room.Name())
-	p.batch.Write(data)
-	p.batch.WriteByte('}')
-	p.n++
+	b := p.item()
+	fmt.Fprintf(b, `{"room":%q,"data":`, room.Name())
+	b.Write(data)
+	b.WriteByte('}')
 	return nil
 }
 
 func (p *peerPublisher) flush(ctx context.Context) error {
-	if p.n == 0 {
-		return nil
-	}
-	p.batch.WriteByte(']')
-	n := p.n
-	p.n = 0
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(p.batch.Bytes()))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := p.client.Do(req)
-	if err != nil {
-		p.failed += int64(n)
-		return fmt.Errorf("publish to the peer: %w", err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		p.failed += int64(n)
-		return fmt.Errorf("publish to the peer: HTTP %d", resp.StatusCode)
-	}
-	return nil
+	_, _, err := p.post(ctx, "the peer")
+	return err
 }
 
 func (p *peerPublisher) wait(ctx context.Context) (int64, error) {
