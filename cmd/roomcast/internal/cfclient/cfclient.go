@@ -23,7 +23,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/roomcast/roomcast/cmd/roomcast/internal/wsclient"
@@ -59,13 +58,7 @@ type Options struct {
 }
 
 // URL is the WebSocket endpoint of a Centrifugo at base (http://host:port).
-func URL(base string) string {
-	base = strings.TrimSuffix(base, "/")
-	if rest, ok := strings.CutPrefix(base, "http://"); ok {
-		base = "ws://" + rest
-	}
-	return base + "/connection/websocket"
-}
+func URL(base string) string { return wsclient.URL(base, "/connection/websocket") }
 
 // Dial opens a WebSocket and sends connect with the token, and waits for
 // the reply.

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -47,13 +46,7 @@ type Options struct {
 
 // URL is the Engine.IO WebSocket endpoint of a server at base
 // (http://host:port or ws://host:port).
-func URL(base string) string {
-	base = strings.TrimSuffix(base, "/")
-	if rest, ok := strings.CutPrefix(base, "http://"); ok {
-		base = "ws://" + rest
-	}
-	return base + "/socket.io/?EIO=4&transport=websocket"
-}
+func URL(base string) string { return wsclient.URL(base, "/socket.io/?EIO=4&transport=websocket") }
 
 // Dial opens a WebSocket, reads the Engine.IO open packet, sends the
 // Socket.IO CONNECT with auth and waits for the server's answer.

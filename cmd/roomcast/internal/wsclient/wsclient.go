@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -32,6 +33,16 @@ const readBufSize = 1024
 // ErrClosed is the server closing the WebSocket; ReadMessage wraps it with
 // the close frame's code and reason.
 var ErrClosed = errors.New("server closed the socket")
+
+// URL is the WebSocket URL of path on a server at base (http://host:port
+// or ws://host:port, a trailing slash or not).
+func URL(base, path string) string {
+	base = strings.TrimSuffix(base, "/")
+	if rest, ok := strings.CutPrefix(base, "http://"); ok {
+		base = "ws://" + rest
+	}
+	return base + path
+}
 
 // Conn is one client WebSocket. Its zero value is unconnected; Dial connects
 // it. A protocol client holds it by value, so a socket stays one allocation.

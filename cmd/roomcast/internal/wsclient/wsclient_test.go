@@ -102,3 +102,8 @@ func TestWriteFrames(t *testing.T) {
 		require.Equal(t, want, string(m))
 	}
 }
+
+func TestURL(t *testing.T) {
+	require.Equal(t, "ws://127.0.0.1:8000/p?q=1", URL("http://127.0.0.1:8000/", "/p?q=1"))
+	require.Equal(t, "ws://h:1/p", URL("ws://h:1", "/p"))
+}
