@@ -49,16 +49,7 @@ type rawSocket struct {
 // dialRaw upgrades a socket and reads the Engine.IO open packet.
 func dialRaw(t *testing.T, tg *testGateway) *rawSocket {
 	t.Helper()
-	d := ws.Dialer{Timeout: 5 * time.Second}
-	conn, br, _, err := d.Dial(context.Background(), "ws"+strings.TrimPrefix(tg.url, "http")+wsPath)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = conn.Close() })
-	rs := &rawSocket{t: t, conn: conn, r: conn}
-	if br != nil {
-		rs.r = io.MultiReader(br, conn)
-	}
-	require.True(t, strings.HasPrefix(rs.text(), "0{"), "open packet")
-	return rs
+	return dialRawWith(t, tg, func(*ws.Dialer) {})
 }
 
 // connectRaw is dialRaw plus a CONNECT as user u.
