@@ -73,27 +73,34 @@ func TestServeRefusesBadSettings(t *testing.T) {
 
 // TestServeConnectsInProcess: with the embedded server, the gateway,
 // roomstate and sync connect to it in-process, not over loopback TCP.
-func TestServeConnectsInProcess(t *testing.T) {
+// serveEmbedded runs `roomcast serve` with args until the test ends (its
+// error then must be nil) and returns its embedded nats-server once it has
+// started; serve stopping before that fails the test.
+func serveEmbedded(t *testing.T, args ...string) *server.Server {
+	t.Helper()
 	started := make(chan *server.Server, 1)
 	embeddedStarted = func(ns *server.Server) { started <- ns }
 	t.Cleanup(func() { embeddedStarted = func(*server.Server) {} })
-	dir := t.TempDir() // removed after serve stops (cleanups run last first)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() {
-		done <- serveCLI(ctx, []string{"-http-addr", "127.0.0.1:0", "-nats-addr", "127.0.0.1:0",
-			"-data-dir", dir, "-log-level", "error", "-jwt-secret", "0123456789abcdef0123456789abcdef"})
-	}()
+	go func() { done <- serveCLI(ctx, args) }()
 	t.Cleanup(func() {
 		cancel()
 		require.NoError(t, <-done)
 	})
-	var ns *server.Server
 	select {
-	case ns = <-started:
+	case ns := <-started:
+		return ns
 	case err := <-done:
 		t.Fatalf("serve stopped: %v", err)
+		return nil
 	}
+}
+
+func TestServeConnectsInProcess(t *testing.T) {
+	dir := t.TempDir() // removed after serve stops (cleanups run last first)
+	ns := serveEmbedded(t, "-http-addr", "127.0.0.1:0", "-nats-addr", "127.0.0.1:0",
+		"-data-dir", dir, "-log-level", "error", "-jwt-secret", "0123456789abcdef0123456789abcdef")
 	want := []string{"roomcast-gateway", "roomcast-roomstate", "roomcast-serve", "roomcast-sync"}
 	require.Eventually(t, func() bool {
 		cz, err := ns.Connz(&server.ConnzOptions{})
@@ -165,25 +172,8 @@ func TestServeEmbeddedNATSWithConfig(t *testing.T) {
 	require.ErrorContains(t, err, "needs ROOMCAST_ADMIN_PASSWORD, ROOMCAST_GATEWAY_PASSWORD, ROOMCAST_ROOMSTATE_PASSWORD, ROOMCAST_SYNC_PASSWORD")
 
 	setPasswords(t)
-	started := make(chan *server.Server, 1)
-	embeddedStarted = func(ns *server.Server) { started <- ns }
-	t.Cleanup(func() { embeddedStarted = func(*server.Server) {} })
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- serveCLI(ctx, []string{"-http-addr", "127.0.0.1:0", "-nats-config", conf,
-			"-log-level", "error", "-jwt-secret", "0123456789abcdef0123456789abcdef"})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
-	var ns *server.Server
-	select {
-	case ns = <-started:
-	case err := <-done:
-		t.Fatalf("serve stopped: %v", err)
-	}
+	ns := serveEmbedded(t, "-http-addr", "127.0.0.1:0", "-nats-config", conf,
+		"-log-level", "error", "-jwt-secret", "0123456789abcdef0123456789abcdef")
 	require.True(t, ns.Addr().(*net.TCPAddr).IP.IsUnspecified(), "listens where the file says, every address")
 	url := fmt.Sprintf("nats://127.0.0.1:%d", ns.Addr().(*net.TCPAddr).Port)
 
@@ -210,7 +200,7 @@ func TestServeEmbeddedNATSWithConfig(t *testing.T) {
 	defer admin.Close()
 	require.Eventually(t, func() bool {
 		var st *proto.RoomState
-		rctx, c := context.WithTimeout(ctx, time.Second)
+		rctx, c := context.WithTimeout(t.Context(), time.Second)
 		defer c()
 		return proto.Request(rctx, admin, proto.SubjectRoomStateGet, proto.RoomArgs{RoomName: "board-b1"}, &st) == nil
 	}, 10*time.Second, 50*time.Millisecond)
