@@ -409,11 +409,23 @@ func (w *worker) connect(ctx context.Context, s *benchSocket, slots chan struct{
 	if err != nil {
 		return nil, err
 	}
-	_ = c.SetDeadline(time.Now().Add(max(w.cfg.ConnectTimeout, 10*time.Second)))
 	// The joins go out together, as a client's "connect" handler sends them.
-	if err := c.CallAll(s.joins); err != nil {
+	return w.joined(c, func() error {
+		if err := c.CallAll(s.joins); err != nil {
+			return fmt.Errorf("join rooms: %w", err)
+		}
+		return nil
+	})
+}
+
+// joined runs join (a connected socket's joins or subscribes) within the
+// connect timeout, 10 s at least, and returns c, or closes it when join
+// fails.
+func (w *worker) joined(c benchConn, join func() error) (benchConn, error) {
+	_ = c.SetDeadline(time.Now().Add(max(w.cfg.ConnectTimeout, 10*time.Second)))
+	if err := join(); err != nil {
 		_ = c.Close()
-		return nil, fmt.Errorf("join rooms: %w", err)
+		return nil, err
 	}
 	_ = c.SetDeadline(time.Time{})
 	return c, nil
@@ -436,13 +448,7 @@ func (w *worker) connectCentrifugo(ctx context.Context, s *benchSocket) (benchCo
 	if err != nil {
 		return nil, err
 	}
-	_ = c.SetDeadline(time.Now().Add(max(w.cfg.ConnectTimeout, 10*time.Second)))
-	if err := c.SubscribeAll(s.channels); err != nil {
-		_ = c.Close()
-		return nil, err
-	}
-	_ = c.SetDeadline(time.Time{})
-	return c, nil
+	return w.joined(c, func() error { return c.SubscribeAll(s.channels) })
 }
 
 // readLoop reads until the socket fails, timing every benchmark broadcast.
