@@ -124,7 +124,7 @@ test("a socket is disconnected when its token expires", async () => {
 });
 
 test("wrong Engine.IO version or transport is refused before the upgrade", async () => {
-  for (const q of ["EIO=3&transport=websocket", "EIO=4&transport=polling"]) {
+  for (const q of ["EIO=3&transport=websocket", "EIO=3&transport=polling", "EIO=4&transport=flashsocket"]) {
     const r = await fetch(`${stack.httpURL}/socket.io/?${q}`);
     assert.equal(r.status, 400, q);
   }

@@ -2,6 +2,6 @@
 // on WebSocket), authenticates them, keeps the socket map and the rooms, maps
 // rooms to NATS subjects with interest-based subscriptions, fans broadcasts
 // out and serves the endpoints. The transport (the Engine.IO handshake and
-// the WebSocket connection, with every unsafe, syscall and gobwas/ws import)
+// the WebSocket connection: all of the platform code and the WebSocket library)
 // is internal/engineio; this package holds the sessions above it.
 package gateway

@@ -218,6 +218,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /socket.io/", &g.eio)
+	mux.Handle("POST /socket.io/", &g.eio) // long-polling's packets
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", g.serveReady)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
@@ -229,6 +230,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: cfg.HTTPReadHeaderTimeout, IdleTimeout: cfg.HTTPIdleTimeout}
+	srv.RegisterOnShutdown(g.eio.LetGo)
 	// Socket.IO upgrades are served by the listener itself; net/http gets
 	// the rest (health, metrics, pprof).
 	ln = g.SocketIOListener(ln)

@@ -32,6 +32,7 @@ func (g *Gateway) transportSetup() {
 		WriteTimeout:      cfg.WriteTimeout,
 		ReadHeaderTimeout: cfg.HTTPReadHeaderTimeout,
 		Start:             g.startSocket,
+		StartPolling:      g.startPolling,
 		UpgradeFailed: func(err error, remote string) {
 			g.log.Debug().Err(err).Str("remote", remote).Msg("upgrade failed")
 		},
@@ -68,6 +69,18 @@ func (g *Gateway) acceptRecovered() {
 	if g.notAccepting.Swap(nil) != nil {
 		g.log.Info().Msg("accepting connections again")
 	}
+}
+
+// startPolling starts a long-polling session sid: its open packet is the
+// answer to the opening GET (engineio), its CONNECT deadline armed.
+func (g *Gateway) startPolling(sid, token string) *engineio.Polling {
+	s := newSocket(g, token)
+	p := g.eio.NewPolling(sid, s, &s.ws, &g.wsOpts)
+	s.poll.Store(p)
+	s.mu.Lock()
+	s.armLocked(g.cfg.ConnectTimeout)
+	s.mu.Unlock()
+	return p
 }
 
 // startSocket starts the session of an upgraded connection: the open

@@ -22,7 +22,7 @@ import (
 func TestHandshakeRefusedBeforeUpgrade(t *testing.T) {
 	e := newEnv(t)
 	tg := e.startGateway(func(c *Config) { c.AllowedOrigins = []string{"https://app.example"} })
-	for _, q := range []string{"/socket.io/?EIO=3&transport=websocket", "/socket.io/?transport=websocket", "/socket.io/?EIO=4&transport=polling"} {
+	for _, q := range []string{"/socket.io/?EIO=3&transport=websocket", "/socket.io/?transport=websocket", "/socket.io/?EIO=4&transport=flashsocket", "/socket.io/?EIO=3&transport=polling"} {
 		resp, err := http.Get(tg.url + q)
 		require.NoError(t, err)
 		resp.Body.Close()

@@ -62,7 +62,7 @@ func TestSocketIOListener(t *testing.T) {
 	// Refusals before the upgrade, with engineio.Server.ServeHTTP's statuses (one check, Handshake.Check).
 	for _, tc := range []struct{ path, hdr, status string }{
 		{"/socket.io/?EIO=3&transport=websocket", upgradeHeaders, "400"},
-		{"/socket.io/?EIO=4&transport=polling", upgradeHeaders, "400"},
+		{"/socket.io/?EIO=4&transport=flashsocket", upgradeHeaders, "400"},
 		{"/socket.io/?EIO=4&transport=websocket", upgradeHeaders + "Origin: https://evil.example\r\n", "403"},
 		{"/socket.io/?EIO=4&transport=websocket", "Host: x\r\n", "400"}, // not an upgrade
 	} {

@@ -3,6 +3,7 @@ package gateway
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -39,8 +40,9 @@ type socket struct {
 	user   string
 	client string
 
-	// Reader only (its goroutine, or the poller's one reader at a time, and
-	// the deep worker it hands a message to while it waits).
+	// Reader only (its goroutine, or the poller's one reader at a time, or
+	// a polling session's one POST at a time, and the deep worker it hands
+	// a message to while it waits).
 	pendingToken string // from the upgrade request, until CONNECT
 	// The socket's budget: every inbound frame takes a token (takeFrame).
 	// float32: the two share the 8 bytes tokens alone took (a size class).
@@ -55,7 +57,10 @@ type socket struct {
 	active      bool // updateClient {isActive}
 	hasPresence bool // it has said updateClient at least once
 	pingPending bool
-	rooms       []string // keys (Room.Key) of the (parent) rooms it is in
+	// Under heartbeats.mu: the socket's index in the heap; -1: none
+	// scheduled. Here, where the fields under mu leave padding.
+	hbIdx int32
+	rooms []string // keys (Room.Key) of the (parent) rooms it is in
 	// Chats it left with removeFromRoom: not re-adopted. Behind a pointer:
 	// rare, and 8 bytes of every idle socket instead of 24.
 	leftChats *[]string
@@ -65,12 +70,13 @@ type socket struct {
 	due     int64 // when the current heartbeat step is due (mono)
 	expires int64 // the token's exp (Unix ns); zero before CONNECT
 
-	// The socket's place in the gateway's heartbeats, under heartbeats.mu.
-	hbAt  int64 // when heartbeats runs onHeartbeat (mono)
-	hbIdx int32 // index in the heap; -1: none scheduled
+	// The socket's place in the gateway's heartbeats, under heartbeats.mu
+	// (with hbIdx).
+	hbAt int64 // when heartbeats runs onHeartbeat (mono)
 
-	// Reader only, as tokens; here, where hbIdx leaves padding.
-	limited bool // the frame being handled found no token (takeFrame)
+	// poll is its long-polling transport, from its open until it upgrades
+	// to its WebSocket (nil: the WebSocket is its transport).
+	poll atomic.Pointer[engineio.Polling]
 }
 
 func newSocket(gw *Gateway, token string) *socket {
@@ -109,8 +115,15 @@ var (
 	slowCloseFrame     = engineio.CloseFrame(engineio.StatusTryAgainLater, "slow consumer: messages came faster than the connection took them; reconnect and resync")
 )
 
-// transport is the socket's connection to its client.
-func (s *socket) transport() engineio.Transport { return &s.ws }
+// transport is the socket's connection to its client: its long-polling
+// transport until the client upgrades, its WebSocket from then (or from
+// the start).
+func (s *socket) transport() engineio.Transport {
+	if p := s.poll.Load(); p != nil {
+		return p
+	}
+	return &s.ws
+}
 
 // send queues one frame and writes it now, without blocking. It is the only
 // way anything is written to the socket (pongs, pings and closes included),
@@ -248,8 +261,8 @@ var _ engineio.Handler = (*socket)(nil)
 // still honored. A socket that keeps sending after that is closed
 // (docs/decisions.md, "Limits per socket").
 func (s *socket) Admit() (limited, ok bool) {
-	s.limited = !s.takeFrame()
-	if s.limited {
+	limited = !s.takeFrame()
+	if limited {
 		s.gw.m.limitedFrames.Inc()
 		if s.excess > float32(s.gw.cfg.RateBurst) {
 			s.gw.m.badFrames.WithLabelValues("flood").Inc()
@@ -261,11 +274,17 @@ func (s *socket) Admit() (limited, ok bool) {
 			return true, false
 		}
 	}
-	return s.limited, true
+	return limited, true
 }
 
 // Packet handles one Engine.IO packet.
-func (s *socket) Packet(p []byte) bool { return s.handleText(p) }
+func (s *socket) Packet(p []byte, limited bool) bool { return s.handleText(p, limited) }
+
+// Upgraded: the socket's transport is its WebSocket from now on.
+func (s *socket) Upgraded() {
+	s.poll.Store(nil)
+	s.logger().Msg("socket upgraded from polling to WebSocket")
+}
 
 // End ends the session at its transport's word.
 func (s *socket) End(reason string, how engineio.CloseMode, frames ...[]byte) {
@@ -282,7 +301,7 @@ func (s *socket) Overflow(queued int) {
 	s.abort("slow consumer", slowCloseFrame)
 }
 
-func (s *socket) handleText(payload []byte) bool {
+func (s *socket) handleText(payload []byte, limited bool) bool {
 	p, err := sio.ParsePacket(payload)
 	if err != nil {
 		return s.protocolError("malformed", engineio.StatusProtocolError, "malformed packet: "+sioReason(err))
@@ -306,7 +325,7 @@ func (s *socket) handleText(payload []byte) bool {
 			// gateway serves on.
 			defer s.gw.guard.Recover("endpoint", func() { s.abort("internal error", internalCloseFrame) })
 			s.gw.hook("endpoint")
-			return s.handleMessage(p)
+			return s.handleMessage(p, limited)
 		})
 	}
 	// A client ping (heartbeats go server → client in v4), open or upgrade.
@@ -316,11 +335,11 @@ func (s *socket) handleText(payload []byte) bool {
 	return s.protocolError("unexpected", engineio.StatusProtocolError, "unexpected Engine.IO packet type "+string(p.Engine))
 }
 
-func (s *socket) handleMessage(p sio.Packet) bool {
+func (s *socket) handleMessage(p sio.Packet, limited bool) bool {
 	s.mu.Lock()
 	state := s.state
 	s.mu.Unlock()
-	if s.limited && p.Type != sio.Event && p.Type != sio.Disconnect {
+	if limited && p.Type != sio.Event && p.Type != sio.Disconnect {
 		// Over budget: a CONNECT waits for a retry (or the CONNECT
 		// deadline), a stray ack changes nothing anyway.
 		return true
@@ -340,7 +359,7 @@ func (s *socket) handleMessage(p sio.Packet) bool {
 	}
 	switch p.Type {
 	case sio.Event:
-		return s.handleEvent(p)
+		return s.handleEvent(p, limited)
 	case sio.Disconnect:
 		s.closeWith("client disconnected", normalCloseFrm)
 		return false
@@ -353,7 +372,7 @@ func (s *socket) handleMessage(p sio.Packet) bool {
 	return s.protocolError("unexpected", engineio.StatusProtocolError, "unexpected Socket.IO packet type "+string(p.Type))
 }
 
-func (s *socket) handleEvent(p sio.Packet) bool {
+func (s *socket) handleEvent(p sio.Packet, limited bool) bool {
 	name, args, err := sio.ParseEvent(p.Data)
 	if err != nil {
 		// As the reference server does with `42{}`: the peer is broken.
@@ -366,7 +385,7 @@ func (s *socket) handleEvent(p sio.Packet) bool {
 		callErr error
 	)
 	userOK, userWait := true, time.Duration(0)
-	if name == proto.IncomingEvent && !s.limited {
+	if name == proto.IncomingEvent && !limited {
 		// Every call, well-formed or not, takes a token of the user's.
 		userOK, userWait = s.gw.allowUserCall(s)
 	}
@@ -377,7 +396,7 @@ func (s *socket) handleEvent(p sio.Packet) bool {
 		}
 	}
 	switch {
-	case s.limited:
+	case limited:
 		// Its frame found no token (handleFrame): well-formed or not, a
 		// flood of calls is a flood.
 		ack = proto.Fail(proto.RateLimited(s.retryAfter(), "more than %g packets per second on this socket: back off and retry", s.gw.cfg.RateLimit))

@@ -31,6 +31,7 @@ type Handshake struct {
 // Request is what Check reads of an opening request.
 type Request struct {
 	EIO, Transport string // query parameters
+	SID            string // the session a polling request or an upgrade is for
 	Token          string // the query's token
 	Origin         string // the first non-empty Origin header
 	Authorization  string // the first Authorization header
@@ -53,8 +54,8 @@ func (h *Handshake) Check(r Request) (token string, refused *Refusal) {
 	switch {
 	case r.EIO != "4":
 		return "", &Refusal{http.StatusBadRequest, "unsupported Engine.IO version: this server speaks EIO=4 (socket.io-client v3/v4)"}
-	case r.Transport != "websocket":
-		return "", &Refusal{http.StatusBadRequest, "unsupported transport: connect with transports: [\"websocket\"]"}
+	case r.Transport != "websocket" && r.Transport != "polling":
+		return "", &Refusal{http.StatusBadRequest, "unsupported transport: websocket or polling"}
 	case h.Draining != nil && h.Draining():
 		return "", &Refusal{http.StatusServiceUnavailable, "gateway is shutting down: reconnect to another"}
 	case r.Origin != "" && !h.originAllowed(r.Origin):
@@ -70,14 +71,20 @@ func (h *Handshake) Check(r Request) (token string, refused *Refusal) {
 	return token, nil
 }
 
-// OpenFrame is a new session's Engine.IO open packet, as a frame.
-func (h *Handshake) OpenFrame() []byte {
-	return TextFrame(sio.AppendOpen(nil, sio.OpenPayload{
-		SID:          h.NewID(),
+// OpenFrame is a new WebSocket session's Engine.IO open packet, as a
+// frame.
+func (h *Handshake) OpenFrame() []byte { return TextFrame(h.openPacket(h.NewID(), nil)) }
+
+// openPacket is the open packet of session sid, which may upgrade to
+// upgrades.
+func (h *Handshake) openPacket(sid string, upgrades []string) []byte {
+	return sio.AppendOpen(nil, sio.OpenPayload{
+		SID:          sid,
+		Upgrades:     upgrades,
 		PingInterval: h.PingInterval.Milliseconds(),
 		PingTimeout:  h.PingTimeout.Milliseconds(),
 		MaxPayload:   int64(h.MaxPayload),
-	}))
+	})
 }
 
 func (h *Handshake) originAllowed(origin string) bool {

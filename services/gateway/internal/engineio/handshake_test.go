@@ -85,7 +85,7 @@ func TestCheck(t *testing.T) {
 	}{
 		{"EIO=3", func(r *Request) { r.EIO = "3" }, http.StatusBadRequest, "Engine.IO version"},
 		{"no EIO", func(r *Request) { r.EIO = "" }, http.StatusBadRequest, "Engine.IO version"},
-		{"polling", func(r *Request) { r.Transport = "polling" }, http.StatusBadRequest, "unsupported transport"},
+		{"flashsocket", func(r *Request) { r.Transport = "flashsocket" }, http.StatusBadRequest, "unsupported transport"},
 		{"origin", func(r *Request) { r.Origin = "https://evil.example" }, http.StatusForbidden, "origin not allowed"},
 		{"EIO before origin", func(r *Request) { r.EIO, r.Origin = "3", "https://evil.example" }, http.StatusBadRequest, "Engine.IO version"},
 	} {

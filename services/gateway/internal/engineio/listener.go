@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"net/http"
 	"sync"
 	"syscall"
 	"time"
@@ -170,19 +171,26 @@ func readHead(br *bufio.Reader) ([]byte, error) {
 
 var socketIOPrefix = []byte("GET /socket.io/")
 
-func isSocketIORequest(head []byte) bool { return bytes.HasPrefix(head, socketIOPrefix) }
+// isSocketIORequest: a WebSocket opening (long-polling goes to net/http,
+// which keeps its connections alive for the next poll).
+func isSocketIORequest(head []byte) bool {
+	line, _, _ := bytes.Cut(head, []byte("\r\n"))
+	return bytes.HasPrefix(line, socketIOPrefix) && bytes.Contains(line, []byte("transport=websocket"))
+}
 
 // upgrade upgrades the request whose head is buffered in br, with the
 // checks of Handshake.Check, and starts the session.
 func (srv *Server) upgrade(c net.Conn, br *bufio.Reader, head []byte) {
 	r := Request{Remote: c.RemoteAddr().String()}
 	var bearer bool
-	open := srv.OpenFrame()
-	w := &openingConn{Conn: c, open: open}
+	var p *Polling // the session an upgrade is for
+	var open []byte
+	w := &openingConn{Conn: c}
 	up := ws.Upgrader{
 		OnRequest: func(uri []byte) error {
 			q := queryOf(uri)
 			r.EIO, r.Transport, r.Token = queryValue(q, "EIO"), queryValue(q, "transport"), queryValue(q, "token")
+			r.SID = queryValue(q, "sid")
 			return nil
 		},
 		OnHeader: func(key, value []byte) error {
@@ -201,6 +209,14 @@ func (srv *Server) upgrade(c net.Conn, br *bufio.Reader, head []byte) {
 				return nil, ws.RejectConnectionError(ws.RejectionStatus(refused.Status), ws.RejectionReason(refused.Reason))
 			}
 			r.Token = token
+			if r.SID != "" {
+				if p = srv.polling(r.SID); p == nil || !p.claim() {
+					return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest), ws.RejectionReason("Session ID unknown"))
+				}
+			} else {
+				open = srv.OpenFrame()
+				w.open = open
+			}
 			return nil, nil
 		},
 	}
@@ -223,7 +239,12 @@ func (srv *Server) upgrade(c net.Conn, br *bufio.Reader, head []byte) {
 		b, _ := br.Peek(n)
 		extra = bytes.Clone(b)
 	}
-	srv.Start(Upgraded{Conn: c, Extra: extra, Token: r.Token, Open: open, Opened: w.opened})
+	u := Upgraded{Conn: c, Extra: extra, Token: r.Token, Open: open, Opened: w.opened}
+	if p != nil {
+		p.startProbe(u)
+		return
+	}
+	srv.Start(u)
 }
 
 // openingConn writes the upgrader's 101 response with the Engine.IO open
@@ -235,7 +256,7 @@ type openingConn struct {
 }
 
 func (o *openingConn) Write(p []byte) (int, error) {
-	if o.opened || !bytes.HasPrefix(p, switchingProtocols) || !bytes.HasSuffix(p, []byte("\r\n\r\n")) {
+	if o.opened || o.open == nil || !bytes.HasPrefix(p, switchingProtocols) || !bytes.HasSuffix(p, []byte("\r\n\r\n")) {
 		return o.Conn.Write(p)
 	}
 	b := make([]byte, 0, len(p)+len(o.open))

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -21,6 +23,9 @@ type Server struct {
 	WriteTimeout, ReadHeaderTimeout time.Duration
 	// Start starts the session of an upgraded connection.
 	Start func(Upgraded)
+	// StartPolling starts a long-polling session sid (it calls
+	// NewPolling with the session's Handler and WebSocket).
+	StartPolling func(sid, token string) *Polling
 	// UpgradeFailed is told of an upgrade that failed after the checks
 	// (a malformed WebSocket handshake, a write error); the answer, if
 	// any, was written.
@@ -29,6 +34,98 @@ type Server struct {
 	// wait before the next; AcceptRecovered of the first accept after.
 	AcceptFailed    func(err error, retry time.Duration)
 	AcceptRecovered func()
+
+	letGo atomic.Bool // LetGo was called
+	// The polling sessions by sid: polls.mu is a leaf.
+	polls struct {
+		mu   sync.Mutex
+		byID map[string]*Polling
+	}
+}
+
+// NewPolling makes and registers the polling transport of session sid,
+// whose Handler is h and whose WebSocket (for the upgrade) is ws.
+func (srv *Server) NewPolling(sid string, h Handler, ws *WebSocket, opts *Options) *Polling {
+	p := &Polling{srv: srv, sid: sid, h: h, ws: ws, opts: opts, wake: make(chan struct{}, 1)}
+	srv.polls.mu.Lock()
+	if srv.polls.byID == nil {
+		srv.polls.byID = map[string]*Polling{}
+	}
+	srv.polls.byID[sid] = p
+	srv.polls.mu.Unlock()
+	return p
+}
+
+func (srv *Server) polling(sid string) *Polling {
+	srv.polls.mu.Lock()
+	defer srv.polls.mu.Unlock()
+	return srv.polls.byID[sid]
+}
+
+// forget drops p from the registry once its last packets were taken (or
+// nobody came for them).
+func (srv *Server) forget(p *Polling) {
+	srv.polls.mu.Lock()
+	if srv.polls.byID[p.sid] == p {
+		delete(srv.polls.byID, p.sid)
+	}
+	srv.polls.mu.Unlock()
+	p.mu.Lock()
+	if p.closeAt != nil {
+		p.closeAt.Stop()
+	}
+	p.mu.Unlock()
+}
+
+// LetGo answers every waiting long-poll now (a noop) and every later one
+// at once, for a server shutting down: net/http's Shutdown waits for
+// active requests, and a long-poll would hold it until its next packet.
+// The clients poll again, find no server, and reconnect elsewhere.
+func (srv *Server) LetGo() {
+	srv.letGo.Store(true)
+	srv.polls.mu.Lock()
+	polls := make([]*Polling, 0, len(srv.polls.byID))
+	for _, p := range srv.polls.byID {
+		polls = append(polls, p)
+	}
+	srv.polls.mu.Unlock()
+	for _, p := range polls {
+		p.signal()
+	}
+}
+
+// Waiting counts the long-polls waiting (tests, introspection).
+func (srv *Server) Waiting() int {
+	srv.polls.mu.Lock()
+	polls := make([]*Polling, 0, len(srv.polls.byID))
+	for _, p := range srv.polls.byID {
+		polls = append(polls, p)
+	}
+	srv.polls.mu.Unlock()
+	n := 0
+	for _, p := range polls {
+		p.mu.Lock()
+		if p.waiting {
+			n++
+		}
+		p.mu.Unlock()
+	}
+	return n
+}
+
+// Polled counts the polling sessions registered (tests, introspection).
+func (srv *Server) Polled() int {
+	srv.polls.mu.Lock()
+	defer srv.polls.mu.Unlock()
+	return len(srv.polls.byID)
+}
+
+// unknownSID answers a request for a session that is not (or no longer)
+// here, as the reference server does; the client opens a new one.
+func unknownSID(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusBadRequest)
+	_, _ = w.Write([]byte(`{"code":1,"message":"Session ID unknown"}`))
 }
 
 // Upgraded is a connection upgraded to a WebSocket.
@@ -41,20 +138,42 @@ type Upgraded struct {
 	Opened bool
 }
 
-// ServeHTTP upgrades /socket.io/?EIO=4&transport=websocket. Everything
-// that can be refused is refused with a plain HTTP status before the
-// upgrade: once upgraded, a client only understands frames.
+// ServeHTTP serves /socket.io/: long-polling (transport=polling: a GET
+// without sid opens, later GETs poll, POSTs carry packets), and the
+// upgrade to a WebSocket (transport=websocket, a new session, or with the
+// sid of a polling one). Everything that can be refused is refused with a
+// plain HTTP status before the upgrade: once upgraded, a client only
+// understands frames.
 func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	token, refused := srv.Check(Request{
-		EIO: q.Get("EIO"), Transport: q.Get("transport"), Token: q.Get("token"),
+	req := Request{
+		EIO: q.Get("EIO"), Transport: q.Get("transport"), SID: q.Get("sid"), Token: q.Get("token"),
 		Origin: r.Header.Get("Origin"), Authorization: r.Header.Get("Authorization"), Remote: r.RemoteAddr,
-	})
+	}
+	token, refused := srv.Check(req)
 	if refused != nil {
 		http.Error(w, refused.Reason, refused.Status)
 		return
 	}
-	open := srv.OpenFrame()
+	if req.Transport == "polling" {
+		srv.servePolling(w, r, req, token)
+		return
+	}
+	if r.Method != http.MethodGet {
+		http.Error(w, "a WebSocket opens with a GET", http.StatusMethodNotAllowed)
+		return
+	}
+	var p *Polling
+	if req.SID != "" {
+		if p = srv.polling(req.SID); p == nil || !p.claim() {
+			unknownSID(w)
+			return
+		}
+	}
+	var open []byte
+	if p == nil {
+		open = srv.OpenFrame()
+	}
 	ow := &openingWriter{ResponseWriter: w, open: open}
 	conn, rw, _, err := (&ws.HTTPUpgrader{Timeout: srv.WriteTimeout}).Upgrade(r, ow)
 	if err != nil {
@@ -68,7 +187,45 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		b, _ := rw.Reader.Peek(rw.Reader.Buffered())
 		extra = bytes.Clone(b)
 	}
-	srv.Start(Upgraded{Conn: conn, Extra: extra, Token: token, Open: open, Opened: ow.opened})
+	u := Upgraded{Conn: conn, Extra: extra, Token: token, Open: open, Opened: ow.opened}
+	if p != nil {
+		p.startProbe(u)
+		return
+	}
+	srv.Start(u)
+}
+
+// servePolling serves a long-polling request: the open, a GET, a POST.
+func (srv *Server) servePolling(w http.ResponseWriter, r *http.Request, req Request, token string) {
+	if req.Origin != "" {
+		// Allowed (Check): a page of another origin reads the answers.
+		w.Header().Set("Access-Control-Allow-Origin", req.Origin)
+		w.Header().Set("Access-Control-Allow-Credentials", "true")
+	}
+	if req.SID == "" {
+		if r.Method != http.MethodGet {
+			unknownSID(w)
+			return
+		}
+		sid := srv.NewID()
+		srv.StartPolling(sid, token)
+		pollHeaders(w)
+		_, _ = w.Write(srv.openPacket(sid, []string{"websocket"}))
+		return
+	}
+	p := srv.polling(req.SID)
+	if p == nil {
+		unknownSID(w)
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
+		p.serveGet(w, r)
+	case http.MethodPost:
+		p.servePost(w, r)
+	default:
+		http.Error(w, "GET or POST", http.StatusMethodNotAllowed)
+	}
 }
 
 // openingWriter sends the Engine.IO open packet in the same write as the

@@ -61,8 +61,9 @@ type Handler interface {
 	// (a WebSocket ping gets no pong); ok false: the session was closed,
 	// stop reading.
 	Admit() (limited, ok bool)
-	// Packet handles one Engine.IO packet; false: stop reading.
-	Packet(p []byte) bool
+	// Packet handles one Engine.IO packet, limited as Admit said; false:
+	// stop reading.
+	Packet(p []byte, limited bool) bool
 	// End ends the session for reason (a read or write failed, the
 	// client closed, or broke the protocol): the session closes its
 	// transport with how and frames.
@@ -72,6 +73,10 @@ type Handler interface {
 	// Overflow says the send queue would pass its bound (queued bytes
 	// waiting): the session is cut off (End is not called for it).
 	Overflow(queued int)
+	// Upgraded says a polling session moved to its WebSocket: the
+	// session's transport is the WebSocket from now on (the Polling
+	// passes on what is still queued to it).
+	Upgraded()
 }
 
 // Options are a gateway's settings for its WebSocket transports, shared.
@@ -136,7 +141,7 @@ func (w *WebSocket) Init(u Upgraded, h Handler, opts *Options) {
 		conn = &bufferedConn{Conn: conn, extra: u.Extra}
 	}
 	w.conn, w.h, w.opts = conn, h, opts
-	if !u.Opened {
+	if !u.Opened && u.Open != nil {
 		if ok, start := w.Queue(u.Open); ok && start {
 			w.Write()
 		}
@@ -371,6 +376,25 @@ func (w *WebSocket) Close(how CloseMode, frames ...[]byte) {
 	}
 }
 
+// moveIn queues what a polling session had queued, without a bound (it
+// was bounded there), on an upgrade; start: the caller must Write.
+func (w *WebSocket) moveIn(frames [][]byte) (start bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closing || len(frames) == 0 {
+		return false
+	}
+	for _, f := range frames {
+		w.queue = append(w.queue, f)
+		w.queued += int32(len(f))
+	}
+	if w.writing {
+		return false
+	}
+	w.writing = true
+	return true
+}
+
 // Idle reports that no writer is at work and nothing is queued (tests).
 func (w *WebSocket) Idle() bool {
 	w.mu.Lock()
@@ -526,7 +550,7 @@ func (w *WebSocket) handleFrame(h ws.Header, payload []byte) bool {
 		if !utf8.Valid(payload) {
 			return w.protocolError("utf8", ws.StatusInvalidFramePayloadData, "text frame is not valid UTF-8")
 		}
-		return w.h.Packet(payload)
+		return w.h.Packet(payload, limited)
 	case ws.OpPing:
 		if !limited {
 			if ok, start := w.Queue(wsFrame(ws.OpPong, payload)); ok && start {

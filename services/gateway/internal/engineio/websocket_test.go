@@ -30,7 +30,7 @@ func (h *testHandler) Admit() (limited, ok bool) {
 	return h.limited, true
 }
 
-func (h *testHandler) Packet(p []byte) bool {
+func (h *testHandler) Packet(p []byte, _ bool) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.packets = append(h.packets, string(p))
@@ -56,6 +56,8 @@ func (h *testHandler) Overflow(queued int) {
 	h.mu.Unlock()
 	h.w.Close(CloseAbort, CloseFrame(StatusTryAgainLater, "slow consumer"))
 }
+
+func (h *testHandler) Upgraded() {}
 
 func (h *testHandler) endedWith() []string {
 	h.mu.Lock()
