@@ -278,6 +278,11 @@ func TestPollingUpgrade(t *testing.T) {
 			break
 		}
 	}
+	// Nothing of the polling session is kept: its sid went with the
+	// upgrade, the rest with the session.
+	require.Equal(t, 1, tg.eio.Polled(), "the failed probe's session, still polling")
+	conn.Close()
+	require.Eventually(t, func() bool { return tg.roomMembers(tasks) == 1 }, 5*time.Second, 10*time.Millisecond)
 }
 
 // TestPollingOrigin: every polling request passes the handshake's check:

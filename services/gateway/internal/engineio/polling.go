@@ -329,6 +329,9 @@ func (ph *probeHandler) Packet(pkt []byte, limited bool) bool {
 		ph.done.Store(true)
 		p.mu.Unlock()
 		p.signal() // a GET still waiting gets a noop
+		// The sid is the WebSocket's now: later polls are refused as
+		// unknown, and the registry keeps nothing of the session.
+		p.srv.forget(p)
 		p.h.Upgraded()
 		if start {
 			p.ws.Write()
