@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -76,7 +77,7 @@ func (w walkReader) walk(ctx context.Context, rq readRequest, visit func(stored)
 		if err := w.nc.PublishRequest(w.subject, replies.Subject(), buf); err != nil {
 			return res, fmt.Errorf("read %s: direct get: %w", rq.subject, err)
 		}
-		next, err := receiveBatch(ctx, replies, "", rq, &res, visit)
+		next, err := receiveBatch(ctx, replies.Next, rq, &res, visit)
 		if err != nil || next == 0 {
 			return res, err
 		}
@@ -84,22 +85,22 @@ func (w walkReader) walk(ctx context.Context, rq readRequest, visit func(stored)
 	}
 }
 
-// receiveBatch receives one batched direct get's replies (on reply, or on
-// whatever the subscription gets when reply is ""): the batch's messages in
-// stream order, each naming the one sent before it, visited and counted in
-// res, then the end-of-batch status naming the last one. It returns the
-// sequence the next batch starts at when the room has more, 0 when the read
-// is over (nothing more, or res.cut says why it stopped).
-func receiveBatch(ctx context.Context, replies *directget.Replies, reply string, rq readRequest, res *readResult, visit func(stored) bool) (uint64, error) {
+// receiveBatch receives one batched direct get's replies (each from next):
+// the batch's messages in stream order, each naming the one sent before it,
+// visited and counted in res, then the end-of-batch status naming the last
+// one. It returns the sequence the next batch starts at when the room has
+// more, 0 when the read is over (nothing more, or res.cut says why it
+// stopped).
+func receiveBatch(ctx context.Context, next func(context.Context) (*nats.Msg, error), rq readRequest, res *readResult, visit func(stored) bool) (uint64, error) {
 	var batch directget.Batch
 	for {
-		m, err := replies.Next(ctx)
-		if err != nil {
-			return 0, rq.waitErr(res, err)
-		}
-		if reply != "" && m.Subject != reply {
+		m, err := next(ctx)
+		if errors.Is(err, errReplyLost) {
 			res.cut = cutGap // a reply was lost: stop before the hole
 			return 0, nil
+		}
+		if err != nil {
+			return 0, rq.waitErr(res, err)
 		}
 		r, err := batch.Take(m)
 		switch {
@@ -246,12 +247,14 @@ func (rq readRequest) after(seq uint64, res readResult) readRequest {
 // sequences of the room, with their store times). It plans runs of them
 // (plan: a batched direct get where they are close together near the end
 // of the stream, one direct get each elsewhere), sends a window of requests
-// at once (send) and reads their replies in order (receive). Each request
-// has a reply subject of its own, so a lost reply is seen (cutGap) and the
-// reply needs no headers to say which message it is: the requests ask for
-// none (no_hdr). That the sequence is the room's is the index's word (the
-// server's own headers on the RePublish feed; service.read resets the index
-// when the stream is re-created); a batch's end-of-batch status names the
+// at once (send) and visits their replies in the order of the requests
+// (receive; on a replicated stream they may arrive in another: next). Each
+// request has a reply subject of its own, so the reply needs no headers to
+// say which message it is: the requests ask for none (no_hdr), and a lost
+// reply is seen (cutGap). That the
+// sequence is the room's is the index's word (the server's own headers on
+// the RePublish feed; service.read resets the index when the stream is
+// re-created); a batch's end-of-batch status names the
 // last sequence it sent, which must be the index's. A sequence no longer
 // stored (removed by max age) is skipped. A batch whose answer does not
 // match the index (a message removed in the middle of it) is given up, and
@@ -311,7 +314,7 @@ func (x indexReader) readSeqs(ctx context.Context, rq readRequest, known indexed
 	}
 	if newer != "" {
 		// Everything the index knows is read: now what is newer.
-		next, err := receiveBatch(ctx, replies, newer, rq, &r.res, visit)
+		next, err := receiveBatch(ctx, func(ctx context.Context) (*nats.Msg, error) { return r.next(ctx, newer) }, rq, &r.res, visit)
 		if err != nil || next == 0 {
 			r.res.toEnd = err == nil && r.res.cut == cutNone
 			return r.res, err
@@ -333,6 +336,13 @@ type seqRead struct {
 	res     readResult
 	req     []byte   // the request being built
 	msgs    []stored // the run being received
+	// The runs whose requests are sent and not yet received are
+	// receiving+1 to sent-1; early holds what came of their replies
+	// before their turn, late the reply subjects of runs read from the
+	// leader instead (next).
+	receiving, sent int
+	early           map[string][]*nats.Msg
+	late            map[string]bool
 }
 
 // window is where the window of requests that starts at run from ends: runs
@@ -351,6 +361,7 @@ func (r *seqRead) reply(j int) string { return r.inbox + "." + strconv.Itoa(j) }
 
 // send sends the requests of runs from to to-1.
 func (r *seqRead) send(from, to int) error {
+	r.sent = to
 	for j := from; j < to; j++ {
 		ru := r.runs[j]
 		req := directget.Request{Seq: r.entries[ru.first].seq, NoHeaders: true}
@@ -377,23 +388,122 @@ func (r *seqRead) sendNewer(tail uint64) (string, error) {
 	return reply, nil
 }
 
+// next's answers when the awaited reply does not come: errReplyLost when
+// another came that cannot come before it (a reply lost on the way),
+// errReplyLate when (replicated) none at all came for replyLate.
+var (
+	errReplyLost = errors.New("a reply lost")
+	errReplyLate = errors.New("no reply in time")
+)
+
+// replyLate is how long a read of a replicated stream waits with no reply
+// at all before it asks the leader for the awaited one. A replica answers
+// a direct get in well under a millisecond; a request taken by a replica
+// whose server then shut down is never answered, and waiting for it the
+// read's whole time (2 s) outlasted the gateway's own wait.
+const replyLate = 250 * time.Millisecond
+
+// next is the next reply to reply (run j's, or the newer batch's).
+//
+// One server answers each request, its replies in order. On a stream of
+// one replica it answers them all, so a reply to a later request means
+// this one's was lost (errReplyLost). On a replicated stream the direct gets
+// of a window are shared: the client's server answers them itself while
+// its replica is caught up, else (a follower catching up or restarted, a
+// leader change; seconds after a node stops) each goes over a route to
+// one of the others, chosen per request, and a later request's replies
+// may come first: they are kept until their run's turn, and when nothing
+// comes for replyLate the awaited one is errReplyLate (receiveRun asks the
+// leader, and drops the reply if it comes after all). A reply to no
+// request in flight is errReplyLost either way.
+func (r *seqRead) next(ctx context.Context, reply string) (*nats.Msg, error) {
+	if q := r.early[reply]; len(q) > 0 {
+		r.early[reply] = q[1:]
+		return q[0], nil
+	}
+	for {
+		m, err := r.nextReply(ctx)
+		switch {
+		case err != nil:
+			return nil, err
+		case m.Subject == reply:
+			return m, nil
+		case r.late[m.Subject]:
+			continue // its run was read from the leader
+		case r.leader == nil || !r.inFlight(m.Subject):
+			return nil, errReplyLost
+		}
+		if r.early == nil {
+			r.early = map[string][]*nats.Msg{}
+		}
+		r.early[m.Subject] = append(r.early[m.Subject], m)
+	}
+}
+
+// nextReply is the next reply to any request of the read; on a replicated
+// stream errReplyLate when none comes for replyLate.
+func (r *seqRead) nextReply(ctx context.Context) (*nats.Msg, error) {
+	if r.leader == nil {
+		return r.replies.Next(ctx)
+	}
+	wctx, cancel := context.WithTimeout(ctx, replyLate)
+	defer cancel()
+	m, err := r.replies.Next(wctx)
+	if err != nil && ctx.Err() == nil {
+		return nil, errReplyLate
+	}
+	return m, err
+}
+
+// inFlight reports whether subject is the reply subject of a run whose
+// request is sent and whose turn has not come.
+func (r *seqRead) inFlight(subject string) bool {
+	k, ok := strings.CutPrefix(subject, r.inbox+".")
+	if !ok {
+		return false
+	}
+	j, err := strconv.Atoi(k)
+	return err == nil && j > r.receiving && j < r.sent
+}
+
 // receive reads the replies to run j's request: its messages (fewer than
 // the run when a batch's byte cap stopped it, or some were removed), or
 // mismatch when a batch's answer is not the index's messages. r.res.cut
 // says when the read must stop (time up, a reply lost).
 func (r *seqRead) receive(ctx context.Context, j int) (msgs []stored, mismatch bool, err error) {
+	r.receiving = j
+	msgs, mismatch, err = r.receiveRun(ctx, j)
+	if len(r.early[r.reply(j)]) > 0 && err == nil && !mismatch && r.res.cut == cutNone {
+		r.res.cut = cutGap // more than asked for, come early: not an answer to trust
+		return nil, false, nil
+	}
+	delete(r.early, r.reply(j))
+	return msgs, mismatch, err
+}
+
+// receiveRun has the contract of receive.
+func (r *seqRead) receiveRun(ctx context.Context, j int) (msgs []stored, mismatch bool, err error) {
 	ru := r.runs[j]
 	reply := r.reply(j)
 	msgs = r.msgs[:0]
 	defer func() { r.msgs = msgs[:0] }()
 	for {
-		m, err := r.replies.Next(ctx)
-		if err != nil {
-			return nil, false, r.rq.waitErr(&r.res, err)
+		m, err := r.next(ctx, reply)
+		if errors.Is(err, errReplyLate) && ru.n == 1 && len(msgs) == 0 {
+			// The replica that took the request has not answered (its
+			// server stopping?): the leader answers instead.
+			if r.late == nil {
+				r.late = map[string]bool{}
+			}
+			r.late[reply] = true
+			return r.fromLeader(ctx, ru, msgs)
 		}
-		if m.Subject != reply {
+		if errors.Is(err, errReplyLost) || errors.Is(err, errReplyLate) {
 			r.res.cut = cutGap // a reply was lost: stop before the hole
 			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, r.rq.waitErr(&r.res, err)
 		}
 		status, err := directget.Status(m)
 		if err != nil {
@@ -422,19 +532,25 @@ func (r *seqRead) receive(ctx context.Context, j int) (msgs []stored, mismatch b
 			if ru.n > 1 || r.leader == nil {
 				return msgs, false, nil
 			}
-			e := r.entries[ru.first]
-			lm, subj, found, err := r.leader.get(ctx, e.seq, "")
-			switch {
-			case err != nil:
-				return nil, false, fmt.Errorf("read %s: %w", r.rq.subject, err)
-			case !found:
-				return msgs, false, nil
-			case subj != r.rq.subject || lm.Seq != e.seq:
-				return nil, false, fmt.Errorf("read %s: the stream leader has %s at %d", r.rq.subject, subj, e.seq)
-			}
-			return append(msgs, lm), false, nil
+			return r.fromLeader(ctx, ru, msgs)
 		}
 	}
+}
+
+// fromLeader asks the stream's leader for run ru's one message (a
+// replicated stream's runs are single sequences).
+func (r *seqRead) fromLeader(ctx context.Context, ru run, msgs []stored) ([]stored, bool, error) {
+	e := r.entries[ru.first]
+	lm, subj, found, err := r.leader.get(ctx, e.seq, "")
+	switch {
+	case err != nil:
+		return nil, false, fmt.Errorf("read %s: %w", r.rq.subject, err)
+	case !found:
+		return msgs, false, nil
+	case subj != r.rq.subject || lm.Seq != e.seq:
+		return nil, false, fmt.Errorf("read %s: the stream leader has %s at %d", r.rq.subject, subj, e.seq)
+	}
+	return append(msgs, lm), false, nil
 }
 
 // visitRun visits run j's messages; false when the read stops (res.cut).

@@ -273,7 +273,7 @@ func (s *service) read(ctx context.Context, endpoint string, q query, visit func
 	state := res.state
 	if state == nil {
 		// Taken after the read, so a removal that raced with it counts.
-		stream, err := s.js.Stream(ctx, proto.StreamRooms)
+		stream, err := s.streamInfo(ctx, rq.budget.deadline)
 		if err != nil {
 			return answer{}, unavailable(q.room, err)
 		}
@@ -289,6 +289,20 @@ func (s *service) read(ctx context.Context, endpoint string, q query, visit func
 		s.metrics.incomplete.WithLabelValues(endpoint).Inc()
 	}
 	return answer{cut: res.cut, complete: complete}, nil
+}
+
+// streamInfo is stream ROOMS's info, asked of its leader again when it
+// does not answer (none while the stream has no leader: see leaderAgain),
+// until deadline, and at least once.
+func (s *service) streamInfo(ctx context.Context, deadline time.Time) (jetstream.Stream, error) {
+	for wait := leaderAgain; ; wait *= 2 {
+		actx, cancel := context.WithTimeout(ctx, wait)
+		stream, err := s.js.Stream(actx, proto.StreamRooms)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) || time.Until(deadline) <= 0 {
+			return stream, err
+		}
+	}
 }
 
 // learn takes in stream ROOMS's configuration (how to read it) and creation

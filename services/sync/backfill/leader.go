@@ -3,6 +3,7 @@ package backfill
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -42,11 +43,29 @@ type msgGetResponse struct {
 	} `json:"error"`
 }
 
+// leaderAgain is how long get first waits for the leader's answer before
+// it asks again (then twice as long each time: a leader slow under load is
+// not asked more and more). The leader answers in milliseconds; while the
+// stream has none (the seconds after its leader's server stopped, until
+// another is elected) the API drops the request, so one request waited the
+// read's whole time (2 s, the gateway's own wait) even when a leader was
+// elected meanwhile.
+const leaderAgain = 250 * time.Millisecond
+
 // get returns the message at seq when next is "", else the first message of
-// subject next at or after seq; found is false when there is none.
+// subject next at or after seq; found is false when there is none. It asks
+// until the leader answers or ctx ends.
 func (l leaderGetter) get(ctx context.Context, seq uint64, next string) (msg stored, subject string, found bool, err error) {
-	req := directget.Request{Seq: seq, NextBySubject: next}
-	m, err := l.nc.RequestWithContext(ctx, l.subject, req.AppendJSON(nil))
+	req := directget.Request{Seq: seq, NextBySubject: next}.AppendJSON(nil)
+	var m *nats.Msg
+	for wait := leaderAgain; ; wait *= 2 {
+		actx, cancel := context.WithTimeout(ctx, wait)
+		m, err = l.nc.RequestWithContext(actx, l.subject, req)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+	}
 	if err != nil {
 		return stored{}, "", false, fmt.Errorf("get %d from the stream leader: %w", seq, err)
 	}

@@ -4,11 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -120,18 +118,7 @@ func TestIndexBehindTheCursor(t *testing.T) {
 		msgs = append(msgs, m)
 	}
 	x := newIndex(16, 16, 0, 0)
-	for i, m := range msgs[:2] {
-		prev := uint64(0)
-		if i > 0 {
-			prev = msgs[i-1].Sequence
-		}
-		h := nats.Header{}
-		h.Set(jetstream.SubjectHeader, subject)
-		h.Set(jetstream.SequenceHeader, strconv.FormatUint(m.Sequence, 10))
-		h.Set(jetstream.LastSequenceHeader, strconv.FormatUint(prev, 10))
-		h.Set(jetstream.TimeStampHeaer, m.Time.Format(time.RFC3339Nano))
-		x.observe(h, m.Data)
-	}
+	observeAll(x, subject, msgs[:2])
 	leader := newLeaderGetter(f.nc, proto.StreamRooms)
 	walk := newWalkReader(f.nc, proto.StreamRooms)
 	for _, rd := range []namedReader{{"index", indexReader{index: x, walk: walk}}, {"index-leader", indexReader{index: x, walk: walk, leader: &leader}}} {
