@@ -583,6 +583,22 @@ func scenario(t *testing.T, c *cluster, disrupt func()) []*client {
 		"the publisher is acknowledged again after the disruption")
 	_, after := p.snapshot()
 	waitSeq(after, "every client keeps receiving after the disruption")
+	// A client whose request was lost with a stopped node waits the
+	// gateway's 2 s, then catches up by resync alone while the publisher
+	// runs on; broadcasts must reach it again too: publishing goes on until
+	// each client has applied one since it caught up.
+	caughtUp := make([]int, len(clients))
+	for i, cl := range clients {
+		_, _, caughtUp[i] = cl.snapshot()
+	}
+	require.Eventually(t, func() bool {
+		for i, cl := range clients {
+			if _, _, received := cl.snapshot(); received <= caughtUp[i] {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, 20*time.Millisecond, "every client applies broadcasts again after the disruption")
 	stopPublishing()
 	require.NoError(t, <-pubDone)
 
