@@ -80,15 +80,22 @@ test("the first hour on a fresh checkout", async (t) => {
     // printed token, the room it joins.
     const html = /```html\n([\s\S]*?)```/.exec(section)?.[1];
     assert.ok(html, "the README has the page");
-    assert.match(html, /io\("http:\/\/127\.0\.0\.1:8080", \{ transports: \["websocket"\], auth: \{ token \} \}\)/);
+    assert.match(html, /io\("http:\/\/127\.0\.0\.1:8080", \{ auth: \{ token \} \}\)/);
     const room = /roomName: "([^"]+)"/.exec(html)[1];
     const pageOrigin = `http://localhost:${await freePort()}`;
+    // The page's default options: long-polling first, then the upgrade.
     sock = io(s.httpURL, {
-      transports: ["websocket"], auth: { token: s.token }, reconnection: false, forceNew: true,
+      auth: { token: s.token }, reconnection: false, forceNew: true,
       extraHeaders: { Origin: pageOrigin },
     });
+    let opened;
+    sock.io.once("open", () => (opened = sock.io.engine.transport.name));
     const joined = once(sock, "connect", 10000).then(() => call(sock, "addToRoom", { roomName: room }));
     const ack = await joined;
+    assert.equal(opened, "polling", "the page's session opens on long-polling");
+    for (const deadline = Date.now() + 10000; sock.io.engine.transport.name !== "websocket"; await sleep(20)) {
+      assert.ok(Date.now() < deadline, "the page's session upgrades to WebSocket");
+    }
     assert.deepEqual(ack, { ok: true, data: { roomName: room, lastBroadcastTimestamp: null, seq: null } },
       "a board join with no authorizer running");
     assert.ok(section.includes(JSON.stringify(ack)), "the README shows this very ack");

@@ -60,7 +60,11 @@ export interface ClientOptions {
   visibility?: VisibilitySource | false;
   /** socket.io-client's io (default the imported one). */
   io?: typeof stockIO;
-  /** Extra socket.io-client options (transports is always ["websocket"]). */
+  /**
+   * Extra socket.io-client options. By default the stock client's transports:
+   * long-polling first, then the upgrade to WebSocket (it stays on polling
+   * where WebSockets are blocked); `transports: ["websocket"]` skips polling.
+   */
   ioOptions?: Partial<ManagerOptions & SocketOptions>;
   /** How long an endpoint call may wait for its ack. Default 10 s. */
   callTimeoutMs?: number;
@@ -151,7 +155,6 @@ export class RoomcastClient {
     const io = opts.io ?? stockIO;
     this.socket = io(url, {
       ...opts.ioOptions,
-      transports: ["websocket"],
       autoConnect: false,
       auth: (cb: (data: object) => void) => {
         const src = this.opts.token;

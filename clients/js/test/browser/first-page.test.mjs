@@ -2,7 +2,8 @@
 // hello.html and served from http://localhost, against `roomcast serve`
 // with no settings (development mode; free ports aside), it joins the board
 // room with the token the banner printed (typed into its prompt), and the
-// README's publish line, run in a shell, shows on it. The page is the
+// README's publish line, run in a shell, shows on it; with the stock
+// client's default options it opens on long-polling and upgrades. The page is the
 // README's text; only the gateway's port is the test's, and the CDN's
 // socket.io-client is answered from the installed copy (no network).
 import { test } from "node:test";
@@ -57,10 +58,20 @@ test("the README's page, served from localhost, joins a board and shows the READ
     await context.route("https://cdn.socket.io/**", (route) => route.fulfill({ path: sioESM, contentType: "text/javascript" }));
     const p = await context.newPage();
     p.on("dialog", (d) => d.accept(token)); // the token, pasted into the prompt
+    // The page gives no transports: the stock client opens on long-polling
+    // and upgrades its session (the WebSocket carries the polling sid).
+    const polls = [], sockets = [];
+    p.on("request", (r) => r.url().includes("transport=polling") && polls.push(r.url()));
+    p.on("websocket", (w) => sockets.push(w.url()));
     await p.goto(`http://localhost:${pagePort}/hello.html`);
     const joined = '{"ok":true,"data":{"roomName":"board-b1-tasks","lastBroadcastTimestamp":null,"seq":null}}';
     await p.waitForFunction((s) => document.body.textContent.includes(s), joined, { timeout: 15000 });
     assert.ok(section.includes(joined), "the README shows what the page shows");
+    assert.ok(polls.length > 0 && !polls[0].includes("sid="), `the page opened on long-polling: ${polls}`);
+    const sid = new URL(polls.find((u) => u.includes("sid="))).searchParams.get("sid");
+    for (const deadline = Date.now() + 10000; !sockets.some((u) => u.includes("transport=websocket") && u.includes(`sid=${sid}`)); await sleep(20)) {
+      assert.ok(Date.now() < deadline, `the page's session upgraded to WebSocket: ${sockets}`);
+    }
 
     const { stdout } = await run("sh", ["-c", line], { cwd: root, env: { ...process.env, ROOMCAST_NATS_URL: `nats://127.0.0.1:${natsPort}` } });
     assert.equal(JSON.parse(stdout).seq, 1);
