@@ -3,7 +3,8 @@
 // card dragged on one screen moves on the other; one goes offline while the
 // other moves, creates and deletes cards and writes in the chat, and catches
 // up when it is back (the indicator: disconnected, catching up, live); a
-// task published with roomcast publish shows live and survives a reload.
+// task published with roomcast publish shows live and survives a reload;
+// with WebSockets refused in the pages the board works over long-polling.
 // The first test takes the README's screenshot, docs/demo-board.png.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -64,11 +65,15 @@ after(async () => {
   }
 });
 
-async function openBoard(user) {
+async function openBoard(user, { noWebSocket = false } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+  if (noWebSocket) await context.addInitScript(blockWebSocket);
   const page = await context.newPage();
   const problems = [];
   page.on("pageerror", (e) => problems.push(e.message));
+  const polls = [];
+  page.on("request", (r) => r.url().includes("transport=polling") && polls.push(r.url()));
+  if (noWebSocket) page.on("websocket", (w) => problems.push(`a WebSocket opened: ${w.url()}`));
   await page.goto(`${url}/?user=${user}`);
   // Every state the indicator shows, in order, for the test to read back.
   await page.evaluate(() => {
@@ -77,7 +82,32 @@ async function openBoard(user) {
     new MutationObserver(() => window.states.push(s.dataset.state)).observe(s, { attributes: true, attributeFilter: ["data-state"] });
   });
   await live(page);
-  return { context, page, problems };
+  return { context, page, problems, polls };
+}
+
+// blockWebSocket runs in the page before its scripts, as a network that
+// refuses WebSockets looks to it: every WebSocket fails (error, then close
+// 1006) and is counted in window.refusedWebSockets.
+function blockWebSocket() {
+  window.refusedWebSockets = 0;
+  window.WebSocket = class extends EventTarget {
+    static CONNECTING = 0; static OPEN = 1; static CLOSING = 2; static CLOSED = 3;
+    constructor(url) {
+      super();
+      this.url = String(url);
+      this.readyState = 0;
+      window.refusedWebSockets++;
+      setTimeout(() => {
+        this.readyState = 3;
+        for (const e of [new Event("error"), new CloseEvent("close", { code: 1006 })]) {
+          this["on" + e.type]?.(e);
+          this.dispatchEvent(e);
+        }
+      });
+    }
+    send() { throw new DOMException("not open", "InvalidStateError"); }
+    close() {}
+  };
 }
 
 const live = (page, timeout = 15000) => page.waitForSelector('#status[data-state="live"]', { timeout });
@@ -182,6 +212,28 @@ test("two users on the board: a drag moves the card on the other screen; one goe
   assert.deepEqual(b.problems, []);
   await a.context.close();
   await b.context.close();
+});
+
+test("with WebSockets refused in both pages, the board works over long-polling: a drag moves the card on the other screen", async () => {
+  const a = await openBoard("alice", { noWebSocket: true });
+  const b = await openBoard("bob", { noWebSocket: true });
+  const title = "Write the release notes";
+  const from = await columnOf(a.page, title);
+  assert.ok(from, "the board shows the card");
+  await until("both pages show it in one column", async () => (await columnOf(b.page, title)) === from || shown(b.page));
+  const to = from === "done" ? "todo" : "done";
+  await card(a.page, title).dragTo(column(a.page, to));
+  await until("the card moved on bob's screen", async () => (await columnOf(b.page, title)) === to || shown(b.page));
+  await card(b.page, title).dragTo(column(b.page, from));
+  await until("and back on alice's", async () => (await columnOf(a.page, title)) === from || shown(a.page));
+  for (const p of [a, b]) {
+    // The stock client tried its upgrade and stayed on polling: its
+    // session's requests went on after the refused WebSocket.
+    assert.ok(await p.page.evaluate(() => window.refusedWebSockets) > 0, "the client tried to upgrade");
+    assert.ok(p.polls.filter((u) => u.includes("sid=")).length > 2, `the session polled: ${p.polls.length} requests`);
+    assert.deepEqual(p.problems, []);
+    await p.context.close();
+  }
 });
 
 test("a task published with roomcast publish shows live and is still there after a reload", async () => {
