@@ -70,7 +70,9 @@ type Config struct {
 	// Default 10 s.
 	ConnectTimeout time.Duration
 	// MaxPayload bounds one incoming frame in bytes (advertised to clients as
-	// maxPayload); a bigger frame closes the socket. Default 64 KiB.
+	// maxPayload); a bigger frame closes the socket, and so does a
+	// compressed one (permessage-deflate) that inflates past it. Default
+	// 64 KiB.
 	MaxPayload int
 	// SendQueueBytes bounds what may wait to be written to one socket; a
 	// socket whose queue would grow past it is disconnected as too slow.
@@ -82,6 +84,13 @@ type Config struct {
 	TCPSendBuffer int
 	// WriteTimeout bounds one write to a socket. Default 10 s.
 	WriteTimeout time.Duration
+	// DeflateThreshold: a client that offers permessage-deflate (browsers
+	// and the stock Node client do) gets it, without context takeover, and
+	// broadcasts whose packet is at least this many bytes are compressed,
+	// once per gateway, and sent compressed to every member that
+	// negotiated it. Default 512 (docs/decisions.md, permessage-deflate);
+	// negative: permessage-deflate is off (never negotiated).
+	DeflateThreshold int
 
 	// RateLimit is the sustained inbound frames per second per socket
 	// (endpoint calls, pongs, pings, noops: every frame but a close), and
@@ -208,6 +217,11 @@ type Config struct {
 // DefaultTokenLeeway is Config.TokenLeeway's default.
 const DefaultTokenLeeway = 10 * time.Second
 
+// DefaultDeflateThreshold is Config.DeflateThreshold's default: below it a
+// broadcast's packet saves too few bytes to be worth a frame of its own
+// (docs/decisions.md, permessage-deflate).
+const DefaultDeflateThreshold = 512
+
 // The values of Config.PersonalSubscriptions.
 const (
 	PersonalShared  = "shared"
@@ -228,6 +242,7 @@ func (c *Config) Bind(s *flagenv.Set) {
 	s.Duration(&c.HTTPIdleTimeout, "http-idle-timeout", "ROOMCAST_HTTP_IDLE_TIMEOUT", 60*time.Second, "how long a kept-alive HTTP connection may wait for its next request")
 	s.Duration(&c.PingInterval, "ping-interval", "ROOMCAST_PING_INTERVAL", 25*time.Second, "how often each socket is pinged")
 	s.Duration(&c.PingTimeout, "ping-timeout", "ROOMCAST_PING_TIMEOUT", 20*time.Second, "how long a pong may take before the socket is closed")
+	s.Int(&c.DeflateThreshold, "deflate-threshold", "ROOMCAST_DEFLATE_THRESHOLD", DefaultDeflateThreshold, "broadcasts of at least this many bytes go compressed to clients that negotiated permessage-deflate; -1: no permessage-deflate")
 	s.Int(&c.SendQueueBytes, "send-queue-bytes", "ROOMCAST_SEND_QUEUE_BYTES", 1<<20, "bytes that may wait for one socket before it is cut off as slow")
 	s.Duration(&c.SubscriptionLinger, "subscription-linger", "ROOMCAST_SUBSCRIPTION_LINGER", 0, "keep a room's NATS subscriptions this long after its last socket leaves (0: drop at once)")
 	s.String(&c.PersonalSubscriptions, "personal-subscriptions", "ROOMCAST_PERSONAL_SUBSCRIPTIONS", PersonalShared, "how user, client and chat rooms are subscribed: shared (three wildcards per gateway) or per-room")
@@ -311,6 +326,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SendQueueBytes <= 0 {
 		c.SendQueueBytes = 1 << 20
+	}
+	if c.DeflateThreshold == 0 {
+		c.DeflateThreshold = DefaultDeflateThreshold
 	}
 	if c.RateLimit <= 0 {
 		c.RateLimit = 20

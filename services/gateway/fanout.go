@@ -189,10 +189,10 @@ func (g *Gateway) deliver(m *nats.Msg, members []*socket, writers *[]*socket) []
 		return members
 	}
 
-	frame := appendBroadcastFrame(r.Name(), m.Data, seq, prev)
+	msg := engineio.Message{Frame: appendBroadcastFrame(r.Name(), m.Data, seq, prev), Threshold: g.cfg.DeflateThreshold}
 	sent := 0
 	for i, s := range members {
-		if ok, start := s.enqueue(frame); ok {
+		if ok, start := s.enqueueMessage(&msg); ok {
 			sent++
 			if start {
 				*writers = append(*writers, s)
@@ -205,6 +205,11 @@ func (g *Gateway) deliver(m *nats.Msg, members []*socket, writers *[]*socket) []
 		g.hook("fanout")
 	}
 	g.m.messagesOut.Add(float64(sent))
+	if d := msg.Deflated(); d != nil {
+		g.m.deflated.Inc()
+		g.m.deflatedBytes.WithLabelValues("plain").Add(float64(len(msg.Frame)))
+		g.m.deflatedBytes.WithLabelValues("deflated").Add(float64(len(d)))
+	}
 	g.m.fanoutSeconds.Observe(time.Since(start).Seconds())
 	return members
 }

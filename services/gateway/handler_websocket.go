@@ -38,6 +38,7 @@ func (g *Gateway) transportSetup() {
 		},
 		AcceptFailed:    g.acceptFailed,
 		AcceptRecovered: g.acceptRecovered,
+		Deflate:         cfg.DeflateThreshold >= 0,
 	}
 	g.wsOpts = engineio.Options{
 		MaxPayload:     cfg.MaxPayload,

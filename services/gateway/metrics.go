@@ -16,6 +16,8 @@ type metrics struct {
 	subscriptions   prometheus.Gauge
 	messagesIn      prometheus.Counter
 	messagesOut     prometheus.Counter
+	deflated        prometheus.Counter
+	deflatedBytes   *prometheus.CounterVec
 	unrouted        prometheus.Counter
 	dropped         *prometheus.CounterVec
 	refused         *prometheus.CounterVec
@@ -44,6 +46,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Room messages received from NATS."}),
 		messagesOut: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "messages_out_total",
 			Help: "Broadcast frames queued to sockets (one per recipient)."}),
+		deflated: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "deflated_messages_total",
+			Help: "Broadcasts compressed (permessage-deflate): once per message, whatever the number of members that negotiated it."}),
+		deflatedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "deflated_bytes_total",
+			Help: "Bytes of the compressed broadcasts' frames, plain (before) and compressed (after), counted once per message."}, []string{"frame"}),
 		unrouted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "messages_unrouted_total",
 			Help: "Room messages received for a room with no local member: with shared personal subscriptions, mostly the personal messages of other gateways' users (see ROOMCAST_PERSONAL_SUBSCRIPTIONS)."}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "messages_dropped_total",
@@ -68,7 +74,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		panics: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "panics_total",
 			Help: "Panics stopped at a message boundary, logged with their stack, by where: fanout, personal, kick, revoke, revocation, presence, endpoint (docs/decisions.md says what each does to the message)."}, []string{"where"}),
 	}
-	for _, c := range []prometheus.Collector{m.sockets, m.rooms, m.subscriptions, m.messagesIn, m.messagesOut, m.unrouted, m.dropped, m.refused,
+	for _, c := range []prometheus.Collector{m.sockets, m.rooms, m.subscriptions, m.messagesIn, m.messagesOut, m.deflated, m.deflatedBytes, m.unrouted, m.dropped, m.refused,
 		m.fanoutSeconds, m.slowDisconnects, m.authFailures, m.calls, m.badFrames, m.acceptErrors, m.limitedFrames, m.panics} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

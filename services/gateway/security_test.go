@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -1286,4 +1287,52 @@ func TestSecurityEnvelopeGate(t *testing.T) {
 		require.Equal(t, before+1, tg.counter(tg.m.refused.WithLabelValues(string(why))), string(why))
 	}
 	c.noBroadcast()
+}
+
+// ---- 15: permessage-deflate (inbound compressed frames) ----
+
+// TestSecurityDeflate: on a socket that negotiated permessage-deflate,
+// MaxPayload bounds a message inflated: a zip bomb (16 KB on the wire,
+// 16 MB inflated) is refused with 1009 without being inflated; data that
+// is not deflate is refused with 1007; RSV1 on a control frame and RSV2
+// or RSV3 anywhere stay protocol errors (1002). Without the extension,
+// RSV1 is a protocol error (TestSecurityFrameStrictness).
+func TestSecurityDeflate(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway()
+	bomb, err := wsflate.CompressFrame(ws.NewTextFrame(make([]byte, 16<<20)))
+	require.NoError(t, err)
+	require.Less(t, len(bomb.Payload), 64<<10, "the bomb must pass the frame's own size check")
+	notDeflate := ws.NewTextFrame([]byte("\xff\xff\xff not deflate"))
+	notDeflate.Header.Rsv = ws.Rsv(true, false, false)
+	rsv1Ping := ws.NewPingFrame([]byte("x"))
+	rsv1Ping.Header.Rsv = ws.Rsv(true, false, false)
+	rsv2 := ws.NewTextFrame([]byte("3"))
+	rsv2.Header.Rsv = ws.Rsv(false, true, false)
+	rsv13, err := wsflate.CompressFrame(ws.NewTextFrame([]byte("3")))
+	require.NoError(t, err)
+	rsv13.Header.Rsv = ws.Rsv(true, false, true)
+	for _, tc := range []struct {
+		name   string
+		frame  ws.Frame
+		code   ws.StatusCode
+		reason string
+	}{
+		{"zip bomb", bomb, ws.StatusMessageTooBig, "too large once inflated"},
+		{"not deflate", notDeflate, ws.StatusInvalidFramePayloadData, "not valid deflate"},
+		{"RSV1 on a ping", rsv1Ping, ws.StatusProtocolError, "reserved bits"},
+		{"RSV2", rsv2, ws.StatusProtocolError, "reserved bits"},
+		{"RSV1 and RSV3", rsv13, ws.StatusProtocolError, "reserved bits"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := connectDeflate(t, tg, "u1")
+			rs.frame(tc.frame)
+			code, reason := rs.closed()
+			require.Equal(t, tc.code, code, reason)
+			require.Contains(t, reason, tc.reason)
+		})
+	}
+	for _, kind := range []string{"too_large", "inflate", "rsv"} {
+		require.Positive(t, tg.counter(tg.m.badFrames.WithLabelValues(kind)), kind)
+	}
 }

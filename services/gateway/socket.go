@@ -142,6 +142,14 @@ func (s *socket) send(frame []byte) bool {
 // call writeNow (engineio.Transport's Queue).
 func (s *socket) enqueue(frame []byte) (ok, start bool) { return s.transport().Queue(frame) }
 
+// enqueueMessage is enqueue of a broadcast: compressed when the socket
+// negotiated permessage-deflate (the compression is made once, for every
+// member: engineio.Message).
+func (s *socket) enqueueMessage(m *engineio.Message) (ok, start bool) {
+	t := s.transport()
+	return t.Queue(m.For(t))
+}
+
 // writeNow writes what enqueue queued, when enqueue said start.
 func (s *socket) writeNow() { s.transport().Write() }
 

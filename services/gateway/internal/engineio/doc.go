@@ -10,5 +10,7 @@
 // A frame is an encoded Engine.IO packet inside its WebSocket frame header,
 // built once and shared by every socket it goes to (a broadcast is encoded
 // once per message); a transport without WebSocket framing (long-polling)
-// takes the packet after the header (Payload).
+// takes the packet after the header (Payload). With permessage-deflate a
+// broadcast also has one compressed frame, made once and shared by every
+// socket that negotiated it (Message); sockets keep no compression state.
 package engineio

@@ -186,7 +186,9 @@ func (srv *Server) upgrade(c net.Conn, br *bufio.Reader, head []byte) {
 	var p *Polling // the session an upgrade is for
 	var open []byte
 	w := &openingConn{Conn: c}
+	neg := newNegotiator(srv.Deflate)
 	up := ws.Upgrader{
+		Negotiate: neg.hook(),
 		OnRequest: func(uri []byte) error {
 			q := queryOf(uri)
 			r.EIO, r.Transport, r.Token = queryValue(q, "EIO"), queryValue(q, "transport"), queryValue(q, "token")
@@ -239,7 +241,7 @@ func (srv *Server) upgrade(c net.Conn, br *bufio.Reader, head []byte) {
 		b, _ := br.Peek(n)
 		extra = bytes.Clone(b)
 	}
-	u := Upgraded{Conn: c, Extra: extra, Token: r.Token, Open: open, Opened: w.opened}
+	u := Upgraded{Conn: c, Extra: extra, Token: r.Token, Open: open, Opened: w.opened, Deflate: neg.accepted()}
 	if p != nil {
 		p.startProbe(u)
 		return

@@ -34,6 +34,9 @@ type Server struct {
 	// wait before the next; AcceptRecovered of the first accept after.
 	AcceptFailed    func(err error, retry time.Duration)
 	AcceptRecovered func()
+	// Deflate: accept a client's offer of permessage-deflate (without
+	// context takeover).
+	Deflate bool
 
 	letGo atomic.Bool // LetGo was called
 	// The polling sessions by sid: polls.mu is a leaf.
@@ -136,6 +139,8 @@ type Upgraded struct {
 	// Open is the session's open packet; Opened: it went out with the 101.
 	Open   []byte
 	Opened bool
+	// Deflate: the client negotiated permessage-deflate.
+	Deflate bool
 }
 
 // ServeHTTP serves /socket.io/: long-polling (transport=polling: a GET
@@ -175,7 +180,8 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		open = srv.OpenFrame()
 	}
 	ow := &openingWriter{ResponseWriter: w, open: open}
-	conn, rw, _, err := (&ws.HTTPUpgrader{Timeout: srv.WriteTimeout}).Upgrade(r, ow)
+	neg := newNegotiator(srv.Deflate)
+	conn, rw, _, err := (&ws.HTTPUpgrader{Timeout: srv.WriteTimeout, Negotiate: neg.hook()}).Upgrade(r, ow)
 	if err != nil {
 		// The upgrader has answered with an HTTP error already.
 		srv.UpgradeFailed(err, r.RemoteAddr)
@@ -187,7 +193,7 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		b, _ := rw.Reader.Peek(rw.Reader.Buffered())
 		extra = bytes.Clone(b)
 	}
-	u := Upgraded{Conn: conn, Extra: extra, Token: token, Open: open, Opened: ow.opened}
+	u := Upgraded{Conn: conn, Extra: extra, Token: token, Open: open, Opened: ow.opened, Deflate: neg.accepted()}
 	if p != nil {
 		p.startProbe(u)
 		return

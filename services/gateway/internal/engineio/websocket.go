@@ -121,7 +121,11 @@ type WebSocket struct {
 	// the close frame); the write it interrupted has been resumed.
 	takenAborted bool
 	resumed      bool
-	queue        net.Buffers // frames waiting to be written, header included
+	// Set by Init, read-only after: the client negotiated
+	// permessage-deflate (its compressed frames are inflated; Message
+	// sends it compressed broadcasts).
+	deflate bool
+	queue   net.Buffers // frames waiting to be written, header included
 	// abortBy is when an aborted transport gives up writing its close
 	// frame (Unix ns); zero: not aborted.
 	abortBy int64
@@ -141,6 +145,7 @@ func (w *WebSocket) Init(u Upgraded, h Handler, opts *Options) {
 		conn = &bufferedConn{Conn: conn, extra: u.Extra}
 	}
 	w.conn, w.h, w.opts = conn, h, opts
+	w.deflate = u.Deflate
 	if !u.Opened && u.Open != nil {
 		if ok, start := w.Queue(u.Open); ok && start {
 			w.Write()
@@ -461,8 +466,12 @@ func (w *WebSocket) checkHeader(h ws.Header) bool {
 	switch {
 	case h.Length == lengthMSB:
 		return w.protocolError("length", ws.StatusProtocolError, "frame length with its top bit set")
+	case h.Rsv == rsv1>>4 && w.deflate && (h.OpCode == ws.OpText || h.OpCode == ws.OpBinary):
+		// A compressed message (permessage-deflate); its inflated size is
+		// bounded in handleFrame.
 	case h.Rsv != 0:
-		// No extension is negotiated (permessage-deflate would use RSV1).
+		// Only permessage-deflate's RSV1, and only once negotiated, on
+		// the first frame of a data message.
 		return w.protocolError("rsv", ws.StatusProtocolError, "reserved bits set without an extension")
 	case h.OpCode > ws.OpBinary && !control || h.OpCode > ws.OpPong:
 		return w.protocolError("opcode", ws.StatusProtocolError, "reserved opcode")
@@ -544,6 +553,21 @@ func (w *WebSocket) handleFrame(h ws.Header, payload []byte) bool {
 		if limited, ok = w.h.Admit(); !ok {
 			return false
 		}
+	}
+	if h.Rsv != 0 {
+		// checkHeader let RSV1 through on a data frame of a socket that
+		// negotiated permessage-deflate (inflated after Admit: a frame
+		// counts against the budget before it costs). MaxPayload bounds the message
+		// inflated, not only as sent: a small frame that inflates to
+		// gigabytes is refused at MaxPayload+1 bytes.
+		p, err := inflate(payload, w.opts.MaxPayload)
+		switch {
+		case errors.Is(err, errInflateTooLarge):
+			return w.protocolError("too_large", ws.StatusMessageTooBig, "message too large once inflated")
+		case err != nil:
+			return w.protocolError("inflate", ws.StatusInvalidFramePayloadData, "compressed message is not valid deflate data")
+		}
+		payload = p
 	}
 	switch h.OpCode {
 	case ws.OpText:
