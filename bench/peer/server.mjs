@@ -120,7 +120,9 @@ const http = createServer((req, res) => {
   });
 });
 
-const io = new Server(http, { serveClient: false, transports: ["websocket"] });
+// polling too: the load tool's -transport polling compares the long-polling
+// transports (a WebSocket client is not affected by it being allowed).
+const io = new Server(http, { serveClient: false, transports: ["websocket", "polling"] });
 
 io.use((socket, next) => {
   const token = socket.handshake.auth?.token ?? socket.handshake.query?.token;

@@ -87,6 +87,7 @@ type options struct {
 	SourceIPs        int
 	DialConcurrency  int
 	StormConcurrency int
+	Transport        string // Socket.IO targets: websocket or polling
 
 	Rate        float64
 	Duration    time.Duration
@@ -155,6 +156,7 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 	fs.IntVar(&o.SourceIPs, "source-ips", 1, "dial from 127.0.0.1 … 127.0.0.N, for more sockets than one address has ephemeral ports")
 	fs.IntVar(&o.DialConcurrency, "dial-concurrency", 64, "connects in flight per worker (the sockets' first connects)")
 	fs.IntVar(&o.StormConcurrency, "storm-concurrency", 0, "storm: reconnects in flight per worker after the drop (0: no bound, every socket reconnects at once)")
+	fs.StringVar(&o.Transport, "transport", transportWebSocket, "idle, fanout against roomcast or socketio: the sockets' Engine.IO transport, websocket or polling (long-polling from the open on, no upgrade)")
 	fs.Float64Var(&o.Rate, "rate", 100, "fanout: messages per second (each goes to one board: deliveries/s = rate × sockets/rooms)")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "fanout: publishing time of a step")
 	fs.DurationVar(&o.Drain, "drain", 3*time.Second, "fanout: after publishing, wait this long without progress before counting what is missing")
@@ -239,6 +241,12 @@ func (o options) check() error {
 		return errors.New("-url with centrifugo: the tool needs the HTTP API key of a Centrifugo it starts itself; drop -url")
 	case o.Mode == modeFairness && (o.AttackSockets < 1 || o.AttackCalls < 1 || o.AttackMsgs < 1):
 		return errors.New("-attack-sockets, -attack-calls and -attack-msgs must be at least 1")
+	case o.Transport != transportWebSocket && o.Transport != transportPolling:
+		return fmt.Errorf("-transport %q: want websocket or polling", o.Transport)
+	case o.Transport == transportPolling && o.Mode != modeIdle && o.Mode != modeFanout:
+		return fmt.Errorf("-transport polling: for idle and fanout only, not %s", o.Mode)
+	case o.Transport == transportPolling && (o.Target == targetCentrifugo || slices.Contains(o.Peers, targetCentrifugo) && o.Compare):
+		return errors.New("-transport polling: Socket.IO targets only (roomcast, socketio); the Centrifugo client here speaks WebSocket")
 	case o.Sockets < 1:
 		return fmt.Errorf("-sockets %d: want at least 1", o.Sockets)
 	case o.Rooms < 1:
@@ -351,6 +359,9 @@ func run(ctx context.Context, o options, log io.Writer) ([]result, error) {
 		}
 		if o.Pin {
 			r.Notes = append(r.Notes, pinNote(t))
+		}
+		if o.Transport == transportPolling {
+			r.Notes = append(r.Notes, "the sockets long-poll (Engine.IO transport=polling, no upgrade)")
 		}
 		rs = append(rs, r)
 	}

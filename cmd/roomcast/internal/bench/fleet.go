@@ -64,6 +64,9 @@ func startFleet(ctx context.Context, o options, srv *server, mode string, n int)
 			Rooms: o.Rooms, SourceIPs: o.SourceIPs, DialConcurrency: o.DialConcurrency,
 			ConnectTimeout: 10 * time.Second, Jitter: o.Jitter, StormConcurrency: o.StormConcurrency,
 		}
+		if o.Transport == transportPolling {
+			cfg.URL, cfg.Polling = sioclient.PollingURL(srv.url), true
+		}
 		if srv.name == targetCentrifugo {
 			cfg.URL, cfg.Protocol = cfclient.URL(srv.url), protoCentrifugo
 		}

@@ -236,3 +236,63 @@ func TestResyncAgainstRoomcast(t *testing.T) {
 	require.Positive(t, metricOf(t, rs[0], "getChangesSince p99"))
 	require.Positive(t, metricOf(t, rs[0], "interleaved p99"))
 }
+
+// TestPollingSocketAgainstRoomcast: a socket on Engine.IO long-polling (the
+// tool's -transport polling) connects to `roomcast serve`, joins a board,
+// receives the board's broadcasts and keeps answering the server's pings:
+// with a 100 ms ping interval and a 300 ms timeout, a socket that missed
+// its pongs would be closed long before it has answered five.
+func TestPollingSocketAgainstRoomcast(t *testing.T) {
+	bin := roomcastBinary(t)
+	t.Setenv("ROOMCAST_PING_INTERVAL", "100ms")
+	t.Setenv("ROOMCAST_PING_TIMEOUT", "300ms")
+	o := tinyOptions(t, modeFanout, "-bin", bin, "-transport", "polling")
+	srv, err := startServer(t.Context(), o, targetRoomcast, io.Discard)
+	require.NoError(t, err)
+	defer srv.close()
+	tok, err := mintToken(srv.secret, "u1", time.Hour)
+	require.NoError(t, err)
+	c, err := sioclient.Dial(t.Context(), sioclient.Options{URL: sioclient.PollingURL(srv.url), Token: tok, Polling: true})
+	require.NoError(t, err)
+	defer c.Close()
+	require.NotEmpty(t, c.SID)
+	ack, err := c.Call("addToRoom", map[string]string{"roomName": "board-b0"}, nil)
+	require.NoError(t, err)
+	require.Contains(t, string(ack.Data), `"roomName":"board-b0"`)
+
+	pub := srv.newPublisher()
+	deadline := time.Now().Add(20 * time.Second)
+	for seq := uint64(0); c.Pings < 5; seq++ {
+		require.True(t, time.Now().Before(deadline), "pings answered: %d", c.Pings)
+		room, env, err := benchEnvelope(0, seq, 1, time.Now(), "")
+		require.NoError(t, err)
+		require.NoError(t, pub.add(t.Context(), room, env))
+		require.NoError(t, pub.flush(t.Context()))
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		msg, err := c.Next()
+		require.NoError(t, err, "after %d pings", c.Pings)
+		f, ok := parseBroadcast(msg)
+		require.True(t, ok, "%.100q", msg)
+		require.True(t, f.hasTS)
+		require.Equal(t, int64(1), f.step)
+	}
+	failed, err := pub.wait(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, failed)
+}
+
+// TestPollingTransportIsCheckedAtParse: a wrong -transport, or polling
+// where the tool has no polling client, is refused before anything starts.
+func TestPollingTransportIsCheckedAtParse(t *testing.T) {
+	for _, args := range [][]string{
+		{"fanout", "-transport", "sse"},
+		{"storm", "-transport", "polling"},
+		{"fanout", "-transport", "polling", "-target", "centrifugo"},
+	} {
+		_, err := parseOptions(args, io.Discard)
+		require.ErrorContains(t, err, "-transport", "%v", args)
+	}
+	o, err := parseOptions([]string{"idle", "-transport", "polling", "-target", "socketio"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, transportPolling, o.Transport)
+}

@@ -36,7 +36,8 @@ type workerConfig struct {
 	// Protocol is the sockets' protocol: protoSocketIO (roomcast and the
 	// Socket.IO peer) or protoCentrifugo.
 	Protocol        string        `json:"protocol,omitempty"`
-	First           int           `json:"first"` // index of the first socket of the shard
+	Polling         bool          `json:"polling,omitempty"` // Socket.IO over Engine.IO long-polling
+	First           int           `json:"first"`             // index of the first socket of the shard
 	Count           int           `json:"count"`
 	Rooms           int           `json:"rooms"`
 	SourceIPs       int           `json:"sourceIPs"`
@@ -107,6 +108,12 @@ type worker struct {
 	dialSlots  chan struct{}
 	stormSlots chan struct{} // nil: reconnects after a drop are not bounded
 }
+
+// The Socket.IO sockets' transports (-transport).
+const (
+	transportWebSocket = "websocket"
+	transportPolling   = "polling"
+)
 
 // The sockets' protocols.
 const (
@@ -405,7 +412,7 @@ func (w *worker) connect(ctx context.Context, s *benchSocket, slots chan struct{
 		}
 	}
 	c, err := sioclient.Dial(ctx, sioclient.Options{URL: w.cfg.URL, Token: s.token, ClientID: clientOf(s.i),
-		Source: sourceIP(s.i, w.cfg.SourceIPs), Timeout: w.cfg.ConnectTimeout})
+		Source: sourceIP(s.i, w.cfg.SourceIPs), Timeout: w.cfg.ConnectTimeout, Polling: w.cfg.Polling})
 	if err != nil {
 		return nil, err
 	}

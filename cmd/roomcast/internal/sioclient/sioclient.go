@@ -1,5 +1,5 @@
 // Package sioclient is a lean Socket.IO client (Engine.IO v4, Socket.IO v5,
-// WebSocket only, namespace "/"): what the load tool's sockets and the
+// WebSocket or long-polling, namespace "/"): what the load tool's sockets and the
 // failure tests need, and no more.
 package sioclient
 
@@ -31,13 +31,16 @@ var (
 // Conn is one connected, authenticated socket.
 type Conn struct {
 	ws    wsclient.Conn
+	poll  *polling // non-nil: the socket long-polls instead
 	ackID int
 	SID   string // Socket.IO socket id from the CONNECT reply
+	Pings int    // server pings answered, for tests
 }
 
 // Options say where and how a socket connects.
 type Options struct {
-	URL      string // ws://host:port/socket.io/?EIO=4&transport=websocket
+	URL      string // ws://host:port/socket.io/?EIO=4&transport=websocket, or PollingURL's with Polling
+	Polling  bool   // Engine.IO long-polling instead of a WebSocket
 	Token    string
 	ClientID string // auth.clientId, "" for none
 	Source   net.IP // local address to dial from, nil for any
@@ -52,9 +55,35 @@ func URL(base string) string { return wsclient.URL(base, "/socket.io/?EIO=4&tran
 // Socket.IO CONNECT with auth and waits for the server's answer.
 func Dial(ctx context.Context, o Options) (*Conn, error) {
 	c := &Conn{}
+	if o.Polling {
+		return c.dialPolling(ctx, o)
+	}
 	if err := c.ws.Dial(ctx, o.URL, o.Source, o.Timeout, func() error { return c.handshake(o) }); err != nil {
 		return nil, err
 	}
+	return c, nil
+}
+
+// dialPolling opens a long-polling session and connects over it, within
+// the timeout (10 s when zero) and ctx.
+func (c *Conn) dialPolling(ctx context.Context, o Options) (*Conn, error) {
+	if o.Timeout == 0 {
+		o.Timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	p, err := dialPolling(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	c.poll = p
+	dl, _ := ctx.Deadline()
+	p.setDeadline(dl)
+	if err := c.connect(o); err != nil {
+		_ = p.close()
+		return nil, err
+	}
+	p.setDeadline(time.Time{})
 	return c, nil
 }
 
@@ -66,12 +95,17 @@ func (c *Conn) handshake(o Options) error {
 	if len(msg) == 0 || msg[0] != '0' {
 		return fmt.Errorf("engine.io open: got %.60q", msg)
 	}
+	return c.connect(o)
+}
+
+// connect sends the Socket.IO CONNECT with auth and reads the answer.
+func (c *Conn) connect(o Options) error {
 	auth := map[string]string{"token": o.Token}
 	if o.ClientID != "" {
 		auth["clientId"] = o.ClientID
 	}
 	a, _ := json.Marshal(auth)
-	if err := c.ws.Write(append([]byte("40"), a...)); err != nil {
+	if err := c.write(append([]byte("40"), a...)); err != nil {
 		return err
 	}
 	for {
@@ -112,7 +146,7 @@ func connectSID(p []byte) string {
 // answered here). The slice is valid until the next call.
 func (c *Conn) Next() ([]byte, error) {
 	for {
-		msg, err := c.ws.ReadMessage()
+		msg, err := c.read()
 		if errors.Is(err, ErrClosed) {
 			return nil, ErrClosed // without the close frame's code, as an Engine.IO close
 		}
@@ -121,9 +155,10 @@ func (c *Conn) Next() ([]byte, error) {
 		}
 		switch {
 		case len(msg) == 1 && msg[0] == '2':
-			if err := c.ws.Write([]byte{'3'}); err != nil {
+			if err := c.write([]byte{'3'}); err != nil {
 				return nil, err
 			}
+			c.Pings++
 			continue
 		case len(msg) >= 1 && msg[0] == '1':
 			return nil, ErrClosed
@@ -162,7 +197,23 @@ func (c *Conn) Emit(name string, args any) (int, error) {
 	}
 	id := c.ackID
 	c.ackID++
-	return id, c.ws.Write(p)
+	return id, c.write(p)
+}
+
+// read returns the next Engine.IO packet of either transport.
+func (c *Conn) read() ([]byte, error) {
+	if c.poll != nil {
+		return c.poll.read()
+	}
+	return c.ws.ReadMessage()
+}
+
+// write sends one packet on either transport.
+func (c *Conn) write(p []byte) error {
+	if c.poll != nil {
+		return c.poll.write(p)
+	}
+	return c.ws.Write(p)
 }
 
 // Call is one endpoint call of CallAll.
@@ -181,17 +232,22 @@ type Call struct {
 // is out of step: the caller closes it.
 func (c *Conn) CallAll(calls []Call) error {
 	first := c.ackID
-	err := c.ws.WriteFrames(func(b []byte) ([]byte, error) {
-		for _, call := range calls {
-			p, err := endpointPacket(c.ackID, call.Name, call.Args)
-			if err != nil {
-				return b, err
+	var err error
+	if c.poll != nil {
+		err = c.postAll(calls)
+	} else {
+		err = c.ws.WriteFrames(func(b []byte) ([]byte, error) {
+			for _, call := range calls {
+				p, err := endpointPacket(c.ackID, call.Name, call.Args)
+				if err != nil {
+					return b, err
+				}
+				c.ackID++
+				b = wsclient.AppendFrame(b, ws.OpText, p)
 			}
-			c.ackID++
-			b = wsclient.AppendFrame(b, ws.OpText, p)
-		}
-		return b, nil
-	})
+			return b, nil
+		})
+	}
 	if err != nil {
 		return err
 	}
@@ -201,6 +257,20 @@ func (c *Conn) CallAll(calls []Call) error {
 		}
 	}
 	return nil
+}
+
+// postAll sends calls' packets in one POST.
+func (c *Conn) postAll(calls []Call) error {
+	pkts := make([][]byte, 0, len(calls))
+	for _, call := range calls {
+		p, err := endpointPacket(c.ackID, call.Name, call.Args)
+		if err != nil {
+			return err
+		}
+		c.ackID++
+		pkts = append(pkts, p)
+	}
+	return c.poll.write(pkts...)
 }
 
 // Ack is an endpoint's acknowledgement.
@@ -265,7 +335,18 @@ func (c *Conn) waitAck(id int, name string, onOther func([]byte), withData bool)
 
 // Close closes the TCP connection at once, without a goodbye: what a lost
 // network looks like to the server.
-func (c *Conn) Close() error { return c.ws.Close() }
+func (c *Conn) Close() error {
+	if c.poll != nil {
+		return c.poll.close()
+	}
+	return c.ws.Close()
+}
 
 // SetDeadline sets the read and write deadline of the connection (zero: none).
-func (c *Conn) SetDeadline(t time.Time) error { return c.ws.SetDeadline(t) }
+func (c *Conn) SetDeadline(t time.Time) error {
+	if c.poll != nil {
+		c.poll.setDeadline(t)
+		return nil
+	}
+	return c.ws.SetDeadline(t)
+}
