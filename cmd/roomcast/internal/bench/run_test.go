@@ -252,6 +252,13 @@ func TestPollingSocketAgainstRoomcast(t *testing.T) {
 	defer srv.close()
 	tok, err := mintToken(srv.secret, "u1", time.Hour)
 	require.NoError(t, err)
+	bad, err := mintToken("not-the-secret", "u1", time.Hour)
+	require.NoError(t, err)
+	_, err = sioclient.Dial(t.Context(), sioclient.Options{URL: sioclient.PollingURL(srv.url), Token: bad, Polling: true})
+	require.ErrorIs(t, err, sioclient.ErrRefused, "the CONNECT refused over polling")
+	_, err = sioclient.Dial(t.Context(), sioclient.Options{URL: strings.Replace(sioclient.PollingURL(srv.url), "EIO=4", "EIO=3", 1), Token: tok, Polling: true})
+	require.ErrorContains(t, err, "HTTP 400", "an open the server answers with an error")
+
 	c, err := sioclient.Dial(t.Context(), sioclient.Options{URL: sioclient.PollingURL(srv.url), Token: tok, Polling: true})
 	require.NoError(t, err)
 	defer c.Close()
