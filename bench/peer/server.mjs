@@ -17,7 +17,10 @@
 // socket joins one Socket.IO room per board, as a careful Socket.IO user would.
 //
 // Environment: PEER_PORT (0 = any free port), PEER_HOST (default 127.0.0.1),
-// PEER_JWT_SECRET (required). Prints "PEER_LISTENING <port>" once listening.
+// PEER_JWT_SECRET (required), PEER_DEFLATE (a threshold in bytes: turn on
+// Socket.IO's perMessageDeflate, off by default, for messages from that size;
+// the load tool's -deflate sets 512, roomcast's default threshold). Prints
+// "PEER_LISTENING <port>" once listening.
 import { createServer } from "node:http";
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { Server } from "socket.io";
@@ -122,7 +125,10 @@ const http = createServer((req, res) => {
 
 // polling too: the load tool's -transport polling compares the long-polling
 // transports (a WebSocket client is not affected by it being allowed).
-const io = new Server(http, { serveClient: false, transports: ["websocket", "polling"] });
+// perMessageDeflate compresses per socket (the ws library's deflate on each
+// connection), where roomcast compresses a broadcast once per gateway.
+const deflate = process.env.PEER_DEFLATE ? { threshold: Number(process.env.PEER_DEFLATE) } : false;
+const io = new Server(http, { serveClient: false, transports: ["websocket", "polling"], perMessageDeflate: deflate });
 
 io.use((socket, next) => {
   const token = socket.handshake.auth?.token ?? socket.handshake.query?.token;

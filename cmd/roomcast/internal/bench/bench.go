@@ -88,6 +88,7 @@ type options struct {
 	DialConcurrency  int
 	StormConcurrency int
 	Transport        string // Socket.IO targets: websocket or polling
+	Deflate          bool   // WebSocket sockets offer permessage-deflate
 
 	Rate        float64
 	Duration    time.Duration
@@ -157,6 +158,7 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 	fs.IntVar(&o.DialConcurrency, "dial-concurrency", 64, "connects in flight per worker (the sockets' first connects)")
 	fs.IntVar(&o.StormConcurrency, "storm-concurrency", 0, "storm: reconnects in flight per worker after the drop (0: no bound, every socket reconnects at once)")
 	fs.StringVar(&o.Transport, "transport", transportWebSocket, "idle, fanout against roomcast or socketio: the sockets' Engine.IO transport, websocket or polling (long-polling from the open on, no upgrade)")
+	fs.BoolVar(&o.Deflate, "deflate", false, "WebSocket sockets of roomcast and socketio offer permessage-deflate (no context takeover) and inflate what comes compressed; fanout's \"bytes per delivery\" shows the saving")
 	fs.Float64Var(&o.Rate, "rate", 100, "fanout: messages per second (each goes to one board: deliveries/s = rate × sockets/rooms)")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "fanout: publishing time of a step")
 	fs.DurationVar(&o.Drain, "drain", 3*time.Second, "fanout: after publishing, wait this long without progress before counting what is missing")
@@ -247,6 +249,10 @@ func (o options) check() error {
 		return fmt.Errorf("-transport polling: for idle and fanout only, not %s", o.Mode)
 	case o.Transport == transportPolling && (o.Target == targetCentrifugo || slices.Contains(o.Peers, targetCentrifugo) && o.Compare):
 		return errors.New("-transport polling: Socket.IO targets only (roomcast, socketio); the Centrifugo client here speaks WebSocket")
+	case o.Deflate && o.Transport == transportPolling:
+		return errors.New("-deflate is a WebSocket extension: not with -transport polling")
+	case o.Deflate && (o.Target == targetCentrifugo || slices.Contains(o.Peers, targetCentrifugo) && o.Compare):
+		return errors.New("-deflate: Socket.IO targets only (roomcast, socketio)")
 	case o.Sockets < 1:
 		return fmt.Errorf("-sockets %d: want at least 1", o.Sockets)
 	case o.Rooms < 1:
@@ -331,7 +337,7 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	rs = roomcastFirst(rs)
 	if o.Markdown {
-		printMarkdown(stdout, o.Mode, args, rs)
+		printMarkdown(stdout, o.heading(), args, rs)
 		return nil
 	}
 	for _, r := range rs {
@@ -359,6 +365,9 @@ func run(ctx context.Context, o options, log io.Writer) ([]result, error) {
 		}
 		if o.Pin {
 			r.Notes = append(r.Notes, pinNote(t))
+		}
+		if o.Deflate {
+			r.Notes = append(r.Notes, "the sockets offer permessage-deflate (no context takeover)")
 		}
 		if o.Transport == transportPolling {
 			r.Notes = append(r.Notes, "the sockets long-poll (Engine.IO transport=polling, no upgrade)")
@@ -422,4 +431,18 @@ func startToolProfile(path string) (stop func(), err error) {
 		return nil, err
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// heading names a markdown section: the mode, and the transport or the
+// compression when not the default, so that make bench's several fan-outs
+// are told apart.
+func (o options) heading() string {
+	h := o.Mode
+	if o.Transport == transportPolling {
+		h += " over long-polling"
+	}
+	if o.Deflate {
+		h += " with permessage-deflate"
+	}
+	return h
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -27,11 +28,14 @@ type stepResult struct {
 	Stale       uint64        `json:"stale"`
 	Gaps        uint64        `json:"gaps"`
 	Disconnects uint64        `json:"disconnects"`
-	Latency     Summary       `json:"latency"`
-	ServerCPU   time.Duration `json:"serverCPU"`
-	ServerRSS   int64         `json:"serverPeakRSS"`
-	ToolCPU     time.Duration `json:"toolCPU"`
-	Held        bool          `json:"held"`
+	// WireBytes is what the sockets read off the network over the step
+	// (frames or HTTP responses with their headers, pings included).
+	WireBytes uint64        `json:"wireBytes"`
+	Latency   Summary       `json:"latency"`
+	ServerCPU time.Duration `json:"serverCPU"`
+	ServerRSS int64         `json:"serverPeakRSS"`
+	ToolCPU   time.Duration `json:"toolCPU"`
+	Held      bool          `json:"held"`
 	// NATSLeg is roomcast's latency from the publish to the stored message's
 	// re-publication on its live subject, as a NATS client in the tool sees
 	// it: the part of the end-to-end latency that is not the gateway's.
@@ -60,6 +64,30 @@ func (r stepResult) PerServerCPUSec() float64 {
 		return 0
 	}
 	return float64(r.Delivered) / r.ServerCPU.Seconds()
+}
+
+// padText is n bytes of task-description-like words: a run of one letter
+// would compress to nothing and flatter -deflate; words drawn from a small
+// vocabulary compress about as much as a real description (~3×).
+func padText(n int) string {
+	words := strings.Fields(`the task needs review before release and the board owner asks for a
+		second pass on layout colors copy tests docs api migration ticket sprint estimate done blocked
+		customer report login page mobile search filter export invoice email notification settings`)
+	r := rand.New(rand.NewPCG(1, 2))
+	var b strings.Builder
+	for b.Len() < n {
+		b.WriteString(words[r.IntN(len(words))])
+		b.WriteByte(' ')
+	}
+	return b.String()[:n]
+}
+
+// BytesPerDelivery is what the sockets read off the network per delivery.
+func (r stepResult) BytesPerDelivery() float64 {
+	if r.Delivered == 0 {
+		return 0
+	}
+	return float64(r.WireBytes) / float64(r.Delivered)
 }
 
 func runFanout(ctx context.Context, o options, srv *server, log io.Writer) (result, error) {
@@ -127,6 +155,7 @@ func fanoutMetrics(r stepResult) []metric {
 		{Name: "deliveries/s", Value: r.DeliveriesPerSec(), Unit: "/s", Higher: true},
 		{Name: "deliveries per server CPU-s", Value: r.PerServerCPUSec(), Unit: "/CPU-s", Higher: true},
 		{Name: "delivered", Value: 100 * r.DeliveryRatio(), Unit: "%", Higher: true},
+		{Name: "bytes per delivery", Value: r.BytesPerDelivery(), Unit: "B"},
 		{Name: "latency p50", Value: ms(r.Latency.P50), Unit: "ms"},
 		{Name: "latency p90", Value: ms(r.Latency.P90), Unit: "ms"},
 		{Name: "latency p99", Value: ms(r.Latency.P99), Unit: "ms"},
@@ -208,7 +237,7 @@ func runStep(ctx context.Context, o options, srv *server, f *fleet, step int64, 
 	}
 	pub := srv.newPublisher()
 	boards := min(o.Rooms, o.Sockets)
-	pad := strings.Repeat("x", o.Pad)
+	pad := padText(o.Pad)
 	total := uint64(rate * o.Duration.Seconds())
 	interval := time.Duration(float64(time.Second) / rate)
 	start := time.Now()
@@ -276,6 +305,7 @@ func runStep(ctx context.Context, o options, srv *server, f *fleet, step int64, 
 		r.Stale += ev.Stale
 		r.Gaps += ev.Gaps
 		r.Disconnects += ev.Disconnects
+		r.WireBytes += ev.WireBytes
 		if ev.Hist != nil {
 			wh, err := HistogramFromData(*ev.Hist)
 			if err != nil {

@@ -64,6 +64,7 @@ func startFleet(ctx context.Context, o options, srv *server, mode string, n int)
 			Rooms: o.Rooms, SourceIPs: o.SourceIPs, DialConcurrency: o.DialConcurrency,
 			ConnectTimeout: 10 * time.Second, Jitter: o.Jitter, StormConcurrency: o.StormConcurrency,
 		}
+		cfg.Deflate = o.Deflate
 		if o.Transport == transportPolling {
 			cfg.URL, cfg.Polling = sioclient.PollingURL(srv.url), true
 		}

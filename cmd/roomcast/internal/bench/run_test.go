@@ -295,6 +295,7 @@ func TestPollingTransportIsCheckedAtParse(t *testing.T) {
 		{"fanout", "-transport", "sse"},
 		{"storm", "-transport", "polling"},
 		{"fanout", "-transport", "polling", "-target", "centrifugo"},
+		{"fanout", "-transport", "polling", "-deflate"},
 	} {
 		_, err := parseOptions(args, io.Discard)
 		require.ErrorContains(t, err, "-transport", "%v", args)
@@ -302,4 +303,40 @@ func TestPollingTransportIsCheckedAtParse(t *testing.T) {
 	o, err := parseOptions([]string{"idle", "-transport", "polling", "-target", "socketio"}, io.Discard)
 	require.NoError(t, err)
 	require.Equal(t, transportPolling, o.Transport)
+	require.Equal(t, "idle over long-polling", o.heading())
+	o, err = parseOptions([]string{"fanout", "-deflate"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, "fanout with permessage-deflate", o.heading())
+}
+
+// TestDeflateFanoutAgainstRoomcast: with -deflate the sockets negotiate
+// permessage-deflate with roomcast's gateway, every message still arrives
+// whole and in order (inflated: the tool reads its timestamp and seqs), and
+// the bytes read per delivery fall well below the plain run's.
+func TestDeflateFanoutAgainstRoomcast(t *testing.T) {
+	bin := roomcastBinary(t)
+	perDelivery := map[bool]float64{}
+	for _, deflate := range []bool{false, true} {
+		args := []string{"-bin", bin, "-sockets", "10", "-rooms", "2", "-rate", "20", "-duration", "500ms", "-pad", "1000", "-procs", "1"}
+		if deflate {
+			args = append(args, "-deflate")
+		}
+		o := tinyOptions(t, modeFanout, args...)
+		log := logTo(t)
+		rs, err := run(t.Context(), o, log)
+		require.NoError(t, err, log.String())
+		s := rs[0].Steps[0]
+		require.Equal(t, s.Expected, s.Delivered, log.String())
+		require.Zero(t, s.Gaps)
+		perDelivery[deflate] = metricOf(t, rs[0], "bytes per delivery")
+	}
+	require.Greater(t, perDelivery[false], 1000.0, "a padded broadcast is over 1 KB plain")
+	require.Less(t, perDelivery[true], 0.7*perDelivery[false], "compressed: %v", perDelivery)
+}
+
+func TestPadTextCompressesLikeText(t *testing.T) {
+	p := padText(1000)
+	require.Len(t, p, 1000)
+	require.Equal(t, p, padText(1000), "the same text every time")
+	require.Greater(t, len(strings.Fields(p)), 100)
 }

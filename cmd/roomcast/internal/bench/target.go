@@ -311,6 +311,10 @@ func (s *server) startPeer(ctx context.Context, o options) error {
 	cmd := pinned(o, false, node, "server.mjs")
 	cmd.Dir = dir
 	cmd.Env = append(cmd.Env, "PEER_JWT_SECRET="+s.secret, "PEER_PORT=0", "PEER_HOST=127.0.0.1")
+	if o.Deflate {
+		// roomcast's default threshold (ROOMCAST_DEFLATE_THRESHOLD)
+		cmd.Env = append(cmd.Env, "PEER_DEFLATE=512")
+	}
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

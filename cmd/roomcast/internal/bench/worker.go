@@ -15,6 +15,7 @@ import (
 
 	"github.com/roomcast/roomcast/cmd/roomcast/internal/cfclient"
 	"github.com/roomcast/roomcast/cmd/roomcast/internal/sioclient"
+	"github.com/roomcast/roomcast/cmd/roomcast/internal/wsclient"
 	"github.com/roomcast/roomcast/proto"
 )
 
@@ -37,6 +38,7 @@ type workerConfig struct {
 	// Socket.IO peer) or protoCentrifugo.
 	Protocol        string        `json:"protocol,omitempty"`
 	Polling         bool          `json:"polling,omitempty"` // Socket.IO over Engine.IO long-polling
+	Deflate         bool          `json:"deflate,omitempty"` // WebSocket: offer permessage-deflate
 	First           int           `json:"first"`             // index of the first socket of the shard
 	Count           int           `json:"count"`
 	Rooms           int           `json:"rooms"`
@@ -73,6 +75,7 @@ type workerEvent struct {
 	Stale       uint64         `json:"stale,omitempty"`
 	Gaps        uint64         `json:"gaps,omitempty"`
 	Disconnects uint64         `json:"disconnects,omitempty"`
+	WireBytes   uint64         `json:"wireBytes,omitempty"` // read off the network since the step began
 	Hist        *HistogramData `json:"hist,omitempty"`
 
 	// storm
@@ -92,6 +95,7 @@ type worker struct {
 	stale       atomic.Uint64
 	gaps        atomic.Uint64
 	disconnects atomic.Uint64
+	wireBase    atomic.Uint64 // wsclient.BytesRead at the step's start
 
 	// gen counts drops: a socket that ends with the generation changed was
 	// dropped on purpose and reconnects at once.
@@ -221,11 +225,13 @@ func runWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 			w.delivered.Store(0)
 			w.stale.Store(0)
 			w.gaps.Store(0)
+			w.wireBase.Store(wsclient.BytesRead())
 			w.step.Store(c.Step)
 			ev = workerEvent{Ev: "step", Step: c.Step}
 		case "report":
 			ev = workerEvent{Ev: "report", Step: w.step.Load(), Delivered: w.delivered.Load(),
-				Stale: w.stale.Load(), Gaps: w.gaps.Load(), Disconnects: w.disconnects.Load()}
+				Stale: w.stale.Load(), Gaps: w.gaps.Load(), Disconnects: w.disconnects.Load(),
+				WireBytes: wsclient.BytesRead() - w.wireBase.Load()}
 			if c.Full {
 				d := w.hist.Load().Data()
 				ev.Hist = &d
@@ -412,7 +418,7 @@ func (w *worker) connect(ctx context.Context, s *benchSocket, slots chan struct{
 		}
 	}
 	c, err := sioclient.Dial(ctx, sioclient.Options{URL: w.cfg.URL, Token: s.token, ClientID: clientOf(s.i),
-		Source: sourceIP(s.i, w.cfg.SourceIPs), Timeout: w.cfg.ConnectTimeout, Polling: w.cfg.Polling})
+		Source: sourceIP(s.i, w.cfg.SourceIPs), Timeout: w.cfg.ConnectTimeout, Polling: w.cfg.Polling, Deflate: w.cfg.Deflate})
 	if err != nil {
 		return nil, err
 	}

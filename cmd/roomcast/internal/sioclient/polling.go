@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/roomcast/roomcast/cmd/roomcast/internal/wsclient"
 )
 
 // Engine.IO v4 long-polling, the transport of a client that cannot open a
@@ -65,7 +67,13 @@ func httpClient(source net.IP) *http.Client {
 		nd.LocalAddr = &net.TCPAddr{IP: source}
 	}
 	tr := &http.Transport{
-		DialContext: nd.DialContext,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := nd.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return wsclient.CountReads(conn), nil
+		},
 		// Every socket holds a GET open and now and then a POST: the
 		// default of 2 idle connections per host would close and redial
 		// nearly every request's connection.

@@ -41,6 +41,7 @@ type Conn struct {
 type Options struct {
 	URL      string // ws://host:port/socket.io/?EIO=4&transport=websocket, or PollingURL's with Polling
 	Polling  bool   // Engine.IO long-polling instead of a WebSocket
+	Deflate  bool   // WebSocket: offer permessage-deflate (wsclient.Conn.Deflate)
 	Token    string
 	ClientID string // auth.clientId, "" for none
 	Source   net.IP // local address to dial from, nil for any
@@ -55,6 +56,7 @@ func URL(base string) string { return wsclient.URL(base, "/socket.io/?EIO=4&tran
 // Socket.IO CONNECT with auth and waits for the server's answer.
 func Dial(ctx context.Context, o Options) (*Conn, error) {
 	c := &Conn{}
+	c.ws.Deflate = o.Deflate
 	if o.Polling {
 		return c.dialPolling(ctx, o)
 	}

@@ -11,15 +11,20 @@ package wsclient
 import (
 	"bufio"
 	"bytes"
+	"compress/flate"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 )
 
 // MaxFrame bounds a message the client accepts: gobwas/ws would otherwise
@@ -47,11 +52,42 @@ func URL(base, path string) string {
 // Conn is one client WebSocket. Its zero value is unconnected; Dial connects
 // it. A protocol client holds it by value, so a socket stays one allocation.
 type Conn struct {
+	// Deflate, set before Dial, offers permessage-deflate without context
+	// takeover; after Dial it says whether the server accepted. The client
+	// inflates what arrives compressed and sends its own frames plain (the
+	// extension lets each side choose per message).
+	Deflate bool
+
 	conn net.Conn
 	br   *bufio.Reader
 	buf  []byte // the current message, reused
+	ibuf []byte // the current message inflated, reused
 	wbuf []byte // the current outgoing frames, reused
 }
+
+// bytesRead counts every byte the process's client connections read from
+// the network (WebSocket and, through CountReads, long-polling), headers
+// and control frames included: the load tool's "bytes per delivery".
+var bytesRead atomic.Uint64
+
+// BytesRead is how many bytes the process's client connections have read.
+func BytesRead() uint64 { return bytesRead.Load() }
+
+// CountReads wraps conn so that what it reads is counted in BytesRead.
+func CountReads(conn net.Conn) net.Conn { return counted{conn} }
+
+type counted struct{ net.Conn }
+
+func (c counted) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	bytesRead.Add(uint64(n))
+	return n, err
+}
+
+// deflateOffer is the offer of Deflate: no context takeover either way, so
+// that the server may compress a broadcast once for every socket and the
+// client keeps no window between messages.
+var deflateOffer = []httphead.Option{wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}.Option()}
 
 // Dial opens a WebSocket to url from source (nil for any) and runs
 // handshake, the protocol's own opening, on it. The dial and the handshake
@@ -72,12 +108,20 @@ func (c *Conn) Dial(ctx context.Context, url string, source net.IP, timeout time
 		nd.LocalAddr = &net.TCPAddr{IP: source}
 	}
 	d.NetDial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return nd.DialContext(ctx, network, addr)
+		conn, err := nd.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return CountReads(conn), nil
 	}
-	conn, hbr, _, err := d.Dial(ctx, url)
+	if c.Deflate {
+		d.Extensions = deflateOffer
+	}
+	conn, hbr, hs, err := d.Dial(ctx, url)
 	if err != nil {
 		return err
 	}
+	c.Deflate = c.Deflate && len(hs.Extensions) > 0
 	var r io.Reader = conn
 	if hbr != nil {
 		// The server's first frames arrived with the 101 response: keep
@@ -111,6 +155,7 @@ func Over(conn net.Conn) Conn {
 // call. A close frame is answered and returned as ErrClosed.
 func (c *Conn) ReadMessage() ([]byte, error) {
 	c.buf = c.buf[:0]
+	compressed := false
 	for {
 		h, err := ws.ReadHeader(c.br)
 		if err != nil {
@@ -133,6 +178,12 @@ func (c *Conn) ReadMessage() ([]byte, error) {
 		if h.Masked {
 			ws.Cipher(c.buf[start:], h.Mask, 0)
 		}
+		if h.Rsv1() && !h.OpCode.IsControl() {
+			if !c.Deflate {
+				return nil, errors.New("a compressed frame on a socket without permessage-deflate")
+			}
+			compressed = true
+		}
 		switch h.OpCode {
 		case ws.OpPing:
 			if err := c.WriteFrame(ws.OpPong, c.buf[start:]); err != nil {
@@ -149,9 +200,44 @@ func (c *Conn) ReadMessage() ([]byte, error) {
 			return nil, fmt.Errorf("%w: %s", ErrClosed, reason)
 		}
 		if h.Fin {
+			if compressed {
+				return c.inflate()
+			}
 			return c.buf, nil
 		}
 	}
+}
+
+// deflateTail ends every message's deflate stream (RFC 7692 7.2.2: the
+// sender took it off).
+var deflateTail = []byte{0, 0, 0xff, 0xff}
+
+// inflaters are flate readers shared by the process's sockets: with no
+// context takeover a socket keeps nothing between messages, so one reader
+// per message in flight is enough.
+var inflaters sync.Pool
+
+// inflate decompresses the message in c.buf into c.ibuf, at most MaxFrame.
+func (c *Conn) inflate() ([]byte, error) {
+	src := io.MultiReader(bytes.NewReader(c.buf), bytes.NewReader(deflateTail))
+	fr, _ := inflaters.Get().(io.ReadCloser)
+	if fr == nil {
+		fr = flate.NewReader(src)
+	} else if err := fr.(flate.Resetter).Reset(src, nil); err != nil {
+		return nil, err
+	}
+	defer inflaters.Put(fr)
+	out := bytes.NewBuffer(c.ibuf[:0])
+	n, err := out.ReadFrom(io.LimitReader(fr, MaxFrame+1))
+	c.ibuf = out.Bytes()
+	// The stream has no final block: running out of input is its end.
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, fmt.Errorf("inflate: %w", err)
+	}
+	if n > MaxFrame {
+		return nil, fmt.Errorf("inflated message over the %d limit", MaxFrame)
+	}
+	return c.ibuf, nil
 }
 
 // closeReason reads a close frame's payload: a 2-byte code and a reason

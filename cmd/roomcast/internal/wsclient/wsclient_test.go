@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 	"github.com/gobwas/ws/wsutil"
 	"github.com/stretchr/testify/require"
 )
@@ -106,4 +107,114 @@ func TestWriteFrames(t *testing.T) {
 func TestURL(t *testing.T) {
 	require.Equal(t, "ws://127.0.0.1:8000/p?q=1", URL("http://127.0.0.1:8000/", "/p?q=1"))
 	require.Equal(t, "ws://h:1/p", URL("ws://h:1", "/p"))
+}
+
+// deflateServer serves one WebSocket on a real listener: it negotiates
+// permessage-deflate when negotiate is set (gobwas/ws's wsflate, as the
+// gateway does) and then runs serve on the connection.
+func deflateServer(t *testing.T, negotiate bool, serve func(conn net.Conn, accepted bool)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		ext := wsflate.Extension{Parameters: wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}}
+		u := ws.Upgrader{}
+		if negotiate {
+			u.Negotiate = ext.Negotiate
+		}
+		if _, err := u.Upgrade(conn); err != nil {
+			return
+		}
+		_, accepted := ext.Accepted()
+		serve(conn, accepted)
+	}()
+	return "ws://" + ln.Addr().String() + "/"
+}
+
+// writeCompressed sends p as one compressed text message.
+func writeCompressed(conn net.Conn, p []byte) error {
+	f, err := wsflate.CompressFrame(ws.NewTextFrame(p))
+	if err != nil {
+		return err
+	}
+	return ws.WriteFrame(conn, f)
+}
+
+// TestDeflate: a client that offers permessage-deflate to a server that
+// compresses reads its compressed messages inflated, one after the other
+// (no context kept between them) and between plain ones, and reads fewer
+// bytes off the wire than the messages hold.
+func TestDeflate(t *testing.T) {
+	msg := bytes.Repeat([]byte(`42["broadcast",{"event":"update-task","diff":{"title":"a task"}}]`), 20)
+	url := deflateServer(t, true, func(conn net.Conn, accepted bool) {
+		if !accepted {
+			return
+		}
+		_ = writeCompressed(conn, msg)
+		_ = wsutil.WriteServerMessage(conn, ws.OpText, []byte("plain"))
+		_ = writeCompressed(conn, msg)
+		_, _ = io.Copy(io.Discard, conn)
+	})
+	c := Conn{Deflate: true}
+	require.NoError(t, c.Dial(t.Context(), url, nil, 0, func() error { return nil }))
+	defer c.Close()
+	require.True(t, c.Deflate, "the server accepted the offer")
+	before := BytesRead()
+	for _, want := range [][]byte{msg, []byte("plain"), msg} {
+		got, err := c.ReadMessage()
+		require.NoError(t, err)
+		require.Equal(t, string(want), string(got))
+	}
+	read := BytesRead() - before
+	require.Positive(t, read)
+	require.Less(t, read, uint64(len(msg)), "two compressed copies and a plain word, fewer bytes than one copy")
+}
+
+// TestDeflateNotOffered: without the offer the server does not negotiate,
+// and a compressed frame it sends anyway is an error, not garbage.
+func TestDeflateNotOffered(t *testing.T) {
+	url := deflateServer(t, true, func(conn net.Conn, accepted bool) {
+		if accepted {
+			return
+		}
+		_ = writeCompressed(conn, []byte("hello hello hello"))
+		_, _ = io.Copy(io.Discard, conn)
+	})
+	var c Conn
+	require.NoError(t, c.Dial(t.Context(), url, nil, 0, func() error { return nil }))
+	defer c.Close()
+	require.False(t, c.Deflate)
+	_, err := c.ReadMessage()
+	require.ErrorContains(t, err, "without permessage-deflate")
+}
+
+// TestDeflateDeclined: a server that does not speak the extension leaves
+// the client on plain frames.
+func TestDeflateDeclined(t *testing.T) {
+	url := deflateServer(t, false, func(conn net.Conn, _ bool) {
+		_ = wsutil.WriteServerMessage(conn, ws.OpText, []byte("plain"))
+		_, _ = io.Copy(io.Discard, conn)
+	})
+	c := Conn{Deflate: true}
+	require.NoError(t, c.Dial(t.Context(), url, nil, 0, func() error { return nil }))
+	defer c.Close()
+	require.False(t, c.Deflate, "declined")
+	got, err := c.ReadMessage()
+	require.NoError(t, err)
+	require.Equal(t, "plain", string(got))
+}
+
+// TestInflateBounded: a message that inflates past MaxFrame is refused.
+func TestInflateBounded(t *testing.T) {
+	c, srv := pipe(t)
+	c.Deflate = true
+	go func() { _ = writeCompressed(srv, make([]byte, MaxFrame+10)) }()
+	_, err := c.ReadMessage()
+	require.ErrorContains(t, err, "inflated message over")
 }
