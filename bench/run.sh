@@ -9,6 +9,11 @@
 # 20,000 deliveries/s runs twice, unpinned and pinned (-pin: the server on
 # core 0 with GOMAXPROCS=1, the tool on core 1). Sizes are kept small enough
 # for a 2-core machine and ulimit -n 20000; BENCH_SOCKETS overrides them.
+# Then, against roomcast and the Socket.IO peer (Centrifugo has neither):
+# 1,000 sockets on Engine.IO long-polling, held idle and in a fan-out of
+# 2,000 deliveries/s; and a fan-out of 1 KB-padded messages at 5,000
+# deliveries/s, plain and with permessage-deflate, for the bytes per
+# delivery and the CPU compression costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=bin/roomcast
@@ -32,6 +37,14 @@ trap 'rm -f "$out"' EXIT
   "$bin" bench idle -compare -sockets "$sockets" -rooms "$rooms" -markdown
   echo
   "$bin" bench storm -compare -sockets "$sockets" -rooms "$rooms" -markdown
+  echo
+  "$bin" bench idle -compare -peers socketio -transport polling -sockets 1000 -rooms 10 -markdown
+  echo
+  "$bin" bench fanout -compare -peers socketio -transport polling -sockets 1000 -rooms 10 -rate 20 -duration 10s -markdown
+  echo
+  "$bin" bench fanout -compare -peers socketio -sockets 1000 -rooms 10 -rate 50 -pad 1000 -duration 10s -markdown
+  echo
+  "$bin" bench fanout -compare -peers socketio -deflate -sockets 1000 -rooms 10 -rate 50 -pad 1000 -duration 10s -markdown
   echo
   "$bin" bench resync -stream-msgs "${BENCH_STREAM:-100000}" -rooms 1000 -markdown
 } > "$out"
