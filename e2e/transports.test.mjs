@@ -64,6 +64,21 @@ for (const [mode, { transports, final }] of Object.entries(modes)) {
       assert.deepEqual(b.data, env);
       assert.equal(b.seq, ack.seq);
     }
+    const changes = await call(s, "getChangesSince", { roomName: `board-${board}-tasks`, afterSeq: 0 });
+    assert.equal(changes.ok, true, JSON.stringify(changes));
+    assert.deepEqual(changes.data.changes.map((c) => c.id), ["t1"]);
+    // A chat: its first message reaches the member's socket, then its history.
+    const chat = `chat-u${board}-zz`;
+    const msg = { event: "new-message", id: "m1", updatedAt: Date.now(), data: { text: "hi" } };
+    const got = once(s, "broadcast");
+    const sent = await publish(nc, `rooms.chat.u${board}.zz`, msg);
+    const b = await got;
+    assert.equal(b.destination, chat);
+    assert.deepEqual(b.data, msg);
+    assert.equal(b.seq, sent.seq);
+    const messages = await call(s, "getChatMessagesSince", { roomName: chat, afterSeq: 0 });
+    assert.equal(messages.ok, true, JSON.stringify(messages));
+    assert.deepEqual(messages.data.messages, [msg]);
     const active = await call(s, "updateClient", { isActive: true });
     assert.equal(active.ok, true, JSON.stringify(active));
     const state = await call(s, "getRoomState", { roomName: `board-${board}` });
