@@ -238,14 +238,15 @@ func startServe(t *testing.T, args ...string) string {
 		require.Equal(t, exitOK, <-done, errOut.String())
 	})
 	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(out.String(), "  nats ") || (strings.Contains(out.String(), "development mode") && !strings.Contains(out.String(), "eyJ")) {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for ; !strings.Contains(out.String(), "  nats ") || (strings.Contains(out.String(), "development mode") && !strings.Contains(out.String(), "eyJ")); <-tick.C {
 		select {
 		case code := <-done:
 			t.Fatalf("serve exited %d: %s", code, errOut.String())
 		default:
 		}
 		require.True(t, time.Now().Before(deadline), "no banner: %s", out.String())
-		time.Sleep(10 * time.Millisecond)
 	}
 	return out.String()
 }
@@ -291,12 +292,13 @@ func joinBoard(t *testing.T, sockets, token string) error {
 	require.NoError(t, err)
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
-	for {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for ; ; <-tick.C {
 		_, err = c.Call(string(proto.EndpointAddToRoom), proto.RoomArgs{RoomName: "board-b1"}, nil)
 		if err == nil || !strings.Contains(err.Error(), proto.SubjectRoomStateGetMany) || time.Now().After(deadline) {
 			return err // a failed ack too
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -47,7 +47,9 @@ func ownGoroutines() []string {
 func requireGoroutinesBackTo(t *testing.T, before []string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for ; ; <-tick.C {
 		now := ownGoroutines()
 		if len(now) <= len(before) {
 			return
@@ -56,7 +58,6 @@ func requireGoroutinesBackTo(t *testing.T, before []string) {
 			t.Fatalf("%d goroutines before, %d still running 5 s after the gateway stopped:\n\n%s",
 				len(before), len(now), strings.Join(now, "\n\n"))
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
