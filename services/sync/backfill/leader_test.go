@@ -114,16 +114,7 @@ func TestIndexCheckedRepliesOutOfOrder(t *testing.T) {
 	tasks := room(t, "board-order-tasks")
 	subject := f.cfg.Store.Subjects.Publish(tasks)
 	ctx := context.Background()
-	stream, err := f.js.Stream(ctx, proto.StreamRooms)
-	require.NoError(t, err)
-	now := time.Now().UnixMilli()
-	var msgs []*jetstream.RawStreamMsg
-	for i := range 6 {
-		seq := f.publish(t, tasks, create(fmt.Sprintf("t%d", i), now))
-		m, err := stream.GetMsg(ctx, seq)
-		require.NoError(t, err)
-		msgs = append(msgs, m)
-	}
+	msgs := f.publishCreates(t, tasks, 6)
 	x := newIndex(16, 16, 0, 0)
 	observeAll(x, subject, msgs)
 
@@ -244,6 +235,24 @@ func TestIndexCheckedRepliesOutOfOrder(t *testing.T) {
 		require.Equal(t, want, got, c.name)
 		require.Equal(t, c.cut, res.cut, c.name)
 	}
+}
+
+// publishCreates publishes n creates (t0, t1, …) to r and returns them as
+// the stream stored them.
+func (f *fixture) publishCreates(t *testing.T, r proto.Room, n int) []*jetstream.RawStreamMsg {
+	t.Helper()
+	ctx := context.Background()
+	stream, err := f.js.Stream(ctx, proto.StreamRooms)
+	require.NoError(t, err)
+	now := time.Now().UnixMilli()
+	msgs := make([]*jetstream.RawStreamMsg, 0, n)
+	for i := range n {
+		seq := f.publish(t, r, create(fmt.Sprintf("t%d", i), now))
+		m, err := stream.GetMsg(ctx, seq)
+		require.NoError(t, err)
+		msgs = append(msgs, m)
+	}
+	return msgs
 }
 
 // observeAll shows x msgs, the room's messages at subject in stream order,

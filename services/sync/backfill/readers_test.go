@@ -2,7 +2,6 @@ package backfill
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -107,16 +106,7 @@ func TestIndexBehindTheCursor(t *testing.T) {
 	tasks := room(t, "board-lag-tasks")
 	subject := f.cfg.Store.Subjects.Publish(tasks)
 	ctx := context.Background()
-	stream, err := f.js.Stream(ctx, proto.StreamRooms)
-	require.NoError(t, err)
-	now := time.Now().UnixMilli()
-	var msgs []*jetstream.RawStreamMsg
-	for i := range 6 {
-		seq := f.publish(t, tasks, create(fmt.Sprintf("t%d", i), now))
-		m, err := stream.GetMsg(ctx, seq)
-		require.NoError(t, err)
-		msgs = append(msgs, m)
-	}
+	msgs := f.publishCreates(t, tasks, 6)
 	x := newIndex(16, 16, 0, 0)
 	observeAll(x, subject, msgs[:2])
 	leader := newLeaderGetter(f.nc, proto.StreamRooms)
