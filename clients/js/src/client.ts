@@ -1,5 +1,6 @@
 // The client: one socket.io-client socket to a roomcast gateway, the rooms
-// the app asked for (joined again and resynced after every reconnect), the
+// the app asked for (joined again and resynced after every reconnect, or
+// taken up where they stood when the gateway recovered the session), the
 // tab's presence, and the session's fate (a fresh token on expiry; a clear
 // stop when the server revoked the session).
 import { io as stockIO, type ManagerOptions, type Socket, type SocketOptions } from "socket.io-client";
@@ -25,7 +26,8 @@ import { isExpired, refreshable, revokedRefusal, type TokenSource } from "./toke
  * - connecting: the first connect is under way (said again, with why,
  *   after each failed attempt);
  * - connected: the socket is up (rooms are being joined and resynced: see
- *   each room's status);
+ *   each room's status); said with the detail "recovered" when the gateway
+ *   recovered the session (see RoomcastClient.recovered);
  * - reconnecting: the connection was lost (or the token expired, or the
  *   gateway asked to wait: too many sockets of this user, a cooldown after a
  *   flood) and is being restored;
@@ -175,6 +177,9 @@ export class RoomcastClient {
     this.socket.on("connect", () => this.onConnect());
     this.socket.on("disconnect", (reason) => this.onDisconnect(reason));
     this.socket.on("connect_error", (err) => this.onConnectError(err as Error & { data?: unknown }));
+    // With recovery on, a stored room's broadcast carries its offset as a
+    // second argument, which socket.io-client keeps for the reconnect; the
+    // library needs only the broadcast.
     this.socket.on(OUTGOING_EVENT, (b: Broadcast) => this.onBroadcast(b));
     if (this.visibility) this.unsubscribeVisibility = this.visibility.subscribe(() => void this.sendPresence());
     this.socket.connect();
@@ -186,6 +191,18 @@ export class RoomcastClient {
 
   get connected(): boolean {
     return this.socket.connected;
+  }
+
+  /**
+   * Whether the last reconnect recovered the session (socket.io's
+   * connection state recovery, offered by a gateway with
+   * ROOMCAST_RECOVERY_TTL > 0): the socket kept its id and its rooms, and
+   * the broadcasts it missed came as ordinary ones, so the rooms that were
+   * in step were neither joined again nor resynced. False after the first
+   * connect and after a reconnect that is a new session.
+   */
+  get recovered(): boolean {
+    return this.everConnected && this.socket.connected && this.socket.recovered === true;
   }
 
   on<K extends keyof Listeners>(event: K, fn: Listeners[K]): () => void {
@@ -316,15 +333,20 @@ export class RoomcastClient {
     this.authRetries = 0;
     this.busyRefusals = 0;
     const reason: SyncReason = this.everConnected ? "reconnect" : "join";
+    // socket.io-client sets recovered when the gateway answered the pid it
+    // presented: the same session, its rooms kept on the server, the missed
+    // broadcasts following this connect as ordinary ones.
+    const recovered = this.everConnected && this.socket.recovered === true;
     this.everConnected = true;
-    this.setStatus("connected");
+    this.setStatus("connected", recovered ? "recovered" : undefined);
     void this.sendPresence();
-    for (const e of this.entries.values()) void e.sync.join(reason);
+    for (const e of this.entries.values()) void (recovered ? e.sync.resume() : e.sync.join(reason));
   }
 
   private onDisconnect(reason: Socket.DisconnectReason): void {
     if (this._status === "closed") return;
-    // The new session (if any) holds none of the rooms: they are joined again at its connect.
+    // A new session holds none of the rooms: they are joined again at its
+    // connect; a recovered one holds them all (see RoomSync.resume).
     for (const e of this.entries.values()) e.sync.pause();
     if (reason === "io server disconnect") {
       // The gateway ends a session with a server DISCONNECT for two reasons:

@@ -93,7 +93,11 @@ export type Envelope =
   | { event: EventOf<"delete">; id: string; updatedAt: number }
   | { event: EventOf<"message">; id: string; updatedAt: number; data: Record<string, unknown> };
 
-/** The single argument of every "broadcast". */
+/**
+ * The first argument of every "broadcast". With connection state recovery
+ * on, a stored room's broadcast has a second one: its offset, a string
+ * (the same number as seq) that socket.io-client keeps for the reconnect.
+ */
 export interface Broadcast {
   destination: string;
   data: Envelope;

@@ -127,6 +127,14 @@ export class RoomSync {
   private online = true;
   private needsJoin = false;
   private epoch = 0;
+  // held: this session's socket is in the room on the server (an addToRoom
+  // succeeded, or a recovered session kept it). resumeAs: what pause() saw,
+  // for resume(): "in-step" (held, joined, no resync running: the missed
+  // broadcasts alone bring it up to date), "resync" (held, but it was
+  // behind: a resync was running or waiting for its retry), undefined (not
+  // held: join again).
+  private held = false;
+  private resumeAs: "in-step" | "resync" | undefined;
   private waiters: { ok: () => void; fail: (err: unknown) => void }[] = [];
   private readonly statusListeners = new Set<(status: RoomStatus, err?: unknown) => void>();
   private readonly o: Required<Omit<RoomSyncOptions, "setTimeout" | "clearTimeout">> & Pick<RoomSyncOptions, "setTimeout" | "clearTimeout">;
@@ -178,6 +186,12 @@ export class RoomSync {
    */
   join(reason: SyncReason): Promise<void> {
     if (this.stopped) return Promise.resolve();
+    this.resumeAs = undefined;
+    // What was queued came on the old session's subscription: the read
+    // after this join must not take it for the start of the new one (see
+    // readTarget). A recovered session continues that subscription, so
+    // resume() keeps it.
+    this.queue = [];
     this.epoch++;
     this.online = true;
     this.needsJoin = true;
@@ -186,17 +200,51 @@ export class RoomSync {
     return this.attemptJoin(this.epoch, reason);
   }
 
-  /** pause says the socket is gone: the room is joined again at the next join(); no retry until then. */
+  /**
+   * pause says the socket is gone: the room is joined again at the next
+   * join(), or taken up where it stood by resume(); no retry until then.
+   */
   pause(): void {
     if (this.stopped) return;
+    if (this.online) {
+      const held = this.held && !this.needsJoin;
+      this.resumeAs = !held ? undefined : this._status === "joined" && !this.running && this.lastSeq !== undefined ? "in-step" : "resync";
+    }
+    this.held = false;
     this.epoch++;
     this.online = false;
     this.needsJoin = true;
     this.cancelRetry();
-    // What was queued came on the old socket's subscription: the next read
-    // must not take it for the start of the new one (see readTarget).
-    this.queue = [];
     if (this._status !== "failed") this.setStatus("joining");
+  }
+
+  /**
+   * resume says the socket came back and the server recovered its session
+   * (socket.io's connection state recovery): the server kept every room the
+   * socket was in and sends the broadcasts it missed as ordinary ones, in
+   * order. A room that was in step is not joined again nor resynced: those
+   * broadcasts take it on from its last seq, and one whose prevSeq does not
+   * follow still starts a resync. A room the server held but that was
+   * behind (a resync running or retrying) resyncs without joining again; a
+   * room the socket was not in (never joined, failed, tracked while away) is
+   * joined as after any reconnect.
+   */
+  resume(): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    const as = this.resumeAs;
+    this.resumeAs = undefined;
+    if (as === undefined) return this.join("reconnect");
+    this.epoch++;
+    this.online = true;
+    this.needsJoin = false;
+    this.held = true;
+    this.cancelRetry();
+    if (as === "resync") return this.resync("reconnect");
+    this.setStatus("joined");
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w.ok();
+    return Promise.resolve();
   }
 
   /**
@@ -228,6 +276,7 @@ export class RoomSync {
     }
     if (epoch !== this.epoch || this.stopped) return;
     this.needsJoin = false;
+    this.held = true;
     const state: RoomState | null =
       ack.seq === null || ack.seq === undefined ? null : { seq: ack.seq, lastBroadcastTimestamp: ack.lastBroadcastTimestamp ?? 0 };
     await this.resync(reason, state);

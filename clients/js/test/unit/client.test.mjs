@@ -39,9 +39,17 @@ class FakeSocket {
     this.active = true;
     return new Promise((ok) => this.opts.auth((a) => ok(this.auths.push(a))));
   }
-  up() {
+  // up connects; recovered says what socket.io-client found in the
+  // gateway's CONNECT answer (its pid was the one it presented).
+  up(recovered = false) {
     this.connected = true;
+    this.recovered = recovered;
     this.fire("connect");
+  }
+  // cut is a transport close: the reconnect is the stock client's.
+  cut() {
+    this.connected = false;
+    this.fire("disconnect", "transport close");
   }
   serverDisconnect() {
     this.connected = false;
@@ -436,4 +444,186 @@ test("close() cancels the reconnect planned after a 429", async () => {
   c.close();
   assert.equal(clock.live(), 0);
   assert.equal(sock.connects, 1);
+});
+
+// Connection state recovery. A scripted history of one children room
+// (board-b1-tasks: seq 10, 11 in stream ROOMS) and one chat, answering
+// joins and reads; broadcasts come with their offset, as the gateway sends
+// them when recovery is on.
+function history(sock) {
+  const rooms = { "board-b1-tasks": [10, 11], "chat-alice-bob": [20] };
+  sock.answer = (call) => {
+    const { endpointName: name, endpointArgs: a } = call;
+    const seqs = rooms[a.roomName] ?? [];
+    const last = seqs.at(-1) ?? null;
+    switch (name) {
+      case "addToRoom":
+        return { ok: true, data: { roomName: a.roomName, seq: last, lastBroadcastTimestamp: last } };
+      case "getRoomState":
+        return { ok: true, data: last === null ? null : { seq: last, lastBroadcastTimestamp: last } };
+      case "getChangesSince":
+        return { ok: true, data: { changes: seqs.filter((q) => q > (a.afterSeq ?? 0)).map((q) => ({ id: `t${q}`, updatedAt: q, deleted: false, seq: q })), complete: true } };
+      case "getChatMessagesSince":
+        return { ok: true, data: { messages: seqs.filter((q) => q > (a.afterSeq ?? 0)).map((q) => ({ event: "new-message", id: `m${q}`, updatedAt: q, data: {} })), hasMore: false, complete: true } };
+    }
+    return { ok: true, data: {} };
+  };
+  // publish stores the next message of a room and returns its broadcast with
+  // its offset, as the frame's two arguments.
+  return (room, seq) => {
+    const prevSeq = rooms[room].at(-1) ?? 0;
+    rooms[room].push(seq);
+    return [{ destination: room, data: { event: room.startsWith("chat") ? "new-message" : "update-task", id: `x${seq}`, updatedAt: seq, diff: {} }, seq, prevSeq }, String(seq)];
+  };
+}
+// since lists the calls made after the n-th, as "endpoint room".
+const since = (sock, n) => sock.calls.slice(n).map((x) => `${x.endpointName} ${x.endpointArgs.roomName ?? ""}`.trim());
+
+function tracked(c) {
+  const log = [];
+  const tasks = c.room("board-b1-tasks", {
+    cursor: { afterSeq: 0 },
+    onEvent: (env, b) => log.push(`tasks ${b.seq}`),
+    onChanges: (ch) => log.push(`changes ${ch.upserts.map((u) => u.seq).join(",")}`),
+    refetch: () => log.push("refetch"),
+  });
+  const chat = c.room("chat-bob-alice", {
+    onEvent: (env, b) => log.push(`chat ${b.seq}`),
+    onMessages: (ms) => log.push(`messages ${ms.map((m) => m.updatedAt).join(",")}`),
+  });
+  return { log, tasks, chat };
+}
+
+test("a recovered reconnect takes the rooms up where they stood: no join, no resync; the missed broadcasts (with their offsets) are applied in order", async () => {
+  const { c, sock, statuses } = open({ token: "t" });
+  const publish = history(sock);
+  const { log, tasks, chat } = tracked(c);
+  sock.up();
+  await tasks.ready();
+  await chat.ready();
+  assert.equal(tasks.lastSeq, 11);
+  assert.equal(c.recovered, false, "a first connect is not a recovery");
+  sock.fire("broadcast", ...publish("board-b1-tasks", 12));
+  assert.equal(tasks.lastSeq, 12);
+
+  sock.cut();
+  assert.equal(tasks.status, "joining");
+  const n = sock.calls.length;
+  log.length = 0;
+  sock.up(true);
+  assert.equal(c.status, "connected");
+  assert.equal(statuses.at(-1), "connected: recovered");
+  assert.equal(c.recovered, true);
+  assert.equal(tasks.status, "joined", "in step at once");
+  assert.equal(chat.status, "joined");
+  // The gateway replays what the socket missed on both rooms, then live ones.
+  for (const [room, seq] of [["board-b1-tasks", 13], ["chat-alice-bob", 21], ["board-b1-tasks", 14], ["board-b1-tasks", 15], ["chat-alice-bob", 22]]) {
+    sock.fire("broadcast", ...publish(room, seq));
+  }
+  await tick();
+  assert.deepEqual(log, ["tasks 13", "chat 21", "tasks 14", "tasks 15", "chat 22"]);
+  assert.deepEqual(since(sock, n), [], "neither joined again nor resynced");
+  assert.equal(tasks.lastSeq, 15);
+  assert.equal(chat.lastSeq, 22);
+  assert.equal(await settled(tasks.ready()), "resolved");
+});
+
+test("a recovered room still detects a gap: a replayed broadcast that does not follow its last seq resyncs it, without joining again", async () => {
+  const { c, sock } = open({ token: "t" });
+  const publish = history(sock);
+  const { log, tasks, chat } = tracked(c);
+  sock.up();
+  await tasks.ready();
+  await chat.ready();
+  sock.cut();
+  const n = sock.calls.length;
+  log.length = 0;
+  sock.up(true);
+  publish("board-b1-tasks", 12); // stored, but not replayed
+  sock.fire("broadcast", ...publish("board-b1-tasks", 13));
+  await tick();
+  await tasks.ready();
+  assert.deepEqual(since(sock, n), ["getChangesSince board-b1-tasks"], "a resync of that room alone");
+  assert.deepEqual(sock.calls.at(-1).endpointArgs, { roomName: "board-b1-tasks", afterSeq: 11, limit: 500 });
+  // The broadcast that showed the gap is handed over after the resync (old by then: applied idempotently).
+  assert.deepEqual(log, ["changes 12,13", "tasks 13"]);
+  assert.equal(tasks.lastSeq, 13);
+  sock.fire("broadcast", ...publish("board-b1-tasks", 14));
+  assert.deepEqual(log, ["changes 12,13", "tasks 13", "tasks 14"], "live again after the resync");
+});
+
+test("a reconnect that is not recovered (a new session) joins and resyncs every room as before", async () => {
+  const { c, sock, statuses } = open({ token: "t" });
+  const publish = history(sock);
+  const { log, tasks, chat } = tracked(c);
+  sock.up();
+  await tasks.ready();
+  await chat.ready();
+  sock.up(true); // a recovered flag on a connect that follows no disconnect changes nothing either
+  sock.cut();
+  sock.up(true);
+  sock.cut();
+  const n = sock.calls.length;
+  publish("board-b1-tasks", 12);
+  log.length = 0;
+  sock.up(false);
+  assert.equal(statuses.at(-1), "connected");
+  assert.equal(c.recovered, false);
+  await tasks.ready();
+  await chat.ready();
+  assert.deepEqual(since(sock, n), ["addToRoom board-b1-tasks", "addToRoom chat-alice-bob", "getChangesSince board-b1-tasks", "getChatMessagesSince chat-alice-bob"]);
+  assert.deepEqual(log, ["changes 12"]);
+  assert.equal(tasks.lastSeq, 12);
+});
+
+test("on a recovered reconnect, rooms the session did not hold are joined (tracked while away, failed), and a room cut mid-resync resyncs without a join", async () => {
+  const clock = timers();
+  const { c, sock } = open({ token: "t", sync: { ...clock, retryMs: 100 } });
+  const publish = history(sock);
+  const answer = sock.answer;
+  const { log, tasks, chat } = tracked(c);
+  // A chat read that the cut leaves unanswered: socket.io-client fails the
+  // acks it waits for when the socket closes.
+  let hold, fail;
+  sock.answer = (call) => {
+    if (call.endpointArgs.roomName === "board-secret") return { ok: false, error: { code: "forbidden", message: "no" } };
+    if (call.endpointName === "getChatMessagesSince" && hold) return new Promise((_, f) => (fail = () => f(new Error("socket has been disconnected"))));
+    return answer(call);
+  };
+  const secret = c.room("board-secret", { onError: () => {} });
+  sock.up();
+  await tasks.ready();
+  await chat.ready();
+  assert.equal(secret.status, "failed");
+  // A gap in the chat starts a resync; the socket is cut before its answer.
+  hold = true;
+  sock.fire("broadcast", ...publish("chat-alice-bob", 22).map((x, i) => (i === 0 ? { ...x, prevSeq: 21 } : x)));
+  await tick();
+  assert.equal(sock.calls.at(-1).endpointName, "getChatMessagesSince");
+  sock.cut();
+  fail();
+  hold = false;
+  const away = c.room("board-b2", {});
+  const n = sock.calls.length;
+  log.length = 0;
+  sock.up(true);
+  await chat.ready();
+  await away.ready();
+  await tick();
+  assert.deepEqual(since(sock, n).sort(), ["addToRoom board-b2", "addToRoom board-secret", "getChatMessagesSince chat-alice-bob"]);
+  assert.equal(tasks.status, "joined");
+  assert.equal(chat.lastSeq, 22);
+  assert.equal(secret.status, "failed", "refused again");
+  assert.equal(clock.live(), 0);
+});
+
+test("a broadcast listener of the client gets the broadcast alone, the offset that follows it aside", async () => {
+  const { c, sock } = open({ token: "t" });
+  const publish = history(sock);
+  const got = [];
+  c.on("broadcast", (...args) => got.push(args));
+  sock.up();
+  const [b, offset] = publish("board-b1-tasks", 12);
+  sock.fire("broadcast", b, offset);
+  assert.deepEqual(got, [[b]]);
 });
