@@ -501,13 +501,19 @@ func (cl *client) resyncOnce(c *sioclient.Conn) error {
 	return nil
 }
 
+// decodeBroadcast decodes 42["broadcast",{…}], and 42["broadcast",{…},"N"]
+// with connection state recovery's offset after the payload.
 func decodeBroadcast(msg []byte) (proto.Broadcast, bool) {
 	var b proto.Broadcast
-	rest, ok := strings.CutPrefix(string(msg), `42["broadcast",`)
+	rest, ok := strings.CutPrefix(string(msg), `42[`)
 	if !ok {
 		return b, false
 	}
-	return b, json.Unmarshal([]byte(strings.TrimSuffix(rest, "]")), &b) == nil
+	var args []json.RawMessage
+	if json.Unmarshal([]byte("["+rest), &args) != nil || len(args) < 2 || string(args[0]) != `"broadcast"` {
+		return b, false
+	}
+	return b, json.Unmarshal(args[1], &b) == nil
 }
 
 func (cl *client) snapshot() (map[string]task, uint64, int) {

@@ -98,6 +98,14 @@ func TestParseBroadcast(t *testing.T) {
 	require.Equal(t, int64(7), f.seq)
 	require.Equal(t, int64(0), f.prevSeq)
 
+	// connection state recovery's offset after the payload changes nothing
+	f, ok = parseBroadcast(append(msg[:len(msg)-1:len(msg)-1], `,"1234"]`...))
+	require.True(t, ok)
+	require.Equal(t, int64(1700000000123456789), f.ts)
+	require.Equal(t, int64(3), f.step)
+	require.Equal(t, int64(1234), f.seq)
+	require.Equal(t, int64(1200), f.prevSeq)
+
 	for _, other := range []string{`431[{"ok":true}]`, `42["other",{}]`, `2`, ``} {
 		_, ok := parseBroadcast([]byte(other))
 		require.False(t, ok, "%q is not a broadcast", other)
@@ -108,6 +116,7 @@ func FuzzParseBroadcast(f *testing.F) {
 	f.Add([]byte(`42["broadcast",{"destination":"board-b1-tasks","data":{"diff":{"benchTs":1,"benchStep":2}},"seq":3,"prevSeq":2}]`))
 	f.Add([]byte(`42["broadcast","benchTs":99999999999999999999999`))
 	f.Add([]byte(`42["broadcast",{"seq":`))
+	f.Add([]byte(`42["broadcast",{"data":{"diff":{"benchTs":1,"benchStep":2}},"seq":3,"prevSeq":2},"3"]`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fl, ok := parseBroadcast(b)
 		if !ok {

@@ -35,6 +35,14 @@ type Conn struct {
 	ackID int
 	SID   string // Socket.IO socket id from the CONNECT reply
 	Pings int    // server pings answered, for tests
+
+	// Connection state recovery, as socket.io-client ≥ 4.6 keeps it.
+	PID       string // the session's pid from the CONNECT reply; "": the server offers no recovery
+	Recovered bool   // the reply's pid is the one the CONNECT presented: the server restored the session
+	// offset is the last event's offset (its last argument, when a string),
+	// kept once the server gave a pid; a buffer reused from event to event,
+	// so that tracking it allocates nothing per broadcast.
+	offset []byte
 }
 
 // Options say where and how a socket connects.
@@ -46,6 +54,12 @@ type Options struct {
 	ClientID string // auth.clientId, "" for none
 	Source   net.IP // local address to dial from, nil for any
 	Timeout  time.Duration
+
+	// Recovery: the pid of the session to recover (Conn.PID of the last
+	// connection) and the last offset it received (Conn.Offset), sent in
+	// the CONNECT as socket.io-client does once it has a pid. "": none.
+	PID    string
+	Offset string
 }
 
 // URL is the Engine.IO WebSocket endpoint of a server at base
@@ -100,14 +114,21 @@ func (c *Conn) handshake(o Options) error {
 	return c.connect(o)
 }
 
+// connectPacket is the Socket.IO CONNECT of o: 40{token, clientId?}, with
+// pid and offset when o recovers a session.
+func connectPacket(o Options) []byte {
+	a, _ := json.Marshal(struct {
+		Token    string `json:"token"`
+		ClientID string `json:"clientId,omitempty"`
+		PID      string `json:"pid,omitempty"`
+		Offset   string `json:"offset,omitempty"`
+	}{o.Token, o.ClientID, o.PID, o.Offset})
+	return append([]byte("40"), a...)
+}
+
 // connect sends the Socket.IO CONNECT with auth and reads the answer.
 func (c *Conn) connect(o Options) error {
-	auth := map[string]string{"token": o.Token}
-	if o.ClientID != "" {
-		auth["clientId"] = o.ClientID
-	}
-	a, _ := json.Marshal(auth)
-	if err := c.write(append([]byte("40"), a...)); err != nil {
+	if err := c.write(connectPacket(o)); err != nil {
 		return err
 	}
 	for {
@@ -117,7 +138,12 @@ func (c *Conn) connect(o Options) error {
 		}
 		switch {
 		case bytes.HasPrefix(msg, []byte("40")):
-			c.SID = connectSID(msg[2:])
+			c.SID, c.PID = connectReply(msg[2:])
+			c.Recovered = c.PID != "" && c.PID == o.PID
+			if c.Recovered {
+				// the events that follow continue from where it was
+				c.offset = append(c.offset[:0], o.Offset...)
+			}
 			return nil
 		case bytes.HasPrefix(msg, []byte("44")):
 			return fmt.Errorf("%w: %s", ErrRefused, msg[2:])
@@ -129,19 +155,73 @@ func (c *Conn) connect(o Options) error {
 	}
 }
 
-// connectSID reads the sid of a CONNECT reply, {"sid":"…"}: the spelling
-// both servers send is read without encoding/json.
-func connectSID(p []byte) string {
+// connectReply reads the sid and pid of a CONNECT reply, {"sid":"…"} or
+// {"sid":"…","pid":"…"}: the spellings the servers send are read without
+// encoding/json (a storm's thousands of reconnects pay for it), anything
+// else with it.
+func connectReply(p []byte) (sid, pid string) {
 	if rest, ok := bytes.CutPrefix(p, []byte(`{"sid":"`)); ok {
-		if sid, ok := bytes.CutSuffix(rest, []byte(`"}`)); ok && bytes.IndexAny(sid, `"\`) < 0 {
-			return string(sid)
+		if s, ok := bytes.CutSuffix(rest, []byte(`"}`)); ok && bytes.IndexAny(s, `"\`) < 0 {
+			return string(s), ""
+		}
+		if s, q, ok := bytes.Cut(rest, []byte(`","pid":"`)); ok && bytes.IndexAny(s, `"\`) < 0 {
+			if q, ok := bytes.CutSuffix(q, []byte(`"}`)); ok && bytes.IndexAny(q, `"\`) < 0 {
+				return string(s), string(q)
+			}
 		}
 	}
 	var r struct {
 		SID string `json:"sid"`
+		PID string `json:"pid"`
 	}
 	_ = json.Unmarshal(p, &r)
-	return r.SID
+	return r.SID, r.PID
+}
+
+// Offset is the offset of the last event received (its last argument, when
+// a string), kept once the server gave the session a pid; "" for none. With
+// PID, what a reconnect presents to recover the session.
+func (c *Conn) Offset() string { return string(c.offset) }
+
+// EventOffset returns the offset an event carries: its last argument when
+// that is a string and not the event's name, as socket.io-client reads it
+// (42["broadcast",{…},"123"] → 123). The frames the servers send are read
+// from the end without encoding/json; a string with escapes is decoded.
+// The slice is msg's own unless the string had escapes.
+func EventOffset(msg []byte) ([]byte, bool) {
+	n := len(msg)
+	if n < 7 || msg[0] != '4' || msg[1] != '2' || msg[n-1] != ']' || msg[n-2] != '"' {
+		return nil, false
+	}
+	open := bytes.LastIndexByte(msg[:n-2], '"')
+	if open < 3 {
+		return nil, false
+	}
+	off := msg[open+1 : n-2]
+	if msg[open-1] == ',' && bytes.IndexByte(off, '\\') < 0 {
+		// In valid JSON a quote inside a string follows a backslash:
+		// the first one back from the end, after a comma, opens the string.
+		return off, true
+	}
+	return decodeEventOffset(msg)
+}
+
+// decodeEventOffset is EventOffset with encoding/json, for a last argument
+// with escapes (or JSON spaced out).
+func decodeEventOffset(msg []byte) ([]byte, bool) {
+	i := bytes.IndexByte(msg, '[')
+	if i < 0 {
+		return nil, false
+	}
+	var args []json.RawMessage
+	if json.Unmarshal(msg[i:], &args) != nil || len(args) < 2 {
+		return nil, false
+	}
+	var off string
+	if json.Unmarshal(args[len(args)-1], &off) != nil {
+		return nil, false
+	}
+	return []byte(off), true
 }
 
 // Next returns the next Engine.IO message that is not a ping (pings are
@@ -166,6 +246,11 @@ func (c *Conn) Next() ([]byte, error) {
 			return nil, ErrClosed
 		case len(msg) >= 2 && msg[0] == '4' && msg[1] == '1':
 			return nil, ErrClosed
+		}
+		if c.PID != "" {
+			if off, ok := EventOffset(msg); ok {
+				c.offset = append(c.offset[:0], off...)
+			}
 		}
 		return msg, nil
 	}
