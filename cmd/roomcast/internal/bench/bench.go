@@ -43,7 +43,9 @@ modes:
           deliveries/s, delivered vs expected, latency p50/p90/p99/max,
           server CPU and peak RSS
   idle    N sockets each in 3 rooms, idle: server RSS per socket
-  storm   N sockets dropped at once: time until all are back and rejoined
+  storm   N sockets dropped at once: time until all are back and rejoined;
+          -cut-broadcasts: with broadcasts published while they are away, how
+          many came back recovered with every one they missed, or resynced
   resync  getChangesSince latency with a large stream (roomcast only)
   fairness  one user's flood of history reads (-attack-sockets sockets, each
           sending -attack-calls getChangesSince(since: 0) at once on a room of
@@ -57,8 +59,10 @@ loopback ports; socketio: node bench/peer/server.mjs; centrifugo: Centrifugo
 v6.9.1, built once from its Go module into the user cache folder, with a
 generated config), or attaches to one with -url (and -nats, -secret,
 -server-pid). -compare runs the peers (-peers), then roomcast, and prints
-them side by side with the ratios roomcast/peer. -pin runs the server on
-core 0 (Go servers with GOMAXPROCS=1) and the tool on core 1.
+them side by side with the ratios roomcast/peer. -recovery both runs roomcast
+twice, connection state recovery on then off (ROOMCAST_RECOVERY_TTL=0), side
+by side. -pin runs the server on core 0 (Go servers with GOMAXPROCS=1) and
+the tool on core 1.
 
 flags:`
 
@@ -89,6 +93,11 @@ type options struct {
 	StormConcurrency int
 	Transport        string // Socket.IO targets: websocket or polling
 	Deflate          bool   // WebSocket sockets offer permessage-deflate
+	// Recovery is roomcast's connection state recovery: "" as the server
+	// is configured, on, off (ROOMCAST_RECOVERY_TTL=0), or both (one run
+	// each).
+	Recovery      string
+	CutBroadcasts int // storm: broadcasts per board published while the sockets are away
 
 	Rate        float64
 	Duration    time.Duration
@@ -158,6 +167,8 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 	fs.IntVar(&o.DialConcurrency, "dial-concurrency", 64, "connects in flight per worker (the sockets' first connects)")
 	fs.IntVar(&o.StormConcurrency, "storm-concurrency", 0, "storm: reconnects in flight per worker after the drop (0: no bound, every socket reconnects at once)")
 	fs.StringVar(&o.Transport, "transport", transportWebSocket, "idle, fanout against roomcast or socketio: the sockets' Engine.IO transport, websocket or polling (long-polling from the open on, no upgrade)")
+	fs.StringVar(&o.Recovery, "recovery", "", "roomcast started by the tool: connection state recovery on (the server's default TTL), off (ROOMCAST_RECOVERY_TTL=0), or both: a run each, side by side (default: as the environment says)")
+	fs.IntVar(&o.CutBroadcasts, "cut-broadcasts", 0, "storm (roomcast): publish this many broadcasts to each board while the sockets are away (they come back once the server has seen them all go and the broadcasts are stored), and count who got every one: recovered (replayed) or resynced (getChangesSince)")
 	fs.BoolVar(&o.Deflate, "deflate", false, "WebSocket sockets of roomcast and socketio offer permessage-deflate (no context takeover) and inflate what comes compressed; fanout's \"bytes per delivery\" shows the saving")
 	fs.Float64Var(&o.Rate, "rate", 100, "fanout: messages per second (each goes to one board: deliveries/s = rate × sockets/rooms)")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "fanout: publishing time of a step")
@@ -253,6 +264,16 @@ func (o options) check() error {
 		return errors.New("-deflate is a WebSocket extension: not with -transport polling")
 	case o.Deflate && (o.Target == targetCentrifugo || slices.Contains(o.Peers, targetCentrifugo) && o.Compare):
 		return errors.New("-deflate: Socket.IO targets only (roomcast, socketio)")
+	case o.Recovery != "" && o.Recovery != recoveryOn && o.Recovery != recoveryOff && o.Recovery != recoveryBoth:
+		return fmt.Errorf("-recovery %q: want on, off or both", o.Recovery)
+	case o.Recovery != "" && (o.Target != targetRoomcast || o.Compare):
+		return errors.New("-recovery is roomcast's: with -target roomcast and without -compare")
+	case o.Recovery != "" && o.URL != "":
+		return errors.New("-recovery starts roomcast with ROOMCAST_RECOVERY_TTL; drop -url (or start the server with it yourself)")
+	case o.CutBroadcasts < 0:
+		return fmt.Errorf("-cut-broadcasts %d: want 0 or more", o.CutBroadcasts)
+	case o.CutBroadcasts > 0 && (o.Mode != modeStorm || o.Target != targetRoomcast || o.Compare):
+		return errors.New("-cut-broadcasts: storm against roomcast only (the missed broadcasts come back from its stream), without -compare")
 	case o.Sockets < 1:
 		return fmt.Errorf("-sockets %d: want at least 1", o.Sockets)
 	case o.Rooms < 1:
@@ -357,24 +378,55 @@ func run(ctx context.Context, o options, log io.Writer) ([]result, error) {
 			fmt.Fprintf(log, "%s: the peers keep no history; measuring roomcast alone\n", o.Mode)
 		}
 	}
+	runs := []options{o}
+	if o.Recovery == recoveryBoth {
+		on, off := o, o
+		on.Recovery, off.Recovery = recoveryOn, recoveryOff
+		runs = []options{on, off}
+	}
 	var rs []result
 	for _, t := range targets {
-		r, err := runOne(ctx, o, t, log)
-		if err != nil {
-			return rs, fmt.Errorf("%s: %w", t, err)
+		for _, o := range runs {
+			if o.Recovery != "" {
+				fmt.Fprintf(log, "%s: connection state recovery %s\n", t, o.Recovery)
+			}
+			r, err := runOne(ctx, o, t, log)
+			if err != nil {
+				return rs, fmt.Errorf("%s: %w", t, err)
+			}
+			if o.Pin {
+				r.Notes = append(r.Notes, pinNote(t))
+			}
+			if o.Deflate {
+				r.Notes = append(r.Notes, "the sockets offer permessage-deflate (no context takeover)")
+			}
+			if o.Transport == transportPolling {
+				r.Notes = append(r.Notes, "the sockets long-poll (Engine.IO transport=polling, no upgrade)")
+			}
+			rs = append(rs, labelRecovery(r, o, len(runs) > 1))
 		}
-		if o.Pin {
-			r.Notes = append(r.Notes, pinNote(t))
-		}
-		if o.Deflate {
-			r.Notes = append(r.Notes, "the sockets offer permessage-deflate (no context takeover)")
-		}
-		if o.Transport == transportPolling {
-			r.Notes = append(r.Notes, "the sockets long-poll (Engine.IO transport=polling, no upgrade)")
-		}
-		rs = append(rs, r)
 	}
 	return rs, nil
+}
+
+// The settings of -recovery.
+const (
+	recoveryOn   = "on"
+	recoveryOff  = "off"
+	recoveryBoth = "both"
+)
+
+// labelRecovery names a run by its recovery setting: the column's name when
+// both ran (recovery-on, recovery-off), a note otherwise.
+func labelRecovery(r result, o options, both bool) result {
+	switch {
+	case o.Recovery == "":
+	case both:
+		r.Target = "recovery-" + o.Recovery
+	default:
+		r.Notes = append(r.Notes, "connection state recovery "+o.Recovery)
+	}
+	return r
 }
 
 func runOne(ctx context.Context, o options, target string, log io.Writer) (result, error) {
@@ -443,6 +495,9 @@ func (o options) heading() string {
 	}
 	if o.Deflate {
 		h += " with permessage-deflate"
+	}
+	if o.Recovery == recoveryOn || o.Recovery == recoveryOff {
+		h += ", connection state recovery " + o.Recovery
 	}
 	return h
 }

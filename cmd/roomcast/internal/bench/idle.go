@@ -54,8 +54,18 @@ func runIdle(ctx context.Context, o options, srv *server, log io.Writer) (result
 }
 
 // Storm: N sockets in three rooms each, dropped at once (the TCP connections
-// closed without a goodbye, as when a network or a load balancer fails);
-// each reconnects at once (or after -jitter) and rejoins its rooms.
+// closed without a goodbye, as when a network or a load balancer fails: the
+// server sees a transport close, which leaves a session it can recover);
+// each reconnects at once (or after -jitter), presenting its session's pid
+// and last offset when the server gave it one, as socket.io-client does, and
+// rejoins its rooms unless the server recovered it.
+//
+// With -cut-broadcasts N the sockets first get one broadcast on their
+// board's tasks room (so each holds an offset), then are cut and stay away
+// until the server has seen every one go and N broadcasts per board are
+// stored; then they come back, and the storm counts how each caught up:
+// recovered (the server replayed what it missed) or not (the socket
+// resyncs the room with getChangesSince, as the client library does).
 func runStorm(ctx context.Context, o options, srv *server, log io.Writer) (result, error) {
 	res := result{Target: srv.name, Mode: modeStorm}
 	f, ready, err := startFleet(ctx, o, srv, modeStorm, o.Sockets)
@@ -69,6 +79,12 @@ func runStorm(ctx context.Context, o options, srv *server, log io.Writer) (resul
 	}
 	sleepCtx(ctx, o.Settle)
 	var serverW *procWatch
+	var cut *stormCut
+	if o.CutBroadcasts > 0 {
+		if cut, err = cutSockets(ctx, o, srv, f, ready.Connected, log); err != nil {
+			return res, err
+		}
+	}
 	if srv.pid > 0 {
 		serverW = watchProcs(ctx, []int{srv.pid}, 100*time.Millisecond)
 	}
@@ -84,7 +100,11 @@ func runStorm(ctx context.Context, o options, srv *server, log io.Writer) (resul
 	}
 	toolW := watchProcs(ctx, f.toolPIDs(), time.Second)
 	t0 := time.Now()
-	evs, err := f.command(ctx, workerCmd{Cmd: "drop", Deadline: o.StormDeadline})
+	evs, err := f.command(ctx, workerCmd{Cmd: "drop", Deadline: o.StormDeadline, Want: o.CutBroadcasts})
+	var tallies []workerEvent
+	if err == nil && cut != nil {
+		tallies, err = f.command(ctx, workerCmd{Cmd: "tally", Deadline: o.StormDeadline})
+	}
 	toolCPU, _ := toolW.Stop()
 	if stopToolProfile != nil {
 		stopToolProfile()
@@ -92,7 +112,7 @@ func runStorm(ctx context.Context, o options, srv *server, log io.Writer) (resul
 	if err != nil {
 		return res, err
 	}
-	var expected, rejoined int
+	var expected, rejoined, recovered int
 	var failures int64
 	var done int64
 	var firstErr string
@@ -102,6 +122,7 @@ func runStorm(ctx context.Context, o options, srv *server, log io.Writer) (resul
 		}
 		expected += ev.Expected
 		rejoined += ev.Rejoined
+		recovered += ev.Recovered
 		failures += ev.Failures
 		done = max(done, ev.DoneNs)
 	}
@@ -114,19 +135,30 @@ func runStorm(ctx context.Context, o options, srv *server, log io.Writer) (resul
 		{Name: "sockets dropped", Value: float64(expected), Higher: true},
 		{Name: "back and rejoined", Value: float64(rejoined), Higher: true},
 		{Name: "time until all back", Value: took.Seconds(), Unit: "s"},
+		{Name: "back recovered", Value: float64(recovered), Higher: true},
 		{Name: "failed reconnect attempts", Value: float64(failures)},
 		{Name: "tool CPU during storm", Value: toolCPU.Seconds(), Unit: "s"},
+	}
+	if cut != nil {
+		res.Metrics = append(res.Metrics, cut.tally(tallies, t0, o.CutBroadcasts)...)
+		res.Notes = append(res.Notes, cut.notes...)
 	}
 	if serverW != nil {
 		cpu, rss := serverW.Stop()
 		res.Metrics = append(res.Metrics,
 			metric{Name: "server CPU during storm", Value: cpu.Seconds(), Unit: "s"},
+			metric{Name: "server CPU per reconnect", Value: float64(cpu) / float64(time.Microsecond) / float64(max(1, rejoined)), Unit: "µs"},
 			metric{Name: "server peak RSS", Value: float64(rss) / (1 << 20), Unit: "MiB"})
+		if cut != nil && cut.cpu > 0 {
+			res.Metrics = append(res.Metrics,
+				metric{Name: "server CPU of the cut (closes)", Value: cut.cpu.Seconds(), Unit: "s"},
+				metric{Name: "server CPU per close", Value: float64(cut.cpu) / float64(time.Microsecond) / float64(max(1, cut.dropped)), Unit: "µs"})
+		}
 	}
 	if rejoined < expected {
 		res.Notes = append(res.Notes, fmt.Sprintf("%d of %d sockets were not back within %s", expected-rejoined, expected, o.StormDeadline))
 	}
-	fmt.Fprintf(log, "%s: storm: %d/%d back in %s, %d failed attempts\n", srv.name, rejoined, expected, took.Round(time.Millisecond), failures)
+	fmt.Fprintf(log, "%s: storm: %d/%d back in %s (%d recovered), %d failed attempts\n", srv.name, rejoined, expected, took.Round(time.Millisecond), recovered, failures)
 	if firstErr != "" {
 		fmt.Fprintf(log, "%s: storm: first failure: %s\n", srv.name, firstErr)
 	}

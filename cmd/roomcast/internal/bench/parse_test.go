@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"github.com/roomcast/roomcast/cmd/roomcast/internal/sioclient"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -71,12 +72,43 @@ func TestParseOptionsRefusals(t *testing.T) {
 		{[]string{"fanout", "-target", "peer", "-url", "http://10.0.0.5:3000", "-secret", "s"}, "on this machine"},
 		{[]string{"fanout", "-url", "http://127.0.0.1:3000", "-secret", "s", "-nats", "nats://example.com:4222"}, "on this machine"},
 		{[]string{"fanout", "-source-ips", "300"}, "-source-ips"},
+		{[]string{"storm", "-recovery", "maybe"}, "want on, off or both"},
+		{[]string{"storm", "-recovery", "off", "-target", "socketio"}, "-recovery is roomcast's"},
+		{[]string{"storm", "-recovery", "both", "-compare"}, "-recovery is roomcast's"},
+		{[]string{"idle", "-recovery", "off", "-url", "http://127.0.0.1:1", "-secret", "s", "-nats", "nats://127.0.0.1:2"}, "drop -url"},
+		{[]string{"storm", "-cut-broadcasts", "-1"}, "-cut-broadcasts -1"},
+		{[]string{"fanout", "-cut-broadcasts", "3"}, "storm against roomcast only"},
+		{[]string{"storm", "-cut-broadcasts", "3", "-target", "centrifugo"}, "storm against roomcast only"},
 		{[]string{"fanout", "extra"}, "unexpected argument"},
 		{[]string{"fanout", "-nope"}, "not defined"},
 	} {
 		_, err := parseOptions(tc.args, io.Discard)
 		require.ErrorContains(t, err, tc.want, "args %q", tc.args)
 	}
+}
+
+// TestRecoveryOptions: -recovery both is a run with recovery on and one
+// with it off, told apart by their columns; one setting alone is a note.
+// The started server gets ROOMCAST_RECOVERY_TTL=0 for off, and for on the
+// server's default whatever the environment says.
+func TestRecoveryOptions(t *testing.T) {
+	o, err := parseOptions([]string{"storm", "-recovery", "both", "-cut-broadcasts", "3"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, recoveryBoth, o.Recovery)
+	require.Equal(t, 3, o.CutBroadcasts)
+
+	env := []string{"A=1", "ROOMCAST_RECOVERY_TTL=0", "B=2"}
+	require.Equal(t, []string{"A=1", "B=2"}, recoveryEnv(slices.Clone(env), recoveryOn))
+	require.Equal(t, append(slices.Clone(env), "ROOMCAST_RECOVERY_TTL=0"), recoveryEnv(slices.Clone(env), recoveryOff))
+	require.Equal(t, env, recoveryEnv(slices.Clone(env), ""))
+
+	r := result{Target: targetRoomcast}
+	require.Equal(t, "recovery-off", labelRecovery(r, options{Recovery: recoveryOff}, true).Target)
+	one := labelRecovery(r, options{Recovery: recoveryOff}, false)
+	require.Equal(t, targetRoomcast, one.Target)
+	require.Equal(t, []string{"connection state recovery off"}, one.Notes)
+	require.Equal(t, r, labelRecovery(r, options{}, false))
+	require.Equal(t, "storm, connection state recovery off", options{Mode: modeStorm, Recovery: recoveryOff}.heading())
 }
 
 func TestParseBroadcast(t *testing.T) {

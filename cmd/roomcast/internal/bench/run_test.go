@@ -219,6 +219,35 @@ func TestStormAgainstRoomcast(t *testing.T) {
 	require.Equal(t, 20.0, metricOf(t, rs[0], "back and rejoined"), log.String())
 }
 
+// TestStormCutAgainstRoomcast: sockets cut while broadcasts go to their
+// boards come back and catch up on every one, each once and in order:
+// replayed to the sessions recovered, by resync for the others (all of
+// them with recovery off). Both runs side by side (-recovery both).
+func TestStormCutAgainstRoomcast(t *testing.T) {
+	bin := roomcastBinary(t)
+	o := tinyOptions(t, modeStorm, "-bin", bin, "-sockets", "20", "-rooms", "3", "-settle", "100ms", "-storm-deadline", "30s",
+		"-cut-broadcasts", "3", "-recovery", "both")
+	log := logTo(t)
+	rs, err := run(t.Context(), o, log)
+	require.NoError(t, err, log.String())
+	require.Len(t, rs, 2)
+	on, off := rs[0], rs[1]
+	require.Equal(t, "recovery-on", on.Target)
+	require.Equal(t, "recovery-off", off.Target)
+	for _, r := range rs {
+		require.Equal(t, 20.0, metricOf(t, r, "back and rejoined"), log.String())
+		require.Equal(t, 3.0, metricOf(t, r, "broadcasts missed per socket"))
+		require.Zero(t, metricOf(t, r, "missed broadcasts not caught up"), log.String())
+		require.Zero(t, metricOf(t, r, "broadcasts received twice"), log.String())
+		require.Zero(t, metricOf(t, r, "broadcasts out of order (gaps)"), log.String())
+		require.Positive(t, metricOf(t, r, "server CPU per reconnect"))
+	}
+	require.Equal(t, 20.0, metricOf(t, on, "recovered with every missed broadcast")+metricOf(t, on, "not recovered, resynced every missed change"), log.String())
+	require.Equal(t, metricOf(t, on, "back recovered"), metricOf(t, on, "recovered with every missed broadcast"), log.String())
+	require.Zero(t, metricOf(t, off, "back recovered"), log.String())
+	require.Equal(t, 20.0, metricOf(t, off, "not recovered, resynced every missed change"), log.String())
+}
+
 // TestResyncAgainstRoomcast times getChangesSince over a small stream: the
 // room's changes since the cursor come back, complete.
 func TestResyncAgainstRoomcast(t *testing.T) {

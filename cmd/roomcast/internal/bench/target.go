@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -45,8 +46,10 @@ type server struct {
 	pid    int    // for /proc; 0 when unknown
 	secret string
 	apiKey string // Centrifugo's HTTP API key
-	// natsURL is roomcast's NATS, set when the tool started it.
+	// natsURL is roomcast's NATS, set when the tool started it; dataDir
+	// its store.
 	natsURL string
+	dataDir string
 	nc      *nats.Conn // roomcast only
 	js      jetstream.JetStream
 	stop    func()
@@ -150,9 +153,25 @@ func (s *server) startRoomcast(ctx context.Context, o options) error {
 	if o.ServerCPUProfile != "" {
 		cmd.Env = append(cmd.Env, "ROOMCAST_PPROF=1")
 	}
+	cmd.Env = recoveryEnv(cmd.Env, o.Recovery)
+	s.dataDir = filepath.Join(dir, "data")
 	s.url = "http://127.0.0.1:" + strconv.Itoa(httpPort)
 	s.natsURL = "nats://127.0.0.1:" + strconv.Itoa(natsPort)
 	return s.run(ctx, cmd, dir, "serve.log", "/readyz", bin+" serve", "roomcast serve")
+}
+
+// recoveryEnv sets roomcast's connection state recovery in env: off is
+// ROOMCAST_RECOVERY_TTL=0, on the server's default TTL (an inherited
+// ROOMCAST_RECOVERY_TTL taken out), "" leaves env as it is.
+func recoveryEnv(env []string, recovery string) []string {
+	const key = "ROOMCAST_RECOVERY_TTL="
+	switch recovery {
+	case recoveryOn:
+		return slices.DeleteFunc(env, func(kv string) bool { return strings.HasPrefix(kv, key) })
+	case recoveryOff:
+		return append(env, key+"0")
+	}
+	return env
 }
 
 // run starts cmd, its output in the file logName of dir, as s's process

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,10 +55,15 @@ type workerConfig struct {
 
 // workerCmd is a command line.
 type workerCmd struct {
-	Cmd      string        `json:"cmd"` // step, report, drop, quit
+	Cmd      string        `json:"cmd"` // step, report, cut, drop, tally, quit
 	Step     int64         `json:"step,omitempty"`
 	Full     bool          `json:"full,omitempty"`     // report: with the histogram
-	Deadline time.Duration `json:"deadline,omitempty"` // drop: give up after
+	Deadline time.Duration `json:"deadline,omitempty"` // drop, tally: give up after
+	// Want (drop after a cut) is how many broadcasts of the current step
+	// each socket missed while away: a recovered socket is to be replayed
+	// them, any other resyncs its board's tasks room (getChangesSince after
+	// the last seq it saw), as the client library does.
+	Want int `json:"want,omitempty"`
 }
 
 // workerEvent is an output line.
@@ -78,11 +84,22 @@ type workerEvent struct {
 	WireBytes   uint64         `json:"wireBytes,omitempty"` // read off the network since the step began
 	Hist        *HistogramData `json:"hist,omitempty"`
 
-	// storm
-	Expected int   `json:"expected,omitempty"`
-	Rejoined int   `json:"rejoined,omitempty"`
-	Failures int64 `json:"failures,omitempty"`
-	DoneNs   int64 `json:"doneNs,omitempty"`
+	// storm (and cut: Expected)
+	Expected  int   `json:"expected,omitempty"`
+	Rejoined  int   `json:"rejoined,omitempty"`
+	Recovered int   `json:"recovered,omitempty"` // back with their session restored (same pid)
+	Failures  int64 `json:"failures,omitempty"`
+	DoneNs    int64 `json:"doneNs,omitempty"`
+
+	// tally: of the sockets back, those that got every missed broadcast
+	// (recovered: replayed; not recovered: returned by the resync), when
+	// the last of them did, and broadcasts received twice
+	CompleteRecovered int    `json:"completeRecovered,omitempty"`
+	CompleteResync    int    `json:"completeResync,omitempty"`
+	ResyncFailures    int    `json:"resyncFailures,omitempty"`
+	CaughtUpNs        int64  `json:"caughtUpNs,omitempty"`
+	Duplicates        uint64 `json:"duplicates,omitempty"`
+	GapsAfterReturn   uint64 `json:"gapsAfterReturn,omitempty"`
 }
 
 type worker struct {
@@ -94,6 +111,7 @@ type worker struct {
 	delivered   atomic.Uint64
 	stale       atomic.Uint64
 	gaps        atomic.Uint64
+	duplicates  atomic.Uint64 // broadcasts with a seq at or below the socket's last one
 	disconnects atomic.Uint64
 	wireBase    atomic.Uint64 // wsclient.BytesRead at the step's start
 
@@ -102,15 +120,25 @@ type worker struct {
 	gen      atomic.Int64
 	failures atomic.Int64 // connect attempts that failed
 
-	mu         sync.Mutex
-	firstErr   error
-	ready      int // sockets connected and joined at least once
-	failed     int // sockets that never connected
-	rejoined   int // sockets back after the last drop
-	lastJoin   time.Time
-	changed    chan struct{} // closed and replaced when the counters above change
-	dialSlots  chan struct{}
-	stormSlots chan struct{} // nil: reconnects after a drop are not bounded
+	mu        sync.Mutex
+	firstErr  error
+	ready     int // sockets connected and joined at least once
+	failed    int // sockets that never connected
+	rejoined  int // sockets back after the last drop
+	recovered int // of them, back with their session restored
+	lastJoin  time.Time
+	// After a cut: hold is closed by the drop that lets the sockets
+	// reconnect, want is what each missed; completeRecovered,
+	// completeResync, resyncFailures and caughtUp count how they caught up.
+	hold              chan struct{}
+	want              int
+	completeRecovered int // recovered, and replayed every missed broadcast
+	completeResync    int // not recovered, and got every missed one by resync
+	resyncFailures    int
+	caughtUp          time.Time     // when the last one completed
+	changed           chan struct{} // closed and replaced when the counters above change
+	dialSlots         chan struct{}
+	stormSlots        chan struct{} // nil: reconnects after a drop are not bounded
 }
 
 // The Socket.IO sockets' transports (-transport).
@@ -139,6 +167,16 @@ type benchSocket struct {
 	i       int
 	conn    atomic.Pointer[connBox]
 	lastSeq int64
+
+	// The session to recover at the next connect, as socket.io-client
+	// keeps it (its _pid and _lastOffset): empty while the server offers
+	// no recovery.
+	pid, offset string
+	// After a cut: the broadcasts of the step it missed, how many of them
+	// it has received since (replayed, or returned by its resync), and
+	// whether its session was recovered.
+	want, missedGot int
+	recovered       bool
 
 	// Kept across reconnects, as a browser keeps its token and its rooms:
 	// a storm's reconnect signs nothing and builds no room names.
@@ -236,8 +274,12 @@ func runWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 				d := w.hist.Load().Data()
 				ev.Hist = &d
 			}
+		case "cut":
+			ev = w.cut()
 		case "drop":
-			ev = w.drop(ctx, c.Deadline)
+			ev = w.drop(ctx, c.Deadline, c.Want)
+		case "tally":
+			ev = w.tally(ctx, c.Deadline)
 		case "quit":
 			return nil
 		default:
@@ -284,37 +326,86 @@ func (w *worker) update(f func()) {
 	w.mu.Unlock()
 }
 
-// drop closes every socket at once and waits until all are back in their
-// rooms (or the deadline passes).
-func (w *worker) drop(ctx context.Context, deadline time.Duration) workerEvent {
-	if deadline <= 0 {
-		deadline = time.Minute
-	}
+// The sockets are dropped by closing their TCP connections (Conn.Close):
+// no WebSocket close frame, no Socket.IO DISCONNECT, so the server sees a
+// transport close, as when a network fails — a cut it keeps the session of
+// for recovery. A client's own disconnect() would send 41 and end it.
+
+// cut closes every socket at once; they stay away until the next drop.
+func (w *worker) cut() workerEvent {
 	var expected int
 	w.update(func() {
-		w.rejoined = 0
-		w.lastJoin = time.Time{}
+		w.hold = make(chan struct{})
 		expected = w.ready
 	})
-	f0 := w.failures.Load()
-	w.mu.Lock()
-	w.firstErr = nil // the storm's own first failure, for the report
-	w.mu.Unlock()
+	w.closeAll()
+	return workerEvent{Ev: "cut", Expected: expected}
+}
+
+// closeAll starts a new generation and closes every socket: the sockets
+// then reconnect (after the hold, if any).
+func (w *worker) closeAll() {
 	w.gen.Add(1)
 	for _, s := range w.sockets {
 		if c := s.conn.Load(); c != nil {
 			_ = c.Close()
 		}
 	}
+}
+
+// drop closes every socket at once, or lets the sockets of a cut come
+// back, and waits until all are back in their rooms (or the deadline
+// passes). want is what each socket missed while cut (0: nothing counted).
+func (w *worker) drop(ctx context.Context, deadline time.Duration, want int) workerEvent {
+	if deadline <= 0 {
+		deadline = time.Minute
+	}
+	var expected int
+	var hold chan struct{}
+	w.update(func() {
+		w.rejoined, w.recovered = 0, 0
+		w.completeRecovered, w.completeResync, w.resyncFailures = 0, 0, 0
+		w.lastJoin, w.caughtUp = time.Time{}, time.Time{}
+		w.want = want
+		expected = w.ready
+		hold, w.hold = w.hold, nil
+		w.firstErr = nil // the storm's own first failure, for the report
+	})
+	f0 := w.failures.Load()
+	w.duplicates.Store(0)
+	w.gaps.Store(0)
+	if hold != nil {
+		close(hold)
+	} else {
+		w.closeAll()
+	}
 	w.waitFor(ctx, deadline, func() bool { return w.rejoined >= expected })
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	ev := workerEvent{Ev: "storm", Expected: expected, Rejoined: w.rejoined, Failures: w.failures.Load() - f0}
+	ev := workerEvent{Ev: "storm", Expected: expected, Rejoined: w.rejoined, Recovered: w.recovered, Failures: w.failures.Load() - f0}
 	if ev.Failures > 0 && w.firstErr != nil {
 		ev.Error = w.firstErr.Error()
 	}
 	if !w.lastJoin.IsZero() {
 		ev.DoneNs = w.lastJoin.UnixNano()
+	}
+	return ev
+}
+
+// tally waits until every socket back after the last drop got what it
+// missed (or the deadline passes), and says how they caught up.
+func (w *worker) tally(ctx context.Context, deadline time.Duration) workerEvent {
+	if deadline <= 0 {
+		deadline = time.Minute
+	}
+	w.waitFor(ctx, deadline, func() bool { return w.completeRecovered+w.completeResync+w.resyncFailures >= w.rejoined })
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ev := workerEvent{Ev: "tally", Rejoined: w.rejoined, Recovered: w.recovered, CompleteRecovered: w.completeRecovered,
+		CompleteResync: w.completeResync, ResyncFailures: w.resyncFailures,
+		Duplicates: w.duplicates.Load(), GapsAfterReturn: w.gaps.Load()}
+	if !w.caughtUp.IsZero() {
+		ev.CaughtUpNs = w.caughtUp.UnixNano()
 	}
 	return ev
 }
@@ -359,16 +450,28 @@ func (w *worker) runSocket(ctx context.Context, s *benchSocket) {
 			s.conn.Store(nil)
 			continue
 		}
+		sc, _ := c.(*sioclient.Conn)
+		recovered := sc != nil && sc.Recovered
 		w.update(func() {
 			if !everJoined {
 				w.ready++
 			} else if gen == w.gen.Load() {
 				w.rejoined++
 				w.lastJoin = time.Now()
+				if recovered {
+					w.recovered++
+				}
+				s.want, s.missedGot, s.recovered = w.want, 0, recovered
 			}
 		})
 		everJoined = true
+		if s.want > 0 && !recovered && sc != nil {
+			w.resync(sc, s)
+		}
 		err = w.readLoop(c, s)
+		if sc != nil {
+			s.pid, s.offset = sc.PID, sc.Offset()
+		}
 		s.conn.Store(nil)
 		_ = c.Close()
 		if ctx.Err() != nil {
@@ -376,6 +479,16 @@ func (w *worker) runSocket(ctx context.Context, s *benchSocket) {
 		}
 		if w.gen.Load() != gen {
 			slots = w.stormSlots
+			w.mu.Lock()
+			hold := w.hold
+			w.mu.Unlock()
+			if hold != nil { // cut: away until the drop
+				select {
+				case <-hold:
+				case <-ctx.Done():
+					return
+				}
+			}
 			if w.cfg.Jitter > 0 {
 				sleepCtx(ctx, rand.N(w.cfg.Jitter))
 			}
@@ -418,9 +531,15 @@ func (w *worker) connect(ctx context.Context, s *benchSocket, slots chan struct{
 		}
 	}
 	c, err := sioclient.Dial(ctx, sioclient.Options{URL: w.cfg.URL, Token: s.token, ClientID: clientOf(s.i),
-		Source: sourceIP(s.i, w.cfg.SourceIPs), Timeout: w.cfg.ConnectTimeout, Polling: w.cfg.Polling, Deflate: w.cfg.Deflate})
+		Source: sourceIP(s.i, w.cfg.SourceIPs), Timeout: w.cfg.ConnectTimeout, Polling: w.cfg.Polling, Deflate: w.cfg.Deflate,
+		PID: s.pid, Offset: s.offset})
 	if err != nil {
 		return nil, err
+	}
+	if c.Recovered {
+		// back in its rooms already, the missed broadcasts on their way:
+		// a client joins nothing again (the client library neither)
+		return c, nil
 	}
 	// The joins go out together, as a client's "connect" handler sends them.
 	return w.joined(c, func() error {
@@ -464,6 +583,72 @@ func (w *worker) connectCentrifugo(ctx context.Context, s *benchSocket) (benchCo
 	return w.joined(c, func() error { return c.SubscribeAll(s.channels) })
 }
 
+// resync is what the client library does for a room when its session was
+// not recovered: getChangesSince after the last seq it saw, here for the
+// board's tasks room, the one the missed broadcasts went to. What it
+// returns counts as received.
+func (w *worker) resync(c *sioclient.Conn, s *benchSocket) {
+	room, err := proto.BoardTasksRoom(boardOf(s.i, w.cfg.Rooms))
+	if err != nil {
+		w.resyncFailed(s, err)
+		return
+	}
+	after := uint64(s.lastSeq)
+	var live []int64 // broadcasts that came during the call: counted as they came
+	_ = c.SetDeadline(time.Now().Add(max(w.cfg.ConnectTimeout, 10*time.Second)))
+	ack, err := c.Call(string(proto.EndpointGetChangesSince), proto.ChangesArgs{RoomName: room.Name(), Cursor: proto.Cursor{AfterSeq: &after}},
+		func(msg []byte) {
+			if f, ok := parseBroadcast(msg); ok {
+				live = append(live, f.seq)
+				w.record(s, f)
+			}
+		})
+	_ = c.SetDeadline(time.Time{})
+	var res proto.ChangesResult
+	if err == nil {
+		err = json.Unmarshal(ack.Data, &res)
+	}
+	if err != nil {
+		w.resyncFailed(s, err)
+		return
+	}
+	for _, ch := range res.Changes {
+		s.lastSeq = max(s.lastSeq, int64(ch.Seq))
+		if !slices.Contains(live, int64(ch.Seq)) {
+			w.gotMissed(s)
+		}
+	}
+}
+
+func (w *worker) resyncFailed(s *benchSocket, err error) {
+	w.update(func() {
+		w.resyncFailures++
+		if w.firstErr == nil {
+			w.firstErr = fmt.Errorf("socket %d: resync: %w", s.i, err)
+		}
+	})
+}
+
+// gotMissed counts one of the broadcasts s missed as received, and s as
+// caught up with the last of them.
+func (w *worker) gotMissed(s *benchSocket) {
+	if s.missedGot >= s.want {
+		return
+	}
+	s.missedGot++
+	if s.missedGot < s.want {
+		return
+	}
+	w.update(func() {
+		if s.recovered {
+			w.completeRecovered++
+		} else {
+			w.completeResync++
+		}
+		w.caughtUp = time.Now()
+	})
+}
+
 // readLoop reads until the socket fails, timing every benchmark broadcast.
 func (w *worker) readLoop(c benchConn, s *benchSocket) error {
 	parse := parseBroadcast
@@ -479,21 +664,33 @@ func (w *worker) readLoop(c benchConn, s *benchSocket) error {
 		if !ok {
 			continue
 		}
-		now := time.Now().UnixNano()
-		if f.hasTS && f.step == w.step.Load() {
-			w.hist.Load().Record(now - f.ts)
-			w.delivered.Add(1)
-		} else {
-			w.stale.Add(1)
+		w.record(s, f)
+	}
+}
+
+// record times a benchmark broadcast, checks its seqs against the last
+// one's and counts what a socket back from a cut missed.
+func (w *worker) record(s *benchSocket, f broadcastFields) {
+	now := time.Now().UnixNano()
+	current := f.hasTS && f.step == w.step.Load()
+	if current {
+		w.hist.Load().Record(now - f.ts)
+		w.delivered.Add(1)
+	} else {
+		w.stale.Add(1)
+	}
+	if f.hasSeqs {
+		if s.lastSeq != 0 && f.prevSeq != s.lastSeq && f.seq > s.lastSeq {
+			w.gaps.Add(1)
 		}
-		if f.hasSeqs {
-			if s.lastSeq != 0 && f.prevSeq != s.lastSeq && f.seq > s.lastSeq {
-				w.gaps.Add(1)
-			}
-			if f.seq > s.lastSeq {
-				s.lastSeq = f.seq
-			}
+		if f.seq <= s.lastSeq && f.seq > 0 {
+			w.duplicates.Add(1)
+			return
 		}
+		s.lastSeq = max(s.lastSeq, f.seq)
+	}
+	if current {
+		w.gotMissed(s)
 	}
 }
 
