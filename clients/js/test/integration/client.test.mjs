@@ -15,7 +15,10 @@ const clients = [];
 const silent = new Set();
 
 before(async () => {
-  stack = await startStack();
+  // Recovery off: these tests are about what the library does when a
+  // reconnect is a new session (join again, resync); a recovered one is
+  // in recovery.test.mjs.
+  stack = await startStack({ env: { ROOMCAST_RECOVERY_TTL: "0" } });
   nc = await nats(stack);
   // The domain service's authorizer: the users of this test may see board
   // b1 and b2 and their chats; nobody sees board secret.
