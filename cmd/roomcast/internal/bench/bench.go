@@ -33,6 +33,7 @@ const (
 	modeStorm    = "storm"
 	modeResync   = "resync"
 	modeFairness = "fairness"
+	modeFleet    = "fleet"
 	modeWorker   = "worker" // internal: a worker process
 )
 
@@ -51,6 +52,9 @@ modes:
           sending -attack-calls getChangesSince(since: 0) at once on a room of
           -attack-msgs messages, again and again) while another user reads a
           small room's -changes changes: that user's p50/p99 (roomcast only)
+  fleet   N sockets over several gateway processes on one NATS process, all in
+          one room: fleet RSS per socket (gateways plus NATS), connect time
+          and CPU, then one message to the room: publish to the last socket
   roomstate  roomstate alone: publish -> KV ROOM_STATE visible lag and KV writes
           per event, with flags of its own (roomcast bench roomstate -h)
 
@@ -87,6 +91,7 @@ type options struct {
 
 	Sockets          int
 	Rooms            int
+	Gateways         int // fleet: gateway processes (0: as few as the descriptor limit allows)
 	Procs            int
 	SourceIPs        int
 	DialConcurrency  int
@@ -141,7 +146,7 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 			fmt.Fprintln(errOut, usage)
 			return o, flag.ErrHelp
 		}
-		return o, errors.New("give a mode: fanout, idle, storm, resync, fairness or roomstate (roomcast bench -h)")
+		return o, errors.New("give a mode: fanout, idle, storm, resync, fairness, fleet or roomstate (roomcast bench -h)")
 	}
 	o.Mode = args[0]
 	fs := flag.NewFlagSet("bench "+o.Mode, flag.ContinueOnError)
@@ -162,8 +167,9 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 	fs.BoolVar(&o.Authz, "authz", true, "answer authz.join with allow over NATS (roomcast: org and board rooms need an answer)")
 	fs.IntVar(&o.Sockets, "sockets", 1000, "number of sockets")
 	fs.IntVar(&o.Rooms, "rooms", 10, "number of boards the sockets are spread over")
+	fs.IntVar(&o.Gateways, "gateways", 0, "fleet: gateway processes, socket i on gateway i mod N (0: as few as hold the sockets under the limit on open files)")
 	fs.IntVar(&o.Procs, "procs", 0, fmt.Sprintf("worker processes holding the sockets (0: one per %d sockets; 1: in this process)", maxSocketsPerProc))
-	fs.IntVar(&o.SourceIPs, "source-ips", 1, "dial from 127.0.0.1 … 127.0.0.N, for more sockets than one address has ephemeral ports")
+	fs.IntVar(&o.SourceIPs, "source-ips", 1, "dial from 127.0.0.1 … 127.0.0.N, for more sockets than one address has ephemeral ports (fleet: one per 10,000 sockets unless given)")
 	fs.IntVar(&o.DialConcurrency, "dial-concurrency", 64, "connects in flight per worker (the sockets' first connects)")
 	fs.IntVar(&o.StormConcurrency, "storm-concurrency", 0, "storm: reconnects in flight per worker after the drop (0: no bound, every socket reconnects at once)")
 	fs.StringVar(&o.Transport, "transport", transportWebSocket, "idle, fanout against roomcast or socketio: the sockets' Engine.IO transport, websocket or polling (long-polling from the open on, no upgrade)")
@@ -203,6 +209,11 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	if o.Mode == modeFleet {
+		given := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+		o.fleetDefaults(given, socketBudget())
+	}
 	if o.Target == targetPeerOld {
 		o.Target = targetPeer
 	}
@@ -221,9 +232,14 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 
 func (o options) check() error {
 	switch o.Mode {
-	case modeFanout, modeIdle, modeStorm, modeResync, modeFairness:
+	case modeFanout, modeIdle, modeStorm, modeResync, modeFairness, modeFleet:
 	default:
-		return fmt.Errorf("unknown mode %q: want fanout, idle, storm, resync, fairness or roomstate", o.Mode)
+		return fmt.Errorf("unknown mode %q: want fanout, idle, storm, resync, fairness, fleet or roomstate", o.Mode)
+	}
+	if o.Mode == modeFleet {
+		if err := o.checkFleet(socketBudget()); err != nil {
+			return err
+		}
 	}
 	if o.Target != targetRoomcast && o.Target != targetPeer && o.Target != targetCentrifugo {
 		return fmt.Errorf("-target %q: want roomcast, socketio or centrifugo", o.Target)
@@ -318,6 +334,13 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 		raiseFileLimit()
 		return workerMain(ctx)
 	}
+	if len(args) > 0 && args[0] == modeFleetNATS {
+		return fleetNATSMain(ctx, args[1:])
+	}
+	if len(args) > 0 && (args[0] == modeFleetGateway || args[0] == modeFleetRoomstate) {
+		raiseFileLimit()
+		return fleetServiceMain(ctx, args[0])
+	}
 	if len(args) > 0 && args[0] == modeRoomstate {
 		return runRoomstate(ctx, args[1:], stdout, os.Stderr)
 	}
@@ -370,6 +393,13 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 
 // run measures o.Mode on the target(s), logging progress to log.
 func run(ctx context.Context, o options, log io.Writer) ([]result, error) {
+	if o.Mode == modeFleet {
+		r, err := runFleet(ctx, o, log)
+		if err != nil {
+			return nil, err
+		}
+		return []result{r}, nil
+	}
 	targets := []string{o.Target}
 	if o.Compare {
 		targets = append(slices.Clone(o.Peers), targetRoomcast)
@@ -489,6 +519,9 @@ func startToolProfile(path string) (stop func(), err error) {
 // compression when not the default, so that make bench's several fan-outs
 // are told apart.
 func (o options) heading() string {
+	if o.Mode == modeFleet {
+		return fleetHeading(o)
+	}
 	h := o.Mode
 	if o.Transport == transportPolling {
 		h += " over long-polling"

@@ -68,11 +68,16 @@ func startFleet(ctx context.Context, o options, srv *server, mode string, n int)
 		if o.Transport == transportPolling {
 			cfg.URL, cfg.Polling = sioclient.PollingURL(srv.url), true
 		}
+		for _, u := range srv.gateways {
+			cfg.URLs = append(cfg.URLs, sioclient.URL(u))
+		}
 		if srv.name == targetCentrifugo {
 			cfg.URL, cfg.Protocol = cfclient.URL(srv.url), protoCentrifugo
 		}
 		first += count
-		h, err := f.spawn(ctx, cfg, procs == 1)
+		// bench fleet's sockets are always in worker processes: the
+		// coordinator's descriptors are not counted against them
+		h, err := f.spawn(ctx, cfg, procs == 1 && mode != modeFleet)
 		if err != nil {
 			f.close()
 			return nil, readyStats{}, err

@@ -20,6 +20,10 @@ import (
 // re-executes itself (-procs > 1), as `roomcast bench worker` does.
 func TestMain(m *testing.M) {
 	if os.Getenv(workerEnv) == "1" {
+		if os.Getenv(failWorkerEnv) == "1" {
+			fmt.Fprintln(os.Stderr, "worker: told to fail at start ("+failWorkerEnv+")")
+			os.Exit(3)
+		}
 		if err := workerMain(context.Background()); err != nil {
 			fmt.Fprintln(os.Stderr, "worker:", err)
 			os.Exit(1)
@@ -36,6 +40,10 @@ func TestMain(m *testing.M) {
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }
+
+// failWorkerEnv makes a worker process of the test binary exit at once:
+// a child of the tool that cannot start.
+const failWorkerEnv = "ROOMCAST_BENCH_TEST_WORKER_FAILS"
 
 // testTmp holds files shared by the tests (the built roomcast binary).
 var testTmp string

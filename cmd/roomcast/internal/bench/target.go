@@ -50,9 +50,12 @@ type server struct {
 	// its store.
 	natsURL string
 	dataDir string
-	nc      *nats.Conn // roomcast only
-	js      jetstream.JetStream
-	stop    func()
+	// gateways are bench fleet's gateways, http://host:port each: socket i
+	// connects to gateways[i mod len]. Empty: every socket connects to url.
+	gateways []string
+	nc       *nats.Conn // roomcast only
+	js       jetstream.JetStream
+	stop     func()
 }
 
 // publisher sends benchmark envelopes to rooms.
@@ -79,9 +82,7 @@ func (s *server) close() {
 func startServer(ctx context.Context, o options, target string, log io.Writer) (*server, error) {
 	secret := o.Secret
 	if secret == "" {
-		b := make([]byte, 32)
-		_, _ = rand.Read(b)
-		secret = hex.EncodeToString(b)
+		secret = randomSecret()
 	}
 	s := &server{name: target, secret: secret}
 	if o.URL != "" {
@@ -107,6 +108,13 @@ func startServer(ctx context.Context, o options, target string, log io.Writer) (
 		}
 	}
 	return s, nil
+}
+
+// randomSecret is a JWT secret for a server the tool starts.
+func randomSecret() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 func freePort() (int, error) {
@@ -199,8 +207,9 @@ func (s *server) run(ctx context.Context, cmd *exec.Cmd, dir, logName, readyPath
 		_ = os.RemoveAll(dir)
 	}
 	if err := waitReady(ctx, p, s.url+readyPath, 30*time.Second); err != nil {
+		log := tail(logPath, 2000) // before stop removes dir
 		s.stop()
-		return fmt.Errorf("%s: %w; its log:\n%s", name, err, tail(logPath, 2000))
+		return fmt.Errorf("%s: %w; its log:\n%s", name, err, log)
 	}
 	return nil
 }

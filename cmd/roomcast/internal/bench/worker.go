@@ -32,9 +32,12 @@ const workerEnv = "ROOMCAST_BENCH_WORKER"
 
 // workerConfig is a worker's first input line.
 type workerConfig struct {
-	URL    string `json:"url"`
-	Secret string `json:"secret"`
-	Mode   string `json:"mode"`
+	URL string `json:"url"`
+	// URLs, when set, are several servers' URLs (bench fleet's gateways):
+	// socket i dials URLs[i mod len(URLs)] instead of URL.
+	URLs   []string `json:"urls,omitempty"`
+	Secret string   `json:"secret"`
+	Mode   string   `json:"mode"`
 	// Protocol is the sockets' protocol: protoSocketIO (roomcast and the
 	// Socket.IO peer) or protoCentrifugo.
 	Protocol        string        `json:"protocol,omitempty"`
@@ -83,6 +86,11 @@ type workerEvent struct {
 	Disconnects uint64         `json:"disconnects,omitempty"`
 	WireBytes   uint64         `json:"wireBytes,omitempty"` // read off the network since the step began
 	Hist        *HistogramData `json:"hist,omitempty"`
+	// Reached counts the sockets that received at least one message of the
+	// step, LastNs is when the last of those receipts was (wall clock, Unix
+	// ns: every process of the tool reads the same machine's clock).
+	Reached int64 `json:"reached,omitempty"`
+	LastNs  int64 `json:"lastNs,omitempty"`
 
 	// storm (and cut: Expected)
 	Expected  int   `json:"expected,omitempty"`
@@ -114,6 +122,8 @@ type worker struct {
 	duplicates  atomic.Uint64 // broadcasts with a seq at or below the socket's last one
 	disconnects atomic.Uint64
 	wireBase    atomic.Uint64 // wsclient.BytesRead at the step's start
+	reached     atomic.Int64  // sockets with a message of the step
+	lastRecv    atomic.Int64  // Unix ns of the step's latest receipt
 
 	// gen counts drops: a socket that ends with the generation changed was
 	// dropped on purpose and reconnects at once.
@@ -167,6 +177,9 @@ type benchSocket struct {
 	i       int
 	conn    atomic.Pointer[connBox]
 	lastSeq int64
+	// stepSeen is the last step the socket received a message of; its
+	// reading goroutine alone touches it.
+	stepSeen int64
 
 	// The session to recover at the next connect, as socket.io-client
 	// keeps it (its _pid and _lastOffset): empty while the server offers
@@ -264,12 +277,14 @@ func runWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 			w.stale.Store(0)
 			w.gaps.Store(0)
 			w.wireBase.Store(wsclient.BytesRead())
+			w.reached.Store(0)
+			w.lastRecv.Store(0)
 			w.step.Store(c.Step)
 			ev = workerEvent{Ev: "step", Step: c.Step}
 		case "report":
 			ev = workerEvent{Ev: "report", Step: w.step.Load(), Delivered: w.delivered.Load(),
 				Stale: w.stale.Load(), Gaps: w.gaps.Load(), Disconnects: w.disconnects.Load(),
-				WireBytes: wsclient.BytesRead() - w.wireBase.Load()}
+				WireBytes: wsclient.BytesRead() - w.wireBase.Load(), Reached: w.reached.Load(), LastNs: w.lastRecv.Load()}
 			if c.Full {
 				d := w.hist.Load().Data()
 				ev.Hist = &d
@@ -530,7 +545,11 @@ func (w *worker) connect(ctx context.Context, s *benchSocket, slots chan struct{
 			s.joins = append(s.joins, sioclient.Call{Name: string(proto.EndpointAddToRoom), Args: proto.RoomArgs{RoomName: room}})
 		}
 	}
-	c, err := sioclient.Dial(ctx, sioclient.Options{URL: w.cfg.URL, Token: s.token, ClientID: clientOf(s.i),
+	url := w.cfg.URL
+	if n := len(w.cfg.URLs); n > 0 {
+		url = w.cfg.URLs[s.i%n]
+	}
+	c, err := sioclient.Dial(ctx, sioclient.Options{URL: url, Token: s.token, ClientID: clientOf(s.i),
 		Source: sourceIP(s.i, w.cfg.SourceIPs), Timeout: w.cfg.ConnectTimeout, Polling: w.cfg.Polling, Deflate: w.cfg.Deflate,
 		PID: s.pid, Offset: s.offset})
 	if err != nil {
@@ -676,6 +695,11 @@ func (w *worker) record(s *benchSocket, f broadcastFields) {
 	if current {
 		w.hist.Load().Record(now - f.ts)
 		w.delivered.Add(1)
+		if s.stepSeen != f.step {
+			s.stepSeen = f.step
+			w.reached.Add(1)
+		}
+		storeMax(&w.lastRecv, now)
 	} else {
 		w.stale.Add(1)
 	}
@@ -691,6 +715,15 @@ func (w *worker) record(s *benchSocket, f broadcastFields) {
 	}
 	if current {
 		w.gotMissed(s)
+	}
+}
+
+// storeMax raises v to x unless it is already at least x.
+func storeMax(v *atomic.Int64, x int64) {
+	for last := v.Load(); x > last; last = v.Load() {
+		if v.CompareAndSwap(last, x) {
+			return
+		}
 	}
 }
 

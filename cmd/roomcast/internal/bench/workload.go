@@ -25,8 +25,8 @@ func boardOf(i, rooms int) string { return "b" + strconv.Itoa(i%rooms) }
 
 // roomsOf are the rooms socket i joins with addToRoom (its user and client
 // rooms come with the connection):
-//   - fanout: board-b<i mod R>; messages go to its -tasks room, which shares
-//     the board's member list;
+//   - fanout and fleet: board-b<i mod R>; messages go to its -tasks room,
+//     which shares the board's member list;
 //   - idle and storm: three rooms, board-b<i mod R>, org-o<i mod R> and a
 //     chat with a user of its own, chat-u<i>-x<i>.
 func roomsOf(mode string, i, rooms int) []string {
@@ -34,7 +34,7 @@ func roomsOf(mode string, i, rooms int) []string {
 	if err != nil {
 		panic(err) // ids built above are always valid
 	}
-	if mode == modeFanout || mode == modeResync {
+	if mode == modeFanout || mode == modeResync || mode == modeFleet {
 		return []string{b.Name()}
 	}
 	o, _ := proto.OrgRoom("o" + strconv.Itoa(i%rooms))
