@@ -18,6 +18,10 @@ const (
 	// BucketRevocations keeps each user's last revoke: key = user id,
 	// value = Revocation as JSON, for MaxTokenLifetime.
 	BucketRevocations = "REVOCATIONS"
+	// BucketSessions keeps the sessions a client may recover (connection
+	// state recovery): key = the session's pid, value = the gateway's
+	// record of it, written when its socket is cut, for SessionTTL.
+	BucketSessions = "SESSIONS"
 )
 
 // Defaults of StoreConfig.
@@ -28,6 +32,10 @@ const (
 	DefaultReplicas          = 1
 	DefaultMaxRoomsStreamMsg = MaxEnvelopeSize
 	DefaultMaxTokenLifetime  = 24 * time.Hour
+	// DefaultSessionTTL is how long a cut session can be recovered:
+	// Socket.IO's own window is two minutes (maxDisconnectionDuration);
+	// five leave room for a gateway's restart and the client's backoff.
+	DefaultSessionTTL = 5 * time.Minute
 )
 
 // StoreConfig shapes stream ROOMS and the KV buckets. Zero values mean the
@@ -48,6 +56,9 @@ type StoreConfig struct {
 	// REVOCATIONS keeps each revoke this long, so every token a revoke
 	// refuses has expired before its record goes. Default 24 h.
 	MaxTokenLifetime time.Duration
+	// SessionTTL is how long SESSIONS keeps a cut session's record: how
+	// long after a cut a client can come back recovered. Default 5 min.
+	SessionTTL time.Duration
 }
 
 func (c StoreConfig) withDefaults() StoreConfig {
@@ -62,6 +73,9 @@ func (c StoreConfig) withDefaults() StoreConfig {
 	}
 	if c.MaxTokenLifetime <= 0 {
 		c.MaxTokenLifetime = DefaultMaxTokenLifetime
+	}
+	if c.SessionTTL <= 0 {
+		c.SessionTTL = DefaultSessionTTL
 	}
 	return c
 }
@@ -135,6 +149,21 @@ func (c StoreConfig) RevocationsBucket() jetstream.KeyValueConfig {
 	}
 }
 
+// SessionsBucket is the configuration of KV SESSIONS: key = pid, value =
+// the gateway's record of a cut session (its own format, JSON), expiring
+// SessionTTL after it was written.
+func (c StoreConfig) SessionsBucket() jetstream.KeyValueConfig {
+	c = c.withDefaults()
+	return jetstream.KeyValueConfig{
+		Bucket:      BucketSessions,
+		Description: "roomcast: cut sessions a client may recover, by pid",
+		History:     1,
+		TTL:         c.SessionTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+	}
+}
+
 // Revocation is a REVOCATIONS value, and the optional body of a revoke
 // (RevokeSubject): when the user's tokens stopped being valid, in
 // milliseconds since the Unix epoch. A token of the user issued (iat) at or
@@ -175,14 +204,14 @@ type PresenceEntry struct {
 	Active bool `json:"active"`
 }
 
-// Ensure creates stream ROOMS and the buckets ROOM_STATE, PRESENCE and
-// REVOCATIONS, or updates them to c. It is idempotent: every service may
+// Ensure creates stream ROOMS and the buckets ROOM_STATE, PRESENCE,
+// REVOCATIONS and SESSIONS, or updates them to c. It is idempotent: every service may
 // call it at start.
 func Ensure(ctx context.Context, js jetstream.JetStream, c StoreConfig) error {
 	if _, err := js.CreateOrUpdateStream(ctx, c.RoomsStream()); err != nil {
 		return fmt.Errorf("ensure stream %s: %w", StreamRooms, err)
 	}
-	for _, b := range []jetstream.KeyValueConfig{c.RoomStateBucket(), c.PresenceBucket(), c.RevocationsBucket()} {
+	for _, b := range []jetstream.KeyValueConfig{c.RoomStateBucket(), c.PresenceBucket(), c.RevocationsBucket(), c.SessionsBucket()} {
 		if _, err := js.CreateOrUpdateKeyValue(ctx, b); err != nil {
 			return fmt.Errorf("ensure bucket %s: %w", b.Bucket, err)
 		}

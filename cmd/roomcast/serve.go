@@ -343,6 +343,7 @@ func serve(ctx context.Context, c serveConfig, out io.Writer) error {
 	registry := prometheus.NewRegistry()
 	gw := c.gateway
 	gw.NATSURL, gw.Store, gw.Logger, gw.Registry = natsURL, store, log, registry
+	gw.RecoveryTTL = c.common.RecoveryTTL
 	gw.NATSOptions = as("gateway")
 	gw.ReadyChecks = map[string]func() error{"stream": func() error { return streamReady(js) }}
 	rs, bf := c.roomstate, c.sync

@@ -3,7 +3,9 @@ package flagenv
 import (
 	"fmt"
 	"io"
+	"math"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -28,6 +30,10 @@ type Common struct {
 	// MaxTokenLifetime is the longest a token may live, and how long
 	// REVOCATIONS keeps a revoke. Default 24h.
 	MaxTokenLifetime time.Duration
+	// RecoveryTTL is how long after a cut a client may recover its
+	// session, SESSIONS's TTL; negative: recovery off (the gateway's
+	// setting; "0" in the environment). Default 5m.
+	RecoveryTTL time.Duration
 }
 
 // Bind registers the common flags. natsDefault is the NATS URL used when
@@ -39,6 +45,34 @@ func (c *Common) Bind(s *Set, natsDefault string) {
 	s.Int(&c.Replicas, "replicas", "ROOMCAST_REPLICAS", proto.DefaultReplicas, "replicas of stream ROOMS and the KV buckets")
 	s.Duration(&c.MaxTokenLifetime, "max-token-lifetime", "ROOMCAST_MAX_TOKEN_LIFETIME", proto.DefaultMaxTokenLifetime, "the longest a token may live (exp - iat); REVOCATIONS keeps each revoke this long")
 	s.Duration(&c.MaxAge, "max-age", "ROOMCAST_MAX_AGE", proto.DefaultMaxAge, "how long stream ROOMS keeps messages and ROOM_STATE a room's state")
+	s.Func("recovery-ttl", "how long after a cut a client may recover its session, rooms and missed broadcasts (default 5m; 0: no recovery; $ROOMCAST_RECOVERY_TTL)", func(v string) error {
+		return parseRecoveryTTL(&c.RecoveryTTL, v)
+	})
+	if v, ok := os.LookupEnv("ROOMCAST_RECOVERY_TTL"); ok {
+		if err := parseRecoveryTTL(&c.RecoveryTTL, v); err != nil {
+			c.RecoveryTTL = badRecoveryTTL // Store says so
+		}
+	}
+}
+
+// badRecoveryTTL marks a ROOMCAST_RECOVERY_TTL that did not parse.
+const badRecoveryTTL = math.MinInt64
+
+// parseRecoveryTTL reads a duration, 0 meaning off (-1).
+func parseRecoveryTTL(p *time.Duration, v string) error {
+	v = strings.TrimSpace(v)
+	d, err := time.ParseDuration(v)
+	if v == "0" {
+		d, err = 0, nil
+	}
+	if err != nil || d < 0 {
+		return fmt.Errorf("%q: want a duration such as 5m, or 0 for no recovery", v)
+	}
+	if d == 0 {
+		d = -1
+	}
+	*p = d
+	return nil
 }
 
 // Store is the stream and bucket configuration c describes, with its subject
@@ -57,7 +91,14 @@ func (c Common) Store() (proto.StoreConfig, error) {
 	if c.MaxTokenLifetime < 0 {
 		return proto.StoreConfig{}, fmt.Errorf("ROOMCAST_MAX_TOKEN_LIFETIME=%s: want a positive duration", c.MaxTokenLifetime)
 	}
-	return proto.StoreConfig{Subjects: subjects, Replicas: c.Replicas, MaxAge: c.MaxAge, MaxTokenLifetime: c.MaxTokenLifetime}, nil
+	if c.RecoveryTTL == badRecoveryTTL {
+		return proto.StoreConfig{}, fmt.Errorf("ROOMCAST_RECOVERY_TTL: want a duration such as 5m, or 0 for no recovery")
+	}
+	store := proto.StoreConfig{Subjects: subjects, Replicas: c.Replicas, MaxAge: c.MaxAge, MaxTokenLifetime: c.MaxTokenLifetime}
+	if c.RecoveryTTL > 0 {
+		store.SessionTTL = c.RecoveryTTL
+	}
+	return store, nil
 }
 
 // CheckNATSURL checks a comma-separated list of NATS URLs without dialing.

@@ -64,6 +64,33 @@ func TestCommon(t *testing.T) {
 	require.ErrorContains(t, err, "ROOMCAST_LOG_LEVEL")
 }
 
+// TestRecoveryTTL: ROOMCAST_RECOVERY_TTL is a duration, 0 turns recovery
+// off, and it is SESSIONS's TTL; anything else is refused by name.
+func TestRecoveryTTL(t *testing.T) {
+	for env, want := range map[string]time.Duration{"10m": 10 * time.Minute, "0": -1, " 90s ": 90 * time.Second} {
+		t.Setenv("ROOMCAST_RECOVERY_TTL", env)
+		var c flagenv.Common
+		c.Bind(newSet(), "nats://127.0.0.1:4222")
+		c.MaxAge, c.Replicas = time.Hour, 1
+		require.Equal(t, want, c.RecoveryTTL, env)
+		store, err := c.Store()
+		require.NoError(t, err)
+		if want > 0 {
+			require.Equal(t, want, store.SessionTTL)
+		} else {
+			require.Zero(t, store.SessionTTL, "off: the bucket keeps its default")
+		}
+	}
+	for _, bad := range []string{"soon", "-5m"} {
+		t.Setenv("ROOMCAST_RECOVERY_TTL", bad)
+		var c flagenv.Common
+		c.Bind(newSet(), "nats://127.0.0.1:4222")
+		c.MaxAge, c.Replicas = time.Hour, 1
+		_, err := c.Store()
+		require.ErrorContains(t, err, "ROOMCAST_RECOVERY_TTL", bad)
+	}
+}
+
 // TestGCPercent: the target is set unless GOGC is, and GOGC wins.
 func TestGCPercent(t *testing.T) {
 	prev := debug.SetGCPercent(100)

@@ -30,7 +30,7 @@ func TestEnsureIsIdempotentAndUpdates(t *testing.T) {
 	require.Equal(t, jetstream.FileStorage, info.Config.Storage)
 	require.Equal(t, 2*time.Minute, info.Config.Duplicates)
 	require.Equal(t, &jetstream.RePublish{Source: ">", Destination: "live.>"}, info.Config.RePublish)
-	for _, b := range []string{proto.BucketRoomState, proto.BucketPresence, proto.BucketRevocations} {
+	for _, b := range []string{proto.BucketRoomState, proto.BucketPresence, proto.BucketRevocations, proto.BucketSessions} {
 		_, err := js.KeyValue(ctx, b)
 		require.NoError(t, err, b)
 	}

@@ -42,6 +42,9 @@ type Request struct {
 	Batch         int        `json:"batch,omitempty"`
 	MaxBytes      int        `json:"max_bytes,omitempty"`
 	StartTime     *time.Time `json:"start_time,omitempty"`
+	// UpToSeq, with MultiLast: the last message of each subject at or
+	// before this sequence.
+	UpToSeq uint64 `json:"up_to_seq,omitempty"`
 	// NoHeaders asks for the messages without their headers: the server
 	// spares building them and the client parsing them, the larger part of
 	// a small message's cost. The caller must then know which message each
@@ -53,7 +56,7 @@ type Request struct {
 // reflection for the usual request (sync's index reads send one per run of
 // messages).
 func (r Request) AppendJSON(b []byte) []byte {
-	if len(r.MultiLast) > 0 || r.StartTime != nil || !plain(r.NextBySubject) {
+	if len(r.MultiLast) > 0 || r.StartTime != nil || r.UpToSeq != 0 || !plain(r.NextBySubject) {
 		j, err := json.Marshal(r)
 		if err != nil {
 			panic(err) // strings, numbers and a time: cannot fail

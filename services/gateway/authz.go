@@ -158,14 +158,19 @@ func (a *natsAuthorizer) forgetUser(user string) {
 
 // authorize says whether s's user may join r, or read its state or history.
 func (g *Gateway) authorize(ctx context.Context, s *socket, r proto.Room) error {
+	return g.authorizeUser(ctx, s.user, r)
+}
+
+// authorizeUser says whether user may join r, or read its state or history.
+func (g *Gateway) authorizeUser(ctx context.Context, user string, r proto.Room) error {
 	switch r.Kind() {
 	case proto.KindUser, proto.KindChat:
-		if r.HasMember(s.user) {
+		if r.HasMember(user) {
 			return nil
 		}
 		return proto.Errorf(proto.CodeForbidden, "%s is not yours", r.Name())
 	case proto.KindClient:
 		return proto.Errorf(proto.CodeForbidden, "client rooms are managed by the server")
 	}
-	return g.authz.allowJoin(ctx, s.user, r)
+	return g.authz.allowJoin(ctx, user, r)
 }

@@ -23,7 +23,7 @@ var benchEnvelope = []byte(`{"event":"update-task","id":"t1","updatedAt":1700000
 func BenchmarkBroadcastFrame(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		_ = appendBroadcastFrame("board-b1-tasks", benchEnvelope, uint64(i), uint64(i-1))
+		_ = appendBroadcastFrame("board-b1-tasks", benchEnvelope, uint64(i), uint64(i-1), false)
 	}
 }
 
@@ -75,7 +75,7 @@ func BenchmarkFanoutPerRecipient(b *testing.B) {
 		sockets[i].id, sockets[i].state = fmt.Sprint(i), stateConnected
 		b.Cleanup(func() { srv.Close(); cli.Close() })
 	}
-	frame := appendBroadcastFrame("board-b1-tasks", benchEnvelope, 2, 1)
+	frame := appendBroadcastFrame("board-b1-tasks", benchEnvelope, 2, 1, false)
 	var writers []*socket
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -172,6 +172,15 @@ type Config struct {
 	// ($ROOMCAST_SUBSCRIPTION_LINGER, e.g. 10s).
 	SubscriptionLinger time.Duration
 
+	// RecoveryTTL is how long after a cut a client may come back with its
+	// session (connection state recovery: its rooms, and the broadcasts
+	// it missed, replayed from stream ROOMS; docs/decisions.md,
+	// "Recovery"). It is SESSIONS's TTL when this gateway creates the
+	// bucket. Default 5 min; negative: no recovery, no pid, no offsets
+	// ($ROOMCAST_RECOVERY_TTL, 0 for off: flagenv.Common, which
+	// `roomcast streams ensure` shares).
+	RecoveryTTL time.Duration
+
 	// ReadGoroutines gives every socket a reader goroutine blocked in a read
 	// (2.5–3 KB per idle socket) instead of the gateway's epoll poller, which
 	// reads a socket only when it is readable. Always so where there is no
@@ -314,6 +323,12 @@ func (c Config) withDefaults() Config {
 	dur(&c.HTTPIdleTimeout, 60*time.Second)
 	if c.Store.MaxTokenLifetime <= 0 {
 		c.Store.MaxTokenLifetime = proto.DefaultMaxTokenLifetime
+	}
+	if c.RecoveryTTL == 0 {
+		c.RecoveryTTL = proto.DefaultSessionTTL
+	}
+	if c.RecoveryTTL > 0 {
+		c.Store.SessionTTL = c.RecoveryTTL
 	}
 	if c.TokenLeeway == 0 {
 		c.TokenLeeway = DefaultTokenLeeway

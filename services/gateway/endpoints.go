@@ -348,6 +348,11 @@ func (g *Gateway) addToRoom(ctx context.Context, s *socket, raw json.RawMessage)
 	res := proto.AddToRoomResult{RoomName: r.Name()}
 	if st != nil {
 		res.LastBroadcastTimestamp, res.Seq = &st.LastBroadcastTimestamp, &st.Seq
+		if ss := s.sess; ss != nil {
+			// The client holds the room up to here: a recovery never
+			// replays what it read as state.
+			ss.order.joined(st.Seq, r.Name())
+		}
 	}
 	return res, nil
 }

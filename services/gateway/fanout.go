@@ -116,12 +116,18 @@ func (g *Gateway) runFanout(ch chan *nats.Msg, done <-chan struct{}) {
 //
 //	42["broadcast",{"destination":<room>,"data":<envelope>,"seq":N,"prevSeq":M}]
 //
+// and with offset (recovery on, a stored room's broadcast) its offset, the
+// sequence again, as the event's last argument, where socket.io-client
+// looks for it:
+//
+//	42["broadcast",{…},"N"]
+//
 // data is written as published (the gate made sure it is JSON). The result is
 // queued, unchanged, to every member.
-func appendBroadcastFrame(room string, data []byte, seq, prev uint64) []byte {
+func appendBroadcastFrame(room string, data []byte, seq, prev uint64, offset bool) []byte {
 	// Build the packet behind room for the largest frame header, then
 	// seal the frame in place: one allocation per broadcast.
-	b := make([]byte, engineio.MaxHeader, engineio.MaxHeader+len(data)+len(room)+96)
+	b := make([]byte, engineio.MaxHeader, engineio.MaxHeader+len(data)+len(room)+128)
 	b = sio.AppendEventPrefix(b, proto.OutgoingEvent)
 	b = append(b, `{"destination":`...)
 	b = strconv.AppendQuote(b, room)
@@ -131,7 +137,13 @@ func appendBroadcastFrame(room string, data []byte, seq, prev uint64) []byte {
 	b = strconv.AppendUint(b, seq, 10)
 	b = append(b, `,"prevSeq":`...)
 	b = strconv.AppendUint(b, prev, 10)
-	b = append(b, "}]"...)
+	b = append(b, '}')
+	if offset && seq != 0 {
+		b = append(b, `,"`...)
+		b = strconv.AppendUint(b, seq, 10)
+		b = append(b, '"')
+	}
+	b = append(b, ']')
 	return engineio.Seal(b)
 }
 
@@ -189,7 +201,12 @@ func (g *Gateway) deliver(m *nats.Msg, members []*socket, writers *[]*socket) []
 		return members
 	}
 
-	msg := engineio.Message{Frame: appendBroadcastFrame(r.Name(), m.Data, seq, prev), Threshold: g.cfg.DeflateThreshold}
+	msg := engineio.Message{
+		Frame:     appendBroadcastFrame(r.Name(), m.Data, seq, prev, g.sessions != nil),
+		Threshold: g.cfg.DeflateThreshold,
+		Seq:       seq,
+		Room:      r.Name(),
+	}
 	sent := 0
 	for i, s := range members {
 		if ok, start := s.enqueueMessage(&msg); ok {
@@ -205,6 +222,9 @@ func (g *Gateway) deliver(m *nats.Msg, members []*socket, writers *[]*socket) []
 		g.hook("fanout")
 	}
 	g.m.messagesOut.Add(float64(sent))
+	if seq != 0 && g.sessions != nil {
+		g.seenSeq(seq)
+	}
 	if d := msg.Deflated(); d != nil {
 		g.m.deflated.Inc()
 		g.m.deflatedBytes.WithLabelValues("plain").Add(float64(len(msg.Frame)))

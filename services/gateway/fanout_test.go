@@ -214,7 +214,7 @@ func TestSlowSocketIsCutOffOthersGetEverything(t *testing.T) {
 func TestAppendBroadcastFrame(t *testing.T) {
 	for _, n := range []int{10, 200, 70000} {
 		data := []byte(`"` + string(make([]byte, 0)) + fmt.Sprintf("%0*d", n, 0) + `"`)
-		f := appendBroadcastFrame("board-b1", data, 5, 4)
+		f := appendBroadcastFrame("board-b1", data, 5, 4, false)
 		h, err := ws.ReadHeader(bytesReader(f))
 		require.NoError(t, err)
 		payload := f[len(f)-int(h.Length):]

@@ -45,6 +45,10 @@ type Gateway struct {
 	// revKV is KV REVOCATIONS, set by watchRevocations before the control
 	// subscriptions exist (nil if it was never bound).
 	revKV jetstream.KeyValue
+	// sessions is KV SESSIONS, bound by New when recovery is on (nil:
+	// off); highSeq the highest stream sequence the fan-out delivered.
+	sessions *sessions
+	highSeq  atomic.Uint64
 
 	rooms  roomTable
 	users  userTable
@@ -143,6 +147,12 @@ func New(cfg Config) (*Gateway, error) {
 	}, cfg.NATSOptions...)...)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: connect to NATS at %s: %w", cfg.NATSURL, err)
+	}
+	if cfg.RecoveryTTL > 0 {
+		if err := g.bindSessions(context.Background()); err != nil {
+			g.nc.Close()
+			return nil, fmt.Errorf("gateway: connection state recovery: %w", err)
+		}
 	}
 	g.authz = &natsAuthorizer{nc: g.nc, timeout: cfg.AuthzTimeout, ttl: cfg.AuthzCacheTTL, optional: cfg.AuthzOptional, log: g.log, cache: map[string]time.Time{}}
 	g.presence = newPresence(g)
@@ -264,6 +274,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		defer cancel()
 		err := srv.Shutdown(sctx)
 		g.drainSockets()
+		g.flushSessions()
 		close(done)
 		<-presenceDone
 		for _, sub := range append(ctl, personal...) {
@@ -304,13 +315,26 @@ func (g *Gateway) drainSockets() {
 			time.Sleep(pause)
 		}
 		for _, s := range sockets[i:min(i+per, len(sockets))] {
-			s.closeWith("gateway draining", goingAwayFrame)
+			s.cut("gateway draining", engineio.CloseGraceful, goingAwayFrame)
 		}
 	}
 	// Sockets that connected during the drain (a handler that was already
 	// past the draining check).
 	for _, s := range g.allSockets() {
-		s.closeWith("gateway draining", goingAwayFrame)
+		s.cut("gateway draining", engineio.CloseGraceful, goingAwayFrame)
+	}
+}
+
+// flushSessions waits (at most shutdownGrace) for the session records of
+// the sockets the drain cut to be stored: their clients come back for them.
+func (g *Gateway) flushSessions() {
+	if g.sessions == nil {
+		return
+	}
+	select {
+	case <-g.sessions.js.PublishAsyncComplete():
+	case <-time.After(shutdownGrace):
+		g.log.Warn().Int("pending", g.sessions.js.PublishAsyncPending()).Msg("session records still not stored at shutdown: those sessions cannot be recovered")
 	}
 }
 

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -108,9 +109,11 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 	}
 	token := auth.Token
 	if token == "" {
-		token = s.pendingToken
+		if p := s.pendingToken; p != nil {
+			token = *p
+		}
 	}
-	s.pendingToken = ""
+	s.pendingToken = nil
 	tok, err := g.verifier.verify(token)
 	if err != nil {
 		return g.refuse(s, labelOf(err.Error()), err.Error())
@@ -118,20 +121,50 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 	if g.revoked.refuses(tok.user, tok.iat) {
 		return g.refuse(s, "revoked", reasonRevoked)
 	}
-	client := s.id
+	// Connection state recovery: a client back after a cut names its
+	// session; one of this user's, still kept, gets its id back.
+	var plan *recoveryPlan
+	sid, pid, result := s.id, "", ""
+	if g.sessions != nil {
+		pid = randomID(20)
+		if auth.PID != "" {
+			var rec *sessionRecord
+			if rec, result = g.loadSession(context.Background(), auth.PID, tok.user); rec != nil {
+				if plan, result = g.planRecovery(context.Background(), tok.user, rec, auth.Offset); plan != nil {
+					sid, pid = rec.SID, auth.PID
+				}
+			}
+		}
+	}
+	client := sid
 	if auth.ClientID != "" && proto.ValidateID(auth.ClientID) == nil {
 		client = auth.ClientID
 	}
-	// user and client are written under mu, and only while the socket is
-	// open: the CONNECT deadline's close (on the heartbeat) reads them.
+	// id, user, client and pid are written under mu, and only while the
+	// socket is open: the CONNECT deadline's close (on the heartbeat)
+	// reads them.
 	s.mu.Lock()
 	if s.state != stateOpen {
 		s.mu.Unlock()
 		return false
 	}
-	s.user, s.client = tok.user, client
+	s.id, s.user, s.client = sid, tok.user, client
+	if plan == nil && s.sess != nil {
+		s.sess.pid = pid
+	} // else set once recovered: a cut before keeps the record it came for
 	s.state = stateConnected
 	s.mu.Unlock()
+	if ss := s.sess; ss != nil {
+		// Where the session starts: every stored broadcast queued to it
+		// from now on is above, or placed as an inversion (recovery.go).
+		ss.order.mu.Lock()
+		ss.order.start = g.highSeq.Load()
+		ss.order.max = ss.order.start
+		ss.order.mu.Unlock()
+		// A recovering socket holds its live broadcasts back until what
+		// it missed is queued before them.
+		ss.holding.Store(plan != nil)
+	}
 
 	if wait := g.cooldowns.left(s.user); wait > 0 {
 		// As for the cap, 429. The stock client's reconnection after the
@@ -167,6 +200,21 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 		// looked for the user's sockets before this one was among them.
 		return g.refuse(s, "revoked", reasonRevoked)
 	}
+	if plan != nil {
+		if result = g.restoreSession(context.Background(), s, plan); result == recovered {
+			// Before the socket may write its own record (when it is
+			// cut): both go out in this order on one connection.
+			g.forgetSession(pid)
+		} else {
+			pid = randomID(20) // a new session (the client resyncs)
+		}
+		s.mu.Lock()
+		s.sess.pid = pid
+		s.mu.Unlock()
+	}
+	if result != "" {
+		g.m.recoveries.WithLabelValues(result).Inc()
+	}
 	if flush {
 		// Make sure the server has the new subscriptions before the client
 		// hears it is connected: what is published after that reaches it.
@@ -183,8 +231,14 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 		s.armLocked(g.cfg.PingInterval)
 	}
 	s.mu.Unlock()
-	s.send(textFrame(sio.AppendConnectOK(nil, s.id)))
-	s.logger().Str("client", s.client).Msg("socket connected")
+	s.send(textFrame(sio.AppendConnectOK(nil, s.id, pid)))
+	switch {
+	case result == recovered:
+		s.sendRestored()
+	case plan != nil:
+		s.releaseHeld(nil, func(*engineio.Message) bool { return true })
+	}
+	s.logger().Str("client", s.client).Str("recovery", result).Msg("socket connected")
 	return true
 }
 
@@ -232,8 +286,9 @@ func labelOf(reason string) string {
 }
 
 // quickConnectAuth reads the CONNECT auth as clients spell it, a flat object
-// of string values without escapes, {"token":"…","clientId":"…"} (either
-// order, either key alone), without encoding/json: parsing it was a
+// of string values without escapes, {"token":"…","clientId":"…"} and, from a
+// client asking for its session back, "pid" and "offset" (any order, any
+// key alone), without encoding/json: parsing it was a
 // visible share of a CONNECT in a reconnect storm. Anything else (spaces,
 // escapes, other keys, other types) reports false and goes to
 // sio.ParseConnectAuth, which decides.
@@ -249,22 +304,25 @@ func quickConnectAuth(data []byte) (sio.ConnectAuth, bool) {
 		if !ok {
 			return a, false
 		}
+		var field *string
+		bit := 0
 		switch key {
 		case "token":
-			if seen&1 != 0 {
-				return a, false
-			}
-			seen |= 1
-			a.Token = val
+			field, bit = &a.Token, 1
 		case "clientId":
-			if seen&2 != 0 {
-				return a, false
-			}
-			seen |= 2
-			a.ClientID = val
+			field, bit = &a.ClientID, 2
+		case "pid":
+			field, bit = &a.PID, 4
+		case "offset":
+			field, bit = &a.Offset, 8
 		default:
 			return a, false
 		}
+		if seen&bit != 0 {
+			return a, false
+		}
+		seen |= bit
+		*field = val
 		rest = next
 		if len(rest) > 0 {
 			if rest[0] != ',' || len(rest) == 1 {

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -76,7 +77,9 @@ func TestConnect(t *testing.T) {
 	// A clientId that is not a valid id is replaced by the socket id.
 	_, got = connect(t, tg, `{"token":"`+token(t, "u1", time.Hour)+`","clientId":"a.b"}`)
 	require.True(t, strings.HasPrefix(got, `40{"sid":"`), got)
-	sid := strings.TrimSuffix(strings.TrimPrefix(got, `40{"sid":"`), `"}`)
+	var answer struct{ SID string }
+	require.NoError(t, json.Unmarshal([]byte(got[2:]), &answer))
+	sid := answer.SID
 	require.Eventually(t, func() bool { return tg.roomMembers(clientRoomOf(t, "u1", sid)) == 1 }, 5*time.Second, 10*time.Millisecond)
 
 	// Token in the query string and in an Authorization header.
@@ -230,17 +233,19 @@ func TestConnectTimeoutAndHeartbeat(t *testing.T) {
 // encoding/json; anything else is left to sio.ParseConnectAuth.
 func TestQuickConnectAuth(t *testing.T) {
 	for raw, want := range map[string]sio.ConnectAuth{
-		`{"token":"t.k.n"}`:                 {Token: "t.k.n"},
-		`{"token":"t.k.n","clientId":"c1"}`: {Token: "t.k.n", ClientID: "c1"},
-		`{"clientId":"c1","token":"t.k.n"}`: {Token: "t.k.n", ClientID: "c1"},
-		`{"clientId":"c1"}`:                 {ClientID: "c1"},
+		`{"token":"t.k.n"}`:                          {Token: "t.k.n"},
+		`{"token":"t.k.n","clientId":"c1"}`:          {Token: "t.k.n", ClientID: "c1"},
+		`{"clientId":"c1","token":"t.k.n"}`:          {Token: "t.k.n", ClientID: "c1"},
+		`{"clientId":"c1"}`:                          {ClientID: "c1"},
+		`{"pid":"p1","offset":"17","token":"t.k.n"}`: {Token: "t.k.n", PID: "p1", Offset: "17"},
+		`{"pid":"p1","token":"t.k.n"}`:               {Token: "t.k.n", PID: "p1"},
 	} {
 		got, ok := quickConnectAuth([]byte(raw))
 		require.True(t, ok, raw)
 		require.Equal(t, want, got, raw)
 	}
 	for _, raw := range []string{``, `{}`, `{"token":"a","token":"b"}`, `{"token":"a\"b"}`, `{"token":1}`,
-		`{ "token":"a"}`, `{"token":"a","other":"b"}`, `{"token":"a",}`, `{"token":"a"`, `null`} {
+		`{ "token":"a"}`, `{"token":"a","other":"b"}`, `{"token":"a",}`, `{"token":"a"`, `null`, `{"pid":"a","pid":"b"}`, `{"offset":1}`} {
 		_, ok := quickConnectAuth([]byte(raw))
 		require.False(t, ok, raw)
 	}
@@ -251,6 +256,7 @@ func TestQuickConnectAuth(t *testing.T) {
 func FuzzQuickConnectAuth(f *testing.F) {
 	f.Add([]byte(`{"token":"t","clientId":"c"}`))
 	f.Add([]byte(`{"clientId":"c","token":"t"}`))
+	f.Add([]byte(`{"pid":"p","offset":"12","token":"t"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		got, ok := quickConnectAuth(b)
 		if !ok || !utf8.Valid(b) {

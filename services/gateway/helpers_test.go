@@ -403,17 +403,32 @@ func (c *client) mustFail(code proto.Code, name proto.EndpointName, args any) *p
 // broadcast waits for the next broadcast event.
 func (c *client) broadcast() proto.Broadcast {
 	c.t.Helper()
+	b, _ := c.broadcastOffset()
+	return b
+}
+
+// broadcastOffset waits for the next broadcast event, and returns it with
+// its offset ("" when it carries none).
+func (c *client) broadcastOffset() (proto.Broadcast, string) {
+	c.t.Helper()
 	select {
 	case e := <-c.events:
 		prefix := `42["broadcast",`
 		require.True(c.t, strings.HasPrefix(e, prefix), e)
+		var args []json.RawMessage
+		require.NoError(c.t, json.Unmarshal([]byte(e[2:]), &args), e)
+		require.True(c.t, len(args) == 2 || len(args) == 3, e)
 		var b proto.Broadcast
-		require.NoError(c.t, json.Unmarshal([]byte(strings.TrimSuffix(strings.TrimPrefix(e, prefix), "]")), &b))
-		return b
+		require.NoError(c.t, json.Unmarshal(args[1], &b))
+		offset := ""
+		if len(args) == 3 {
+			require.NoError(c.t, json.Unmarshal(args[2], &offset), e)
+		}
+		return b, offset
 	case <-time.After(5 * time.Second):
 		c.t.Fatalf("no broadcast within 5s")
 	}
-	return proto.Broadcast{}
+	return proto.Broadcast{}, ""
 }
 
 // noBroadcast checks that no broadcast is waiting after a round trip that

@@ -29,6 +29,10 @@ type metrics struct {
 	acceptErrors    *prometheus.CounterVec
 	limitedFrames   prometheus.Counter
 	panics          *prometheus.CounterVec
+	recoveries      *prometheus.CounterVec
+	replayed        prometheus.Counter
+	sessionWrites   *prometheus.CounterVec
+	sessionBytes    prometheus.Counter
 	// fanoutDropped is registered by New: it reads the gateway's rooms.
 	fanoutDropped prometheus.CounterFunc
 }
@@ -73,8 +77,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Inbound frames beyond their socket's rate limit: dropped, or answered rate_limited."}),
 		panics: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "panics_total",
 			Help: "Panics stopped at a message boundary, logged with their stack, by where: fanout, personal, kick, revoke, revocation, presence, endpoint (docs/decisions.md says what each does to the message)."}, []string{"where"}),
+		recoveries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "recoveries_total",
+			Help: "CONNECTs that asked for a session back (connection state recovery), by result: recovered, or why it was a new session (unknown, other_user, bad_offset, history_cut, forbidden, too_much, failed)."}, []string{"result"}),
+		replayed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "replayed_total",
+			Help: "Broadcasts read again from the stream and sent to recovered sockets."}),
+		sessionWrites: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "session_records_total",
+			Help: "Session records written to KV SESSIONS as sockets were cut, by result (written: sent; failed: not stored, that session cannot be recovered)."}, []string{"result"}),
+		sessionBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "session_record_bytes_total",
+			Help: "Bytes of the session records written."}),
 	}
-	for _, c := range []prometheus.Collector{m.sockets, m.rooms, m.subscriptions, m.messagesIn, m.messagesOut, m.deflated, m.deflatedBytes, m.unrouted, m.dropped, m.refused,
+	for _, c := range []prometheus.Collector{m.recoveries, m.replayed, m.sessionWrites, m.sessionBytes, m.sockets, m.rooms, m.subscriptions, m.messagesIn, m.messagesOut, m.deflated, m.deflatedBytes, m.unrouted, m.dropped, m.refused,
 		m.fanoutSeconds, m.slowDisconnects, m.authFailures, m.calls, m.badFrames, m.acceptErrors, m.limitedFrames, m.panics} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

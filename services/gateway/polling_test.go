@@ -248,7 +248,9 @@ func TestPollingUpgrade(t *testing.T) {
 			Seq uint64 `json:"seq"`
 		}
 		if m, ok := bytes.CutPrefix(msg, []byte(`42["broadcast",`)); ok {
-			require.NoError(t, json.Unmarshal(m[:len(m)-1], &b))
+			var args []json.RawMessage
+			require.NoError(t, json.Unmarshal(append([]byte("["), m...), &args))
+			require.NoError(t, json.Unmarshal(args[0], &b))
 			got = append(got, b.Seq)
 		}
 	}

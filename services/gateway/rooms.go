@@ -142,6 +142,12 @@ func (t *roomTable) shard(name string) *roomShard { return &t.shards[shardOf(nam
 func (g *Gateway) join(s *socket, r proto.Room) (created bool, err error) {
 	parent := r.Parent()
 	name := parent.Key()
+	if ss := s.sess; ss != nil && parent.Kind().Stored() {
+		// Before it is a member: a broadcast queued to it from now on
+		// finds the room in its order. What the fan-out had delivered
+		// before is not the socket's to recover.
+		ss.order.joined(g.highSeq.Load(), familyNames(parent)...)
+	}
 	sh := g.rooms.shard(name)
 	sh.mu.Lock()
 	rm := sh.rooms[name]
@@ -250,9 +256,23 @@ func (g *Gateway) subscribeRoom(parent proto.Room) ([]*nats.Subscription, error)
 // leave takes s out of r's socket list, deleting the room (and dropping its
 // subscriptions) with its last member.
 func (g *Gateway) leave(s *socket, r proto.Room) {
-	name := r.Parent().Key()
+	parent := r.Parent()
+	name := parent.Key()
 	s.dropRoom(name)
 	g.leaveName(s, name)
+	if ss := s.sess; ss != nil && parent.Kind().Stored() {
+		ss.order.left(familyNames(parent)...)
+	}
+}
+
+// familyNames are the names of parent and of the rooms that share its
+// socket list.
+func familyNames(parent proto.Room) []string {
+	names := []string{parent.Name()}
+	for _, c := range parent.Children() {
+		names = append(names, c.Name())
+	}
+	return names
 }
 
 func (g *Gateway) leaveName(s *socket, name string) {
@@ -597,12 +617,13 @@ func (g *Gateway) allSockets() []*socket {
 	return out
 }
 
-// forget removes a closing socket from every room and from the socket map.
+// forget removes a closing socket from every room and from the socket map,
+// and returns the rooms (their keys) it was in.
 // A socket that is not in the map is dropped from any room it is still
 // found in at broadcast time, so a race here loses nothing.
-func (g *Gateway) forget(s *socket) {
+func (g *Gateway) forget(s *socket) (rooms []string) {
 	s.mu.Lock()
-	rooms := s.rooms
+	rooms = s.rooms
 	s.rooms = nil
 	s.mu.Unlock()
 	for _, name := range rooms {
@@ -611,4 +632,5 @@ func (g *Gateway) forget(s *socket) {
 	if g.removeUserSocket(s) {
 		g.presence.markDirty(s.user)
 	}
+	return rooms
 }

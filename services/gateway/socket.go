@@ -39,11 +39,17 @@ type socket struct {
 	id     string
 	user   string
 	client string
+	// sess is its recovery state, nil when recovery is off; made with the
+	// socket, never replaced.
+	sess *session
 
 	// Reader only (its goroutine, or the poller's one reader at a time, or
 	// a polling session's one POST at a time, and the deep worker it hands
 	// a message to while it waits).
-	pendingToken string // from the upgrade request, until CONNECT
+	// From the upgrade request (a non-browser client's header or query),
+	// until CONNECT; behind a pointer: browsers send it in the CONNECT,
+	// and 8 bytes of every socket were what its recovery state needed.
+	pendingToken *string
 	// The socket's budget: every inbound frame takes a token (takeFrame).
 	// float32: the two share the 8 bytes tokens alone took (a size class).
 	tokens   float32
@@ -80,14 +86,20 @@ type socket struct {
 }
 
 func newSocket(gw *Gateway, token string) *socket {
-	return &socket{
-		gw:           gw,
-		id:           randomID(20),
-		pendingToken: token,
-		tokens:       float32(gw.cfg.RateBurst),
-		tokensAt:     mono(),
-		hbIdx:        -1,
+	s := &socket{
+		gw:       gw,
+		id:       randomID(20),
+		tokens:   float32(gw.cfg.RateBurst),
+		tokensAt: mono(),
+		hbIdx:    -1,
 	}
+	if token != "" {
+		s.pendingToken = &token
+	}
+	if gw.sessions != nil {
+		s.sess = &session{}
+	}
+	return s
 }
 
 // logger is for per-socket events, at debug level: with thousands of
@@ -144,42 +156,64 @@ func (s *socket) enqueue(frame []byte) (ok, start bool) { return s.transport().Q
 
 // enqueueMessage is enqueue of a broadcast: compressed when the socket
 // negotiated permessage-deflate (the compression is made once, for every
-// member: engineio.Message).
+// member: engineio.Message). With recovery on, its place in the socket's
+// order is recorded as it is queued, and while the socket replays what it
+// missed, it waits for the replay (recovery.go).
 func (s *socket) enqueueMessage(m *engineio.Message) (ok, start bool) {
 	t := s.transport()
-	return t.Queue(m.For(t))
+	ss := s.sess
+	if ss == nil {
+		return t.Queue(m.For(t))
+	}
+	if ss.holding.Load() && ss.holdBack(m) {
+		return true, false
+	}
+	return t.QueueOrdered(m, &ss.order)
 }
 
 // writeNow writes what enqueue queued, when enqueue said start.
 func (s *socket) writeNow() { s.transport().Write() }
 
 // close disconnects the socket now: nothing queued is written.
-func (s *socket) close(reason string) { s.shutdown(reason, engineio.CloseDrop) }
+func (s *socket) close(reason string) { s.shutdown(reason, false, engineio.CloseDrop) }
 
 // closeWith writes frames (e.g. a Socket.IO DISCONNECT and a WebSocket
 // close) after what is already queued, then closes.
 func (s *socket) closeWith(reason string, frames ...[]byte) {
-	s.shutdown(reason, engineio.CloseGraceful, frames...)
+	s.shutdown(reason, false, engineio.CloseGraceful, frames...)
 }
 
 // abort closes the socket with a close frame that does not wait behind its
 // queue (engineio.CloseAbort).
-func (s *socket) abort(reason string, frame []byte) { s.shutdown(reason, engineio.CloseAbort, frame) }
+func (s *socket) abort(reason string, frame []byte) {
+	s.shutdown(reason, false, engineio.CloseAbort, frame)
+}
+
+// cut ends the session as neither its client nor the server meant to
+// end it (a lost connection, a ping timeout, a slow consumer, a gateway
+// going away): its client may come back for it (recovery.go).
+func (s *socket) cut(reason string, how engineio.CloseMode, frames ...[]byte) {
+	s.shutdown(reason, true, how, frames...)
+}
 
 // shutdown ends the session (once): it leaves its rooms and the user
 // index, its heartbeat is cancelled, and its transport closed with how
-// and frames.
-func (s *socket) shutdown(reason string, how engineio.CloseMode, frames ...[]byte) {
+// and frames. keep: a connected session's record is kept for recovery.
+func (s *socket) shutdown(reason string, keep bool, how engineio.CloseMode, frames ...[]byte) {
 	s.mu.Lock()
 	if s.state >= stateClosing {
 		s.mu.Unlock()
 		return
 	}
+	keep = keep && s.state == stateConnected && s.sess != nil && s.sess.pid != ""
 	s.state = stateClosing
 	s.gw.hb.cancel(s)
 	s.mu.Unlock()
 	s.transport().Close(how, frames...)
-	s.gw.forget(s)
+	rooms := s.gw.forget(s)
+	if keep {
+		s.gw.saveSession(s, rooms)
+	}
 	s.logger().Str("reason", reason).Msg("socket closed")
 }
 
@@ -228,7 +262,7 @@ func (s *socket) onHeartbeat() {
 		return
 	case s.pingPending:
 		s.mu.Unlock()
-		s.close("ping timeout")
+		s.cut("ping timeout", engineio.CloseDrop)
 		return
 	}
 	s.pingPending = true
@@ -294,9 +328,10 @@ func (s *socket) Upgraded() {
 	s.logger().Msg("socket upgraded from polling to WebSocket")
 }
 
-// End ends the session at its transport's word.
+// End ends the session at its transport's word: the connection was lost,
+// or closed under it, which a client that comes back may recover from.
 func (s *socket) End(reason string, how engineio.CloseMode, frames ...[]byte) {
-	s.shutdown(reason, how, frames...)
+	s.cut(reason, how, frames...)
 }
 
 // BadFrame counts a frame the transport refused.
@@ -306,7 +341,7 @@ func (s *socket) BadFrame(kind string) { s.gw.m.badFrames.WithLabelValues(kind).
 func (s *socket) Overflow(queued int) {
 	s.gw.m.slowDisconnects.Inc()
 	s.gw.log.Warn().Str("socket", s.id).Str("user", s.user).Int("queued", queued).Msg("send queue overflow: disconnecting slow socket")
-	s.abort("slow consumer", slowCloseFrame)
+	s.cut("slow consumer", engineio.CloseAbort, slowCloseFrame)
 }
 
 func (s *socket) handleText(payload []byte, limited bool) bool {

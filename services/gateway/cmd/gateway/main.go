@@ -13,6 +13,7 @@ func main() {
 	var cfg gateway.Config
 	flagenv.Main("gateway", cfg.Bind, func(ctx context.Context, s flagenv.Service) error {
 		cfg.NATSURL, cfg.Store, cfg.Logger = s.Common.NATSURL, s.Store, s.Logger
+		cfg.RecoveryTTL = s.Common.RecoveryTTL
 		return gateway.Run(ctx, cfg)
 	})
 }

@@ -112,6 +112,10 @@ type Message struct {
 	// Threshold: a packet shorter than this is sent plain to everyone;
 	// negative: never compressed.
 	Threshold int
+	// Seq and Room number the message for an Orderer (QueueOrdered):
+	// opaque here, passed on as they are.
+	Seq  uint64
+	Room string
 
 	done     bool
 	deflated []byte // nil: plain to everyone

@@ -54,11 +54,29 @@ var (
 
 // Queue: see Transport. A polling Queue never makes the caller a writer: it
 // wakes the waiting GET itself.
-func (p *Polling) Queue(frame []byte) (ok, start bool) {
+func (p *Polling) Queue(frame []byte) (ok, start bool) { return p.queue1(frame, nil, nil) }
+
+// QueueOrdered is Transport's: polling sends plain frames (its WebSocket,
+// once upgraded, compressed ones where it negotiated so).
+func (p *Polling) QueueOrdered(m *Message, o Orderer) (ok, start bool) {
+	return p.queue1(m.Frame, m, o)
+}
+
+// queue1 queues frame, telling o of m first (when o is not nil). After
+// the upgrade the WebSocket queues it, and tells o under its own lock:
+// the upgrade moved the queue under both locks, so o hears of every
+// message in the order the client gets it.
+func (p *Polling) queue1(frame []byte, m *Message, o Orderer) (ok, start bool) {
 	p.mu.Lock()
 	if u := p.upgraded; u != nil {
 		p.mu.Unlock()
+		if m != nil {
+			return u.QueueOrdered(m, o)
+		}
 		return u.Queue(frame)
+	}
+	if o != nil {
+		o.Queued(m)
 	}
 	if p.closing {
 		p.mu.Unlock()

@@ -27,6 +27,11 @@ type Transport interface {
 	// fan-out first queues a batch to every member, then writes, so that
 	// a socket's frames of one batch go out together).
 	Queue(frame []byte) (ok, start bool)
+	// QueueOrdered queues m (compressed for a transport that negotiated
+	// it) as Queue does, telling o (when not nil) under the same lock that
+	// takes the frame's place in the queue, whether or not it is queued:
+	// the order o hears of messages is the order they are sent in.
+	QueueOrdered(m *Message, o Orderer) (ok, start bool)
 	// Write writes what is queued without blocking; only the caller that
 	// Queue made the writer calls it.
 	Write()
@@ -35,6 +40,11 @@ type Transport interface {
 	// frame among them).
 	Close(how CloseMode, frames ...[]byte)
 }
+
+// Orderer hears of each numbered message a transport queues (or refuses,
+// closing or full), in queue order, under the transport's lock: it must
+// not block, nor call the transport.
+type Orderer interface{ Queued(m *Message) }
 
 // CloseMode is how Close closes.
 type CloseMode uint8
@@ -164,8 +174,19 @@ func (w *WebSocket) Read() {
 }
 
 // Queue: see Transport.
-func (w *WebSocket) Queue(frame []byte) (ok, start bool) {
+func (w *WebSocket) Queue(frame []byte) (ok, start bool) { return w.queue1(frame, nil, nil) }
+
+// QueueOrdered is Transport's.
+func (w *WebSocket) QueueOrdered(m *Message, o Orderer) (ok, start bool) {
+	return w.queue1(m.For(w), m, o)
+}
+
+// queue1 queues frame, telling o of m first (when o is not nil).
+func (w *WebSocket) queue1(frame []byte, m *Message, o Orderer) (ok, start bool) {
 	w.mu.Lock()
+	if o != nil {
+		o.Queued(m)
+	}
 	if w.closing {
 		w.mu.Unlock()
 		return false, false

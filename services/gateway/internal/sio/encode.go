@@ -24,11 +24,17 @@ func AppendOpen(dst []byte, o OpenPayload) []byte {
 	return append(dst, b...)
 }
 
-// AppendConnectOK appends `40{"sid":…}`, the answer to an accepted CONNECT.
-func AppendConnectOK(dst []byte, sid string) []byte {
+// AppendConnectOK appends `40{"sid":…}`, the answer to an accepted CONNECT,
+// or `40{"sid":…,"pid":…}` with a pid: the session can be recovered
+// (connection state recovery), and events carry offsets.
+func AppendConnectOK(dst []byte, sid, pid string) []byte {
 	dst = append(dst, EngineMessage, Connect)
 	dst = append(dst, `{"sid":`...)
 	dst = strconv.AppendQuote(dst, sid)
+	if pid != "" {
+		dst = append(dst, `,"pid":`...)
+		dst = strconv.AppendQuote(dst, pid)
+	}
 	return append(dst, '}')
 }
 

@@ -209,17 +209,22 @@ func parseEventStrict(data []byte) (string, []json.RawMessage, error) {
 type ConnectAuth struct {
 	Token    string `json:"token"`
 	ClientID string `json:"clientId"`
+	// PID and Offset: socket.io-client (4.6 and later) coming back after a
+	// cut asks for its session's recovery: the pid the server gave it and
+	// the offset of the last event it got (absent if none).
+	PID    string `json:"pid"`
+	Offset string `json:"offset"`
 }
 
 // ParseConnectAuth decodes a CONNECT payload: empty (no auth) or a JSON
-// object. Fields other than token and clientId are ignored.
+// object. Fields other than token, clientId, pid and offset are ignored.
 func ParseConnectAuth(data []byte) (ConnectAuth, error) {
 	var a ConnectAuth
 	if len(bytes.TrimSpace(data)) == 0 {
 		return a, nil
 	}
 	if err := json.Unmarshal(data, &a); err != nil {
-		return ConnectAuth{}, errors.New("sio: CONNECT auth must be a JSON object with string token and clientId")
+		return ConnectAuth{}, errors.New("sio: CONNECT auth must be a JSON object with string token, clientId, pid and offset")
 	}
 	return a, nil
 }

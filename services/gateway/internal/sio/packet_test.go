@@ -115,7 +115,8 @@ func FuzzParseEvent(f *testing.F) {
 func TestEncode(t *testing.T) {
 	require.Equal(t, `0{"sid":"s","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000}`,
 		string(AppendOpen(nil, OpenPayload{SID: "s", PingInterval: 25000, PingTimeout: 20000, MaxPayload: 1000})))
-	require.Equal(t, `40{"sid":"abc"}`, string(AppendConnectOK(nil, "abc")))
+	require.Equal(t, `40{"sid":"abc"}`, string(AppendConnectOK(nil, "abc", "")))
+	require.Equal(t, `40{"sid":"abc","pid":"p1"}`, string(AppendConnectOK(nil, "abc", "p1")))
 	require.Equal(t, `44{"message":"token expired","data":{"code":401}}`, string(AppendConnectError(nil, "token expired", 401)))
 	require.Equal(t, `44/nope,{"message":"Invalid namespace"}`, string(AppendNamespaceError(nil, "/nope")))
 	require.Equal(t, `431[{"ok":true}]`, string(AppendAck(nil, 1, []byte(`{"ok":true}`))))

@@ -1,0 +1,657 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/proto/directget"
+	"github.com/roomcast/roomcast/services/gateway/internal/engineio"
+)
+
+// Connection state recovery (docs/decisions.md, "Recovery"). A socket's
+// CONNECT answer carries a pid, and every stored room's broadcast its
+// stream sequence as an offset. When the socket is cut (not closed at
+// the client's or the server's will), the gateway writes a record of the
+// session to KV SESSIONS under its pid; a client that comes back with
+// {pid, offset}, on any gateway, gets its rooms back and every broadcast
+// it missed, read again from stream ROOMS.
+//
+// The offset is the same bytes for every member, so it cannot say where
+// each of a socket's rooms stood: a socket's rooms are fanned out by
+// different workers, and the client may get room A's 105 before room B's
+// 103. What the client got is told by the offset together with the order
+// the socket's broadcasts were queued in, which the socket keeps (order):
+// the highest sequence queued, the broadcasts queued below it
+// (inversions, rare while one worker at a time feeds a socket), and per
+// room the last queued. A socket's queue is sent in order, so the client
+// got exactly what was queued up to and including its offset.
+
+// maxInversions bounds the inversions a socket keeps. When one is
+// forgotten, an offset from before it can no longer be placed: that
+// client gets a new session.
+const maxInversions = 256
+
+// order is a socket's account of the stored rooms' broadcasts queued to
+// it (engineio.Orderer), in queue order. mu is a leaf: Queued runs under
+// the transport's lock (locksordering.txt).
+type order struct {
+	mu sync.Mutex
+	// start is the session's position when it began: every stored
+	// broadcast queued since is either above it or an inversion.
+	start uint64
+	max   uint64      // the highest sequence queued
+	inv   []inversion // queued below max at the time, oldest first
+	lost  uint64      // the highest max of an inversion forgotten (0: none)
+	rooms []roomPos   // per room name, where it stood
+}
+
+// inversion is a broadcast queued while a higher sequence had already
+// been (Max): only an offset that names it, or one at or below Max,
+// places it.
+type inversion struct {
+	Seq  uint64 `json:"s"`
+	Max  uint64 `json:"m"`
+	Room string `json:"r"`
+}
+
+// roomPos is where one room (by name: board-B-tasks apart from board-B)
+// stands for a socket: Floor, what it held when it joined (nothing at or
+// below is replayed); Last, the last of its broadcasts queued.
+type roomPos struct {
+	Name  string `json:"n"`
+	Floor uint64 `json:"f,omitempty"`
+	Last  uint64 `json:"l,omitempty"`
+}
+
+// Queued is engineio.Orderer's: m was queued (or refused) in this place.
+func (o *order) Queued(m *engineio.Message) {
+	if m.Seq == 0 {
+		return // a client room's: stored nowhere, never replayed
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch {
+	case m.Seq > o.max:
+		o.max = m.Seq
+	case m.Seq < o.max:
+		if len(o.inv) == maxInversions {
+			o.lost = max(o.lost, o.inv[0].Max)
+			o.inv = append(o.inv[:0], o.inv[1:]...)
+		}
+		o.inv = append(o.inv, inversion{Seq: m.Seq, Max: o.max, Room: m.Room})
+	}
+	p := o.room(m.Room)
+	if p == nil {
+		// A room first heard of here (a chat its first message made):
+		// nothing of it below this broadcast is the socket's.
+		o.rooms = append(o.rooms, roomPos{Name: m.Room, Floor: m.Seq - 1})
+		p = &o.rooms[len(o.rooms)-1]
+	}
+	p.Last = max(p.Last, m.Seq)
+}
+
+// resumeAt starts the order of a recovered session: where its client
+// stood (m), each room at the first broadcast its replay sends (from).
+func (o *order) resumeAt(m uint64, from map[string]uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.start, o.max, o.inv, o.lost = m, m, nil, 0
+	o.rooms = o.rooms[:0]
+	for name, f := range from {
+		o.rooms = append(o.rooms, roomPos{Name: name, Floor: f - 1, Last: f - 1})
+	}
+}
+
+// room is name's position, nil if none. Called with mu held.
+func (o *order) room(name string) *roomPos {
+	for i := range o.rooms {
+		if o.rooms[i].Name == name {
+			return &o.rooms[i]
+		}
+	}
+	return nil
+}
+
+// joined records that the socket joined the rooms names when they held
+// up to floor: nothing at or below it is ever replayed to it.
+func (o *order) joined(floor uint64, names ...string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, n := range names {
+		if p := o.room(n); p != nil {
+			p.Floor = max(p.Floor, floor)
+			p.Last = max(p.Last, floor)
+			continue
+		}
+		o.rooms = append(o.rooms, roomPos{Name: n, Floor: floor, Last: floor})
+	}
+}
+
+// left forgets the rooms names.
+func (o *order) left(names ...string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, n := range names {
+		for i := range o.rooms {
+			if o.rooms[i].Name == n {
+				o.rooms = append(o.rooms[:i], o.rooms[i+1:]...)
+				break
+			}
+		}
+	}
+}
+
+// sessionRecord is a cut session, as SESSIONS keeps it under its pid.
+type sessionRecord struct {
+	User string `json:"user"`
+	SID  string `json:"sid"`
+	// Rooms are the socket's rooms (their keys) beyond its user and client
+	// rooms, which every session has.
+	Rooms []string    `json:"rooms,omitempty"`
+	Start uint64      `json:"start"`
+	Max   uint64      `json:"max"`
+	Inv   []inversion `json:"inv,omitempty"`
+	Lost  uint64      `json:"lost,omitempty"`
+	Pos   []roomPos   `json:"pos,omitempty"`
+}
+
+// Why a session was not recovered (the result label of
+// roomcast_gateway_recoveries_total; "recovered" when it was).
+const (
+	recovered         = "recovered"
+	recoverUnknown    = "unknown"     // no record: never cut here, expired, or already recovered
+	recoverOtherUser  = "other_user"  // the pid is another user's session
+	recoverBadOffset  = "bad_offset"  // the offset places nothing: not a sequence, or forgotten
+	recoverHistoryCut = "history_cut" // the stream no longer holds what was missed
+	recoverForbidden  = "forbidden"   // a room of the session is now forbidden
+	recoverTooMuch    = "too_much"    // more was missed than a replay may send
+	recoverFailed     = "failed"      // NATS did not answer (the client resyncs)
+)
+
+var errNoPlace = errors.New("the offset places nothing")
+
+// resume says where the client whose last offset is offset ("" if it got
+// none) stands: every broadcast queued in order at or below m, and those
+// queued below their time's highest before its offset, it got; missed are
+// the inversions queued after its offset.
+func (r *sessionRecord) resume(offset string) (m uint64, missed []inversion, err error) {
+	if offset == "" {
+		// It got none of this session's broadcasts.
+		if r.Lost != 0 {
+			return 0, nil, errNoPlace
+		}
+		return r.Start, r.Inv, nil
+	}
+	x, err := strconv.ParseUint(offset, 10, 64)
+	if err != nil || x == 0 || x > r.Max {
+		return 0, nil, errNoPlace
+	}
+	for i, v := range r.Inv {
+		if v.Seq == x {
+			// An inversion: what was queued in order before it is at or
+			// below its Max; the inversions after it in the list came
+			// after it.
+			return v.Max, r.Inv[i+1:], nil
+		}
+	}
+	if x <= r.Start {
+		// Not of this session (every broadcast it queued in order is
+		// above its start): the client got none of them.
+		if r.Lost != 0 {
+			return 0, nil, errNoPlace
+		}
+		return r.Start, r.Inv, nil
+	}
+	if r.Lost >= x {
+		return 0, nil, errNoPlace // a forgotten inversion came after it, or it was one
+	}
+	// Queued in order: everything queued before it is below it, and the
+	// inversions queued after it were queued when the highest was x or
+	// more.
+	for _, v := range r.Inv {
+		if v.Max >= x {
+			missed = append(missed, v)
+		}
+	}
+	return x, missed, nil
+}
+
+// starts is, per room name the session is in, the first sequence to
+// replay: the first it missed, and never at or below its floor.
+func (r *sessionRecord) starts(m uint64, missed []inversion) map[string]uint64 {
+	from := make(map[string]uint64, len(r.Pos))
+	for _, p := range r.Pos {
+		// What was queued in order above m it missed; what came of the
+		// room after its last queued it was never sent (late, or dropped
+		// by a full fan-out channel).
+		from[p.Name] = max(min(m, p.Last)+1, p.Floor+1)
+	}
+	for _, v := range missed {
+		if f, ok := from[v.Room]; ok && v.Seq < f {
+			from[v.Room] = max(v.Seq, floorOf(r.Pos, v.Room)+1)
+		}
+	}
+	return from
+}
+
+func floorOf(pos []roomPos, name string) uint64 {
+	for _, p := range pos {
+		if p.Name == name {
+			return p.Floor
+		}
+	}
+	return 0
+}
+
+// session is a socket's recovery state, when recovery is on.
+type session struct {
+	// pid is the session's recovery id, "" until connect sets it (under
+	// the socket's mu, as its user).
+	pid string
+	// restored is what a recovered socket missed, from its CONNECT until
+	// the answer is sent (connect's).
+	restored []replayed
+	order    order
+	// holding: the socket is replaying what it missed; live broadcasts
+	// wait in held (under hold) until the replay is queued.
+	holding atomic.Bool
+	hold    sync.Mutex
+	held    []engineio.Message
+}
+
+// holdBack keeps m for after the replay, unless the replay is over; it
+// reports whether it kept it.
+func (ss *session) holdBack(m *engineio.Message) bool {
+	ss.hold.Lock()
+	defer ss.hold.Unlock()
+	if !ss.holding.Load() {
+		return false
+	}
+	ss.held = append(ss.held, engineio.Message{Frame: m.Frame, Threshold: m.Threshold, Seq: m.Seq, Room: m.Room})
+	return true
+}
+
+// sessions is the gateway's side of KV SESSIONS.
+type sessions struct {
+	kv jetstream.KeyValue
+	js jetstream.JetStream
+}
+
+// bindSessions binds KV SESSIONS, creating it when missing (with
+// RecoveryTTL), and the publisher that writes records without waiting.
+func (g *Gateway) bindSessions(ctx context.Context) error {
+	js, err := jetstream.New(g.nc,
+		jetstream.WithPublishAsyncMaxPending(1<<14),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
+			g.m.sessionWrites.WithLabelValues("failed").Inc()
+			g.log.Warn().Err(err).Str("subject", m.Subject).Msg("a session record was not stored: that session cannot be recovered")
+		}))
+	if err != nil {
+		return err
+	}
+	bctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
+	defer cancel()
+	kv, err := js.KeyValue(bctx, proto.BucketSessions)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateOrUpdateKeyValue(bctx, g.cfg.Store.SessionsBucket())
+	}
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", proto.BucketSessions, err)
+	}
+	if st, err := kv.Status(bctx); err == nil && st.TTL() != g.cfg.RecoveryTTL {
+		g.log.Warn().Dur("bucket_ttl", st.TTL()).Dur("recovery_ttl", g.cfg.RecoveryTTL).
+			Msg(proto.BucketSessions + " keeps sessions for another time than ROOMCAST_RECOVERY_TTL: the bucket's TTL is the one that counts")
+	}
+	g.sessions = &sessions{kv: kv, js: js}
+	return nil
+}
+
+// saveSession writes s's record, without waiting: the socket was cut, and
+// its client may come back for it. Called once, as the socket closes.
+func (g *Gateway) saveSession(s *socket, rooms []string) {
+	ss := s.sess
+	rec := sessionRecord{User: s.user, SID: s.id}
+	for _, key := range rooms {
+		if r, err := proto.ParseRoom(key); err == nil && r.Kind() != proto.KindUser && r.Kind() != proto.KindClient {
+			rec.Rooms = append(rec.Rooms, key)
+		}
+	}
+	o := &ss.order
+	o.mu.Lock()
+	rec.Start, rec.Max, rec.Lost = o.start, o.max, o.lost
+	rec.Inv = append([]inversion(nil), o.inv...)
+	rec.Pos = append([]roomPos(nil), o.rooms...)
+	o.mu.Unlock()
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return // strings and numbers: cannot fail
+	}
+	if _, err := g.sessions.js.PublishAsync(proto.KVSubject(proto.BucketSessions, ss.pid), b); err != nil {
+		g.m.sessionWrites.WithLabelValues("failed").Inc()
+		g.log.Warn().Err(err).Str("socket", s.id).Msg("a session record was not stored: that session cannot be recovered")
+		return
+	}
+	g.m.sessionWrites.WithLabelValues("written").Inc()
+	g.m.sessionBytes.Add(float64(len(b)))
+}
+
+// loadSession reads pid's record for user; result says why there is none
+// usable ("" when there is).
+func (g *Gateway) loadSession(ctx context.Context, pid, user string) (*sessionRecord, string) {
+	if proto.ValidateID(pid) != nil {
+		return nil, recoverUnknown
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
+	defer cancel()
+	e, err := g.sessions.kv.Get(ctx, pid)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, recoverUnknown
+	}
+	if err != nil {
+		g.log.Warn().Err(err).Msg("could not read a session record: a new session instead")
+		return nil, recoverFailed
+	}
+	var rec sessionRecord
+	if err := json.Unmarshal(e.Value(), &rec); err != nil || rec.SID == "" {
+		return nil, recoverUnknown
+	}
+	if rec.User != user {
+		return nil, recoverOtherUser
+	}
+	return &rec, ""
+}
+
+// forgetSession deletes pid's record once it was recovered: a pid is
+// recovered once (the new socket writes its own record when it is cut).
+func (g *Gateway) forgetSession(pid string) {
+	m := nats.NewMsg(proto.KVSubject(proto.BucketSessions, pid))
+	m.Header.Set(kvOperation, "DEL")
+	if _, err := g.sessions.js.PublishMsgAsync(m); err != nil {
+		g.log.Warn().Err(err).Msg("could not delete a recovered session's record")
+	}
+}
+
+// kvOperation is the header a KV delete carries.
+const kvOperation = "KV-Operation"
+
+// maxReplay bounds the broadcasts one recovery replays: beyond, the client
+// reads the rooms again (its library's resync) rather than this many frames.
+const maxReplay = 1000
+
+// replayed is one broadcast read again for a recovering socket.
+type replayed struct {
+	room      string
+	seq, prev uint64
+	data      []byte
+}
+
+// recoveryPlan is a recovery checked before the socket takes the
+// session's identity: where its client stood (m), each room's first
+// broadcast to replay (from), and the rooms to join again.
+type recoveryPlan struct {
+	m     uint64
+	from  map[string]uint64
+	rooms []proto.Room
+}
+
+// planRecovery checks that rec can be recovered for user, whose client's
+// last offset is offset: the offset placed, every room still allowed, the
+// stream still holding what was missed. It returns the result label when
+// not (the client gets a new session).
+func (g *Gateway) planRecovery(ctx context.Context, user string, rec *sessionRecord, offset string) (*recoveryPlan, string) {
+	m, missed, err := rec.resume(offset)
+	if err != nil {
+		return nil, recoverBadOffset
+	}
+	p := &recoveryPlan{m: m, from: rec.starts(m, missed)}
+	for _, key := range rec.Rooms {
+		r, err := proto.ParseRoom(key)
+		if err != nil {
+			return nil, recoverUnknown // not a record this gateway wrote
+		}
+		if err := g.authorizeUser(ctx, user, r); err != nil {
+			if pe := (*proto.Error)(nil); errors.As(err, &pe) && pe.Code == proto.CodeForbidden {
+				return nil, recoverForbidden
+			}
+			return nil, recoverFailed
+		}
+		p.rooms = append(p.rooms, r)
+	}
+	first, err := g.streamFirstSeq(ctx)
+	if err != nil {
+		return nil, recoverFailed
+	}
+	for _, f := range p.from {
+		if f < first {
+			return nil, recoverHistoryCut
+		}
+	}
+	return p, ""
+}
+
+// restoreSession puts s (connected as the session, in its personal rooms,
+// holding its live broadcasts) back in the plan's rooms and reads what it
+// missed, for sendRestored. It returns the result label; on any but
+// recovered, s is left in its personal rooms only, as a new session is,
+// and the caller releases what it held.
+func (g *Gateway) restoreSession(ctx context.Context, s *socket, p *recoveryPlan) string {
+	flush := false
+	for i, r := range p.rooms {
+		created, err := g.join(s, r)
+		if err != nil {
+			for _, r := range p.rooms[:i] {
+				g.leave(s, r)
+			}
+			return recoverFailed
+		}
+		flush = flush || created
+	}
+	leaveAll := func() {
+		for _, r := range p.rooms {
+			g.leave(s, r)
+		}
+	}
+	if flush {
+		if err := g.nc.FlushTimeout(g.cfg.RequestTimeout); err != nil {
+			leaveAll()
+			return recoverFailed
+		}
+	}
+	// The rooms' subscriptions are in: what the stream stores from now on
+	// comes live (held), what it holds now the replay reads.
+	msgs, err := g.readMissed(ctx, p.from)
+	if err != nil {
+		leaveAll()
+		if errors.Is(err, errTooMuch) {
+			return recoverTooMuch
+		}
+		g.log.Warn().Err(err).Msg("could not read what a recovering socket missed: a new session instead")
+		return recoverFailed
+	}
+	s.sess.order.resumeAt(p.m, p.from)
+	s.sess.restored = msgs
+	return recovered
+}
+
+var errTooMuch = errors.New("more was missed than one replay sends")
+
+// readMissed reads, per room name, the broadcasts at or after its start,
+// each with its previous sequence in the room, in stream order.
+func (g *Gateway) readMissed(ctx context.Context, from map[string]uint64) ([]replayed, error) {
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
+	defer cancel()
+	subjects := make([]string, 0, len(from))
+	names := make(map[string]string, len(from)) // subject → room name
+	for name := range from {
+		r, err := proto.ParseRoom(name)
+		if err != nil || !r.Kind().Stored() {
+			continue
+		}
+		subj := g.subjects.Publish(r)
+		subjects = append(subjects, subj)
+		names[subj] = name
+	}
+	if len(subjects) == 0 {
+		return nil, nil
+	}
+	// One read for every room's last broadcast: most rooms missed nothing.
+	last, err := g.directGet(ctx, directget.Request{MultiLast: subjects, Batch: len(subjects)}, len(subjects))
+	if err != nil {
+		return nil, err
+	}
+	var out []replayed
+	for _, lm := range last {
+		name := names[lm.Subject]
+		start := from[name]
+		if lm.Seq < start {
+			continue
+		}
+		msgs, err := g.directGet(ctx, directget.Request{Seq: start, NextBySubject: lm.Subject, Batch: maxReplay + 1}, maxReplay+1)
+		if err != nil {
+			return nil, err
+		}
+		if len(out)+len(msgs) > maxReplay {
+			return nil, errTooMuch
+		}
+		prev := uint64(0)
+		if start > 1 {
+			before, err := g.directGet(ctx, directget.Request{MultiLast: []string{lm.Subject}, UpToSeq: start - 1, Batch: 1}, 1)
+			if err != nil {
+				return nil, err
+			}
+			if len(before) == 1 {
+				prev = before[0].Seq
+			}
+		}
+		for _, dm := range msgs {
+			out = append(out, replayed{room: name, seq: dm.Seq, prev: prev, data: dm.Data})
+			prev = dm.Seq
+		}
+	}
+	// Stream order across rooms, as they were first sent.
+	sortReplayed(out)
+	return out, nil
+}
+
+func sortReplayed(out []replayed) {
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && out[j].seq < out[j-1].seq; j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+}
+
+// directGet sends one batched direct get to stream ROOMS and reads its
+// messages (at most size; more is ErrLost). A batch cut short (pending) is
+// errTooMuch.
+func (g *Gateway) directGet(ctx context.Context, req directget.Request, size int) ([]directget.Message, error) {
+	replies, err := directget.Subscribe(g.nc, g.nc.NewInbox(), size+1)
+	if err != nil {
+		return nil, err
+	}
+	defer replies.Close()
+	if err := g.nc.PublishRequest(proto.DirectGetSubject(proto.StreamRooms), replies.Subject(), req.AppendJSON(nil)); err != nil {
+		return nil, err
+	}
+	var (
+		batch directget.Batch
+		out   []directget.Message
+	)
+	for {
+		m, err := replies.Next(ctx)
+		if err != nil {
+			return nil, err
+		}
+		r, err := batch.Take(m)
+		if err != nil {
+			return nil, err
+		}
+		if r.Done {
+			if r.Pending != 0 {
+				return nil, errTooMuch
+			}
+			return out, nil
+		}
+		out = append(out, r.Message)
+	}
+}
+
+// streamFirstSeq is the first sequence stream ROOMS still holds: what
+// is below it is gone (max age), and a replay from there is impossible.
+func (g *Gateway) streamFirstSeq(ctx context.Context) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
+	defer cancel()
+	st, err := g.sessions.js.Stream(ctx, proto.StreamRooms)
+	if err != nil {
+		return 0, err
+	}
+	return st.CachedInfo().State.FirstSeq, nil
+}
+
+// sendRestored queues, after the CONNECT answer, what s missed, then the
+// live broadcasts held meanwhile that the replay did not already hold,
+// and lets the next ones through.
+func (s *socket) sendRestored() {
+	threshold := s.gw.cfg.DeflateThreshold
+	lastOf := map[string]uint64{}
+	ss := s.sess
+	ms := make([]engineio.Message, len(ss.restored))
+	for i, r := range ss.restored {
+		ms[i] = engineio.Message{Frame: appendBroadcastFrame(r.room, r.data, r.seq, r.prev, true), Threshold: threshold, Seq: r.seq, Room: r.room}
+		lastOf[r.room] = r.seq
+	}
+	s.gw.m.replayed.Add(float64(len(ss.restored)))
+	ss.restored = nil
+	s.releaseHeld(ms, func(m *engineio.Message) bool {
+		if m.Seq == 0 {
+			return true
+		}
+		last, ok := lastOf[m.Room]
+		return !ok || m.Seq > last
+	})
+}
+
+// releaseHeld queues first, then the held broadcasts that keep says to,
+// and ends the holding: from now on broadcasts are queued as they come.
+func (s *socket) releaseHeld(first []engineio.Message, keep func(*engineio.Message) bool) {
+	ss := s.sess
+	ss.hold.Lock()
+	t := s.transport()
+	writer := false
+	for i := range first {
+		_, start := t.QueueOrdered(&first[i], &ss.order)
+		writer = writer || start
+	}
+	for i := range ss.held {
+		if m := &ss.held[i]; keep(m) {
+			_, start := t.QueueOrdered(m, &ss.order)
+			writer = writer || start
+		}
+	}
+	ss.held = nil
+	ss.holding.Store(false)
+	ss.hold.Unlock()
+	if writer {
+		t.Write()
+	}
+}
+
+// seenSeq raises the highest stream sequence the fan-out has delivered,
+// the floor of a room a socket joins now.
+func (g *Gateway) seenSeq(seq uint64) {
+	for {
+		cur := g.highSeq.Load()
+		if seq <= cur || g.highSeq.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
+}

@@ -1,0 +1,339 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/roomcast/roomcast/proto"
+)
+
+// connectAnswer is the CONNECT answer's payload.
+type connectAnswer struct {
+	SID string `json:"sid"`
+	PID string `json:"pid"`
+}
+
+func parseAnswer(t testing.TB, frame string) connectAnswer {
+	t.Helper()
+	require.True(t, strings.HasPrefix(frame, "40{"), frame)
+	var a connectAnswer
+	require.NoError(t, json.Unmarshal([]byte(frame[2:]), &a))
+	return a
+}
+
+// connectAs connects user u, as socket.io-client does after a cut when
+// pid is set: {token, pid, offset} (offset left out when empty).
+func connectAs(t testing.TB, tg *testGateway, u, pid, offset string) (*client, connectAnswer) {
+	t.Helper()
+	auth := map[string]string{"token": token(t, u, time.Hour)}
+	if pid != "" {
+		auth["pid"] = pid
+	}
+	if offset != "" {
+		auth["offset"] = offset
+	}
+	b, err := json.Marshal(auth)
+	require.NoError(t, err)
+	c, answer := connect(t, tg, string(b))
+	return c, parseAnswer(t, answer)
+}
+
+// cut closes the client's connection under it: to the gateway, a lost
+// connection.
+func (c *client) cut() {
+	_ = c.conn.Close()
+	<-c.closed
+}
+
+// waitRecord waits for pid's session record to be stored.
+func (e *env) waitRecord(pid string) sessionRecord {
+	e.t.Helper()
+	kv, err := e.js.KeyValue(context.Background(), proto.BucketSessions)
+	require.NoError(e.t, err)
+	var rec sessionRecord
+	require.Eventually(e.t, func() bool {
+		en, err := kv.Get(context.Background(), pid)
+		return err == nil && json.Unmarshal(en.Value(), &rec) == nil
+	}, 5*time.Second, 5*time.Millisecond, "session record of %s", pid)
+	return rec
+}
+
+// got is a broadcast as a client saw it.
+type got struct {
+	room      string
+	seq, prev uint64
+	offset    string
+}
+
+func (c *client) broadcasts(n int) []got {
+	c.t.Helper()
+	out := make([]got, 0, n)
+	for range n {
+		b, offset := c.broadcastOffset()
+		out = append(out, got{room: b.Destination, seq: b.Seq, prev: b.PrevSeq, offset: offset})
+	}
+	return out
+}
+
+// perRoom is the seqs of gs by room, in the order received.
+func perRoom(gs []got) map[string][]uint64 {
+	out := map[string][]uint64{}
+	for _, g := range gs {
+		out[g.room] = append(out[g.room], g.seq)
+	}
+	return out
+}
+
+// recoveryEnv is a gateway whose user u1 may join anything, and rooms
+// that answer with no state.
+func recoveryEnv(t *testing.T, mod ...func(*Config)) (*env, *testGateway) {
+	e := newEnv(t)
+	e.answerAuthz(func(string, string) bool { return true })
+	e.answerRoomState(nil)
+	return e, e.startGateway(mod...)
+}
+
+// TestRecoverAfterCut: a socket cut while broadcasts go to its three
+// kinds of rooms (a board's tasks, an org, its user room) comes back with
+// its pid and last offset: the same sid and pid, in its rooms, every
+// broadcast it missed exactly once in each room's order with the stream's
+// seq/prevSeq and its offset, then the live ones.
+func TestRecoverAfterCut(t *testing.T) {
+	e, tg := recoveryEnv(t)
+	c, a := connectAs(t, tg, "u1", "", "")
+	require.NotEmpty(t, a.PID, "recovery is on by default: the answer has a pid")
+	tasks, org, user := mustRoom(t, "board-b1-tasks"), mustRoom(t, "org-o1"), mustRoom(t, "user-u1")
+	c.mustOK(proto.EndpointAddToRoom, map[string]any{"roomName": "board-b1-tasks"})
+	c.mustOK(proto.EndpointAddToRoom, map[string]any{"roomName": "org-o1"})
+	var last string
+	for i, r := range []proto.Room{tasks, org, user} {
+		_, seq := e.publish(r, "x", int64(i+1))
+		b, offset := c.broadcastOffset()
+		require.Equal(t, seq, b.Seq)
+		require.Equal(t, strconv.FormatUint(seq, 10), offset, "the offset is the stream sequence")
+		last = offset
+	}
+	c.cut()
+	e.waitRecord(a.PID)
+
+	var missed []uint64
+	want := map[string][]uint64{}
+	for i := range 12 {
+		r := []proto.Room{tasks, org, user}[i%3]
+		_, seq := e.publish(r, "y", int64(10+i))
+		missed = append(missed, seq)
+		want[r.Name()] = append(want[r.Name()], seq)
+	}
+	c2, a2 := connectAs(t, tg, "u1", a.PID, last)
+	require.Equal(t, a, a2, "recovered: the same sid and pid")
+	gs := c2.broadcasts(len(missed))
+	require.Equal(t, want, perRoom(gs), "every missed broadcast once, in each room's order")
+	prev := map[string]uint64{}
+	for _, g := range gs {
+		require.Equal(t, strconv.FormatUint(g.seq, 10), g.offset)
+		if p, ok := prev[g.room]; ok {
+			require.Equal(t, p, g.prev, "prevSeq chains within the room")
+		}
+		prev[g.room] = g.seq
+	}
+	require.Equal(t, float64(1), tg.counter(tg.m.recoveries.WithLabelValues(recovered)))
+	require.Equal(t, float64(len(missed)), tg.counter(tg.m.replayed))
+
+	// Live again, after the replay: in its rooms, nothing twice.
+	_, seq := e.publish(org, "z", 99)
+	b := c2.broadcast()
+	require.Equal(t, seq, b.Seq)
+	require.Equal(t, want["org-o1"][len(want["org-o1"])-1], b.PrevSeq)
+	c2.noBroadcast()
+	// The record was taken: the pid is recovered once.
+	kv, err := e.js.KeyValue(context.Background(), proto.BucketSessions)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := kv.Get(context.Background(), a.PID)
+		return err != nil
+	}, 5*time.Second, 5*time.Millisecond)
+}
+
+// TestRecoverNothingMissed: back with nothing missed (and with no offset
+// at all, having got nothing), the session is recovered and nothing is
+// replayed.
+func TestRecoverNothingMissed(t *testing.T) {
+	e, tg := recoveryEnv(t)
+	c, a := connectAs(t, tg, "u1", "", "")
+	c.mustOK(proto.EndpointAddToRoom, map[string]any{"roomName": "board-b1"})
+	c.cut()
+	e.waitRecord(a.PID)
+	c2, a2 := connectAs(t, tg, "u1", a.PID, "")
+	require.Equal(t, a, a2)
+	c2.noBroadcast()
+	_, seq := e.publish(mustRoom(t, "board-b1"), "x", 1)
+	require.Equal(t, seq, c2.broadcast().Seq, "back in board-b1")
+	require.Equal(t, float64(0), tg.counter(tg.m.replayed))
+}
+
+// TestRecoverNewSession: each way a recovery is refused gives a normal new
+// session (new sid and pid, only the personal rooms, nothing replayed),
+// counted by why.
+func TestRecoverNewSession(t *testing.T) {
+	e := newEnv(t)
+	var mu sync.Mutex
+	forbid := map[string]bool{}
+	e.answerAuthz(func(_, room string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return !forbid[room]
+	})
+	e.answerRoomState(nil)
+	tg := e.startGateway(func(c *Config) { c.AuthzCacheTTL = -1 })
+	board := mustRoom(t, "board-b1")
+
+	// cutSession makes a session in board-b1 that got one broadcast, cut.
+	cutSession := func(u string) (connectAnswer, string) {
+		c, a := connectAs(t, tg, u, "", "")
+		c.mustOK(proto.EndpointAddToRoom, map[string]any{"roomName": "board-b1"})
+		e.publish(board, "x", 1)
+		_, offset := c.broadcastOffset()
+		c.cut()
+		e.waitRecord(a.PID)
+		return a, offset
+	}
+	refused := func(result string, a connectAnswer, u, pid, offset string) {
+		t.Helper()
+		before := tg.counter(tg.m.recoveries.WithLabelValues(result))
+		e.publish(board, "y", 2) // missed, and not replayed
+		c, a2 := connectAs(t, tg, u, pid, offset)
+		require.NotEqual(t, a.PID, a2.PID, result)
+		require.NotEqual(t, a.SID, a2.SID, result)
+		require.NotEmpty(t, a2.PID)
+		c.noBroadcast()
+		e.publish(board, "z", 3)
+		c.noBroadcast() // not in board-b1
+		require.Equal(t, before+1, tg.counter(tg.m.recoveries.WithLabelValues(result)), result)
+	}
+
+	a, offset := cutSession("u1")
+	refused(recoverOtherUser, a, "u2", a.PID, offset)
+	refused(recoverUnknown, connectAnswer{}, "u1", "no-such-pid", "1")
+	refused(recoverBadOffset, a, "u1", a.PID, "not-a-number")
+	a, offset = cutSession("u1")
+	refused(recoverBadOffset, a, "u1", a.PID, "999999")
+
+	// The client's own disconnect leaves nothing to recover.
+	c, a := connectAs(t, tg, "u1", "", "")
+	c.send("41")
+	c.waitClosed()
+	refused(recoverUnknown, a, "u1", a.PID, "")
+
+	// A room now forbidden.
+	a, offset = cutSession("u1")
+	mu.Lock()
+	forbid["board-b1"] = true
+	mu.Unlock()
+	refused(recoverForbidden, a, "u1", a.PID, offset)
+	mu.Lock()
+	forbid["board-b1"] = false
+	mu.Unlock()
+
+	// History cut: what it missed is no longer in the stream.
+	a, offset = cutSession("u1")
+	_, seq := e.publish(board, "w", 4)
+	stream, err := e.js.Stream(context.Background(), proto.StreamRooms)
+	require.NoError(t, err)
+	require.NoError(t, stream.Purge(context.Background(), jetstream.WithPurgeSequence(seq+1)))
+	refused(recoverHistoryCut, a, "u1", a.PID, offset)
+}
+
+// TestRecoverOnAnotherGateway: a gateway that stops (SIGTERM: its drain)
+// writes its sockets' records before it lets NATS go; their clients come
+// back on another gateway, recovered, with what was published meanwhile.
+func TestRecoverOnAnotherGateway(t *testing.T) {
+	e := newEnv(t)
+	e.answerAuthz(func(string, string) bool { return true })
+	e.answerRoomState(nil)
+	g1, g2 := e.startGateway(), e.startGateway()
+	org := mustRoom(t, "org-o1")
+	c, a := connectAs(t, g1, "u1", "", "")
+	c.mustOK(proto.EndpointAddToRoom, map[string]any{"roomName": "org-o1"})
+	e.publish(org, "x", 1)
+	_, offset := c.broadcastOffset()
+	g1.cancel()
+	select {
+	case err := <-g1.done:
+		require.NoError(t, err)
+		g1.done <- err // for the cleanup's wait
+	case <-time.After(10 * time.Second):
+		t.Fatal("gateway did not stop")
+	}
+	<-c.closed
+	e.waitRecord(a.PID)
+	var want []uint64
+	for i := range 3 {
+		_, seq := e.publish(org, "y", int64(2+i))
+		want = append(want, seq)
+	}
+	c2, a2 := connectAs(t, g2, "u1", a.PID, offset)
+	require.Equal(t, a, a2)
+	require.Equal(t, map[string][]uint64{"org-o1": want}, perRoom(c2.broadcasts(len(want))))
+}
+
+// TestRecoverWhilePublishing: broadcasts keep coming while the socket
+// recovers: the replay, then the live ones held meanwhile, then the next,
+// with none lost between replay and live and none twice.
+func TestRecoverWhilePublishing(t *testing.T) {
+	e, tg := recoveryEnv(t)
+	rooms := []proto.Room{mustRoom(t, "board-b1-tasks"), mustRoom(t, "org-o1"), mustRoom(t, "user-u1"), mustRoom(t, "board-b2")}
+	c, a := connectAs(t, tg, "u1", "", "")
+	for _, r := range []string{"board-b1", "org-o1", "board-b2"} {
+		c.mustOK(proto.EndpointAddToRoom, map[string]any{"roomName": r})
+	}
+	e.publish(rooms[0], "x", 1)
+	_, offset := c.broadcastOffset()
+	c.cut()
+	e.waitRecord(a.PID)
+
+	var mu sync.Mutex
+	want := map[string][]uint64{}
+	publish := func(i int) {
+		r := rooms[i%len(rooms)]
+		_, seq := e.publish(r, "y", int64(i))
+		mu.Lock()
+		want[r.Name()] = append(want[r.Name()], seq)
+		mu.Unlock()
+	}
+	for i := range 40 {
+		publish(i)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 40; i < 240; i++ {
+			publish(i)
+		}
+	}()
+	c2, a2 := connectAs(t, tg, "u1", a.PID, offset)
+	require.Equal(t, a, a2)
+	<-done
+	got := perRoom(c2.broadcasts(240))
+	require.Equal(t, want, got)
+	c2.noBroadcast()
+}
+
+// TestRecoveryOff: with ROOMCAST_RECOVERY_TTL=0 the answer has no pid, a
+// broadcast no offset, and a cut writes nothing.
+func TestRecoveryOff(t *testing.T) {
+	e, tg := recoveryEnv(t, func(c *Config) { c.RecoveryTTL = -1 })
+	c, a := connectAs(t, tg, "u1", "", "")
+	require.Empty(t, a.PID)
+	e.publish(mustRoom(t, "user-u1"), "x", 1)
+	_, offset := c.broadcastOffset()
+	require.Empty(t, offset)
+	require.Nil(t, tg.sessions)
+}
