@@ -141,6 +141,7 @@ func runStorm(ctx context.Context, o options, srv *server, log io.Writer) (resul
 	}
 	if cut != nil {
 		res.Metrics = append(res.Metrics, cut.tally(tallies, t0, o.CutBroadcasts)...)
+		res.Metrics = append(res.Metrics, cut.metrics...)
 		res.Notes = append(res.Notes, cut.notes...)
 	}
 	if serverW != nil {
@@ -149,7 +150,7 @@ func runStorm(ctx context.Context, o options, srv *server, log io.Writer) (resul
 			metric{Name: "server CPU during storm", Value: cpu.Seconds(), Unit: "s"},
 			metric{Name: "server CPU per reconnect", Value: float64(cpu) / float64(time.Microsecond) / float64(max(1, rejoined)), Unit: "µs"},
 			metric{Name: "server peak RSS", Value: float64(rss) / (1 << 20), Unit: "MiB"})
-		if cut != nil && cut.cpu > 0 {
+		if cut != nil {
 			res.Metrics = append(res.Metrics,
 				metric{Name: "server CPU of the cut (closes)", Value: cut.cpu.Seconds(), Unit: "s"},
 				metric{Name: "server CPU per close", Value: float64(cut.cpu) / float64(time.Microsecond) / float64(max(1, cut.dropped)), Unit: "µs"})

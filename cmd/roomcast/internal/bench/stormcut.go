@@ -3,12 +3,20 @@ package bench
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/roomcast/roomcast/proto"
 )
 
 // A storm with -cut-broadcasts: the sockets are cut and kept away while
@@ -61,6 +69,7 @@ func cutSockets(ctx context.Context, o options, srv *server, f *fleet, connected
 		return nil, fmt.Errorf("after the cut: %w", err)
 	}
 	fmt.Fprintf(log, "%s: cut: the server saw %d sockets go in %s\n", srv.name, c.dropped, time.Since(t0).Round(time.Millisecond))
+	c.metrics, c.notes = sessionRecords(ctx, srv, c.dropped, 30*time.Second, log)
 
 	if err := publishBoards(ctx, pub, boards, o.CutBroadcasts, stepCut); err != nil {
 		return nil, err
@@ -75,6 +84,124 @@ func cutSockets(ctx context.Context, o options, srv *server, f *fleet, connected
 		c.cpu = after.CPU - before.CPU
 	}
 	return c, nil
+}
+
+// sessionRecords waits until KV SESSIONS holds a record per socket cut (the
+// gateway writes one as it sees each go) and measures them: how many, a
+// record's value and key, what the bucket's stream counts per record and
+// holds on disk, and the server's RSS with them. The same metrics, zero,
+// when there is no bucket or no record (recovery off), so that the runs of
+// -recovery both line up.
+func sessionRecords(ctx context.Context, srv *server, want int, timeout time.Duration, log io.Writer) ([]metric, []string) {
+	var notes []string
+	var values, streamBytes uint64
+	var valueSize, keySize float64
+	var disk int64
+	kv, err := srv.js.KeyValue(ctx, proto.BucketSessions)
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+		notes = append(notes, "no "+proto.BucketSessions+" bucket: the server keeps no sessions")
+	case err != nil:
+		notes = append(notes, fmt.Sprintf("%s: %v", proto.BucketSessions, err))
+	default:
+		// The records are written as the gateway sees the sockets go,
+		// asynchronously: wait until one per socket is stored, or
+		// until none has come for a second.
+		deadline, last, lastAt := time.Now().Add(timeout), uint64(0), time.Now()
+		for {
+			st, err := kv.Status(ctx)
+			if err != nil {
+				notes = append(notes, fmt.Sprintf("%s status: %v", proto.BucketSessions, err))
+				break
+			}
+			values, streamBytes = st.Values(), st.Bytes()
+			if values != last {
+				last, lastAt = values, time.Now()
+			}
+			if values >= uint64(want) || time.Now().After(deadline) || time.Since(lastAt) > time.Second || ctx.Err() != nil {
+				break
+			}
+			sleepCtx(ctx, 50*time.Millisecond)
+		}
+		valueSize, keySize = sampleRecords(ctx, kv, 100)
+		disk = dirSize(srv.dataDir, "KV_"+proto.BucketSessions)
+	}
+	if values < uint64(want) && values > 0 {
+		notes = append(notes, fmt.Sprintf("%d session records for %d sockets cut", values, want))
+	}
+	perRecord := func(total float64) float64 {
+		if values == 0 {
+			return 0
+		}
+		return total / float64(values)
+	}
+	rss := 0.0
+	if p, err := readProc(srv.pid); err == nil && srv.pid > 0 {
+		rss = float64(p.RSS) / (1 << 20)
+	}
+	fmt.Fprintf(log, "%s: cut: %d session records, %.0f B stored per record (value %.0f B, key %.0f B), %.1f MiB on disk\n",
+		srv.name, values, perRecord(float64(streamBytes)), valueSize, keySize, float64(disk)/(1<<20))
+	return []metric{
+		{Name: "session records after the cut", Value: float64(values)},
+		{Name: "session record value", Value: valueSize, Unit: "B"},
+		{Name: "session record key (pid)", Value: keySize, Unit: "B"},
+		{Name: "SESSIONS stream bytes per record", Value: perRecord(float64(streamBytes)), Unit: "B"},
+		{Name: "SESSIONS on disk", Value: float64(disk) / (1 << 20), Unit: "MiB"},
+		{Name: "server RSS with the sockets cut", Value: rss, Unit: "MiB"},
+	}, notes
+}
+
+// sampleRecords is the mean size of up to n records' values and keys.
+func sampleRecords(ctx context.Context, kv jetstream.KeyValue, n int) (value, key float64) {
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return 0, 0
+	}
+	defer func() { _ = lister.Stop() }()
+	var values, keys, got int
+	for k := range lister.Keys() {
+		if got == n {
+			continue // drain: Stop ends the listing
+		}
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		values += len(e.Value())
+		keys += len(k)
+		got++
+	}
+	if got == 0 {
+		return 0, 0
+	}
+	return float64(values) / float64(got), float64(keys) / float64(got)
+}
+
+// dirSize is the size of the files under the directories named name
+// below root (the JetStream store keeps a stream in a directory of its
+// name): what they hold on disk, in bytes allocated.
+func dirSize(root, name string) int64 {
+	var total int64
+	_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() || d.Name() != name {
+			return nil
+		}
+		_ = filepath.WalkDir(path, func(_ string, f fs.DirEntry, err error) error {
+			if err != nil || f.IsDir() {
+				return nil
+			}
+			if info, err := f.Info(); err == nil {
+				if st, ok := info.Sys().(*syscall.Stat_t); ok {
+					total += st.Blocks * 512
+				} else {
+					total += info.Size()
+				}
+			}
+			return nil
+		})
+		return filepath.SkipDir
+	})
+	return total
 }
 
 // tally turns the workers' tallies into metrics: how many got every

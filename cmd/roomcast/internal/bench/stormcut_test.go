@@ -1,15 +1,20 @@
 package bench
 
 import (
+	"io"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/roomcast/roomcast/cmd/roomcast/internal/sioclient"
+	"github.com/roomcast/roomcast/proto"
 )
 
 // scriptedSocketIO is a Socket.IO server on a real WebSocket that opens the
@@ -162,4 +167,54 @@ func TestTallyMetrics(t *testing.T) {
 	require.Equal(t, 1.0, got["missed broadcasts not caught up"])
 	require.Equal(t, 2.0, got["broadcasts received twice"])
 	require.Equal(t, []string{"1 of 20 sockets back did not get every one of the 3 broadcasts they missed (0 resyncs failed)"}, c.notes)
+}
+
+// TestSessionRecords: the records in KV SESSIONS are counted and measured
+// (value, key, stream bytes, disk); without the bucket, the same metrics
+// are zero and a note says why.
+func TestSessionRecords(t *testing.T) {
+	dir := t.TempDir()
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoSigs: true})
+	require.NoError(t, err)
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	require.True(t, ns.ReadyForConnections(10*time.Second))
+	nc, err := nats.Connect(ns.ClientURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	srv := &server{name: targetRoomcast, js: js, dataDir: dir}
+	values := func(ms []metric) map[string]float64 {
+		out := map[string]float64{}
+		for _, m := range ms {
+			out[m.Name] = m.Value
+		}
+		return out
+	}
+
+	ms, notes := sessionRecords(t.Context(), srv, 3, time.Second, io.Discard)
+	require.Equal(t, []string{"no SESSIONS bucket: the server keeps no sessions"}, notes)
+	require.Zero(t, values(ms)["session records after the cut"])
+	require.Len(t, ms, 6, "the same metrics as with records, for -recovery both")
+
+	kv, err := js.CreateKeyValue(t.Context(), proto.StoreConfig{}.SessionsBucket())
+	require.NoError(t, err)
+	for _, pid := range []string{"pid-0000000001", "pid-0000000002", "pid-0000000003"} {
+		_, err := kv.Put(t.Context(), pid, []byte(`{"user":"u1","rooms":[{"n":"board-b1","l":12}]}`))
+		require.NoError(t, err)
+	}
+	ms, notes = sessionRecords(t.Context(), srv, 3, 5*time.Second, io.Discard)
+	require.Empty(t, notes)
+	got := values(ms)
+	require.Equal(t, 3.0, got["session records after the cut"])
+	require.Equal(t, 47.0, got["session record value"])
+	require.Equal(t, 14.0, got["session record key (pid)"])
+	require.Greater(t, got["SESSIONS stream bytes per record"], 47.0+14.0, "the value, its subject and the message's overhead")
+	require.Positive(t, got["SESSIONS on disk"])
+
+	// fewer records than sockets cut: waited for a while, then said
+	ms, notes = sessionRecords(t.Context(), srv, 5, 1500*time.Millisecond, io.Discard)
+	require.Equal(t, 3.0, values(ms)["session records after the cut"])
+	require.Equal(t, []string{"3 session records for 5 sockets cut"}, notes)
 }
