@@ -394,7 +394,11 @@ function bareClient(name, user, boards, url, token, domain, polling) {
               const have = new Set(got.map((t) => t.id));
               for (const u of ups) if (!have.has(u.id)) st.store.remove(u.id, u.updatedAt);
             }
-            st.lastSeq = Math.max(last, floor);
+            // Read to the end, the read covers the queued broadcasts;
+            // cut short where their chain takes over, only up to last:
+            // the chain carries on from there (a recovered session's
+            // replay queues what it missed before the read).
+            st.lastSeq = cursor ? last : Math.max(last, floor);
           }
         }
         const queued = st.queue;
