@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/services/gateway/internal/engineio"
 	"github.com/roomcast/roomcast/services/gateway/internal/sio"
 )
 
@@ -46,10 +47,21 @@ func BenchmarkParsePacket(b *testing.B) {
 // whose peers read everything; each message is queued to every member, then
 // written, as the fan-out workers do. ns/op is the cost of one delivery,
 // the peers' reads included (they run in this process): one write per
-// delivery, as at modest rates, where nothing can be coalesced.
+// delivery, as at modest rates, where nothing can be coalesced. With
+// recovery on, each delivery also takes its place in the socket's order
+// (recovery.go).
 func BenchmarkFanoutPerRecipient(b *testing.B) {
+	for _, recovery := range []bool{false, true} {
+		b.Run(fmt.Sprintf("recovery=%v", recovery), func(b *testing.B) { benchFanout(b, recovery) })
+	}
+}
+
+func benchFanout(b *testing.B, recovery bool) {
 	const members = 1000
 	g := &Gateway{cfg: Config{SendQueueBytes: 1 << 20, WriteTimeout: 10 * time.Second}.withDefaults(), log: zerolog.Nop()}
+	if recovery {
+		g.sessions = &sessions{} // sockets keep their order; nothing is written
+	}
 	m, err := newMetrics(g.cfg.Registry)
 	if err != nil {
 		b.Fatal(err)
@@ -73,14 +85,22 @@ func BenchmarkFanoutPerRecipient(b *testing.B) {
 		go func() { _, _ = io.Copy(io.Discard, cli) }()
 		sockets[i] = socketOn(g, srv)
 		sockets[i].id, sockets[i].state = fmt.Sprint(i), stateConnected
+		if recovery {
+			// A socket's usual rooms: its user room and a board's three.
+			sockets[i].sess.order.joined(0, "user-u"+fmt.Sprint(i), "board-b1", "board-b1-tasks", "board-b1-sprints")
+		}
 		b.Cleanup(func() { srv.Close(); cli.Close() })
 	}
-	frame := appendBroadcastFrame("board-b1-tasks", benchEnvelope, 2, 1, false)
+	msg := engineio.Message{Threshold: -1, Room: "board-b1-tasks"}
 	var writers []*socket
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, start := sockets[i%members].enqueue(frame); start {
+		if i%members == 0 {
+			seq := uint64(i/members + 2)
+			msg.Frame, msg.Seq = appendBroadcastFrame("board-b1-tasks", benchEnvelope, seq, seq-1, recovery), seq
+		}
+		if _, start := sockets[i%members].enqueueMessage(&msg); start {
 			writers = append(writers, sockets[i%members])
 		}
 		if i%members == members-1 || i == b.N-1 {
@@ -146,4 +166,19 @@ func BenchmarkConnectAuth(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkOrderQueued is what recovery adds to one delivery: the socket's
+// order takes the broadcast's place (its lock, the highest sequence, the
+// room's last), for a socket in its user room and a board's three rooms,
+// the broadcasts in order (an inversion costs an append more).
+func BenchmarkOrderQueued(b *testing.B) {
+	var o order
+	o.joined(0, "user-u1", "board-b1", "board-b1-tasks", "board-b1-sprints")
+	m := engineio.Message{Room: "board-b1-sprints"}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		m.Seq = uint64(i + 1)
+		o.Queued(&m)
+	}
 }
