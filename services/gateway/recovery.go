@@ -192,7 +192,7 @@ func (r *sessionRecord) resume(offset string) (m uint64, missed []inversion, err
 		return r.Start, r.Inv, nil
 	}
 	x, err := strconv.ParseUint(offset, 10, 64)
-	if err != nil || x == 0 || x > r.Max {
+	if err != nil || x == 0 {
 		return 0, nil, errNoPlace
 	}
 	for i, v := range r.Inv {
@@ -203,9 +203,12 @@ func (r *sessionRecord) resume(offset string) (m uint64, missed []inversion, err
 			return v.Max, r.Inv[i+1:], nil
 		}
 	}
-	if x <= r.Start {
+	if x <= r.Start || x > r.Max {
 		// Not of this session (every broadcast it queued in order is
-		// above its start): the client got none of them.
+		// above its start, none above its max): the client's last event
+		// came before it, on a session that was not recovered (the stock
+		// client keeps its last offset then), and it got none of this
+		// one's.
 		if r.Lost != 0 {
 			return 0, nil, errNoPlace
 		}
@@ -312,6 +315,13 @@ func (g *Gateway) bindSessions(ctx context.Context) error {
 			Msg(proto.BucketSessions + " keeps sessions for another time than ROOMCAST_RECOVERY_TTL: the bucket's TTL is the one that counts")
 	}
 	g.sessions = &sessions{kv: kv, js: js}
+	// Where the stream stands: the floor of what a socket joins before
+	// the fan-out delivers anything (after a restart, above all).
+	st, err := js.Stream(bctx, proto.StreamRooms)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", proto.StreamRooms, err)
+	}
+	g.seenSeq(st.CachedInfo().State.LastSeq)
 	return nil
 }
 
@@ -422,12 +432,14 @@ func (g *Gateway) planRecovery(ctx context.Context, user string, rec *sessionRec
 			if pe := (*proto.Error)(nil); errors.As(err, &pe) && pe.Code == proto.CodeForbidden {
 				return nil, recoverForbidden
 			}
+			g.log.Warn().Err(err).Str("room", r.Name()).Msg("could not authorize a recovering socket's room again: a new session instead")
 			return nil, recoverFailed
 		}
 		p.rooms = append(p.rooms, r)
 	}
 	first, err := g.streamFirstSeq(ctx)
 	if err != nil {
+		g.log.Warn().Err(err).Msg("could not read stream " + proto.StreamRooms + "'s first sequence for a recovery: a new session instead")
 		return nil, recoverFailed
 	}
 	for _, f := range p.from {

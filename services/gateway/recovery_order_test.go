@@ -196,3 +196,36 @@ func snapshotAfter(o *order, queued []simMsg, c int, rooms []string) *sessionRec
 	}
 	return snapshot(fresh, rooms)
 }
+
+// TestResumeOffsetOfAnEarlierSession: the stock client keeps its last
+// offset through a session that was not recovered; that offset, below the
+// session's start or above anything it queued, means the client got none
+// of the session's broadcasts. One the record cannot place is refused.
+func TestResumeOffsetOfAnEarlierSession(t *testing.T) {
+	rec := &sessionRecord{Start: 100, Max: 120, Inv: []inversion{{Seq: 98, Max: 110, Room: "org-o1"}}}
+	for _, offset := range []string{"", "40", "100", "500"} {
+		m, missed, err := rec.resume(offset)
+		require.NoError(t, err, offset)
+		require.Equal(t, uint64(100), m, offset)
+		require.Equal(t, rec.Inv, missed, offset)
+	}
+	m, missed, err := rec.resume("110")
+	require.NoError(t, err)
+	require.Equal(t, uint64(110), m)
+	require.Equal(t, rec.Inv, missed, "queued when the highest was 110: after it")
+	m, missed, err = rec.resume("98")
+	require.NoError(t, err)
+	require.Equal(t, uint64(110), m, "an inversion: placed by its highest")
+	require.Empty(t, missed)
+	for _, bad := range []string{"x", "0", "-1", "1e3"} {
+		_, _, err := rec.resume(bad)
+		require.ErrorIs(t, err, errNoPlace, bad)
+	}
+	rec.Lost = 105
+	_, _, err = rec.resume("104")
+	require.ErrorIs(t, err, errNoPlace, "a forgotten inversion may have come after it")
+	_, _, err = rec.resume("")
+	require.ErrorIs(t, err, errNoPlace)
+	_, _, err = rec.resume("106")
+	require.NoError(t, err)
+}

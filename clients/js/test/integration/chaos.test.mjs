@@ -608,8 +608,20 @@ test(`chaos: every client converges through cuts, storms, a restart and a silent
       for (const p of [...proxy.pairs]) if (!p.stalled && rnd() < share) proxy.cut(p, pick(plan.cutKinds));
     }
   })();
+  // Connection state recovery's results (roomcast_gateway_recoveries_total),
+  // summed over the server's two lives: how many reconnects were recovered.
+  const recoveries = {};
+  const countRecoveries = async () => {
+    try {
+      const text = await (await fetch(`${stack.httpURL}/metrics`)).text();
+      for (const m of text.matchAll(/^roomcast_gateway_recoveries_total\{result="(\w+)"\} (\d+)/gm)) recoveries[m[1]] = (recoveries[m[1]] ?? 0) + Number(m[2]);
+    } catch {
+      // the server is down: counted at the next
+    }
+  };
   const restarter = (async () => {
     await sleep(plan.restartAtMs);
+    await countRecoveries();
     silentUntil = Infinity;
     const t0 = Date.now();
     const exit = await stack.restart({ signal: plan.restartSignal });
@@ -638,8 +650,9 @@ test(`chaos: every client converges through cuts, storms, a restart and a silent
   sampleLag(clients, domain, violations, silentUntil);
   clearInterval(sampler);
 
+  await countRecoveries();
   const errorLines = stack.logs().split("\n").filter((l) => l.includes('"level":"error"')).length;
-  const summary = `chaos seed ${SEED}: ${stats.ops} publishes (${stats.publishRetries} retried), ${stats.cuts} cuts (${stats.stalls} stalls) in ${stats.storms} storms and between, restart by ${plan.restartSignal} took ${stats.restartMs} ms (stopped in ${stats.restartExit?.stoppedMs}, ready in ${stats.restartExit?.readyMs}), authz silenced ${stats.authzSilenced} and answered ${stats.authzAnswered} joins, max lag of a connected client ${stats.maxLagMs} ms${stats.maxLag ? ` (${stats.maxLag})` : ""}, converged ${convergedMs} ms after the chaos, ${errorLines} error lines in the server's log, ${((Date.now() - started) / 1000).toFixed(1)} s in all`;
+  const summary = `chaos seed ${SEED}: ${stats.ops} publishes (${stats.publishRetries} retried), ${stats.cuts} cuts (${stats.stalls} stalls) in ${stats.storms} storms and between, restart by ${plan.restartSignal} took ${stats.restartMs} ms (stopped in ${stats.restartExit?.stoppedMs}, ready in ${stats.restartExit?.readyMs}), authz silenced ${stats.authzSilenced} and answered ${stats.authzAnswered} joins, max lag of a connected client ${stats.maxLagMs} ms${stats.maxLag ? ` (${stats.maxLag})` : ""}, converged ${convergedMs} ms after the chaos, reconnects asking for their session: ${Object.entries(recoveries).map(([k, v]) => `${k} ${v}`).join(", ") || "none"}, ${errorLines} error lines in the server's log, ${((Date.now() - started) / 1000).toFixed(1)} s in all`;
   console.log(summary);
   for (const e of stack.unexpectedExits) failures.push(`the server exited by itself (code ${e.code}, signal ${e.signal}) at ${e.at}:\n${e.logs}`);
   // A panic stopped at a handler's boundary (process/panicguard) keeps the
