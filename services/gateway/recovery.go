@@ -317,11 +317,12 @@ func (g *Gateway) bindSessions(ctx context.Context) error {
 	g.sessions = &sessions{kv: kv, js: js}
 	// Where the stream stands: the floor of what a socket joins before
 	// the fan-out delivers anything (after a restart, above all).
-	st, err := js.Stream(bctx, proto.StreamRooms)
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", proto.StreamRooms, err)
+	if st, err := js.Stream(bctx, proto.StreamRooms); err == nil {
+		g.seenSeq(st.CachedInfo().State.LastSeq)
+	} else {
+		// Not made yet (/readyz says so): the fan-out raises it.
+		g.log.Warn().Err(err).Msg("stream " + proto.StreamRooms + " not found: the first sockets' rooms start at 0")
 	}
-	g.seenSeq(st.CachedInfo().State.LastSeq)
 	return nil
 }
 
