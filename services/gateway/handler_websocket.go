@@ -123,7 +123,10 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 	}
 	// Connection state recovery: a client back after a cut names its
 	// session; one of this user's, still kept, gets its id back.
-	var plan *recoveryPlan
+	var (
+		plan     *recoveryPlan
+		restored []replayed
+	)
 	sid, pid, result := s.id, "", ""
 	if g.sessions != nil {
 		pid = randomID(20)
@@ -201,7 +204,7 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 		return g.refuse(s, "revoked", reasonRevoked)
 	}
 	if plan != nil {
-		if result = g.restoreSession(context.Background(), s, plan); result == recovered {
+		if result, restored = g.restoreSession(context.Background(), s, plan); result == recovered {
 			// Before the socket may write its own record (when it is
 			// cut): both go out in this order on one connection.
 			g.forgetSession(pid)
@@ -234,7 +237,7 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 	s.send(textFrame(sio.AppendConnectOK(nil, s.id, pid)))
 	switch {
 	case result == recovered:
-		s.sendRestored()
+		s.sendRestored(restored)
 	case plan != nil:
 		s.releaseHeld(nil, func(*engineio.Message) bool { return true })
 	}

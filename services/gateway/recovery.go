@@ -260,15 +260,12 @@ type session struct {
 	// pid is the session's recovery id, "" until connect sets it (under
 	// the socket's mu, as its user).
 	pid string
-	// restored is what a recovered socket missed, from its CONNECT until
-	// the answer is sent (connect's).
-	restored []replayed
 	order    order
 	// holding: the socket is replaying what it missed; live broadcasts
 	// wait in held (under hold) until the replay is queued.
 	holding atomic.Bool
 	hold    sync.Mutex
-	held    []engineio.Message
+	held    *[]engineio.Message // behind a pointer: rare, and 16 bytes of every socket
 }
 
 // holdBack keeps m for after the replay, unless the replay is over; it
@@ -279,7 +276,10 @@ func (ss *session) holdBack(m *engineio.Message) bool {
 	if !ss.holding.Load() {
 		return false
 	}
-	ss.held = append(ss.held, engineio.Message{Frame: m.Frame, Threshold: m.Threshold, Seq: m.Seq, Room: m.Room})
+	if ss.held == nil {
+		ss.held = new([]engineio.Message)
+	}
+	*ss.held = append(*ss.held, engineio.Message{Frame: m.Frame, Threshold: m.Threshold, Seq: m.Seq, Room: m.Room})
 	return true
 }
 
@@ -456,7 +456,7 @@ func (g *Gateway) planRecovery(ctx context.Context, user string, rec *sessionRec
 // missed, for sendRestored. It returns the result label; on any but
 // recovered, s is left in its personal rooms only, as a new session is,
 // and the caller releases what it held.
-func (g *Gateway) restoreSession(ctx context.Context, s *socket, p *recoveryPlan) string {
+func (g *Gateway) restoreSession(ctx context.Context, s *socket, p *recoveryPlan) (string, []replayed) {
 	flush := false
 	for i, r := range p.rooms {
 		created, err := g.join(s, r)
@@ -464,7 +464,7 @@ func (g *Gateway) restoreSession(ctx context.Context, s *socket, p *recoveryPlan
 			for _, r := range p.rooms[:i] {
 				g.leave(s, r)
 			}
-			return recoverFailed
+			return recoverFailed, nil
 		}
 		flush = flush || created
 	}
@@ -476,7 +476,7 @@ func (g *Gateway) restoreSession(ctx context.Context, s *socket, p *recoveryPlan
 	if flush {
 		if err := g.nc.FlushTimeout(g.cfg.RequestTimeout); err != nil {
 			leaveAll()
-			return recoverFailed
+			return recoverFailed, nil
 		}
 	}
 	// The rooms' subscriptions are in: what the stream stores from now on
@@ -485,14 +485,13 @@ func (g *Gateway) restoreSession(ctx context.Context, s *socket, p *recoveryPlan
 	if err != nil {
 		leaveAll()
 		if errors.Is(err, errTooMuch) {
-			return recoverTooMuch
+			return recoverTooMuch, nil
 		}
 		g.log.Warn().Err(err).Msg("could not read what a recovering socket missed: a new session instead")
-		return recoverFailed
+		return recoverFailed, nil
 	}
 	s.sess.order.resumeAt(p.m, p.from)
-	s.sess.restored = msgs
-	return recovered
+	return recovered, msgs
 }
 
 var errTooMuch = errors.New("more was missed than one replay sends")
@@ -613,17 +612,15 @@ func (g *Gateway) streamFirstSeq(ctx context.Context) (uint64, error) {
 // sendRestored queues, after the CONNECT answer, what s missed, then the
 // live broadcasts held meanwhile that the replay did not already hold,
 // and lets the next ones through.
-func (s *socket) sendRestored() {
+func (s *socket) sendRestored(restored []replayed) {
 	threshold := s.gw.cfg.DeflateThreshold
 	lastOf := map[string]uint64{}
-	ss := s.sess
-	ms := make([]engineio.Message, len(ss.restored))
-	for i, r := range ss.restored {
+	ms := make([]engineio.Message, len(restored))
+	for i, r := range restored {
 		ms[i] = engineio.Message{Frame: appendBroadcastFrame(r.room, r.data, r.seq, r.prev, true), Threshold: threshold, Seq: r.seq, Room: r.room}
 		lastOf[r.room] = r.seq
 	}
-	s.gw.m.replayed.Add(float64(len(ss.restored)))
-	ss.restored = nil
+	s.gw.m.replayed.Add(float64(len(restored)))
 	s.releaseHeld(ms, func(m *engineio.Message) bool {
 		if m.Seq == 0 {
 			return true
@@ -644,8 +641,12 @@ func (s *socket) releaseHeld(first []engineio.Message, keep func(*engineio.Messa
 		_, start := t.QueueOrdered(&first[i], &ss.order)
 		writer = writer || start
 	}
-	for i := range ss.held {
-		if m := &ss.held[i]; keep(m) {
+	var held []engineio.Message
+	if ss.held != nil {
+		held = *ss.held
+	}
+	for i := range held {
+		if m := &held[i]; keep(m) {
 			_, start := t.QueueOrdered(m, &ss.order)
 			writer = writer || start
 		}
