@@ -30,10 +30,11 @@ const (
 
 // stormCut is what the cut measured before the sockets came back.
 type stormCut struct {
-	dropped int
-	cpu     time.Duration // the server's CPU from the cut until the sockets were let go
-	metrics []metric
-	notes   []string
+	dropped  int
+	cpu      time.Duration // the server's CPU from the cut until the sockets were let go
+	metrics  []metric
+	notes    []string
+	firstErr string // the workers' first failure after the drop, for the notes
 }
 
 // cutSockets warms the sockets up, cuts them, waits until the server has
@@ -209,15 +210,19 @@ func dirSize(root, name string) int64 {
 // last of them had (from t0, the drop).
 func (c *stormCut) tally(evs []workerEvent, t0 time.Time, want int) []metric {
 	var back, recovered, byReplay, byResync, resyncFailed int
-	var dups, gaps uint64
+	var dups, gaps, retries uint64
 	var caughtUp int64
 	for _, ev := range evs {
+		if ev.Error != "" && c.firstErr == "" {
+			c.firstErr = ev.Error
+		}
 		back += ev.Rejoined
 		recovered += ev.Recovered
 		byReplay += ev.CompleteRecovered
 		byResync += ev.CompleteResync
 		resyncFailed += ev.ResyncFailures
 		dups += ev.Duplicates
+		retries += ev.ResyncRetries
 		gaps += ev.GapsAfterReturn
 		caughtUp = max(caughtUp, ev.CaughtUpNs)
 	}
@@ -230,11 +235,15 @@ func (c *stormCut) tally(evs []workerEvent, t0 time.Time, want int) []metric {
 		c.notes = append(c.notes, fmt.Sprintf("%d of %d sockets back did not get every one of the %d broadcasts they missed (%d resyncs failed)",
 			back-complete, back, want, resyncFailed))
 	}
+	if c.firstErr != "" {
+		c.notes = append(c.notes, "first failure: "+c.firstErr)
+	}
 	return []metric{
 		{Name: "broadcasts missed per socket", Value: float64(want)},
 		{Name: "recovered with every missed broadcast", Value: float64(byReplay), Higher: true},
 		{Name: "not recovered, resynced every missed change", Value: float64(byResync)},
-		{Name: "missed broadcasts not caught up", Value: float64(back - complete)},
+		{Name: "sockets short of a missed broadcast", Value: float64(back - complete)},
+		{Name: "resyncs refused rate_limited, asked again", Value: float64(retries)},
 		{Name: "broadcasts received twice", Value: float64(dups)},
 		{Name: "broadcasts out of order (gaps)", Value: float64(gaps)},
 		{Name: "time until all caught up", Value: took, Unit: "s"},

@@ -110,6 +110,38 @@ func TestResyncCountsWhatItReturns(t *testing.T) {
 	require.Zero(t, w.resyncFailures)
 }
 
+// TestResyncRetriesWhenRateLimited: a resync refused rate_limited is asked
+// again after the gateway's retryAfterMs, as the client library does, and
+// the retry is counted.
+func TestResyncRetriesWhenRateLimited(t *testing.T) {
+	url, read := scriptedSocketIO(t, `40{"sid":"s1"}`,
+		`430[{"ok":false,"error":{"code":"rate_limited","message":"too many history reads in flight","retryAfterMs":300}}]`,
+		`431[{"ok":true,"data":{"changes":[{"id":"a","seq":11}],"complete":true}}]`)
+	c, err := sioclient.Dial(t.Context(), sioclient.Options{URL: sioclient.URL(url), Token: "t"})
+	require.NoError(t, err)
+	defer c.Close()
+	w := testWorker()
+	s := &benchSocket{i: 4, lastSeq: 10, want: 1}
+	start := time.Now()
+	w.resync(c, s)
+	require.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond, "not before retryAfterMs")
+	<-read
+	require.Contains(t, <-read, `421["endpoint",{"endpointName":"getChangesSince","endpointArgs":{"roomName":"board-b1-tasks","afterSeq":10}}]`)
+	require.Equal(t, uint64(1), w.resyncRetries.Load())
+	require.Equal(t, 1, w.completeResync)
+	require.Zero(t, w.resyncFailures)
+}
+
+func TestResyncBackoff(t *testing.T) {
+	for n := 1; n <= 8; n++ {
+		step := min(5*time.Second, 500*time.Millisecond<<(n-1))
+		d := resyncBackoff(n, 0)
+		require.GreaterOrEqual(t, d, step/2, "n=%d", n)
+		require.LessOrEqual(t, d, step, "n=%d", n)
+	}
+	require.Equal(t, 7*time.Second, resyncBackoff(1, 7*time.Second), "never before retryAfterMs")
+}
+
 // TestResyncFailureIsCounted: a resync the server refuses counts as a
 // failure, with its error kept for the report.
 func TestResyncFailureIsCounted(t *testing.T) {
@@ -156,17 +188,18 @@ func TestTallyMetrics(t *testing.T) {
 	c := &stormCut{}
 	ms := c.tally([]workerEvent{
 		{Rejoined: 10, Recovered: 10, CompleteRecovered: 9},
-		{Rejoined: 10, CompleteResync: 10, Duplicates: 2},
+		{Rejoined: 10, CompleteResync: 9, ResyncFailures: 1, Duplicates: 2, Error: "socket 3: resync: unavailable: sync timed out"},
 	}, time.Now(), 3)
 	got := map[string]float64{}
 	for _, m := range ms {
 		got[m.Name] = m.Value
 	}
 	require.Equal(t, 9.0, got["recovered with every missed broadcast"])
-	require.Equal(t, 10.0, got["not recovered, resynced every missed change"])
-	require.Equal(t, 1.0, got["missed broadcasts not caught up"])
+	require.Equal(t, 9.0, got["not recovered, resynced every missed change"])
+	require.Equal(t, 2.0, got["sockets short of a missed broadcast"])
 	require.Equal(t, 2.0, got["broadcasts received twice"])
-	require.Equal(t, []string{"1 of 20 sockets back did not get every one of the 3 broadcasts they missed (0 resyncs failed)"}, c.notes)
+	require.Equal(t, []string{"2 of 20 sockets back did not get every one of the 3 broadcasts they missed (1 resyncs failed)",
+		"first failure: socket 3: resync: unavailable: sync timed out"}, c.notes)
 }
 
 // TestSessionRecords: the records in KV SESSIONS are counted and measured

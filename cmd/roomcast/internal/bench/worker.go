@@ -105,6 +105,7 @@ type workerEvent struct {
 	CompleteRecovered int    `json:"completeRecovered,omitempty"`
 	CompleteResync    int    `json:"completeResync,omitempty"`
 	ResyncFailures    int    `json:"resyncFailures,omitempty"`
+	ResyncRetries     uint64 `json:"resyncRetries,omitempty"` // resync calls refused rate_limited, asked again
 	CaughtUpNs        int64  `json:"caughtUpNs,omitempty"`
 	Duplicates        uint64 `json:"duplicates,omitempty"`
 	GapsAfterReturn   uint64 `json:"gapsAfterReturn,omitempty"`
@@ -114,16 +115,18 @@ type worker struct {
 	cfg     workerConfig
 	sockets []*benchSocket
 
-	step        atomic.Int64
-	hist        atomic.Pointer[Histogram]
-	delivered   atomic.Uint64
-	stale       atomic.Uint64
-	gaps        atomic.Uint64
-	duplicates  atomic.Uint64 // broadcasts with a seq at or below the socket's last one
-	disconnects atomic.Uint64
-	wireBase    atomic.Uint64 // wsclient.BytesRead at the step's start
-	reached     atomic.Int64  // sockets with a message of the step
-	lastRecv    atomic.Int64  // Unix ns of the step's latest receipt
+	step       atomic.Int64
+	hist       atomic.Pointer[Histogram]
+	delivered  atomic.Uint64
+	stale      atomic.Uint64
+	gaps       atomic.Uint64
+	duplicates atomic.Uint64 // broadcasts with a seq at or below the socket's last one
+	// resync calls refused rate_limited and asked again
+	resyncRetries atomic.Uint64
+	disconnects   atomic.Uint64
+	wireBase      atomic.Uint64 // wsclient.BytesRead at the step's start
+	reached       atomic.Int64  // sockets with a message of the step
+	lastRecv      atomic.Int64  // Unix ns of the step's latest receipt
 
 	// gen counts drops: a socket that ends with the generation changed was
 	// dropped on purpose and reconnects at once.
@@ -389,6 +392,7 @@ func (w *worker) drop(ctx context.Context, deadline time.Duration, want int) wor
 	f0 := w.failures.Load()
 	w.duplicates.Store(0)
 	w.gaps.Store(0)
+	w.resyncRetries.Store(0)
 	if hold != nil {
 		close(hold)
 	} else {
@@ -418,9 +422,12 @@ func (w *worker) tally(ctx context.Context, deadline time.Duration) workerEvent 
 	defer w.mu.Unlock()
 	ev := workerEvent{Ev: "tally", Rejoined: w.rejoined, Recovered: w.recovered, CompleteRecovered: w.completeRecovered,
 		CompleteResync: w.completeResync, ResyncFailures: w.resyncFailures,
-		Duplicates: w.duplicates.Load(), GapsAfterReturn: w.gaps.Load()}
+		Duplicates: w.duplicates.Load(), GapsAfterReturn: w.gaps.Load(), ResyncRetries: w.resyncRetries.Load()}
 	if !w.caughtUp.IsZero() {
 		ev.CaughtUpNs = w.caughtUp.UnixNano()
+	}
+	if w.resyncFailures > 0 && w.firstErr != nil {
+		ev.Error = w.firstErr.Error()
 	}
 	return ev
 }
@@ -614,15 +621,26 @@ func (w *worker) resync(c *sioclient.Conn, s *benchSocket) {
 	}
 	after := uint64(s.lastSeq)
 	var live []int64 // broadcasts that came during the call: counted as they came
-	_ = c.SetDeadline(time.Now().Add(max(w.cfg.ConnectTimeout, 10*time.Second)))
-	ack, err := c.Call(string(proto.EndpointGetChangesSince), proto.ChangesArgs{RoomName: room.Name(), Cursor: proto.Cursor{AfterSeq: &after}},
-		func(msg []byte) {
-			if f, ok := parseBroadcast(msg); ok {
-				live = append(live, f.seq)
-				w.record(s, f)
-			}
-		})
-	_ = c.SetDeadline(time.Time{})
+	var ack sioclient.Ack
+	for attempt := 1; ; attempt++ {
+		_ = c.SetDeadline(time.Now().Add(max(w.cfg.ConnectTimeout, 10*time.Second)))
+		ack, err = c.Call(string(proto.EndpointGetChangesSince), proto.ChangesArgs{RoomName: room.Name(), Cursor: proto.Cursor{AfterSeq: &after}},
+			func(msg []byte) {
+				if f, ok := parseBroadcast(msg); ok {
+					live = append(live, f.seq)
+					w.record(s, f)
+				}
+			})
+		_ = c.SetDeadline(time.Time{})
+		if err == nil || ack.Error == nil || ack.Error.Code != string(proto.CodeRateLimited) || attempt == resyncAttempts {
+			break
+		}
+		// refused for now (sync's admission queue is full): asked again
+		// after a backoff, as the client library does; broadcasts that
+		// come meanwhile wait in the socket's buffers
+		w.resyncRetries.Add(1)
+		time.Sleep(resyncBackoff(attempt, time.Duration(ack.Error.RetryAfterMs)*time.Millisecond))
+	}
 	var res proto.ChangesResult
 	if err == nil {
 		err = json.Unmarshal(ack.Data, &res)
@@ -637,6 +655,22 @@ func (w *worker) resync(c *sioclient.Conn, s *benchSocket) {
 			w.gotMissed(s)
 		}
 	}
+}
+
+// The client library's retry of a history page refused as rate_limited
+// (clients/js/src/room.ts, page and backoff): at most 8 attempts, waiting
+// half to all of a step doubling from 500 ms to 5 s, and never less than
+// the gateway's retryAfterMs.
+const (
+	resyncAttempts   = 8
+	resyncRetryMin   = 500 * time.Millisecond
+	resyncRetryLimit = 5 * time.Second
+)
+
+// resyncBackoff is the wait after the n-th refusal in a row.
+func resyncBackoff(n int, retryAfter time.Duration) time.Duration {
+	step := min(resyncRetryLimit, resyncRetryMin<<min(n-1, 16))
+	return max(retryAfter, step/2+rand.N(step/2+1))
 }
 
 func (w *worker) resyncFailed(s *benchSocket, err error) {

@@ -365,8 +365,9 @@ type Ack struct {
 	OK    bool            `json:"ok"`
 	Data  json.RawMessage `json:"data"`
 	Error *struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
+		Code         string `json:"code"`
+		Message      string `json:"message"`
+		RetryAfterMs int64  `json:"retryAfterMs"` // rate_limited: when to ask again
 	} `json:"error"`
 }
 
