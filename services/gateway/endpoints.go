@@ -309,6 +309,13 @@ func (g *Gateway) readState(ctx context.Context, r proto.Room) (*proto.RoomState
 	return g.states.read(ctx, r)
 }
 
+// readStates is readState of several rooms, in one batch.
+func (g *Gateway) readStates(ctx context.Context, rooms ...proto.Room) ([]*proto.RoomState, error) {
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
+	defer cancel()
+	return g.states.readMany(ctx, rooms...)
+}
+
 // fixedRooms is how many rooms every socket is in from the start (its user
 // and client rooms); they do not count against MaxRoomsPerSocket.
 const fixedRooms = 2
@@ -338,20 +345,36 @@ func (g *Gateway) addToRoom(ctx context.Context, s *socket, raw json.RawMessage)
 			return nil, err
 		}
 	}
-	st, err := g.readState(ctx, r)
+	rooms := []proto.Room{r}
+	if s.sess != nil && r.Kind().Stored() {
+		// With recovery, the rooms sharing r's list too, in the same
+		// batch: where each stood is what a recovery never replays (a
+		// first socket here: this gateway saw none of their messages).
+		for _, f := range append([]proto.Room{r.Parent()}, r.Parent().Children()...) {
+			if f.Name() != r.Name() {
+				rooms = append(rooms, f)
+			}
+		}
+	}
+	sts, err := g.readStates(ctx, rooms...)
 	if err != nil {
 		if !already {
 			g.leave(s, r)
 		}
 		return nil, err
 	}
+	st := sts[0]
 	res := proto.AddToRoomResult{RoomName: r.Name()}
 	if st != nil {
 		res.LastBroadcastTimestamp, res.Seq = &st.LastBroadcastTimestamp, &st.Seq
-		if ss := s.sess; ss != nil {
-			// The client holds the room up to here: a recovery never
-			// replays what it read as state.
-			ss.order.joined(st.Seq, r.Name())
+	}
+	if ss := s.sess; ss != nil {
+		// The client holds the room up to here (and has no use for its
+		// siblings' past): a recovery never replays what it read as state.
+		for i, f := range rooms {
+			if sts[i] != nil {
+				ss.order.joined(sts[i].Seq, f.Name())
+			}
 		}
 	}
 	return res, nil

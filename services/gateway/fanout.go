@@ -186,6 +186,11 @@ func (g *Gateway) deliver(m *nats.Msg, members []*socket, writers *[]*socket) []
 	start := time.Now()
 	g.m.messagesIn.Inc()
 	seq, prev := seqHeaders(m)
+	if seq != 0 && g.sessions != nil {
+		// Every stored message the gateway sees, for a local room or not:
+		// what a socket joining a room now does not get again on recovery.
+		g.seenSeq(seq)
+	}
 	// The gate roomstate and sync apply too: what no client receives live,
 	// none reads back in history, and the other way round.
 	r, _, err := g.subjects.CheckSubject(m.Subject, m.Data, storedAt(m))
@@ -222,9 +227,6 @@ func (g *Gateway) deliver(m *nats.Msg, members []*socket, writers *[]*socket) []
 		g.hook("fanout")
 	}
 	g.m.messagesOut.Add(float64(sent))
-	if seq != 0 && g.sessions != nil {
-		g.seenSeq(seq)
-	}
 	if d := msg.Deflated(); d != nil {
 		g.m.deflated.Inc()
 		g.m.deflatedBytes.WithLabelValues("plain").Add(float64(len(msg.Frame)))

@@ -46,7 +46,7 @@ type Gateway struct {
 	// subscriptions exist (nil if it was never bound).
 	revKV jetstream.KeyValue
 	// sessions is KV SESSIONS, bound by New when recovery is on (nil:
-	// off); highSeq the highest stream sequence the fan-out delivered.
+	// off); highSeq the highest stream sequence the fan-out has seen.
 	sessions *sessions
 	highSeq  atomic.Uint64
 

@@ -108,13 +108,21 @@ func token(t testing.TB, u string, ttl time.Duration) string {
 func (e *env) answerRoomState(states map[string]*proto.RoomState) {
 	e.t.Helper()
 	var mu sync.Mutex
+	e.answerRoomStateFunc(func(name string) *proto.RoomState {
+		mu.Lock()
+		defer mu.Unlock()
+		return states[name]
+	})
+}
+
+// answerRoomStateFunc answers roomstate.get and roomstate.getmany with
+// state(room name).
+func (e *env) answerRoomStateFunc(state func(name string) *proto.RoomState) {
+	e.t.Helper()
 	sub, err := e.nc.Subscribe(proto.SubjectRoomStateGet, func(m *nats.Msg) {
 		var a proto.RoomArgs
 		_ = json.Unmarshal(m.Data, &a)
-		mu.Lock()
-		st := states[a.RoomName]
-		mu.Unlock()
-		b, _ := json.Marshal(st)
+		b, _ := json.Marshal(state(a.RoomName))
 		_ = m.Respond(b)
 	})
 	require.NoError(e.t, err)
@@ -123,11 +131,9 @@ func (e *env) answerRoomState(states map[string]*proto.RoomState) {
 		var a proto.RoomStatesArgs
 		_ = json.Unmarshal(m.Data, &a)
 		res := proto.RoomStatesResult{States: map[string]*proto.RoomState{}}
-		mu.Lock()
 		for _, name := range a.RoomNames {
-			res.States[name] = states[name]
+			res.States[name] = state(name)
 		}
-		mu.Unlock()
 		b, _ := json.Marshal(res)
 		_ = m.Respond(b)
 	})

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -259,8 +260,8 @@ func floorOf(pos []roomPos, name string) uint64 {
 type session struct {
 	// pid is the session's recovery id, "" until connect sets it (under
 	// the socket's mu, as its user).
-	pid string
-	order    order
+	pid   string
+	order order
 	// holding: the socket is replaying what it missed; live broadcasts
 	// wait in held (under hold) until the replay is queued.
 	holding atomic.Bool
@@ -285,8 +286,9 @@ func (ss *session) holdBack(m *engineio.Message) bool {
 
 // sessions is the gateway's side of KV SESSIONS.
 type sessions struct {
-	kv jetstream.KeyValue
-	js jetstream.JetStream
+	kv    jetstream.KeyValue
+	js    jetstream.JetStream
+	first firstSeqs
 }
 
 // bindSessions binds KV SESSIONS, creating it when missing (with
@@ -412,6 +414,10 @@ type recoveryPlan struct {
 	m     uint64
 	from  map[string]uint64
 	rooms []proto.Room
+	// prevs: per room, the last broadcast the socket queued, where that
+	// was one (not only its floor): the replay's first prevSeq when it
+	// starts right after.
+	prevs map[string]uint64
 }
 
 // planRecovery checks that rec can be recovered for user, whose client's
@@ -419,11 +425,17 @@ type recoveryPlan struct {
 // stream still holding what was missed. It returns the result label when
 // not (the client gets a new session).
 func (g *Gateway) planRecovery(ctx context.Context, user string, rec *sessionRecord, offset string) (*recoveryPlan, string) {
+	began := time.Now()
 	m, missed, err := rec.resume(offset)
 	if err != nil {
 		return nil, recoverBadOffset
 	}
-	p := &recoveryPlan{m: m, from: rec.starts(m, missed)}
+	p := &recoveryPlan{m: m, from: rec.starts(m, missed), prevs: map[string]uint64{}}
+	for _, pos := range rec.Pos {
+		if pos.Last > pos.Floor {
+			p.prevs[pos.Name] = pos.Last
+		}
+	}
 	for _, key := range rec.Rooms {
 		r, err := proto.ParseRoom(key)
 		if err != nil {
@@ -438,7 +450,7 @@ func (g *Gateway) planRecovery(ctx context.Context, user string, rec *sessionRec
 		}
 		p.rooms = append(p.rooms, r)
 	}
-	first, err := g.streamFirstSeq(ctx)
+	first, err := g.streamFirstSeq(ctx, began)
 	if err != nil {
 		g.log.Warn().Err(err).Msg("could not read stream " + proto.StreamRooms + "'s first sequence for a recovery: a new session instead")
 		return nil, recoverFailed
@@ -481,7 +493,7 @@ func (g *Gateway) restoreSession(ctx context.Context, s *socket, p *recoveryPlan
 	}
 	// The rooms' subscriptions are in: what the stream stores from now on
 	// comes live (held), what it holds now the replay reads.
-	msgs, err := g.readMissed(ctx, p.from)
+	msgs, err := g.readMissed(ctx, p.from, p.prevs)
 	if err != nil {
 		leaveAll()
 		if errors.Is(err, errTooMuch) {
@@ -496,9 +508,11 @@ func (g *Gateway) restoreSession(ctx context.Context, s *socket, p *recoveryPlan
 
 var errTooMuch = errors.New("more was missed than one replay sends")
 
-// readMissed reads, per room name, the broadcasts at or after its start,
+// readMissed reads, per room name, the broadcasts at or after its start
+// (from) up to its last now (what comes after comes live), with prevs the
+// rooms' broadcasts known to come just before,
 // each with its previous sequence in the room, in stream order.
-func (g *Gateway) readMissed(ctx context.Context, from map[string]uint64) ([]replayed, error) {
+func (g *Gateway) readMissed(ctx context.Context, from, prevs map[string]uint64) ([]replayed, error) {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
 	defer cancel()
 	subjects := make([]string, 0, len(from))
@@ -516,9 +530,14 @@ func (g *Gateway) readMissed(ctx context.Context, from map[string]uint64) ([]rep
 		return nil, nil
 	}
 	// One read for every room's last broadcast: most rooms missed nothing.
-	last, err := g.directGet(ctx, directget.Request{MultiLast: subjects, Batch: len(subjects)}, len(subjects))
+	// What is stored after it comes live (the socket holds it): the
+	// replay reads up to these.
+	last, pending, err := g.directGet(ctx, directget.Request{MultiLast: subjects, Batch: len(subjects)}, len(subjects))
 	if err != nil {
 		return nil, err
+	}
+	if pending != 0 {
+		return nil, fmt.Errorf("direct get: %d of %d rooms' last messages not sent", pending, len(subjects))
 	}
 	var out []replayed
 	for _, lm := range last {
@@ -527,21 +546,34 @@ func (g *Gateway) readMissed(ctx context.Context, from map[string]uint64) ([]rep
 		if lm.Seq < start {
 			continue
 		}
-		msgs, err := g.directGet(ctx, directget.Request{Seq: start, NextBySubject: lm.Subject, Batch: maxReplay + 1}, maxReplay+1)
+		want := lm.Seq - start + 1 // at most: other rooms' messages are between
+		if room := uint64(maxReplay - len(out)); want > room {
+			want = room + 1 // enough to know it is too much
+		}
+		msgs, _, err := g.directGet(ctx, directget.Request{Seq: start, NextBySubject: lm.Subject, Batch: int(want)}, int(want))
 		if err != nil {
 			return nil, err
+		}
+		// Past the room's last message at the first read: live (held).
+		for len(msgs) > 0 && msgs[len(msgs)-1].Seq > lm.Seq {
+			msgs = msgs[:len(msgs)-1]
 		}
 		if len(out)+len(msgs) > maxReplay {
 			return nil, errTooMuch
 		}
-		prev := uint64(0)
-		if start > 1 {
-			before, err := g.directGet(ctx, directget.Request{MultiLast: []string{lm.Subject}, UpToSeq: start - 1, Batch: 1}, 1)
-			if err != nil {
-				return nil, err
-			}
-			if len(before) == 1 {
-				prev = before[0].Seq
+		// The room's broadcast before the replay: the last the socket
+		// queued, when the replay starts right after it; else asked.
+		prev := prevs[name]
+		if prev == 0 || prev+1 != start {
+			prev = 0
+			if start > 1 {
+				before, _, err := g.directGet(ctx, directget.Request{MultiLast: []string{lm.Subject}, UpToSeq: start - 1, Batch: 1}, 1)
+				if err != nil {
+					return nil, err
+				}
+				if len(before) == 1 {
+					prev = before[0].Seq
+				}
 			}
 		}
 		for _, dm := range msgs {
@@ -563,16 +595,16 @@ func sortReplayed(out []replayed) {
 }
 
 // directGet sends one batched direct get to stream ROOMS and reads its
-// messages (at most size; more is ErrLost). A batch cut short (pending) is
-// errTooMuch.
-func (g *Gateway) directGet(ctx context.Context, req directget.Request, size int) ([]directget.Message, error) {
+// messages (at most size; more is ErrLost) and how many more it matched
+// than the batch sent.
+func (g *Gateway) directGet(ctx context.Context, req directget.Request, size int) ([]directget.Message, uint64, error) {
 	replies, err := directget.Subscribe(g.nc, g.nc.NewInbox(), size+1)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer replies.Close()
 	if err := g.nc.PublishRequest(proto.DirectGetSubject(proto.StreamRooms), replies.Subject(), req.AppendJSON(nil)); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var (
 		batch directget.Batch
@@ -581,32 +613,61 @@ func (g *Gateway) directGet(ctx context.Context, req directget.Request, size int
 	for {
 		m, err := replies.Next(ctx)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		r, err := batch.Take(m)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if r.Done {
-			if r.Pending != 0 {
-				return nil, errTooMuch
-			}
-			return out, nil
+			return out, r.Pending, nil
 		}
 		out = append(out, r.Message)
 	}
 }
 
-// streamFirstSeq is the first sequence stream ROOMS still holds: what
-// is below it is gone (max age), and a replay from there is impossible.
-func (g *Gateway) streamFirstSeq(ctx context.Context) (uint64, error) {
-	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
-	defer cancel()
-	st, err := g.sessions.js.Stream(ctx, proto.StreamRooms)
-	if err != nil {
-		return 0, err
+// streamFirstSeq is the first sequence stream ROOMS still holds: what is
+// below it is gone (max age), and a replay from there is impossible. The
+// first sequence only grows, so any read begun at or after since (when
+// the caller's recovery began) answers as well as its own: recoveries
+// that come together (a storm) share reads instead of one each.
+func (g *Gateway) streamFirstSeq(ctx context.Context, since time.Time) (uint64, error) {
+	f := &g.sessions.first
+	f.mu.Lock()
+	r := f.last
+	if r == nil || r.began.Before(since) {
+		r = &firstSeqRead{began: time.Now(), done: make(chan struct{})}
+		f.last = r
+		f.mu.Unlock()
+		rctx, cancel := context.WithTimeout(context.Background(), g.cfg.RequestTimeout)
+		st, err := g.sessions.js.Stream(rctx, proto.StreamRooms)
+		cancel()
+		if r.err = err; err == nil {
+			r.seq = st.CachedInfo().State.FirstSeq
+		}
+		close(r.done)
+	} else {
+		f.mu.Unlock()
 	}
-	return st.CachedInfo().State.FirstSeq, nil
+	select {
+	case <-r.done:
+		return r.seq, r.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// firstSeqs is the last read of ROOMS's first sequence (streamFirstSeq).
+type firstSeqs struct {
+	mu   sync.Mutex
+	last *firstSeqRead
+}
+
+type firstSeqRead struct {
+	began time.Time
+	done  chan struct{} // closed when seq and err are set
+	seq   uint64
+	err   error
 }
 
 // sendRestored queues, after the CONNECT answer, what s missed, then the
@@ -659,8 +720,8 @@ func (s *socket) releaseHeld(first []engineio.Message, keep func(*engineio.Messa
 	}
 }
 
-// seenSeq raises the highest stream sequence the fan-out has delivered,
-// the floor of a room a socket joins now.
+// seenSeq raises the highest stream sequence the fan-out has seen, the
+// floor of a room a socket joins now.
 func (g *Gateway) seenSeq(seq uint64) {
 	for {
 		cur := g.highSeq.Load()

@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/roomcast/roomcast/proto"
@@ -92,13 +94,32 @@ func perRoom(gs []got) map[string][]uint64 {
 	return out
 }
 
-// recoveryEnv is a gateway whose user u1 may join anything, and rooms
-// that answer with no state.
+// recoveryEnv is a gateway whose users may join anything, and a roomstate
+// that answers from the stream (answerStreamState).
 func recoveryEnv(t *testing.T, mod ...func(*Config)) (*env, *testGateway) {
 	e := newEnv(t)
 	e.answerAuthz(func(string, string) bool { return true })
-	e.answerRoomState(nil)
+	e.answerStreamState()
 	return e, e.startGateway(mod...)
+}
+
+// answerStreamState answers roomstate's requests as roomstate does once it
+// caught up: a room's state is its last message in the stream.
+func (e *env) answerStreamState() {
+	e.t.Helper()
+	stream, err := e.js.Stream(context.Background(), proto.StreamRooms)
+	require.NoError(e.t, err)
+	e.answerRoomStateFunc(func(name string) *proto.RoomState {
+		r, err := proto.ParseRoom(name)
+		if err != nil || !r.Kind().Stored() {
+			return nil
+		}
+		m, err := stream.GetLastMsgForSubject(context.Background(), proto.Subjects{}.Publish(r))
+		if err != nil {
+			return nil
+		}
+		return &proto.RoomState{Seq: m.Sequence, LastBroadcastTimestamp: m.Time.UnixMilli()}
+	})
 }
 
 // TestRecoverAfterCut: a socket cut while broadcasts go to its three
@@ -114,20 +135,34 @@ func TestRecoverAfterCut(t *testing.T) {
 	c.mustOK(proto.EndpointAddToRoom, map[string]any{"roomName": "board-b1-tasks"})
 	c.mustOK(proto.EndpointAddToRoom, map[string]any{"roomName": "org-o1"})
 	var last string
+	had := map[string]uint64{} // the last of each room the client got
 	for i, r := range []proto.Room{tasks, org, user} {
 		_, seq := e.publish(r, "x", int64(i+1))
 		b, offset := c.broadcastOffset()
 		require.Equal(t, seq, b.Seq)
 		require.Equal(t, strconv.FormatUint(seq, 10), offset, "the offset is the stream sequence")
-		last = offset
+		last, had[r.Name()] = offset, seq
 	}
+	// A room it joined and got nothing of: its first replayed prevSeq is
+	// read from the stream (a broadcast from before the join).
+	sprints := mustRoom(t, "board-b2-sprints")
+	_, before := e.publish(sprints, "s", 5)
+	c.mustOK(proto.EndpointAddToRoom, map[string]any{"roomName": "board-b2-sprints"})
+	had[sprints.Name()] = before
+	// A room that shares the list of the one joined (board-b3 with
+	// board-b3-tasks), first joined on this gateway: what it held before
+	// is not replayed either.
+	board3 := mustRoom(t, "board-b3")
+	_, before3 := e.publish(board3, "b", 6)
+	c.mustOK(proto.EndpointAddToRoom, map[string]any{"roomName": "board-b3-tasks"})
+	had[board3.Name()] = before3
 	c.cut()
 	e.waitRecord(a.PID)
 
 	var missed []uint64
 	want := map[string][]uint64{}
-	for i := range 12 {
-		r := []proto.Room{tasks, org, user}[i%3]
+	for i := range 15 {
+		r := []proto.Room{tasks, org, user, sprints, board3}[i%5]
 		_, seq := e.publish(r, "y", int64(10+i))
 		missed = append(missed, seq)
 		want[r.Name()] = append(want[r.Name()], seq)
@@ -136,13 +171,10 @@ func TestRecoverAfterCut(t *testing.T) {
 	require.Equal(t, a, a2, "recovered: the same sid and pid")
 	gs := c2.broadcasts(len(missed))
 	require.Equal(t, want, perRoom(gs), "every missed broadcast once, in each room's order")
-	prev := map[string]uint64{}
 	for _, g := range gs {
 		require.Equal(t, strconv.FormatUint(g.seq, 10), g.offset)
-		if p, ok := prev[g.room]; ok {
-			require.Equal(t, p, g.prev, "prevSeq chains within the room")
-		}
-		prev[g.room] = g.seq
+		require.Equal(t, had[g.room], g.prev, "prevSeq chains on from what the client had, %s", g.room)
+		had[g.room] = g.seq
 	}
 	require.Equal(t, float64(1), tg.counter(tg.m.recoveries.WithLabelValues(recovered)))
 	require.Equal(t, float64(len(missed)), tg.counter(tg.m.replayed))
@@ -191,7 +223,7 @@ func TestRecoverNewSession(t *testing.T) {
 		defer mu.Unlock()
 		return !forbid[room]
 	})
-	e.answerRoomState(nil)
+	e.answerStreamState()
 	tg := e.startGateway(func(c *Config) { c.AuthzCacheTTL = -1 })
 	board := mustRoom(t, "board-b1")
 
@@ -255,7 +287,7 @@ func TestRecoverNewSession(t *testing.T) {
 func TestRecoverOnAnotherGateway(t *testing.T) {
 	e := newEnv(t)
 	e.answerAuthz(func(string, string) bool { return true })
-	e.answerRoomState(nil)
+	e.answerStreamState()
 	g1, g2 := e.startGateway(), e.startGateway()
 	org := mustRoom(t, "org-o1")
 	c, a := connectAs(t, g1, "u1", "", "")
@@ -334,4 +366,50 @@ func TestRecoveryOff(t *testing.T) {
 	_, offset := c.broadcastOffset()
 	require.Empty(t, offset)
 	require.Nil(t, tg.sessions)
+}
+
+// TestStreamFirstSeqShared: recoveries that come together share reads of
+// ROOMS's first sequence (a storm asks a few times, not once per socket),
+// and one that began after the last read began asks again: a purge since
+// is seen.
+func TestStreamFirstSeqShared(t *testing.T) {
+	e, tg := recoveryEnv(t)
+	var asked sync.WaitGroup
+	var mu sync.Mutex
+	reads := 0
+	sub, err := e.nc.Subscribe("$JS.API.STREAM.INFO."+proto.StreamRooms, func(*nats.Msg) {
+		mu.Lock()
+		reads++
+		mu.Unlock()
+	})
+	require.NoError(t, err)
+	require.NoError(t, e.nc.Flush())
+	defer func() { _ = sub.Unsubscribe() }()
+	since := time.Now()
+	for range 200 {
+		asked.Add(1)
+		go func() {
+			defer asked.Done()
+			first, err := tg.streamFirstSeq(t.Context(), since)
+			assert.NoError(t, err)
+			assert.LessOrEqual(t, first, uint64(1))
+		}()
+	}
+	asked.Wait()
+	_, seq := e.publish(mustRoom(t, "org-o1"), "x", 1)
+	e.publish(mustRoom(t, "org-o1"), "y", 2)
+	stream, err := e.js.Stream(t.Context(), proto.StreamRooms)
+	require.NoError(t, err)
+	require.NoError(t, stream.Purge(t.Context(), jetstream.WithPurgeSequence(seq+1)))
+	first, err := tg.streamFirstSeq(t.Context(), time.Now())
+	require.NoError(t, err)
+	require.Equal(t, seq+1, first, "a recovery that began after the purge sees it")
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return reads >= 2
+	}, 5*time.Second, 5*time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Less(t, reads, 50, "200 recoveries at once shared their reads")
 }

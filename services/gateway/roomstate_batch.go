@@ -34,26 +34,45 @@ type stateResult struct {
 
 // read returns r's state; nil when r was never broadcast to.
 func (b *stateReader) read(ctx context.Context, r proto.Room) (*proto.RoomState, error) {
-	ch := make(chan stateResult, 1)
-	name := r.Name()
+	sts, err := b.readMany(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	return sts[0], nil
+}
+
+// readMany returns the states of rooms (nil for one never broadcast to),
+// asked in one batch.
+func (b *stateReader) readMany(ctx context.Context, rooms ...proto.Room) ([]*proto.RoomState, error) {
+	chs := make([]chan stateResult, len(rooms))
 	b.mu.Lock()
 	if b.pending == nil {
 		b.pending = map[string][]chan stateResult{}
 	}
-	b.pending[name] = append(b.pending[name], ch)
+	for i, r := range rooms {
+		chs[i] = make(chan stateResult, 1)
+		b.pending[r.Name()] = append(b.pending[r.Name()], chs[i])
+	}
 	start := !b.sending
 	b.sending = true
 	b.mu.Unlock()
 	if start {
 		go b.send()
 	}
-	select {
-	case res := <-ch:
-		return res.st, res.err
-	case <-ctx.Done():
-		// The client reads this: in its words, not context's.
-		return nil, proto.Errorf(proto.CodeUnavailable, "room state of %s: no answer in time: retry later", name)
+	out := make([]*proto.RoomState, len(rooms))
+	for i, ch := range chs {
+		select {
+		case res := <-ch:
+			if res.err != nil {
+				return nil, res.err
+			}
+			out[i] = res.st
+		case <-ctx.Done():
+			// The client reads this: in its words, not context's.
+			return nil, proto.Errorf(proto.CodeUnavailable, "room state of %s: no answer in time: retry later", rooms[i].Name())
+		}
 	}
+	return out, nil
 }
 
 // send sends what is pending, batch after batch, until nothing is.
