@@ -66,11 +66,35 @@ type inversion struct {
 
 // roomPos is where one room (by name: board-B-tasks apart from board-B)
 // stands for a socket: Floor, what it held when it joined (nothing at or
-// below is replayed); Last, the last of its broadcasts queued.
+// below is replayed); Last, the last of its broadcasts queued. A room
+// that shares its parent's list (a board's tasks and sprints) has an
+// entry only once it differs from its parent's: most sockets keep one
+// per room they joined (32 bytes), not one per name.
 type roomPos struct {
 	Name  string `json:"n"`
 	Floor uint64 `json:"f,omitempty"`
 	Last  uint64 `json:"l,omitempty"`
+}
+
+// posOf is where name stands in pos: its own entry, else its parent's
+// floor; ok false when neither is there.
+func posOf(pos []roomPos, name string) (p roomPos, ok bool) {
+	for _, e := range pos {
+		if e.Name == name {
+			return e, true
+		}
+	}
+	r, err := proto.ParseRoom(name)
+	if err != nil || r.Parent().Name() == name {
+		return roomPos{}, false
+	}
+	parent := r.Parent().Name()
+	for _, e := range pos {
+		if e.Name == parent {
+			return roomPos{Name: name, Floor: e.Floor, Last: e.Floor}, true
+		}
+	}
+	return roomPos{}, false
 }
 
 // Queued is engineio.Orderer's: m was queued (or refused) in this place.
@@ -92,9 +116,14 @@ func (o *order) Queued(m *engineio.Message) {
 	}
 	p := o.room(m.Room)
 	if p == nil {
-		// A room first heard of here (a chat its first message made):
-		// nothing of it below this broadcast is the socket's.
-		o.rooms = append(o.rooms, roomPos{Name: m.Room, Floor: m.Seq - 1})
+		// Its parent's floor, or a room first heard of here (a chat its
+		// first message made): nothing of it below this broadcast is the
+		// socket's.
+		e, ok := posOf(o.rooms, m.Room)
+		if !ok {
+			e = roomPos{Name: m.Room, Floor: m.Seq - 1}
+		}
+		o.rooms = append(o.rooms, e)
 		p = &o.rooms[len(o.rooms)-1]
 	}
 	p.Last = max(p.Last, m.Seq)
@@ -123,7 +152,8 @@ func (o *order) room(name string) *roomPos {
 }
 
 // joined records that the socket joined the rooms names when they held
-// up to floor: nothing at or below it is ever replayed to it.
+// up to floor: nothing at or below it is ever replayed to it. A name whose
+// parent's floor says as much gets no entry of its own.
 func (o *order) joined(floor uint64, names ...string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -131,6 +161,9 @@ func (o *order) joined(floor uint64, names ...string) {
 		if p := o.room(n); p != nil {
 			p.Floor = max(p.Floor, floor)
 			p.Last = max(p.Last, floor)
+			continue
+		}
+		if e, ok := posOf(o.rooms, n); ok && e.Floor >= floor {
 			continue
 		}
 		o.rooms = append(o.rooms, roomPos{Name: n, Floor: floor, Last: floor})
@@ -232,28 +265,34 @@ func (r *sessionRecord) resume(offset string) (m uint64, missed []inversion, err
 // starts is, per room name the session is in, the first sequence to
 // replay: the first it missed, and never at or below its floor.
 func (r *sessionRecord) starts(m uint64, missed []inversion) map[string]uint64 {
-	from := make(map[string]uint64, len(r.Pos))
+	names := make([]string, 0, len(r.Pos)+2*len(r.Rooms))
 	for _, p := range r.Pos {
+		names = append(names, p.Name)
+	}
+	for _, key := range r.Rooms {
+		if room, err := proto.ParseRoom(key); err == nil {
+			names = append(names, familyNames(room.Parent())...)
+		}
+	}
+	from := make(map[string]uint64, len(names))
+	floors := make(map[string]uint64, len(names))
+	for _, name := range names {
+		p, ok := posOf(r.Pos, name)
+		if _, seen := from[name]; seen || !ok {
+			continue
+		}
 		// What was queued in order above m it missed; what came of the
 		// room after its last queued it was never sent (late, or dropped
 		// by a full fan-out channel).
-		from[p.Name] = max(min(m, p.Last)+1, p.Floor+1)
+		from[name] = max(min(m, p.Last)+1, p.Floor+1)
+		floors[name] = p.Floor
 	}
 	for _, v := range missed {
 		if f, ok := from[v.Room]; ok && v.Seq < f {
-			from[v.Room] = max(v.Seq, floorOf(r.Pos, v.Room)+1)
+			from[v.Room] = max(v.Seq, floors[v.Room]+1)
 		}
 	}
 	return from
-}
-
-func floorOf(pos []roomPos, name string) uint64 {
-	for _, p := range pos {
-		if p.Name == name {
-			return p.Floor
-		}
-	}
-	return 0
 }
 
 // session is a socket's recovery state, when recovery is on.

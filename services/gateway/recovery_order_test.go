@@ -83,11 +83,18 @@ func TestOrderPlacesTheOffset(t *testing.T) {
 	for round := range 3000 {
 		nRooms := 1 + rng.IntN(6)
 		workers := 1 + rng.IntN(4)
-		rooms := make([]string, nRooms)
+		// Boards, and the tasks and sprints rooms that share a board's
+		// list (and its worker, and its floor until they have their own).
+		boards := make([]string, nRooms)
+		var rooms []string
 		workerOf := map[string]int{}
-		for i := range rooms {
-			rooms[i] = "board-b" + strconv.Itoa(i)
-			workerOf[rooms[i]] = rng.IntN(workers)
+		for i := range boards {
+			boards[i] = "board-b" + strconv.Itoa(i)
+			w := rng.IntN(workers)
+			for _, name := range []string{boards[i], boards[i] + "-tasks", boards[i] + "-sprints"}[:1+rng.IntN(3)] {
+				rooms = append(rooms, name)
+				workerOf[name] = w
+			}
 		}
 		// Sizes from a few messages to past maxInversions.
 		n := 1 + int(rng.ExpFloat64()*80)
@@ -101,7 +108,7 @@ func TestOrderPlacesTheOffset(t *testing.T) {
 			var out []simMsg
 			for range k {
 				seq++
-				m := simMsg{seq: seq, room: rooms[rng.IntN(nRooms)]}
+				m := simMsg{seq: seq, room: rooms[rng.IntN(len(rooms))]}
 				stream = append(stream, m)
 				out = append(out, m)
 			}
@@ -111,7 +118,7 @@ func TestOrderPlacesTheOffset(t *testing.T) {
 		dropOdds := []float64{0, 0, 0.02, 0.2}[rng.IntN(4)]
 
 		o := &order{start: start, max: start}
-		o.joined(start, rooms...)
+		o.joined(start, boards...)
 		dropped := map[uint64]bool{}
 		queued := simQueue(rng, o, add(n), workerOf, workers, dropOdds, dropped)
 		received := map[uint64]bool{}
@@ -124,7 +131,7 @@ func TestOrderPlacesTheOffset(t *testing.T) {
 			k := rng.IntN(len(queued) + 1)
 			c := k + rng.IntN(len(queued)-k+1)
 			// The record: an order that heard of the first c.
-			rec := snapshotAfter(o, queued, c, rooms)
+			rec := snapshotAfter(o, queued, c, boards)
 			offset := ""
 			for _, m := range queued[:k] {
 				received[m.seq] = true

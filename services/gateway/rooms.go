@@ -144,9 +144,10 @@ func (g *Gateway) join(s *socket, r proto.Room) (created bool, err error) {
 	name := parent.Key()
 	if ss := s.sess; ss != nil && parent.Kind().Stored() {
 		// Before it is a member: a broadcast queued to it from now on
-		// finds the room in its order. What the fan-out had delivered
-		// before is not the socket's to recover.
-		ss.order.joined(g.highSeq.Load(), familyNames(parent)...)
+		// finds the room in its order. What the fan-out had seen before
+		// is not the socket's to recover (a board's tasks and sprints
+		// share the board's floor).
+		ss.order.joined(g.highSeq.Load(), parent.Name())
 	}
 	sh := g.rooms.shard(name)
 	sh.mu.Lock()
