@@ -147,6 +147,12 @@ type Config struct {
 	// finds its channel full is dropped, never waited for (counted in
 	// roomcast_gateway_fanout_dropped_total). Default 65536.
 	FanoutQueue int
+	// WritevOnly makes the fan-out workers write each socket with a writev
+	// of its own. By default, on Linux with io_uring, a worker sends to up
+	// to 64 sockets in one submission (fewer system calls; docs/decisions.md,
+	// "Batched sends"), and falls back to writev where io_uring is missing
+	// or refused ($ROOMCAST_WRITEV_ONLY).
+	WritevOnly bool
 
 	// PersonalSubscriptions is how the personal rooms (user-, client- and
 	// chat- rooms: a socket has two or three of its own) get their messages.
@@ -267,6 +273,7 @@ func (c *Config) Bind(s *flagenv.Set) {
 		}
 	}
 	s.Bool(&c.Pprof, "pprof", "ROOMCAST_PPROF", false, "serve net/http/pprof under /debug/pprof/ (for profiling)")
+	s.Bool(&c.WritevOnly, "writev-only", "ROOMCAST_WRITEV_ONLY", false, "fan-out writes each socket with its own writev instead of io_uring submissions of up to 64 sends")
 	s.Duration(&c.TokenLeeway, "jwt-leeway", "ROOMCAST_JWT_LEEWAY", DefaultTokenLeeway, "clock skew allowed to a token's iat and nbf (negative: none)")
 	s.String(&c.JWTPublicKeyFile, "jwt-public-key", "ROOMCAST_JWT_PUBLIC_KEY", "", "PEM file with an Ed25519 or RSA public key for tokens")
 	s.Bool(&c.AuthzOptional, "authz-optional", "ROOMCAST_AUTHZ_OPTIONAL", false, "let joins to org and board rooms through while no service answers authz.join (development)")

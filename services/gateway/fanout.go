@@ -77,13 +77,21 @@ const maxBatch = 64
 // runFanout drains one fan-out channel until done is closed. It takes the
 // messages that are waiting (up to maxBatch), queues their frames to every
 // member, then writes each socket it has to write once: under load, a socket
-// gets several frames in one writev (one system call, the cost that dominates a
-// delivery); when idle, a message is written as soon as it comes.
+// gets several frames in one write (the cost that dominates a delivery);
+// when idle, a message is written as soon as it comes. The writes go
+// through the worker's Sender: up to 64 sockets' sends in one system call
+// where io_uring can be used (docs/decisions.md, "Batched sends").
 //
 // A panic in one message's delivery is stopped there (see deliver): the
 // worker goes on with the next.
 func (g *Gateway) runFanout(ch chan *nats.Msg, done <-chan struct{}) {
 	var members, writers []*socket
+	var ts []engineio.Transport
+	snd, err := engineio.NewSender(!g.cfg.WritevOnly)
+	defer snd.Close()
+	if err != nil {
+		g.log.Debug().Err(err).Msg("fan-out writes each socket with its own writev")
+	}
 	deliver := func(m *nats.Msg) {
 		defer g.guard.Recover("fanout", nil)
 		members = g.deliver(m, members[:0], &writers)
@@ -102,10 +110,13 @@ func (g *Gateway) runFanout(ch chan *nats.Msg, done <-chan struct{}) {
 				}
 			}
 			for i, s := range writers {
-				s.writeNow()
+				ts = append(ts, s.transport())
 				writers[i] = nil
 			}
 			writers = writers[:0]
+			snd.Write(ts)
+			clear(ts)
+			ts = ts[:0]
 		case <-done:
 			return
 		}
@@ -174,7 +185,7 @@ func storedAt(m *nats.Msg) time.Time {
 
 // deliver fans one NATS message out to the members of its room: it queues
 // the frame to each and appends to *writers the sockets whose writer the
-// caller became (it must call their writeNow; through a pointer, so that
+// caller became (it must write them; through a pointer, so that
 // those appended before a panic are not lost: their queues would stall).
 // members is the worker's scratch slice, returned for reuse.
 //

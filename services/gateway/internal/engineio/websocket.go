@@ -229,26 +229,36 @@ func (w *WebSocket) Write() {
 		if !ok {
 			return
 		}
-		rest, err := writeNonblock(w.raw, bufs)
-		if err != nil {
-			if w.resumeAfterAbort(rest, err) {
-				go w.flush()
-				return
-			}
-			w.writeFailed(err)
-			return
-		}
-		if len(rest) > 0 {
-			// The kernel took part of it: queue the rest in front of what
-			// came meanwhile, and wait for the socket in flush.
-			w.mu.Lock()
-			w.putBackLocked(rest)
-			w.mu.Unlock()
-			go w.flush()
+		if !w.afterWrite(writeNonblock(w.raw, bufs)) {
 			return
 		}
 	}
 	go w.flush()
+}
+
+// afterWrite goes on from a non-blocking write of what takeQueue gave
+// (writeNonblock's, or a Sender's): rest is what the kernel did not take.
+// true: everything was written, and the writer takes the queue again;
+// false: the turn went on in flush, or ended with the session.
+func (w *WebSocket) afterWrite(rest net.Buffers, err error) bool {
+	if err != nil {
+		if w.resumeAfterAbort(rest, err) {
+			go w.flush()
+			return false
+		}
+		w.writeFailed(err)
+		return false
+	}
+	if len(rest) > 0 {
+		// The kernel took part of it: queue the rest in front of what
+		// came meanwhile, and wait for the socket in flush.
+		w.mu.Lock()
+		w.putBackLocked(rest)
+		w.mu.Unlock()
+		go w.flush()
+		return false
+	}
+	return true
 }
 
 // takeQueue hands the writer everything queued; with nothing queued it ends

@@ -60,15 +60,7 @@ func writeNonblock(raw syscall.RawConn, bufs [][]byte) ([][]byte, error) {
 	if errno != 0 && errno != unix.EAGAIN {
 		return bufs, errno
 	}
-	n = max(n, 0)
-	for len(bufs) > 0 && n >= len(bufs[0]) {
-		n -= len(bufs[0])
-		bufs = bufs[1:]
-	}
-	if n > 0 {
-		bufs[0] = bufs[0][n:]
-	}
-	return bufs, nil
+	return advance(bufs, n), nil
 }
 
 // writev is one writeNonblock's state: its iovecs and the system call's
