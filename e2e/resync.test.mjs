@@ -176,7 +176,10 @@ function sorted(map) {
 }
 
 async function scenario({ env, away }) {
-  const stack = await startStack({ env });
+  // Recovery off: this is the seed's resync after a reconnect that is a
+  // new session (a recovered one gets the missed broadcasts replayed:
+  // recovery.test.mjs).
+  const stack = await startStack({ env: { ROOMCAST_RECOVERY_TTL: "0", ...env } });
   const nc = await nats(stack);
   answerAuthz(nc);
   const api = domain(nc);

@@ -160,13 +160,16 @@ export function socket(stack, { token, clientId, ...opts } = {}) {
   });
 }
 
-// once resolves with the first emission of event, or rejects after ms.
+// once resolves with the first emission of event (its arguments, or its
+// one argument alone), or rejects after ms. A "broadcast" resolves with its
+// payload: with connection state recovery on, the offset follows it as a
+// second argument, which is socket.io-client's business.
 export function once(emitter, event, ms = 5000) {
   return new Promise((ok, fail) => {
     const timer = setTimeout(() => fail(new Error(`no "${event}" within ${ms} ms`)), ms);
     emitter.once(event, (...args) => {
       clearTimeout(timer);
-      ok(args.length > 1 ? args : args[0]);
+      ok(event === "broadcast" || args.length <= 1 ? args[0] : args);
     });
   });
 }
