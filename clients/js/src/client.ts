@@ -137,6 +137,9 @@ export class RoomcastClient {
   private busyTimer: unknown;
   private everConnected = false;
   private readonly entries = new Map<string, Entry>();
+  // Rooms left while the socket was down: a recovered session is still in
+  // them on the server, so they are left at its connect (a new one is not).
+  private readonly leftAway = new Set<string>();
   private readonly listeners: { [K in keyof Listeners]: Set<Listeners[K]> } = {
     status: new Set(),
     broadcast: new Set(),
@@ -324,9 +327,15 @@ export class RoomcastClient {
     if (this.entries.get(entry.name) !== entry) return;
     entry.sync.stop();
     this.entries.delete(entry.name);
-    const family = familyOf(entry.name);
-    const shared = [...this.entries.keys()].some((n) => familyOf(n) === family);
-    if (!shared && this.socket.connected) await this.call("removeFromRoom", { roomName: entry.name });
+    if (this.shared(entry.name)) return;
+    if (this.socket.connected) await this.call("removeFromRoom", { roomName: entry.name });
+    else this.leftAway.add(entry.name);
+  }
+
+  /** shared says whether a tracked room shares name's socket list (board-B and board-B-tasks do). */
+  private shared(name: string): boolean {
+    const family = familyOf(name);
+    return [...this.entries.keys()].some((n) => familyOf(n) === family);
   }
 
   private onConnect(): void {
@@ -341,6 +350,12 @@ export class RoomcastClient {
     this.setStatus("connected", recovered ? "recovered" : undefined);
     void this.sendPresence();
     for (const e of this.entries.values()) void (recovered ? e.sync.resume() : e.sync.join(reason));
+    const left = [...this.leftAway];
+    this.leftAway.clear();
+    if (!recovered) return;
+    for (const name of left) {
+      if (!this.shared(name)) this.call("removeFromRoom", { roomName: name }).catch((err) => this.fail(err));
+    }
   }
 
   private onDisconnect(reason: Socket.DisconnectReason): void {

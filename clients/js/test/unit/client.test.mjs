@@ -627,3 +627,26 @@ test("a broadcast listener of the client gets the broadcast alone, the offset th
   sock.fire("broadcast", b, offset);
   assert.deepEqual(got, [[b]]);
 });
+
+test("a room left while away is left at a recovered reconnect (the session still holds it), not after a new session", async () => {
+  for (const recovered of [true, false]) {
+    const { c, sock } = open({ token: "t" });
+    history(sock);
+    const { tasks, chat } = tracked(c);
+    const board = c.room("board-b1", {});
+    sock.up();
+    await tasks.ready();
+    await chat.ready();
+    await board.ready();
+    sock.cut();
+    const n = sock.calls.length;
+    await tasks.leave(); // board-b1 shares its socket list: nothing to leave
+    await chat.leave();
+    assert.equal(sock.calls.length, n, "nothing called while away");
+    sock.up(recovered);
+    await board.ready();
+    await tick();
+    if (recovered) assert.deepEqual(since(sock, n), ["removeFromRoom chat-alice-bob"]);
+    else assert.deepEqual(since(sock, n), ["addToRoom board-b1"], "a new session joins what is tracked and leaves nothing");
+  }
+});
