@@ -22,11 +22,14 @@ import { spawn } from "node:child_process";
 import { createServer, connect as tcpConnect } from "node:net";
 import { dirname, join as joinPath } from "node:path";
 import { io } from "socket.io-client";
-import { startStack, nats, publish, call, authz, freePort, binary } from "./stack.mjs";
+import { startStack, nats, publish, call, authz, freePort, binary, jc } from "./stack.mjs";
 
 const gatewayBin = process.env.ROOMCAST_GATEWAY_BIN || joinPath(dirname(binary), "gateway");
 
 let stack, nc, A, B;
+// "user:room" pairs the authorizer refuses from now on (a membership the
+// domain removed).
+const denied = new Set();
 const opened = [];
 const proxies = [];
 const cleanups = [];
@@ -34,7 +37,7 @@ const cleanups = [];
 before(async () => {
   stack = await startStack(); // gateway A, recovery on by default
   nc = await nats(stack);
-  authz(nc, (user, room) => room !== "board-secret");
+  authz(nc, (user, room) => !denied.has(`${user}:${room}`));
   A = stack.httpURL;
   B = gateway(stack, await freePort());
   await B.start();
@@ -542,6 +545,91 @@ test("a pid presented by another user: a new session, recovered false, none of t
   assert.deepEqual(d.got.map((g) => `${g.room}:${g.seq}`), [`user-${u2}:${own}`], `u2 got its own room's broadcast alone\n${d.report()}`);
   assert.equal(await recoveries(A, "other_user"), other0 + 1);
   for (const s of [c.s, d.s, witness.s]) s.disconnect();
+});
+
+test("a session cut before its first broadcast (no offset to present): recovered, every missed broadcast once and in order", async () => {
+  const user = "ro";
+  const px = await proxy(A);
+  const c = client(px.url, user);
+  await c.connected(1);
+  await join(c, user);
+  const rooms = [`user-${user}`, `board-${user}-tasks`];
+  const book = ledger();
+  await cutOff(c, px, "network");
+  await book.round(rooms, 2);
+  px.restore();
+  await c.connected(2);
+  assert.deepEqual(presented(c), { pid: c.connects[0].pid, token: "…" }, "a pid, no offset: the client got no broadcast");
+  assert.equal(c.connects[1].recovered, true, `recovered\n${c.report()}`);
+  assert.equal(c.connects[1].id, c.connects[0].id);
+  await caughtUp(c, book, rooms, "the missed broadcasts");
+  await book.round(rooms, 1);
+  await caughtUp(c, book, rooms, "the live broadcasts");
+  delivered(c, book, rooms);
+  c.s.disconnect();
+});
+
+// todo: fails at 4f63924 (reported to the lead): the chat is not in the
+// session's record (no broadcast of it had reached the socket), so its
+// first message, stored while the member was away, is not replayed.
+test("a chat whose first message comes while its member is away: recovered with that message", { todo: "gateway: a chat new to the session is not replayed" }, async () => {
+  const user = "rn";
+  const { px, c, book } = await session(A, user, user);
+  const chat = chatOf(user, "yy"); // a chat of this user that has had no message yet
+  await cutOff(c, px, "network");
+  const seq = await book.publish(chat);
+  px.restore();
+  await c.connected(2);
+  assert.equal(c.connects[1].recovered, true, `recovered\n${c.report()}`);
+  await c.until("the chat's first message, replayed", () => c.has(chat, seq));
+  c.s.disconnect();
+});
+
+test("an unusable offset (not a number): a new session, recovered false", async () => {
+  for (const [k, offset] of ["garbage", "-1"].entries()) {
+    const user = `rq${k}`;
+    const { px, c, rooms, book } = await session(A, user, user);
+    const first = c.connects[0];
+    const bad0 = await recoveries(A, "bad_offset");
+    await cutOff(c, px, "network");
+    await book.round(rooms, 1);
+    // socket.io-client sends _lastOffset (a private field) as the offset.
+    c.s._lastOffset = offset;
+    px.restore();
+    await c.connected(2);
+    assert.equal(presented(c).offset, offset);
+    assert.equal(c.connects[1].recovered, false, `${offset}: a new session\n${c.report()}`);
+    assert.notEqual(c.connects[1].id, first.id, `${offset}: a new id`);
+    assert.equal(await recoveries(A, "bad_offset"), bad0 + 1, offset);
+    c.s.disconnect();
+  }
+});
+
+test("a room now forbidden (the membership removed and kicked while the client was away): a new session, none of the room's broadcasts", async () => {
+  const user = "rk";
+  const { px, c, rooms, book } = await session(A, user, user);
+  const first = c.connects[0];
+  const witness = client(A, "rkw");
+  await witness.connected(1);
+  await join(witness, user);
+  const forbidden0 = await recoveries(A, "forbidden");
+  await cutOff(c, px, "network");
+  denied.add(`${user}:board-${user}`);
+  nc.publish("ctl.rooms.kick", jc.encode({ roomName: `board-${user}`, userId: user }));
+  await nc.flush();
+  await book.round([rooms[1]], 2); // missed, and no longer the user's
+  px.restore();
+  await c.connected(2);
+  assert.equal(c.connects[1].recovered, false, `a new session\n${c.report()}`);
+  assert.notEqual(c.connects[1].id, first.id);
+  const had = c.got.length;
+  await witnessed(witness, book, rooms[1]);
+  const own = await book.publish(rooms[0]);
+  await c.until("the user's own broadcast", () => c.has(rooms[0], own));
+  assert.deepEqual(c.got.slice(had).map((g) => `${g.room}:${g.seq}`), [`${rooms[0]}:${own}`], `none of the board's\n${c.report()}`);
+  assert.equal(await recoveries(A, "forbidden"), forbidden0 + 1);
+  c.s.disconnect();
+  witness.s.disconnect();
 });
 
 test("a recovery after the room's history was cut by the stream's max age: a new session, recovered false, none of the missed broadcasts", async () => {
