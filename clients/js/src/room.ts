@@ -18,7 +18,12 @@ export interface ChangeSet {
   deletions: Change[];
 }
 
-export type SyncReason = "join" | "reconnect" | "gap" | "manual" | "retry";
+/**
+ * Why a room was brought up to date: "recovered" is a reconnect the
+ * gateway recovered (nothing was read: the broadcasts the socket missed
+ * follow as ordinary ones, in order).
+ */
+export type SyncReason = "join" | "reconnect" | "gap" | "manual" | "retry" | "recovered";
 
 /**
  * Where a room stands:
@@ -64,7 +69,12 @@ export interface RoomHandlers {
   onMessages?(messages: Envelope[]): void;
   /** A failed join, resync or hook. The room keeps going: it retries later. */
   onError?(err: unknown): void;
-  /** After each resync: why it ran and the room's last seq now. */
+  /**
+   * After each resync: why it ran and the room's last seq now. Also when a
+   * recovered reconnect took the room up where it stood (reason
+   * "recovered", nothing read or refetched): from then on the room is in
+   * step, as after a resync.
+   */
   onSynced?(info: { reason: SyncReason; lastSeq: number; refetched: boolean }): void;
   /**
    * Where the app's data already stands, for children and chat rooms: a
@@ -241,6 +251,8 @@ export class RoomSync {
     this.cancelRetry();
     if (as === "resync") return this.resync("reconnect");
     this.setStatus("joined");
+    const lastSeq = this.lastSeq ?? 0;
+    this.safe(() => this.handlers.onSynced?.({ reason: "recovered", lastSeq, refetched: false }));
     const waiters = this.waiters;
     this.waiters = [];
     for (const w of waiters) w.ok();

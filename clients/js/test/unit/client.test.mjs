@@ -481,8 +481,10 @@ const since = (sock, n) => sock.calls.slice(n).map((x) => `${x.endpointName} ${x
 
 function tracked(c) {
   const log = [];
+  const synced = [];
   const tasks = c.room("board-b1-tasks", {
     cursor: { afterSeq: 0 },
+    onSynced: (s) => synced.push(`${s.reason} ${s.lastSeq} ${s.refetched}`),
     onEvent: (env, b) => log.push(`tasks ${b.seq}`),
     onChanges: (ch) => log.push(`changes ${ch.upserts.map((u) => u.seq).join(",")}`),
     refetch: () => log.push("refetch"),
@@ -491,18 +493,19 @@ function tracked(c) {
     onEvent: (env, b) => log.push(`chat ${b.seq}`),
     onMessages: (ms) => log.push(`messages ${ms.map((m) => m.updatedAt).join(",")}`),
   });
-  return { log, tasks, chat };
+  return { log, synced, tasks, chat };
 }
 
 test("a recovered reconnect takes the rooms up where they stood: no join, no resync; the missed broadcasts (with their offsets) are applied in order", async () => {
   const { c, sock, statuses } = open({ token: "t" });
   const publish = history(sock);
-  const { log, tasks, chat } = tracked(c);
+  const { log, synced, tasks, chat } = tracked(c);
   sock.up();
   await tasks.ready();
   await chat.ready();
   assert.equal(tasks.lastSeq, 11);
   assert.equal(c.recovered, false, "a first connect is not a recovery");
+  assert.deepEqual(synced, ["join 11 false"]);
   sock.fire("broadcast", ...publish("board-b1-tasks", 12));
   assert.equal(tasks.lastSeq, 12);
 
@@ -516,6 +519,7 @@ test("a recovered reconnect takes the rooms up where they stood: no join, no res
   assert.equal(c.recovered, true);
   assert.equal(tasks.status, "joined", "in step at once");
   assert.equal(chat.status, "joined");
+  assert.deepEqual(synced, ["join 11 false", "recovered 12 false"], "onSynced says the room is in step again, from its last seq");
   // The gateway replays what the socket missed on both rooms, then live ones.
   for (const [room, seq] of [["board-b1-tasks", 13], ["chat-alice-bob", 21], ["board-b1-tasks", 14], ["board-b1-tasks", 15], ["chat-alice-bob", 22]]) {
     sock.fire("broadcast", ...publish(room, seq));
