@@ -113,6 +113,14 @@ func (s Subjects) LiveChats(u string) [2]string {
 	return [2]string{base + u + ".*", base + "*." + u}
 }
 
+// StoredChats are the two stored subjects that cover every chat of user u
+// in stream ROOMS: rooms.chat.U.* and rooms.chat.*.U. The caller must have
+// validated u (ValidateID).
+func (s Subjects) StoredChats(u string) [2]string {
+	base := s.Prefix() + ".chat."
+	return [2]string{base + u + ".*", base + "*." + u}
+}
+
 // LivePersonal are the three wildcards that cover every personal room: each
 // user room (live.rooms.user.*), client room (live.rooms.client.*.*) and chat
 // (live.rooms.chat.*.*). A gateway that serves personal rooms from these

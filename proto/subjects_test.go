@@ -17,6 +17,7 @@ func TestSubjectsPrefix(t *testing.T) {
 	require.Equal(t, "live.acme.rooms.board.b1.tasks", s.Live(b))
 	require.Equal(t, []string{"acme.rooms.user.>", "acme.rooms.org.>", "acme.rooms.board.>", "acme.rooms.chat.>"}, s.StreamSubjects())
 	require.Equal(t, [2]string{"live.acme.rooms.chat.u1.*", "live.acme.rooms.chat.*.u1"}, s.LiveChats("u1"))
+	require.Equal(t, [2]string{"acme.rooms.chat.u1.*", "acme.rooms.chat.*.u1"}, s.StoredChats("u1"))
 	require.Equal(t, "live.acme.rooms.>", s.LiveAll())
 	back, err := s.RoomOf("acme.rooms.board.b1.tasks")
 	require.NoError(t, err)

@@ -453,10 +453,9 @@ type recoveryPlan struct {
 	m     uint64
 	from  map[string]uint64
 	rooms []proto.Room
-	// prevs: per room, the last broadcast the socket queued, where that
-	// was one (not only its floor): the replay's first prevSeq when it
-	// starts right after.
-	prevs map[string]uint64
+	// read is what was read of the stream before the socket took the
+	// session's id; restoreSession reads what came after.
+	read *replayRead
 }
 
 // planRecovery checks that rec can be recovered for user, whose client's
@@ -469,12 +468,7 @@ func (g *Gateway) planRecovery(ctx context.Context, user string, rec *sessionRec
 	if err != nil {
 		return nil, recoverBadOffset
 	}
-	p := &recoveryPlan{m: m, from: rec.starts(m, missed), prevs: map[string]uint64{}}
-	for _, pos := range rec.Pos {
-		if pos.Last > pos.Floor {
-			p.prevs[pos.Name] = pos.Last
-		}
-	}
+	p := &recoveryPlan{m: m, from: rec.starts(m, missed)}
 	for _, key := range rec.Rooms {
 		r, err := proto.ParseRoom(key)
 		if err != nil {
@@ -498,6 +492,18 @@ func (g *Gateway) planRecovery(ctx context.Context, user string, rec *sessionRec
 		if f < first {
 			return nil, recoverHistoryCut
 		}
+	}
+	// Read what was missed now, before the socket takes the session's
+	// id: too much is a new session with a new id. What the stream
+	// stores from here until the socket is back in its rooms,
+	// restoreSession reads.
+	p.read = g.newReplayRead(user, rec, p.from)
+	if err := p.read.first(ctx); err != nil {
+		if errors.Is(err, errTooMuch) {
+			return nil, recoverTooMuch
+		}
+		g.log.Warn().Err(err).Msg("could not read what a recovering socket missed: a new session instead")
+		return nil, recoverFailed
 	}
 	return p, ""
 }
@@ -531,8 +537,8 @@ func (g *Gateway) restoreSession(ctx context.Context, s *socket, p *recoveryPlan
 		}
 	}
 	// The rooms' subscriptions are in: what the stream stores from now on
-	// comes live (held), what it holds now the replay reads.
-	msgs, err := g.readMissed(ctx, p.from, p.prevs)
+	// comes live (held); what it stored since the first read, this one.
+	msgs, err := p.read.more(ctx)
 	if err != nil {
 		leaveAll()
 		if errors.Is(err, errTooMuch) {
@@ -547,83 +553,210 @@ func (g *Gateway) restoreSession(ctx context.Context, s *socket, p *recoveryPlan
 
 var errTooMuch = errors.New("more was missed than one replay sends")
 
-// readMissed reads, per room name, the broadcasts at or after its start
-// (from) up to its last now (what comes after comes live), with prevs the
-// rooms' broadcasts known to come just before,
-// each with its previous sequence in the room, in stream order.
-func (g *Gateway) readMissed(ctx context.Context, from, prevs map[string]uint64) ([]replayed, error) {
-	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
-	defer cancel()
-	subjects := make([]string, 0, len(from))
-	names := make(map[string]string, len(from)) // subject → room name
-	for name := range from {
-		r, err := proto.ParseRoom(name)
-		if err != nil || !r.Kind().Stored() {
-			continue
+// replayRead reads what a recovering socket missed: per room name, the
+// broadcasts from its start (from), each with the previous in its room,
+// and the user's chats the session did not know of, from after the last
+// broadcast the session queued. In two passes: first before the socket
+// takes the session's id (too much, or a failure, is then a new session),
+// then, once the socket is back in its rooms, what was stored between.
+type replayRead struct {
+	g     *Gateway
+	from  map[string]uint64
+	prevs map[string]uint64 // per room, a broadcast known to come just before its start
+	// names maps each subject read to its room name; at is the room's last
+	// message when it was read (0: none), where the second pass goes on.
+	names map[string]string
+	at    map[string]uint64
+	chats [2]string // the user's chats, in the stream
+	after uint64    // the new chats are read from after this
+	seen  map[uint64]bool
+	out   []replayed
+	bytes int
+}
+
+func (g *Gateway) newReplayRead(user string, rec *sessionRecord, from map[string]uint64) *replayRead {
+	rr := &replayRead{g: g, from: from, prevs: map[string]uint64{}, names: map[string]string{}, at: map[string]uint64{},
+		chats: g.subjects.StoredChats(user), after: rec.Max, seen: map[uint64]bool{}}
+	for _, pos := range rec.Pos {
+		if pos.Last > pos.Floor {
+			// The last the socket queued of the room: the replay's first
+			// prevSeq when it starts right after.
+			rr.prevs[pos.Name] = pos.Last
 		}
-		subj := g.subjects.Publish(r)
-		subjects = append(subjects, subj)
-		names[subj] = name
 	}
-	if len(subjects) == 0 {
-		return nil, nil
+	for name := range from {
+		if r, err := proto.ParseRoom(name); err == nil && r.Kind().Stored() {
+			rr.names[g.subjects.Publish(r)] = name
+		}
 	}
-	// One read for every room's last broadcast: most rooms missed nothing.
-	// What is stored after it comes live (the socket holds it): the
-	// replay reads up to these.
-	last, pending, err := g.directGet(ctx, directget.Request{MultiLast: subjects, Batch: len(subjects)}, len(subjects))
-	if err != nil {
+	return rr
+}
+
+// first is the first pass.
+func (rr *replayRead) first(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, rr.g.cfg.RequestTimeout)
+	defer cancel()
+	if err := rr.rooms(ctx, func(name string) (uint64, uint64, bool) {
+		start := rr.from[name]
+		prev, known := rr.prevs[name]
+		return start, prev, known && prev+1 == start
+	}); err != nil {
+		return err
+	}
+	return rr.newChats(ctx)
+}
+
+// more is the second pass: what each room stored after the first read,
+// and the chats new since; then the whole replay, in stream order.
+func (rr *replayRead) more(ctx context.Context) ([]replayed, error) {
+	ctx, cancel := context.WithTimeout(ctx, rr.g.cfg.RequestTimeout)
+	defer cancel()
+	if err := rr.rooms(ctx, func(name string) (uint64, uint64, bool) {
+		at := rr.at[name]
+		return at + 1, at, true
+	}); err != nil {
 		return nil, err
 	}
-	if pending != 0 {
-		return nil, fmt.Errorf("direct get: %d of %d rooms' last messages not sent", pending, len(subjects))
+	if err := rr.newChats(ctx); err != nil {
+		return nil, err
 	}
-	var out []replayed
+	sortReplayed(rr.out)
+	return rr.out, nil
+}
+
+// rooms reads every room of names from where start says (its first
+// sequence, and the previous one in the room when known), up to its last
+// message now: one batched direct get tells which rooms have anything
+// there, and up to where.
+func (rr *replayRead) rooms(ctx context.Context, start func(name string) (from, prev uint64, known bool)) error {
+	if len(rr.names) == 0 {
+		return nil
+	}
+	subjects := make([]string, 0, len(rr.names))
+	for subj := range rr.names {
+		subjects = append(subjects, subj)
+	}
+	last, pending, err := rr.g.directGet(ctx, directget.Request{MultiLast: subjects, Batch: len(subjects)}, len(subjects))
+	if err != nil {
+		return err
+	}
+	if pending != 0 {
+		return fmt.Errorf("direct get: %d of %d rooms' last messages not sent", pending, len(subjects))
+	}
 	for _, lm := range last {
-		name := names[lm.Subject]
-		start := from[name]
-		if lm.Seq < start {
+		name := rr.names[lm.Subject]
+		from, prev, known := start(name)
+		rr.at[name] = max(rr.at[name], lm.Seq)
+		if lm.Seq < from {
 			continue
 		}
-		want := lm.Seq - start + 1 // at most: other rooms' messages are between
-		if room := uint64(maxReplay - len(out)); want > room {
-			want = room + 1 // enough to know it is too much
-		}
-		msgs, _, err := g.directGet(ctx, directget.Request{Seq: start, NextBySubject: lm.Subject, Batch: int(want)}, int(want))
-		if err != nil {
-			return nil, err
-		}
-		// Past the room's last message at the first read: live (held).
-		for len(msgs) > 0 && msgs[len(msgs)-1].Seq > lm.Seq {
-			msgs = msgs[:len(msgs)-1]
-		}
-		if len(out)+len(msgs) > maxReplay {
-			return nil, errTooMuch
-		}
-		// The room's broadcast before the replay: the last the socket
-		// queued, when the replay starts right after it; else asked.
-		prev := prevs[name]
-		if prev == 0 || prev+1 != start {
-			prev = 0
-			if start > 1 {
-				before, _, err := g.directGet(ctx, directget.Request{MultiLast: []string{lm.Subject}, UpToSeq: start - 1, Batch: 1}, 1)
-				if err != nil {
-					return nil, err
-				}
-				if len(before) == 1 {
-					prev = before[0].Seq
-				}
-			}
-		}
-		for _, dm := range msgs {
-			out = append(out, replayed{room: name, seq: dm.Seq, prev: prev, data: dm.Data})
-			prev = dm.Seq
+		if _, err := rr.read(ctx, name, lm.Subject, from, lm.Seq, prev, known); err != nil {
+			return err
 		}
 	}
-	// Stream order across rooms, as they were first sent.
-	sortReplayed(out)
-	return out, nil
+	return nil
 }
+
+// read adds to the replay room name's broadcasts from from up to last
+// (what is stored later comes live), the first one's previous being prev
+// when known, else asked. It returns the last it added (prev if none).
+func (rr *replayRead) read(ctx context.Context, name, subject string, from, last, prev uint64, known bool) (uint64, error) {
+	want := last - from + 1 // at most: other rooms' messages are between
+	if room := uint64(maxReplay - len(rr.out)); want > room {
+		want = room + 1 // enough to know it is too much
+	}
+	msgs, _, err := rr.g.directGet(ctx, directget.Request{Seq: from, NextBySubject: subject, Batch: int(want)}, int(want))
+	if err != nil {
+		return 0, err
+	}
+	for len(msgs) > 0 && msgs[len(msgs)-1].Seq > last {
+		msgs = msgs[:len(msgs)-1]
+	}
+	if !known {
+		if prev, err = rr.prevOf(ctx, subject, from); err != nil {
+			return 0, err
+		}
+	}
+	for _, m := range msgs {
+		if err := rr.add(replayed{room: name, seq: m.Seq, prev: prev, data: m.Data}); err != nil {
+			return 0, err
+		}
+		prev = m.Seq
+	}
+	return prev, nil
+}
+
+// prevOf is the sequence of subject's last message before seq (0: none).
+func (rr *replayRead) prevOf(ctx context.Context, subject string, seq uint64) (uint64, error) {
+	if seq <= 1 {
+		return 0, nil
+	}
+	before, _, err := rr.g.directGet(ctx, directget.Request{MultiLast: []string{subject}, UpToSeq: seq - 1, Batch: 1}, 1)
+	if err != nil || len(before) == 0 {
+		return 0, err
+	}
+	return before[0].Seq, nil
+}
+
+// newChats adds the messages of the user's chats the session was not in
+// (a chat its first message made while the client was away), stored after
+// the last broadcast the session queued; the rooms pass reads them from
+// then on, as the others.
+func (rr *replayRead) newChats(ctx context.Context) error {
+	for _, wild := range rr.chats {
+		room := uint64(maxReplay - len(rr.out))
+		msgs, pending, err := rr.g.directGet(ctx, directget.Request{Seq: rr.after + 1, NextBySubject: wild, Batch: int(room) + 1}, int(room)+1)
+		if err != nil {
+			return err
+		}
+		if pending != 0 {
+			return errTooMuch
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		upTo := msgs[len(msgs)-1].Seq
+		for _, m := range msgs {
+			if _, known := rr.names[m.Subject]; known || rr.seen[m.Seq] {
+				continue
+			}
+			r, err := rr.g.subjects.RoomOf(m.Subject)
+			if err != nil || r.Kind() != proto.KindChat {
+				continue
+			}
+			// A chat first met here: from now on a room like the others.
+			name := r.Name()
+			rr.names[m.Subject] = name
+			prev, err := rr.prevOf(ctx, m.Subject, m.Seq)
+			if err != nil {
+				return err
+			}
+			last, err := rr.read(ctx, name, m.Subject, m.Seq, upTo, prev, true)
+			if err != nil {
+				return err
+			}
+			rr.at[name] = last
+		}
+	}
+	return nil
+}
+
+// add adds one broadcast to the replay, within its bounds: maxReplay
+// broadcasts, and half the socket's send queue (the replay is queued at
+// once; more would cut the socket off as slow).
+func (rr *replayRead) add(r replayed) error {
+	rr.bytes += len(r.data) + len(r.room) + broadcastOverhead
+	if len(rr.out) >= maxReplay || rr.bytes > rr.g.cfg.SendQueueBytes/2 {
+		return errTooMuch
+	}
+	rr.seen[r.seq] = true
+	rr.out = append(rr.out, r)
+	return nil
+}
+
+// broadcastOverhead is a broadcast frame's bytes beyond its room name and
+// data, at most (appendBroadcastFrame).
+const broadcastOverhead = 128
 
 func sortReplayed(out []replayed) {
 	for i := 1; i < len(out); i++ {

@@ -413,3 +413,62 @@ func TestStreamFirstSeqShared(t *testing.T) {
 	defer mu.Unlock()
 	require.Less(t, reads, 50, "200 recoveries at once shared their reads")
 }
+
+// TestRecoverNewChat: a chat whose first message comes while the client is
+// away (the session never was in it) comes back with the rest: its
+// messages replayed in order, then live ones.
+func TestRecoverNewChat(t *testing.T) {
+	e, tg := recoveryEnv(t)
+	c, a := connectAs(t, tg, "u1", "", "")
+	e.publish(mustRoom(t, "user-u1"), "x", 1)
+	_, offset := c.broadcastOffset()
+	c.cut()
+	e.waitRecord(a.PID)
+	chat := mustRoom(t, "chat-u1-u2")
+	var want []uint64
+	for i := range 3 {
+		_, seq := e.publish(chat, "m"+strconv.Itoa(i), int64(2+i))
+		want = append(want, seq)
+	}
+	c2, a2 := connectAs(t, tg, "u1", a.PID, offset)
+	require.Equal(t, a, a2)
+	gs := c2.broadcasts(len(want))
+	require.Equal(t, map[string][]uint64{"chat-u1-u2": want}, perRoom(gs))
+	require.Zero(t, gs[0].prev, "the chat's first message")
+	_, seq := e.publish(chat, "m3", 9)
+	b := c2.broadcast()
+	require.Equal(t, seq, b.Seq)
+	require.Equal(t, want[len(want)-1], b.PrevSeq)
+}
+
+// TestRecoverTooMuch: more missed than one replay may send — more
+// broadcasts than maxReplay, or more bytes than half the send queue (the
+// replay is queued at once) — is a new session, with a new id, and
+// nothing replayed.
+func TestRecoverTooMuch(t *testing.T) {
+	e, tg := recoveryEnv(t, func(c *Config) { c.SendQueueBytes = 64 << 10 })
+	org := mustRoom(t, "org-o1")
+	for _, tc := range []struct {
+		name string
+		n    int
+		pad  int
+	}{{"count", maxReplay + 1, 0}, {"bytes", 20, 3000}} {
+		c, a := connectAs(t, tg, "u1", "", "")
+		c.mustOK(proto.EndpointAddToRoom, map[string]any{"roomName": "org-o1"})
+		e.publish(org, "x", 1)
+		_, offset := c.broadcastOffset()
+		c.cut()
+		e.waitRecord(a.PID)
+		for i := range tc.n {
+			env := []byte(`{"event":"update-organization","id":"o1","updatedAt":` + strconv.Itoa(10+i) + `,"diff":{"title":"` + strings.Repeat("p", tc.pad) + `"}}`)
+			_, err := e.js.Publish(t.Context(), proto.Subjects{}.Publish(org), env)
+			require.NoError(t, err)
+		}
+		before := tg.counter(tg.m.recoveries.WithLabelValues(recoverTooMuch))
+		c2, a2 := connectAs(t, tg, "u1", a.PID, offset)
+		require.NotEqual(t, a.PID, a2.PID, tc.name)
+		require.NotEqual(t, a.SID, a2.SID, tc.name)
+		c2.noBroadcast()
+		require.Equal(t, before+1, tg.counter(tg.m.recoveries.WithLabelValues(recoverTooMuch)), tc.name)
+	}
+}
