@@ -49,7 +49,7 @@ func BenchmarkParsePacket(b *testing.B) {
 // the peers' reads included (they run in this process): one write per
 // delivery, as at modest rates, where nothing can be coalesced. With
 // recovery on, each delivery also takes its place in the socket's order
-// (recovery.go).
+// (recovery_order.go).
 func BenchmarkFanoutPerRecipient(b *testing.B) {
 	for _, recovery := range []bool{false, true} {
 		b.Run(fmt.Sprintf("recovery=%v", recovery), func(b *testing.B) { benchFanout(b, recovery) })

@@ -159,7 +159,7 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 	s.mu.Unlock()
 	if ss := s.sess; ss != nil {
 		// Where the session starts: every stored broadcast queued to it
-		// from now on is above, or placed as an inversion (recovery.go).
+		// from now on is above, or placed as an inversion (recovery_order.go).
 		ss.order.mu.Lock()
 		ss.order.start = g.highSeq.Load()
 		ss.order.max = ss.order.start
