@@ -19,10 +19,9 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { createServer, connect as tcpConnect } from "node:net";
 import { dirname, join as joinPath } from "node:path";
 import { io } from "socket.io-client";
-import { startStack, nats, publish, call, authz, freePort, binary, jc } from "./stack.mjs";
+import { startStack, nats, publish, call, authz, freePort, binary, jc, tcpProxy } from "./stack.mjs";
 
 const gatewayBin = process.env.ROOMCAST_GATEWAY_BIN || joinPath(dirname(binary), "gateway");
 
@@ -108,53 +107,10 @@ function gateway(st, port, env = {}) {
   };
 }
 
-// proxy is the client's network to a gateway: cut() drops every
-// connection and refuses new ones, refuse() only refuses new ones,
-// restore(to) lets them through again, to another gateway when to is given.
+// proxy is the client's network (stack.mjs's tcpProxy), closed after
+// the tests.
 async function proxy(target) {
-  let port = Number(new URL(target).port);
-  let refusing = false;
-  const pairs = new Set();
-  const server = createServer((down) => {
-    if (refusing) return down.destroy();
-    const up = tcpConnect(port, "127.0.0.1");
-    const pair = { down, up };
-    pairs.add(pair);
-    const drop = () => {
-      pairs.delete(pair);
-      down.destroy();
-      up.destroy();
-    };
-    for (const s of [down, up]) {
-      s.on("error", drop);
-      s.on("close", drop);
-    }
-    down.pipe(up);
-    up.pipe(down);
-  });
-  await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
-  const px = {
-    url: `http://127.0.0.1:${server.address().port}`,
-    refuse() {
-      refusing = true;
-    },
-    cut() {
-      refusing = true;
-      for (const { down, up } of pairs) {
-        down.destroy();
-        up.destroy();
-      }
-      pairs.clear();
-    },
-    restore(to) {
-      if (to) port = Number(new URL(to).port);
-      refusing = false;
-    },
-    close() {
-      px.cut();
-      server.close();
-    },
-  };
+  const px = await tcpProxy(target);
   proxies.push(px);
   return px;
 }
@@ -327,7 +283,7 @@ async function record(conn, pid) {
 // closed the socket and recorded its session, so that the broadcasts that
 // follow are missed, not in flight.
 async function cutOff(c, px, how) {
-  if (how === "network") px.cut();
+  if (how === "network") px.cutAll();
   else {
     // The client closes its own transport (a WebSocket close frame, not a
     // Socket.IO disconnect): the stock client reconnects by itself.
@@ -652,7 +608,7 @@ test("a recovery after the room's history was cut by the stream's max age: a new
   const seen = await pub(1);
   await c.until("the live broadcast", () => c.has("board-re-tasks", seen));
   const first = c.connects[0];
-  px.cut();
+  px.cutAll();
   await c.until("the disconnect", () => c.disconnects.length >= 1);
   await poll("the gateway recorded the session", async () => (await record(nc2, first.pid))?.operation === "PUT");
   const missed = await pub(2);
@@ -725,7 +681,7 @@ test("a recovery after the record expired (ROOMCAST_RECOVERY_TTL=1s): a new sess
   const seen = await pub(1);
   await c.until("the live broadcast", () => c.has("board-rh-tasks", seen));
   const first = c.connects[0];
-  px.cut();
+  px.cutAll();
   await c.until("the disconnect", () => c.disconnects.length >= 1);
   // The record is written at the close and expires a TTL later.
   await poll("the gateway recorded the session", async () => (await record(nc2, first.pid))?.operation === "PUT");
@@ -792,7 +748,7 @@ test("with ROOMCAST_RECOVERY_TTL=0 no pid is offered, broadcasts carry no offset
   await caughtUp(c, book, [`board-rg-tasks`], "the live broadcast");
   assert.equal(c.got[0].args, 1, "no offset");
   assert.match(c.frames.find((f) => f.startsWith("< message 2")), /^< message 2\["broadcast",\{[^\]]*\}\]$/, "the frame has two elements");
-  px.cut();
+  px.cutAll();
   await c.until("the disconnect", () => c.disconnects.length >= 1);
   px.restore();
   await c.connected(2);

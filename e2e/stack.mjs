@@ -4,7 +4,7 @@
 import { spawn } from "node:child_process";
 import { createHmac, randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { createServer, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,6 +14,74 @@ import { connect as natsConnect, headers as natsHeaders, JSONCodec } from "nats"
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 export const binary = process.env.ROOMCAST_BIN || join(root, "bin", "roomcast");
 export const jc = JSONCodec();
+
+// tcpProxy is a client's network in front of a server (target: its URL or
+// port). Every connection through it is a pair in pairs (down: the
+// client's side, up: the server's). cut(pair, kind) ends one: "close",
+// "reset", or "stall" (nothing flows any more and nobody is told: each
+// side finds out by its heartbeat); cutAll() closes them all and refuses
+// new ones, refuse() only refuses new ones, restore(to) lets them through
+// again, to another server when to is given.
+export async function tcpProxy(target) {
+  const portOf = (t) => (typeof t === "number" ? t : Number(new URL(t).port));
+  let port = portOf(target);
+  let refusing = false;
+  const pairs = new Set();
+  const server = createServer((down) => {
+    if (refusing) return down.destroy();
+    const up = tcpConnect(port, "127.0.0.1");
+    const pair = { down, up, stalled: false };
+    pairs.add(pair);
+    const drop = () => {
+      pairs.delete(pair);
+      down.destroy();
+      up.destroy();
+    };
+    for (const s of [down, up]) {
+      s.on("error", drop);
+      s.on("close", drop);
+    }
+    down.pipe(up);
+    up.pipe(down);
+  });
+  await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+  const px = {
+    url: `http://127.0.0.1:${server.address().port}`,
+    pairs,
+    cut(pair, kind = "close") {
+      if (kind === "reset") {
+        pair.down.resetAndDestroy();
+        pair.up.resetAndDestroy();
+      } else if (kind === "stall") {
+        pair.stalled = true;
+        pair.down.unpipe(pair.up);
+        pair.up.unpipe(pair.down);
+        pair.down.pause();
+        pair.up.pause();
+      } else {
+        pair.down.destroy();
+        pair.up.destroy();
+      }
+    },
+    cutAll() {
+      refusing = true;
+      for (const pair of [...pairs]) px.cut(pair);
+      pairs.clear();
+    },
+    refuse() {
+      refusing = true;
+    },
+    restore(to) {
+      if (to !== undefined) port = portOf(to);
+      refusing = false;
+    },
+    close() {
+      px.cutAll();
+      return new Promise((ok) => server.close(ok));
+    },
+  };
+  return px;
+}
 
 export async function freePort() {
   return new Promise((ok, fail) => {

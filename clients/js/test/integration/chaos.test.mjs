@@ -19,9 +19,8 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomInt } from "node:crypto";
-import { createServer, connect as tcpConnect } from "node:net";
 import { io } from "socket.io-client";
-import { startStack, nats, jc, sleep } from "../../../../e2e/stack.mjs";
+import { startStack, nats, jc, sleep, tcpProxy } from "../../../../e2e/stack.mjs";
 import { connect, rooms, ResourceStore } from "../../dist/index.js";
 
 const SEED = Number(process.env.CHAOS_SEED ?? randomInt(2 ** 31));
@@ -197,54 +196,6 @@ async function publisher(js, domain, board, isRunning, deadline) {
 }
 
 // --- the network: a TCP proxy that cuts ------------------------------------
-
-async function startProxy(targetPort) {
-  const pairs = new Set();
-  const server = createServer((down) => {
-    const up = tcpConnect(targetPort, "127.0.0.1");
-    const pair = { down, up, stalled: false };
-    pairs.add(pair);
-    const drop = () => {
-      pairs.delete(pair);
-      down.destroy();
-      up.destroy();
-    };
-    for (const s of [down, up]) {
-      s.on("error", drop);
-      s.on("close", drop);
-    }
-    down.pipe(up);
-    up.pipe(down);
-  });
-  await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
-  return {
-    url: `http://127.0.0.1:${server.address().port}`,
-    pairs,
-    cut(pair, kind) {
-      stats.cuts++;
-      if (kind === "reset") {
-        pair.down.resetAndDestroy();
-        pair.up.resetAndDestroy();
-      } else if (kind === "stall") {
-        // Nothing flows any more, and nobody is told: each side finds out
-        // by its heartbeat. A stalled pair is closed at the end at the latest.
-        stats.stalls++;
-        pair.stalled = true;
-        pair.down.unpipe(pair.up);
-        pair.up.unpipe(pair.down);
-        pair.down.pause();
-        pair.up.pause();
-      } else {
-        pair.down.destroy();
-        pair.up.destroy();
-      }
-    },
-    close() {
-      for (const p of pairs) p.down.destroy(), p.up.destroy();
-      return new Promise((ok) => server.close(ok));
-    },
-  };
-}
 
 // --- the clients -------------------------------------------------------------
 
@@ -559,7 +510,12 @@ test(`chaos: every client converges through cuts, storms, a restart and a silent
 
   const boards = Array.from({ length: plan.boards }, (_, i) => `c${i}`);
   const domain = new Domain(boards);
-  const proxy = await startProxy(stack.httpPort);
+  const proxy = await tcpProxy(stack.httpPort);
+  const cut = (pair, kind) => {
+    stats.cuts++;
+    if (kind === "stall") stats.stalls++;
+    proxy.cut(pair, kind);
+  };
   cleanup.push(() => proxy.close());
 
   // Long-polling is used by some bare clients once the gateway serves it (issue 15).
@@ -596,7 +552,7 @@ test(`chaos: every client converges through cuts, storms, a restart and a silent
     while (chaos) {
       await sleep(between(...plan.cutWaitMs));
       const live = [...proxy.pairs].filter((p) => !p.stalled);
-      if (chaos && live.length) proxy.cut(pick(live), pick(plan.cutKinds));
+      if (chaos && live.length) cut(pick(live), pick(plan.cutKinds));
     }
   })();
   const stormer = (async () => {
@@ -605,7 +561,7 @@ test(`chaos: every client converges through cuts, storms, a restart and a silent
       if (!chaos) break;
       stats.storms++;
       const share = between(...plan.stormShare);
-      for (const p of [...proxy.pairs]) if (!p.stalled && rnd() < share) proxy.cut(p, pick(plan.cutKinds));
+      for (const p of [...proxy.pairs]) if (!p.stalled && rnd() < share) cut(p, pick(plan.cutKinds));
     }
   })();
   // Connection state recovery's results (roomcast_gateway_recoveries_total),

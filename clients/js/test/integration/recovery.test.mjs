@@ -7,13 +7,12 @@
 // equal to the domain's data.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { createServer, connect as tcpConnect } from "node:net";
-import { startStack, nats, publish, jc } from "../../../../e2e/stack.mjs";
+import { startStack, nats, publish, jc, tcpProxy } from "../../../../e2e/stack.mjs";
 import { connect, rooms } from "../../dist/index.js";
 
 let stack, nc;
 const clients = [];
-const servers = [];
+const proxies = [];
 
 before(async () => {
   stack = await startStack(); // recovery on (the default)
@@ -26,7 +25,7 @@ before(async () => {
 
 after(async () => {
   for (const c of clients) c.close();
-  for (const s of servers) s.close();
+  for (const px of proxies) px.close();
   await nc?.close();
   await stack?.stop();
 });
@@ -45,46 +44,6 @@ async function until(what, fn, ms = 10000) {
     if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}${last ? ": " + last.message : ""}`);
     await new Promise((ok) => setTimeout(ok, 20));
   }
-}
-
-// proxy is the client's network: cut() drops its connections and refuses
-// new ones until restore().
-async function proxy() {
-  let refusing = false;
-  const pairs = new Set();
-  const port = Number(new URL(stack.httpURL).port);
-  const server = createServer((down) => {
-    if (refusing) return down.destroy();
-    const up = tcpConnect(port, "127.0.0.1");
-    const pair = { down, up };
-    pairs.add(pair);
-    const drop = () => {
-      pairs.delete(pair);
-      down.destroy();
-      up.destroy();
-    };
-    for (const s of [down, up]) {
-      s.on("error", drop);
-      s.on("close", drop);
-    }
-    down.pipe(up);
-    up.pipe(down);
-  });
-  servers.push(server);
-  await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
-  return {
-    url: `http://127.0.0.1:${server.address().port}`,
-    cut() {
-      refusing = true;
-      for (const { down, up } of pairs) {
-        down.destroy();
-        up.destroy();
-      }
-    },
-    restore() {
-      refusing = false;
-    },
-  };
 }
 
 // A board's tasks and a chat, changed in the domain's store, then published.
@@ -126,7 +85,8 @@ const canonical = (list) => JSON.stringify(list.map((r) => Object.fromEntries(Ob
 // open connects a library client through its own proxy and tracks the
 // domain's board and chat; calls lists the endpoints it calls.
 async function open(user, d) {
-  const px = await proxy();
+  const px = await tcpProxy(stack.httpURL);
+  proxies.push(px);
   const c = connect(px.url, {
     token: () => stack.token(user),
     storage: null,
@@ -164,7 +124,7 @@ async function open(user, d) {
 
 // away cuts t's network, runs fn while it is away, and restores it.
 async function away(t, fn) {
-  t.px.cut();
+  t.px.cutAll();
   await until("the client saw the loss", () => t.c.status === "reconnecting");
   await fn();
   t.px.restore();
