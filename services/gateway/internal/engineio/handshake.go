@@ -101,18 +101,23 @@ func (h *Handshake) originAllowed(origin string) bool {
 // port (or none). Anything else after the host (a longer host name such as
 // localhost.example.com) does not match.
 func originMatches(pattern, origin string) bool {
-	if pattern == "*" || strings.EqualFold(pattern, origin) {
+	if pattern == "*" {
 		return true
 	}
-	base, ok := strings.CutSuffix(pattern, ":*")
-	if !ok || len(origin) < len(base) || !strings.EqualFold(origin[:len(base)], base) {
+	base, wild := strings.CutSuffix(pattern, ":*")
+	if !wild {
+		return strings.EqualFold(pattern, origin)
+	}
+	// A host:* pattern is not an origin itself: "http://localhost:*" sent
+	// as an Origin is refused like any other port that is not a number.
+	if len(origin) < len(base) || !strings.EqualFold(origin[:len(base)], base) {
 		return false
 	}
 	port := origin[len(base):]
 	if port == "" {
 		return true
 	}
-	port, ok = strings.CutPrefix(port, ":")
+	port, ok := strings.CutPrefix(port, ":")
 	if !ok || port == "" || len(port) > 5 {
 		return false
 	}

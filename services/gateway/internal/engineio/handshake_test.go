@@ -28,6 +28,8 @@ func TestOriginMatches(t *testing.T) {
 		{"http://localhost:*", "http://localhost:80@evil.example", false},
 		{"http://localhost:*", "https://localhost:443", false},
 		{"http://localhost:*", "http://localhos", false},
+		{"http://localhost:*", "http://LOCALHOST:*", false}, // the pattern is no origin (FuzzOriginMatches found it)
+		{"http://localhost:5173", "http://LOCALHOST:5173", true},
 		{"http://127.0.0.1:*", "http://127.0.0.1:8090", true},
 		{"http://127.0.0.1:*", "http://127.0.0.10:8090", false},
 	} {
