@@ -36,6 +36,11 @@ type order struct {
 	inv   []inversion // queued below max at the time, oldest first
 	lost  uint64      // the highest max of an inversion forgotten (0: none)
 	rooms []roomPos   // per room name, where it stood
+	// n counts the stored broadcasts queued; ping is n when the last ping
+	// was queued (0: none out). The client's pong says it got everything
+	// before the ping: the inversions before the last broadcast it got
+	// then can no longer be after its offset, and go (ponged).
+	n, ping uint64
 }
 
 // inversion is a broadcast queued while a higher sequence had already
@@ -45,6 +50,7 @@ type inversion struct {
 	Seq  uint64 `json:"s"`
 	Max  uint64 `json:"m"`
 	Room string `json:"r"`
+	n    uint64 // its place among the broadcasts queued (order.n)
 }
 
 // roomPos is where one room (by name: board-B-tasks apart from board-B)
@@ -87,6 +93,7 @@ func (o *order) Queued(m *engineio.Message) {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.n++
 	switch {
 	case m.Seq > o.max:
 		o.max = m.Seq
@@ -95,7 +102,7 @@ func (o *order) Queued(m *engineio.Message) {
 			o.lost = max(o.lost, o.inv[0].Max)
 			o.inv = append(o.inv[:0], o.inv[1:]...)
 		}
-		o.inv = append(o.inv, inversion{Seq: m.Seq, Max: o.max, Room: m.Room})
+		o.inv = append(o.inv, inversion{Seq: m.Seq, Max: o.max, Room: m.Room, n: o.n})
 	}
 	p := o.room(m.Room)
 	if p == nil {
@@ -112,12 +119,38 @@ func (o *order) Queued(m *engineio.Message) {
 	p.Last = max(p.Last, m.Seq)
 }
 
+// pinged marks where a ping is queued (called before it is; with the
+// socket's mu held: a leaf under it).
+func (o *order) pinged() {
+	o.mu.Lock()
+	o.ping = o.n
+	o.mu.Unlock()
+}
+
+// ponged drops the inversions queued before the last broadcast the ping
+// followed: the client got that one, so its offset is that one or later,
+// and every inversion before it was got too. That one is kept: the offset
+// may name it.
+func (o *order) ponged() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.ping == 0 {
+		return
+	}
+	i := 0
+	for i < len(o.inv) && o.inv[i].n < o.ping {
+		i++
+	}
+	o.inv = append(o.inv[:0], o.inv[i:]...)
+	o.ping = 0
+}
+
 // resumeAt starts the order of a recovered session: where its client
 // stood (m), each room at the first broadcast its replay sends (from).
 func (o *order) resumeAt(m uint64, from map[string]uint64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.start, o.max, o.inv, o.lost = m, m, nil, 0
+	o.start, o.max, o.inv, o.lost, o.ping = m, m, nil, 0, 0
 	o.rooms = o.rooms[:0]
 	for name, f := range from {
 		o.rooms = append(o.rooms, roomPos{Name: name, Floor: f - 1, Last: f - 1})

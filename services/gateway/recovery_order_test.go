@@ -130,8 +130,15 @@ func TestOrderPlacesTheOffset(t *testing.T) {
 		check := func(o *order, queued []simMsg) (replay []simMsg, m uint64, from map[string]uint64, ok bool) {
 			k := rng.IntN(len(queued) + 1)
 			c := k + rng.IntN(len(queued)-k+1)
+			// A ping after the first p the client got, its pong heard
+			// after the first q were queued (or none).
+			p, q := -1, -1
+			if rng.IntN(2) == 0 {
+				p = rng.IntN(k + 1)
+				q = p + rng.IntN(c-p+1)
+			}
 			// The record: an order that heard of the first c.
-			rec := snapshotAfter(o, queued, c, boards)
+			rec := snapshotAfter(o, queued, c, boards, p, q)
 			offset := ""
 			for _, m := range queued[:k] {
 				received[m.seq] = true
@@ -189,17 +196,26 @@ func TestOrderPlacesTheOffset(t *testing.T) {
 }
 
 // snapshotAfter is the record of an order that heard of the first c of
-// queued: the simulation replays them into a fresh order of the same
-// start and rooms.
-func snapshotAfter(o *order, queued []simMsg, c int, rooms []string) *sessionRecord {
+// queued, a ping queued after the first ping of them and its pong heard
+// after the first pong (-1: none): the simulation replays them into a
+// fresh order of the same start and rooms.
+func snapshotAfter(o *order, queued []simMsg, c int, rooms []string, ping, pong int) *sessionRecord {
 	o.mu.Lock()
 	fresh := &order{start: o.start, max: o.start}
 	for _, p := range o.rooms {
 		fresh.rooms = append(fresh.rooms, roomPos{Name: p.Name, Floor: p.Floor, Last: p.Floor})
 	}
 	o.mu.Unlock()
-	for _, m := range queued[:c] {
-		fresh.Queued(&engineio.Message{Seq: m.seq, Room: m.room})
+	for i := 0; i <= c; i++ {
+		if i == ping {
+			fresh.pinged()
+		}
+		if i == pong {
+			fresh.ponged()
+		}
+		if i < c {
+			fresh.Queued(&engineio.Message{Seq: queued[i].seq, Room: queued[i].room})
+		}
 	}
 	return snapshot(fresh, rooms)
 }

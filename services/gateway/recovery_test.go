@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/services/gateway/internal/engineio"
 )
 
 // connectAnswer is the CONNECT answer's payload.
@@ -471,4 +472,33 @@ func TestRecoverTooMuch(t *testing.T) {
 		c2.noBroadcast()
 		require.Equal(t, before+1, tg.counter(tg.m.recoveries.WithLabelValues(recoverTooMuch)), tc.name)
 	}
+}
+
+// TestPongForgetsInversions: once the client answers a ping, the
+// inversions queued before the last broadcast the ping followed are
+// forgotten (its offset can only be that one or later); that one is kept.
+func TestPongForgetsInversions(t *testing.T) {
+	_, tg := recoveryEnv(t, func(c *Config) { c.PingInterval, c.PingTimeout = 30*time.Millisecond, 5*time.Second })
+	connectAs(t, tg, "u1", "", "")
+	var s *socket
+	require.Eventually(t, func() bool {
+		all := tg.allSockets()
+		if len(all) == 1 {
+			s = all[0]
+		}
+		return s != nil
+	}, 5*time.Second, time.Millisecond)
+	o := &s.sess.order
+	o.mu.Lock()
+	base := o.max
+	o.mu.Unlock()
+	for _, seq := range []uint64{base + 10, base + 5, base + 6, base + 11, base + 7} {
+		o.Queued(&engineio.Message{Seq: seq, Room: "org-o1"})
+	}
+	// Inversions 5, 6 (before 11) and 7 (the last before the next ping).
+	require.Eventually(t, func() bool {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return len(o.inv) == 1 && o.inv[0].Seq == base+7
+	}, 5*time.Second, time.Millisecond)
 }

@@ -267,6 +267,9 @@ func (s *socket) onHeartbeat() {
 	}
 	s.pingPending = true
 	s.armLocked(s.gw.cfg.PingTimeout)
+	if ss := s.sess; ss != nil {
+		ss.order.pinged()
+	}
 	s.mu.Unlock()
 	s.send(pingFrame)
 }
@@ -276,6 +279,9 @@ func (s *socket) onPong() {
 	if s.pingPending && s.state == stateConnected {
 		s.pingPending = false
 		s.armLocked(s.gw.cfg.PingInterval)
+		if ss := s.sess; ss != nil {
+			ss.order.ponged()
+		}
 	}
 	s.mu.Unlock()
 }
