@@ -212,6 +212,11 @@ func (g *Gateway) deliver(m *nats.Msg, members []*socket, writers *[]*socket) []
 		return members
 	}
 	name := r.Parent().Name()
+	if r.Kind() == proto.KindChat && seq != 0 && g.sessions != nil {
+		for _, u := range r.Members() {
+			g.chatsSeen.saw(u, seq)
+		}
+	}
 	members, ok := g.membersOf(r, seq, members)
 	if !ok {
 		return members

@@ -49,6 +49,12 @@ type Gateway struct {
 	// off); highSeq the highest stream sequence the fan-out has seen.
 	sessions *sessions
 	highSeq  atomic.Uint64
+	// subEpoch counts the rooms' subscriptions made (roomOwn.epoch).
+	subEpoch atomic.Uint64
+	// chatsSeen and startSeq: whether a user's chats may have had a
+	// message since a sequence (recovery_read.go, newChats).
+	chatsSeen chatsSeen
+	startSeq  uint64
 
 	rooms  roomTable
 	users  userTable

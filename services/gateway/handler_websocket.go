@@ -204,7 +204,7 @@ func (g *Gateway) connect(s *socket, data []byte) bool {
 		return g.refuse(s, "revoked", reasonRevoked)
 	}
 	if plan != nil {
-		if result, restored = g.restoreSession(context.Background(), s, plan); result == recovered {
+		if result, restored = g.restoreSession(context.Background(), s, plan, flush); result == recovered {
 			// Before the socket may write its own record (when it is
 			// cut): both go out in this order on one connection.
 			g.forgetSession(pid)

@@ -91,7 +91,8 @@ func (g *Gateway) bindSessions(ctx context.Context) error {
 	// Where the stream stands: the floor of what a socket joins before
 	// the fan-out delivers anything (after a restart, above all).
 	if st, err := js.Stream(bctx, proto.StreamRooms); err == nil {
-		g.seenSeq(st.CachedInfo().State.LastSeq)
+		g.startSeq = st.CachedInfo().State.LastSeq
+		g.seenSeq(g.startSeq)
 	} else {
 		// Not made yet (/readyz says so): the fan-out raises it.
 		g.log.Warn().Err(err).Msg("stream " + proto.StreamRooms + " not found: the first sockets' rooms start at 0")
@@ -164,6 +165,17 @@ func (g *Gateway) forgetSession(pid string) {
 	}
 }
 
+// subscribedBefore says whether every room of rooms that has its own
+// subscriptions here had them at epoch.
+func (g *Gateway) subscribedBefore(epoch uint64, rooms []proto.Room) bool {
+	for _, r := range rooms {
+		if e := g.subscribedAt(r.Parent()); e > epoch {
+			return false
+		}
+	}
+	return true
+}
+
 // kvOperation is the header a KV delete carries.
 const kvOperation = "KV-Operation"
 
@@ -175,8 +187,11 @@ type recoveryPlan struct {
 	from  map[string]uint64
 	rooms []proto.Room
 	// read is what was read of the stream before the socket took the
-	// session's id; restoreSession reads what came after.
-	read *replayRead
+	// session's id; restoreSession reads what came after. seen is the
+	// highest sequence the fan-out had seen when that read began, epoch
+	// the gateway's subscription count then.
+	read        *replayRead
+	seen, epoch uint64
 }
 
 // planRecovery checks that rec can be recovered for user, whose client's
@@ -219,6 +234,7 @@ func (g *Gateway) planRecovery(ctx context.Context, user string, rec *sessionRec
 	// stores from here until the socket is back in its rooms,
 	// restoreSession reads.
 	p.read = g.newReplayRead(user, rec, p.from)
+	p.seen, p.epoch = g.highSeq.Load(), g.subEpoch.Load()
 	if err := p.read.first(ctx); err != nil {
 		if errors.Is(err, errTooMuch) {
 			return nil, recoverTooMuch
@@ -231,11 +247,12 @@ func (g *Gateway) planRecovery(ctx context.Context, user string, rec *sessionRec
 
 // restoreSession puts s (connected as the session, in its personal rooms,
 // holding its live broadcasts) back in the plan's rooms and reads what it
-// missed, for sendRestored. It returns the result label; on any but
-// recovered, s is left in its personal rooms only, as a new session is,
-// and the caller releases what it held.
-func (g *Gateway) restoreSession(ctx context.Context, s *socket, p *recoveryPlan) (string, []replayed) {
-	flush := false
+// missed, for sendRestored; subscribed: joining its personal rooms made a
+// subscription. It returns the result label; on any but recovered, s is
+// left in its personal rooms only, as a new session is, and the caller
+// releases what it held.
+func (g *Gateway) restoreSession(ctx context.Context, s *socket, p *recoveryPlan, subscribed bool) (string, []replayed) {
+	flush := subscribed
 	for i, r := range p.rooms {
 		created, err := g.join(s, r)
 		if err != nil {
@@ -258,8 +275,18 @@ func (g *Gateway) restoreSession(ctx context.Context, s *socket, p *recoveryPlan
 		}
 	}
 	// The rooms' subscriptions are in: what the stream stores from now on
-	// comes live (held); what it stored since the first read, this one.
-	msgs, err := p.read.more(ctx)
+	// comes live (held); what it stored since the first read, the second.
+	// Unless every room was subscribed here before the first read began
+	// and the fan-out has seen nothing since: then the stream stored
+	// nothing of them in between (this gateway sees every message of a
+	// room it is subscribed to), and the second read is spared (a
+	// reconnect storm, which publishes nothing).
+	more := p.read.more
+	userRoom, _ := proto.UserRoom(s.user) // validated at CONNECT
+	if !flush && g.highSeq.Load() == p.seen && g.subscribedBefore(p.epoch, append(p.rooms, userRoom)) {
+		more = p.read.done
+	}
+	msgs, err := more(ctx)
 	if err != nil {
 		leaveAll()
 		if errors.Is(err, errTooMuch) {

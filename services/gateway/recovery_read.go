@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
+	"sync/atomic"
 
 	"github.com/roomcast/roomcast/proto"
 	"github.com/roomcast/roomcast/proto/directget"
@@ -36,6 +38,7 @@ type replayRead struct {
 	// message when it was read (0: none), where the second pass goes on.
 	names map[string]string
 	at    map[string]uint64
+	user  string
 	chats [2]string // the user's chats, in the stream
 	after uint64    // the new chats are read from after this
 	seen  map[uint64]bool
@@ -45,7 +48,7 @@ type replayRead struct {
 
 func (g *Gateway) newReplayRead(user string, rec *sessionRecord, from map[string]uint64) *replayRead {
 	rr := &replayRead{g: g, from: from, prevs: map[string]uint64{}, names: map[string]string{}, at: map[string]uint64{},
-		chats: g.subjects.StoredChats(user), after: rec.Max, seen: map[uint64]bool{}}
+		user: user, chats: g.subjects.StoredChats(user), after: rec.Max, seen: map[uint64]bool{}}
 	for _, pos := range rec.Pos {
 		if pos.Last > pos.Floor {
 			// The last the socket queued of the room: the replay's first
@@ -89,6 +92,12 @@ func (rr *replayRead) more(ctx context.Context) ([]replayed, error) {
 	if err := rr.newChats(ctx); err != nil {
 		return nil, err
 	}
+	sortReplayed(rr.out)
+	return rr.out, nil
+}
+
+// done is the replay read so far, in stream order, without a second pass.
+func (rr *replayRead) done(context.Context) ([]replayed, error) {
 	sortReplayed(rr.out)
 	return rr.out, nil
 }
@@ -172,6 +181,9 @@ func (rr *replayRead) prevOf(ctx context.Context, subject string, seq uint64) (u
 // the last broadcast the session queued; the rooms pass reads them from
 // then on, as the others.
 func (rr *replayRead) newChats(ctx context.Context) error {
+	if !rr.g.chatsSeen.since(rr.user, rr.after, rr.g) {
+		return nil // none of the user's chats had a message since
+	}
 	for _, wild := range rr.chats {
 		room := uint64(maxReplay - len(rr.out))
 		msgs, pending, err := rr.g.directGet(ctx, directget.Request{Seq: rr.after + 1, NextBySubject: wild, Batch: int(room) + 1}, int(room)+1)
@@ -265,4 +277,32 @@ func (g *Gateway) directGet(ctx context.Context, req directget.Request, size int
 		}
 		out = append(out, r.Message)
 	}
+}
+
+// chatsSeen keeps, per bucket of users (a hash of the user id), the
+// highest sequence of a chat message of one of them that the fan-out saw.
+// With the shared personal subscriptions the gateway sees every chat
+// message, so a bucket below a sequence says that none of its users' chats
+// had a message since: a recovery spares its reads of the user's chats (a
+// collision only costs those reads).
+type chatsSeen [1 << 12]atomic.Uint64
+
+func (c *chatsSeen) saw(user string, seq uint64) {
+	b := &c[maphash.String(shardSeed, user)%uint64(len(c))]
+	for {
+		cur := b.Load()
+		if seq <= cur || b.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
+}
+
+// since says whether user's chats may have had a message after seq: yes
+// unless this gateway saw every chat message since seq (shared personal
+// subscriptions, and running since before it) and none of the user's.
+func (c *chatsSeen) since(user string, seq uint64, g *Gateway) bool {
+	if g.cfg.PersonalSubscriptions != PersonalShared || seq < g.startSeq {
+		return true
+	}
+	return c[maphash.String(shardSeed, user)%uint64(len(c))].Load() > seq
 }

@@ -48,6 +48,10 @@ type roomOwn struct {
 	// emptySince is when the last member left a room whose subscriptions
 	// linger (SubscriptionLinger); zero while it has members.
 	emptySince time.Time
+	// epoch is the gateway's subscription count when these were made
+	// (Gateway.subEpoch): a recovery tells by it whether the room was
+	// subscribed before its first read of the stream.
+	epoch uint64
 }
 
 // subs are the room's own subscriptions (none for most rooms).
@@ -165,7 +169,7 @@ func (g *Gateway) join(s *socket, r proto.Room) (created bool, err error) {
 				sh.mu.Unlock()
 				return false, err
 			}
-			rm.own = &roomOwn{subs: subs}
+			rm.own = &roomOwn{subs: subs, epoch: g.subEpoch.Add(1)}
 			created = true
 		}
 		sh.rooms[name] = rm
@@ -178,6 +182,19 @@ func (g *Gateway) join(s *socket, r proto.Room) (created bool, err error) {
 		return false, proto.Errorf(proto.CodeUnavailable, "socket is closing")
 	}
 	return created, nil
+}
+
+// subscribedAt is the epoch of parent's own subscriptions (roomOwn.epoch),
+// 0 when it has none here (served by the shared personal wildcards, or
+// not subscribed).
+func (g *Gateway) subscribedAt(parent proto.Room) uint64 {
+	sh := g.rooms.shard(parent.Key())
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if rm := sh.rooms[parent.Key()]; rm != nil && rm.own != nil {
+		return rm.own.epoch
+	}
+	return 0
 }
 
 // ownsSubscriptions says whether room parent needs subscriptions of its own,
