@@ -146,8 +146,8 @@ func (g *Gateway) loadSession(ctx context.Context, pid, user string) (*sessionRe
 		return nil, recoverFailed
 	}
 	var rec sessionRecord
-	if err := json.Unmarshal(e.Value(), &rec); err != nil || rec.SID == "" {
-		return nil, recoverUnknown
+	if err := json.Unmarshal(e.Value(), &rec); err != nil || proto.ValidateID(rec.SID) != nil {
+		return nil, recoverUnknown // not a record a gateway wrote
 	}
 	if rec.User != user {
 		return nil, recoverOtherUser
