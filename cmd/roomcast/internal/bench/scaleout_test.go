@@ -86,7 +86,9 @@ func startedPIDs(t *testing.T, log string, want int) []int {
 // this process has no children left.
 func requireGone(t *testing.T, pids []int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.After(5 * time.Second)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		var alive []int
 		for _, p := range pids {
@@ -98,10 +100,11 @@ func requireGone(t *testing.T, pids []int) {
 		if len(alive) == 0 && len(kids) == 0 {
 			return
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline:
 			t.Fatalf("still running: started %v, children of the test %v", alive, kids)
+		case <-tick.C:
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
