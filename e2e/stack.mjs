@@ -194,6 +194,23 @@ export async function startStack({ env = {}, readyTimeoutMs = 30000 } = {}) {
   return stack;
 }
 
+// until polls fn every 20 ms until it returns something truthy; a throw
+// counts as not yet (its message is kept for the failure), and past ms it
+// fails naming what it waited for.
+export async function until(what, fn, ms = 10000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    let last;
+    try {
+      if (await fn()) return;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}${last ? ": " + last.message : ""}`);
+    await new Promise((ok) => setTimeout(ok, 20));
+  }
+}
+
 export function sleep(ms) {
   return new Promise((ok) => setTimeout(ok, ms));
 }

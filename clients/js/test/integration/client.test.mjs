@@ -5,7 +5,7 @@
 // client's store equal to the domain's own data.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startStack, nats, publish, signJWT, jc } from "../../../../e2e/stack.mjs";
+import { startStack, nats, publish, signJWT, jc, until } from "../../../../e2e/stack.mjs";
 import { connect, rooms } from "../../dist/index.js";
 
 let stack, nc;
@@ -96,20 +96,6 @@ function track(c, d, board, extra = {}) {
     ...extra,
   });
   return { ...col, synced, errors };
-}
-
-async function until(what, fn, ms = 10000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    let last;
-    try {
-      if (await fn()) return;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}${last ? ": " + last.message : ""}`);
-    await new Promise((ok) => setTimeout(ok, 20));
-  }
 }
 
 // canonical is a list of resources as JSON with sorted keys: the store

@@ -7,7 +7,7 @@
 // equal to the domain's data.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startStack, nats, publish, jc, tcpProxy } from "../../../../e2e/stack.mjs";
+import { startStack, nats, publish, jc, tcpProxy, until } from "../../../../e2e/stack.mjs";
 import { connect, rooms } from "../../dist/index.js";
 
 let stack, nc;
@@ -31,20 +31,6 @@ after(async () => {
 });
 
 const subject = (room) => "rooms." + room.replace(/-/g, ".");
-
-async function until(what, fn, ms = 10000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    let last;
-    try {
-      if (await fn()) return;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}${last ? ": " + last.message : ""}`);
-    await new Promise((ok) => setTimeout(ok, 20));
-  }
-}
 
 // A board's tasks and a chat, changed in the domain's store, then published.
 function domain(board, user) {
