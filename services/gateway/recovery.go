@@ -302,26 +302,28 @@ func (g *Gateway) restoreSession(ctx context.Context, s *socket, p *recoveryPlan
 // streamFirstSeq is the first sequence stream ROOMS still holds: what is
 // below it is gone (max age), and a replay from there is impossible. The
 // first sequence only grows, so any read begun at or after since (when
-// the caller's recovery began) answers as well as its own: recoveries
-// that come together (a storm) share reads instead of one each.
+// the caller's recovery began) answers as well as its own. One read is in
+// flight at a time: a caller that the read in flight cannot answer (it
+// began before the caller did) waits for the next, which begins when that
+// one ends and answers everyone who came meanwhile. A storm of recoveries
+// makes a read per round trip, not one per socket.
 func (g *Gateway) streamFirstSeq(ctx context.Context, since time.Time) (uint64, error) {
 	f := &g.sessions.first
 	f.mu.Lock()
 	r := f.last
 	if r == nil || r.began.Before(since) {
-		r = &firstSeqRead{began: time.Now(), done: make(chan struct{})}
-		f.last = r
-		f.mu.Unlock()
-		rctx, cancel := context.WithTimeout(context.Background(), g.cfg.RequestTimeout)
-		st, err := g.sessions.js.Stream(rctx, proto.StreamRooms)
-		cancel()
-		if r.err = err; err == nil {
-			r.seq = st.CachedInfo().State.FirstSeq
+		if f.next == nil {
+			f.next = &firstSeqRead{done: make(chan struct{})}
+			if r == nil || r.ended {
+				g.beginFirstSeqRead() // r is over: no need to wait for it
+			}
 		}
-		close(r.done)
-	} else {
-		f.mu.Unlock()
+		r = f.next
+		if r == nil {
+			r = f.last // begun just now
+		}
 	}
+	f.mu.Unlock()
 	select {
 	case <-r.done:
 		return r.seq, r.err
@@ -330,14 +332,40 @@ func (g *Gateway) streamFirstSeq(ctx context.Context, since time.Time) (uint64, 
 	}
 }
 
-// firstSeqs is the last read of ROOMS's first sequence (streamFirstSeq).
+// beginFirstSeqRead begins the next read (f.next), in a goroutine of its
+// own: no caller's context ends it for the others. Called with f.mu held.
+func (g *Gateway) beginFirstSeqRead() {
+	f := &g.sessions.first
+	r := f.next
+	f.next, f.last = nil, r
+	r.began = time.Now()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), g.cfg.RequestTimeout)
+		st, err := g.sessions.js.Stream(ctx, proto.StreamRooms)
+		cancel()
+		if r.err = err; err == nil {
+			r.seq = st.CachedInfo().State.FirstSeq
+		}
+		f.mu.Lock()
+		r.ended = true
+		close(r.done)
+		if f.next != nil {
+			g.beginFirstSeqRead()
+		}
+		f.mu.Unlock()
+	}()
+}
+
+// firstSeqs is the last read of ROOMS's first sequence begun, and the
+// next, which its waiters wait to begin (streamFirstSeq).
 type firstSeqs struct {
-	mu   sync.Mutex
-	last *firstSeqRead
+	mu         sync.Mutex
+	last, next *firstSeqRead
 }
 
 type firstSeqRead struct {
 	began time.Time
+	ended bool          // under firstSeqs.mu
 	done  chan struct{} // closed when seq and err are set
 	seq   uint64
 	err   error

@@ -371,8 +371,9 @@ func TestRecoveryOff(t *testing.T) {
 
 // TestStreamFirstSeqShared: recoveries that come together share reads of
 // ROOMS's first sequence (a storm asks a few times, not once per socket),
-// and one that began after the last read began asks again: a purge since
-// is seen.
+// though each began at its own time, after the read in flight began; and
+// one that began after the last read began asks again: a purge since is
+// seen.
 func TestStreamFirstSeqShared(t *testing.T) {
 	e, tg := recoveryEnv(t)
 	var asked sync.WaitGroup
@@ -386,12 +387,11 @@ func TestStreamFirstSeqShared(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, e.nc.Flush())
 	defer func() { _ = sub.Unsubscribe() }()
-	since := time.Now()
 	for range 200 {
 		asked.Add(1)
 		go func() {
 			defer asked.Done()
-			first, err := tg.streamFirstSeq(t.Context(), since)
+			first, err := tg.streamFirstSeq(t.Context(), time.Now())
 			assert.NoError(t, err)
 			assert.LessOrEqual(t, first, uint64(1))
 		}()
