@@ -60,6 +60,7 @@ type sessions struct {
 	kv    jetstream.KeyValue
 	js    jetstream.JetStream
 	first firstSeqs
+	reads recordReads
 }
 
 // bindSessions binds KV SESSIONS, creating it when missing (with
@@ -137,16 +138,16 @@ func (g *Gateway) loadSession(ctx context.Context, pid, user string) (*sessionRe
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
 	defer cancel()
-	e, err := g.sessions.kv.Get(ctx, pid)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, recoverUnknown
-	}
+	value, err := g.readRecord(ctx, pid)
 	if err != nil {
 		g.log.Warn().Err(err).Msg("could not read a session record: a new session instead")
 		return nil, recoverFailed
 	}
+	if value == nil {
+		return nil, recoverUnknown
+	}
 	var rec sessionRecord
-	if err := json.Unmarshal(e.Value(), &rec); err != nil || proto.ValidateID(rec.SID) != nil {
+	if err := json.Unmarshal(value, &rec); err != nil || proto.ValidateID(rec.SID) != nil {
 		return nil, recoverUnknown // not a record a gateway wrote
 	}
 	if rec.User != user {

@@ -114,7 +114,7 @@ func (rr *replayRead) rooms(ctx context.Context, start func(name string) (from, 
 	for subj := range rr.names {
 		subjects = append(subjects, subj)
 	}
-	last, pending, err := rr.g.directGet(ctx, directget.Request{MultiLast: subjects, Batch: len(subjects)}, len(subjects))
+	last, pending, err := rr.g.directGet(ctx, proto.StreamRooms, directget.Request{MultiLast: subjects, Batch: len(subjects)}, len(subjects))
 	if err != nil {
 		return err
 	}
@@ -143,7 +143,7 @@ func (rr *replayRead) read(ctx context.Context, name, subject string, from, last
 	if room := uint64(maxReplay - len(rr.out)); want > room {
 		want = room + 1 // enough to know it is too much
 	}
-	msgs, _, err := rr.g.directGet(ctx, directget.Request{Seq: from, NextBySubject: subject, Batch: int(want)}, int(want))
+	msgs, _, err := rr.g.directGet(ctx, proto.StreamRooms, directget.Request{Seq: from, NextBySubject: subject, Batch: int(want)}, int(want))
 	if err != nil {
 		return 0, err
 	}
@@ -169,7 +169,7 @@ func (rr *replayRead) prevOf(ctx context.Context, subject string, seq uint64) (u
 	if seq <= 1 {
 		return 0, nil
 	}
-	before, _, err := rr.g.directGet(ctx, directget.Request{MultiLast: []string{subject}, UpToSeq: seq - 1, Batch: 1}, 1)
+	before, _, err := rr.g.directGet(ctx, proto.StreamRooms, directget.Request{MultiLast: []string{subject}, UpToSeq: seq - 1, Batch: 1}, 1)
 	if err != nil || len(before) == 0 {
 		return 0, err
 	}
@@ -186,7 +186,7 @@ func (rr *replayRead) newChats(ctx context.Context) error {
 	}
 	for _, wild := range rr.chats {
 		room := uint64(maxReplay - len(rr.out))
-		msgs, pending, err := rr.g.directGet(ctx, directget.Request{Seq: rr.after + 1, NextBySubject: wild, Batch: int(room) + 1}, int(room)+1)
+		msgs, pending, err := rr.g.directGet(ctx, proto.StreamRooms, directget.Request{Seq: rr.after + 1, NextBySubject: wild, Batch: int(room) + 1}, int(room)+1)
 		if err != nil {
 			return err
 		}
@@ -247,16 +247,16 @@ func sortReplayed(out []replayed) {
 	}
 }
 
-// directGet sends one batched direct get to stream ROOMS and reads its
-// messages (at most size; more is ErrLost) and how many more it matched
-// than the batch sent.
-func (g *Gateway) directGet(ctx context.Context, req directget.Request, size int) ([]directget.Message, uint64, error) {
+// directGet sends one batched direct get to stream (ROOMS, or KV
+// SESSIONS's) and reads its messages (at most size; more is ErrLost) and
+// how many more it matched than the batch sent.
+func (g *Gateway) directGet(ctx context.Context, stream string, req directget.Request, size int) ([]directget.Message, uint64, error) {
 	replies, err := directget.Subscribe(g.nc, g.nc.NewInbox(), size+1)
 	if err != nil {
 		return nil, 0, err
 	}
 	defer replies.Close()
-	if err := g.nc.PublishRequest(proto.DirectGetSubject(proto.StreamRooms), replies.Subject(), req.AppendJSON(nil)); err != nil {
+	if err := g.nc.PublishRequest(proto.DirectGetSubject(stream), replies.Subject(), req.AppendJSON(nil)); err != nil {
 		return nil, 0, err
 	}
 	var (

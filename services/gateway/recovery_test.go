@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -501,4 +502,106 @@ func TestPongForgetsInversions(t *testing.T) {
 		defer o.mu.Unlock()
 		return len(o.inv) == 1 && o.inv[0].Seq == base+7
 	}, 5*time.Second, time.Millisecond)
+}
+
+// TestRecordReadsBatched: loadSession's reads of records that come
+// together share batched direct gets, and each CONNECT gets its own pid's
+// record: written, never written, deleted once recovered, asked twice at
+// once, other user's. Numbers of CONNECTs from 1 to 600 (over two batches'
+// worth).
+func TestRecordReadsBatched(t *testing.T) {
+	e, tg := recoveryEnv(t)
+	kv, err := e.js.KeyValue(t.Context(), proto.BucketSessions)
+	require.NoError(t, err)
+	var mu sync.Mutex
+	requests := 0
+	for _, subject := range []string{"", ".>"} { // batched, or one key's
+		sub, err := e.nc.Subscribe(proto.DirectGetSubject(proto.KVStream(proto.BucketSessions))+subject, func(*nats.Msg) {
+			mu.Lock()
+			requests++
+			mu.Unlock()
+		})
+		require.NoError(t, err)
+		defer func() { _ = sub.Unsubscribe() }()
+	}
+	require.NoError(t, e.nc.Flush())
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 19))
+	for _, n := range []int{1, 2, 7, 255, 256, 257, 600, 1 + rng.IntN(600)} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			type ask struct{ pid, user, want string } // want: the record's sid, or a result
+			asks := make([]ask, n)
+			for i := range asks {
+				pid, user := randomID(20), "u"+strconv.Itoa(rng.IntN(50))
+				asks[i] = ask{pid: pid, user: user, want: recoverUnknown}
+				switch rng.IntN(5) {
+				case 0: // never written
+				case 1: // written, then deleted (recovered once)
+					put(t, kv, pid, sessionRecord{User: user, SID: randomID(20)})
+					require.NoError(t, kv.Delete(t.Context(), pid))
+				case 2: // another user's
+					put(t, kv, pid, sessionRecord{User: user + "x", SID: randomID(20)})
+					asks[i].want = recoverOtherUser
+				case 3: // asked twice
+					if i > 0 {
+						asks[i] = asks[i-1]
+						break
+					}
+					fallthrough
+				default:
+					sid := randomID(20)
+					put(t, kv, pid, sessionRecord{User: user, SID: sid})
+					asks[i].want = sid
+				}
+			}
+			mu.Lock()
+			before := requests
+			mu.Unlock()
+			var wg sync.WaitGroup
+			for _, a := range asks {
+				wg.Go(func() {
+					rec, result := tg.loadSession(t.Context(), a.pid, a.user)
+					if rec != nil {
+						result = rec.SID
+					}
+					assert.Equal(t, a.want, result, "pid %s", a.pid)
+				})
+			}
+			wg.Wait()
+			mu.Lock()
+			defer mu.Unlock()
+			assert.LessOrEqual(t, requests-before, n/4+2, "%d reads at once shared requests", n)
+		})
+	}
+}
+
+func put(t *testing.T, kv jetstream.KeyValue, pid string, rec sessionRecord) {
+	t.Helper()
+	b, err := json.Marshal(rec)
+	require.NoError(t, err)
+	_, err = kv.Put(t.Context(), pid, b)
+	require.NoError(t, err)
+}
+
+// TestRecordReadPanics: a batch of record reads that panics is stopped at
+// its boundary: its CONNECTs get new sessions, and the next read works.
+func TestRecordReadPanics(t *testing.T) {
+	e, tg, a := panicEnv(t)
+	e.answerStreamState()
+	c, first := connectAs(t, tg, "u1", "", "")
+	e.waitRecordAfter(c, first.PID)
+	a.Arm("sessions", 1)
+	_, fresh := connectAs(t, tg, "u1", first.PID, "")
+	tg.waitPanics(t, "sessions", 1)
+	require.NotEqual(t, first.SID, fresh.SID, "no record read: a new session")
+	c2, second := connectAs(t, tg, "u2", "", "")
+	e.waitRecordAfter(c2, second.PID)
+	_, back := connectAs(t, tg, "u2", second.PID, "")
+	require.Equal(t, second.SID, back.SID, "the next read works")
+}
+
+// waitRecordAfter cuts c and waits for its record (pid).
+func (e *env) waitRecordAfter(c *client, pid string) {
+	e.t.Helper()
+	c.cut()
+	e.waitRecord(pid)
 }
