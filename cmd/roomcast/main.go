@@ -10,19 +10,30 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/roomcast/roomcast/cmd/roomcast/internal/bench"
+	"github.com/roomcast/roomcast/process/flagenv"
 	"github.com/roomcast/roomcast/proto"
 )
 
 func main() {
+	if hostsGateway(os.Args[1:]) {
+		flagenv.KeepSysmonAwake() // before anything starts: it may exec
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// hostsGateway says whether the command line runs a gateway in this
+// process: serve, or a bench fleet's gateway.
+func hostsGateway(args []string) bool {
+	return len(args) > 0 && args[0] == "serve" || slices.Equal(args, []string{"bench", bench.ModeFleetGateway})
 }
 
 const (

@@ -343,3 +343,15 @@ func TestServeDevelopmentMode(t *testing.T) {
 	require.ErrorContains(t, joinBoard(t, sockets, devToken(t, strict)), "no service answers authz.join")
 	require.ErrorContains(t, dialOrigin(sockets, "http://localhost:5173"), "403")
 }
+
+// TestHostsGateway: the command lines whose process hosts a gateway, and
+// so starts again with sysmon kept awake (flagenv.KeepSysmonAwake), and
+// no other.
+func TestHostsGateway(t *testing.T) {
+	for _, args := range [][]string{{"serve"}, {"serve", "--log-level", "warn"}, {"bench", "fleet-gateway"}} {
+		require.True(t, hostsGateway(args), "%q", args)
+	}
+	for _, args := range [][]string{nil, {"bench"}, {"bench", "fanout"}, {"bench", "fleet-roomstate"}, {"publish", "serve"}, {"--help"}} {
+		require.False(t, hostsGateway(args), "%q", args)
+	}
+}

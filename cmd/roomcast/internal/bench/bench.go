@@ -337,7 +337,7 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) > 0 && args[0] == modeFleetNATS {
 		return fleetNATSMain(ctx, args[1:])
 	}
-	if len(args) > 0 && (args[0] == modeFleetGateway || args[0] == modeFleetRoomstate) {
+	if len(args) > 0 && (args[0] == ModeFleetGateway || args[0] == modeFleetRoomstate) {
 		raiseFileLimit()
 		return fleetServiceMain(ctx, args[0])
 	}

@@ -43,7 +43,7 @@ import (
 // The internal modes of bench fleet's server processes.
 const (
 	modeFleetNATS      = "fleet-nats"
-	modeFleetGateway   = "fleet-gateway"
+	ModeFleetGateway   = "fleet-gateway" // exported: main starts a gateway's process with it (hostsGateway)
 	modeFleetRoomstate = "fleet-roomstate"
 )
 
@@ -207,7 +207,7 @@ func startFleetStack(ctx context.Context, o options, secret string, log io.Write
 					append(common, "ROOMCAST_SKIP_ENSURE=true"))
 				return
 			}
-			srvs[k], errs[k] = startFleetService(ctx, bin, modeFleetGateway, "gateway "+strconv.Itoa(k), "ROOMCAST_HTTP_ADDR",
+			srvs[k], errs[k] = startFleetService(ctx, bin, ModeFleetGateway, "gateway "+strconv.Itoa(k), "ROOMCAST_HTTP_ADDR",
 				append(common, "ROOMCAST_JWT_SECRET="+secret, "ROOMCAST_GATEWAY_ID=bench_gw"+strconv.Itoa(k)))
 		}()
 	}
@@ -329,7 +329,7 @@ func fleetServiceMain(ctx context.Context, mode string) error {
 	var rs roomstate.Config
 	fs := flagenv.New(flag.NewFlagSet(mode, flag.ContinueOnError))
 	common.Bind(fs, "nats://127.0.0.1:4222")
-	if mode == modeFleetGateway {
+	if mode == ModeFleetGateway {
 		flagenv.GCPercent(flagenv.GatewayGCPercent)
 		gw.Bind(fs)
 	} else {
@@ -346,7 +346,7 @@ func fleetServiceMain(ctx context.Context, mode string) error {
 	if err != nil {
 		return err
 	}
-	if mode == modeFleetGateway {
+	if mode == ModeFleetGateway {
 		gw.NATSURL, gw.Store, gw.Logger = common.NATSURL, store, logger
 		return gateway.Run(ctx, gw)
 	}

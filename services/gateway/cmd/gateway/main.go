@@ -9,6 +9,7 @@ import (
 )
 
 func main() {
+	flagenv.KeepSysmonAwake()
 	flagenv.GCPercent(flagenv.GatewayGCPercent)
 	var cfg gateway.Config
 	flagenv.Main("gateway", cfg.Bind, func(ctx context.Context, s flagenv.Service) error {
