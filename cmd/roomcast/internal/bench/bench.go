@@ -168,7 +168,7 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 	fs.IntVar(&o.Sockets, "sockets", 1000, "number of sockets")
 	fs.IntVar(&o.Rooms, "rooms", 10, "number of boards the sockets are spread over")
 	fs.IntVar(&o.Gateways, "gateways", 0, "fleet: gateway processes, socket i on gateway i mod N (0: as few as hold the sockets under the limit on open files)")
-	fs.IntVar(&o.Procs, "procs", 0, fmt.Sprintf("worker processes holding the sockets (0: one per %d sockets; 1: in this process)", maxSocketsPerProc))
+	fs.IntVar(&o.Procs, "procs", 0, fmt.Sprintf("worker processes holding the sockets (0: one per %d sockets, fleet: as few as fit; 1: in this process)", maxSocketsPerProc))
 	fs.IntVar(&o.SourceIPs, "source-ips", 1, "dial from 127.0.0.1 … 127.0.0.N, for more sockets than one address has ephemeral ports (fleet: one per 10,000 sockets unless given)")
 	fs.IntVar(&o.DialConcurrency, "dial-concurrency", 64, "connects in flight per worker (the sockets' first connects)")
 	fs.IntVar(&o.StormConcurrency, "storm-concurrency", 0, "storm: reconnects in flight per worker after the drop (0: no bound, every socket reconnects at once)")

@@ -71,11 +71,16 @@ func socketBudget() int {
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
 
 // fleetDefaults fills in what bench fleet derives from the socket count:
-// the gateways (as few as hold the sockets within budget each), the source
-// addresses, and the one room.
+// the gateways and the tool's worker processes (as few of each as hold the
+// sockets within budget each: the tool shares the machine's cores with
+// the servers, and each process more costs them all in scheduling), the
+// source addresses, and the one room.
 func (o *options) fleetDefaults(given map[string]bool, budget int) {
 	if o.Gateways == 0 && budget > 0 {
 		o.Gateways = max(1, ceilDiv(o.Sockets, budget))
+	}
+	if o.Procs == 0 && budget > 0 {
+		o.Procs = max(1, ceilDiv(o.Sockets, budget))
 	}
 	if !given["source-ips"] {
 		o.SourceIPs = min(254, max(1, ceilDiv(o.Sockets, fleetSocketsPerIP)))

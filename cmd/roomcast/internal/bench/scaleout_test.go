@@ -137,12 +137,14 @@ func TestFleetOptions(t *testing.T) {
 	require.NoError(t, err)
 	budget := socketBudget()
 	require.Equal(t, (100000+budget-1)/budget, o.Gateways, "as few gateways as hold the sockets")
+	require.Equal(t, (100000+budget-1)/budget, o.Procs, "as few worker processes as hold the sockets")
 	require.Equal(t, 10, o.SourceIPs, "one loopback address per 10,000 sockets")
 	require.Equal(t, 1, o.Rooms, "one room")
 
-	o, err = parseOptions([]string{modeFleet, "-sockets", "300", "-gateways", "2", "-source-ips", "3"}, os.Stderr)
+	o, err = parseOptions([]string{modeFleet, "-sockets", "300", "-gateways", "2", "-source-ips", "3", "-procs", "3"}, os.Stderr)
 	require.NoError(t, err)
 	require.Equal(t, 2, o.Gateways)
+	require.Equal(t, 3, o.Procs, "given, kept")
 	require.Equal(t, 3, o.SourceIPs, "given, kept")
 }
 
