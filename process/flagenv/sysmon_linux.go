@@ -6,8 +6,13 @@ import (
 )
 
 // reexec runs this program's executable again in place with env: the same
-// inode (/proc/self/exe, even if the file was replaced since), arguments
-// and pid. It returns only if execve failed.
+// arguments and pid, and the same name in ps and top (the executable's
+// path, not /proc/self/exe, whose name would be "exe"). It returns only
+// if execve failed.
 func reexec(env []string) {
-	_ = syscall.Exec("/proc/self/exe", os.Args, env)
+	exe, err := os.Executable()
+	if err != nil {
+		return
+	}
+	_ = syscall.Exec(exe, os.Args, env)
 }
