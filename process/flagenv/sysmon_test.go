@@ -40,16 +40,18 @@ func TestWithGODEBUG(t *testing.T) {
 // sysmonChildEnv marks the test binary run as TestKeepSysmonAwake's child.
 const sysmonChildEnv = "FLAGENV_SYSMON_CHILD"
 
-// TestKeepSysmonAwakeChild is the child: it prints its pid, calls
-// KeepSysmonAwake, and prints its pid and GODEBUG (after a restart, the
+// TestKeepSysmonAwakeChild is the child: it prints its pid and name, calls
+// KeepSysmonAwake, and prints them and GODEBUG (after a restart, the
 // restarted program prints the first line again, then the second).
 func TestKeepSysmonAwakeChild(t *testing.T) {
 	if os.Getenv(sysmonChildEnv) == "" {
 		t.Skip("run by TestKeepSysmonAwake")
 	}
-	fmt.Printf("before %d\n", os.Getpid())
+	comm, _ := os.ReadFile("/proc/self/comm") // the name ps and top show
+	fmt.Printf("before %d %s\n", os.Getpid(), strings.TrimSpace(string(comm)))
 	KeepSysmonAwake()
-	fmt.Printf("after %d %s\n", os.Getpid(), os.Getenv("GODEBUG"))
+	comm, _ = os.ReadFile("/proc/self/comm")
+	fmt.Printf("after %d %s %s\n", os.Getpid(), strings.TrimSpace(string(comm)), os.Getenv("GODEBUG"))
 }
 
 // TestKeepSysmonAwake: the program is started again in place (same pid)
@@ -80,9 +82,9 @@ func TestKeepSysmonAwake(t *testing.T) {
 	}
 	lines := run("GODEBUG=madvdontneed=1")
 	require.Len(t, lines, 3, "%q: started again once", lines)
-	pid := strings.TrimPrefix(lines[0], "before ")
-	require.Equal(t, "before "+pid, lines[1])
-	require.Equal(t, "after "+pid+" madvdontneed=1,"+schedtraceNever, lines[2])
+	pidComm := strings.TrimPrefix(lines[0], "before ") // the same pid and name after
+	require.Equal(t, "before "+pidComm, lines[1])
+	require.Equal(t, "after "+pidComm+" madvdontneed=1,"+schedtraceNever, lines[2])
 
 	lines = run("GODEBUG=schedtrace=0")
 	require.Len(t, lines, 2, "%q", lines)
