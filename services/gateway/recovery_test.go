@@ -605,3 +605,18 @@ func (e *env) waitRecordAfter(c *client, pid string) {
 	c.cut()
 	e.waitRecord(pid)
 }
+
+// TestRecordReadFails: when the records cannot be read (here the bucket's
+// stream is gone: its direct gets have no responder), the CONNECT gets a
+// new session at once, counted as failed, not unknown.
+func TestRecordReadFails(t *testing.T) {
+	e, tg := recoveryEnv(t)
+	c, a := connectAs(t, tg, "u1", "", "")
+	e.waitRecordAfter(c, a.PID)
+	require.NoError(t, e.js.DeleteStream(t.Context(), proto.KVStream(proto.BucketSessions)))
+	before := tg.counter(tg.m.recoveries.WithLabelValues(recoverFailed))
+	_, back := connectAs(t, tg, "u1", a.PID, "")
+	require.NotEqual(t, a.SID, back.SID)
+	require.NotEqual(t, a.PID, back.PID)
+	require.Equal(t, before+1, tg.counter(tg.m.recoveries.WithLabelValues(recoverFailed)))
+}
