@@ -20,7 +20,7 @@ func TestSysmonAwake(t *testing.T) {
 		{"", "", true},
 		{"1", "", true},
 		{"true", "madvdontneed=1", true},
-		{"", "schedtrace=0", false},                 // the operator's own
+		{"", "schedtrace=0", false},                  // the operator's own
 		{"", "madvdontneed=1, schedtrace=50", false}, // among others
 		{"", "scheddetail=1", true},
 		{"", "xschedtrace=1", true},
