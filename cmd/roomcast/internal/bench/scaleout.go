@@ -81,6 +81,12 @@ func (o *options) fleetDefaults(given map[string]bool, budget int) {
 	}
 	if o.Procs == 0 && budget > 0 {
 		o.Procs = max(1, ceilDiv(o.Sockets, budget))
+		if !given["dial-concurrency"] {
+			// as many connects in flight in all as one worker per
+			// maxSocketsPerProc sockets would have: fewer leave the
+			// gateways less to batch, and each connect costs them more
+			o.DialConcurrency = ceilDiv(o.DialConcurrency*ceilDiv(o.Sockets, maxSocketsPerProc), o.Procs)
+		}
 	}
 	if !given["source-ips"] {
 		o.SourceIPs = min(254, max(1, ceilDiv(o.Sockets, fleetSocketsPerIP)))

@@ -138,6 +138,7 @@ func TestFleetOptions(t *testing.T) {
 	budget := socketBudget()
 	require.Equal(t, (100000+budget-1)/budget, o.Gateways, "as few gateways as hold the sockets")
 	require.Equal(t, (100000+budget-1)/budget, o.Procs, "as few worker processes as hold the sockets")
+	require.Equal(t, (64*13+o.Procs-1)/o.Procs, o.DialConcurrency, "as many connects in flight as 13 workers of 64")
 	require.Equal(t, 10, o.SourceIPs, "one loopback address per 10,000 sockets")
 	require.Equal(t, 1, o.Rooms, "one room")
 
