@@ -60,7 +60,9 @@ type sessions struct {
 	kv    jetstream.KeyValue
 	js    jetstream.JetStream
 	first firstSeqs
-	reads recordReads
+	// records and rooms batch recoveries' multi_last reads of KV SESSIONS
+	// (their records) and of ROOMS (their rooms' last messages).
+	records, rooms lastReads
 }
 
 // bindSessions binds KV SESSIONS, creating it when missing (with
@@ -88,7 +90,9 @@ func (g *Gateway) bindSessions(ctx context.Context) error {
 		g.log.Warn().Dur("bucket_ttl", st.TTL()).Dur("recovery_ttl", g.cfg.RecoveryTTL).
 			Msg(proto.BucketSessions + " keeps sessions for another time than ROOMCAST_RECOVERY_TTL: the bucket's TTL is the one that counts")
 	}
-	g.sessions = &sessions{kv: kv, js: js}
+	g.sessions = &sessions{kv: kv, js: js,
+		records: lastReads{stream: proto.KVStream(proto.BucketSessions), where: "sessions"},
+		rooms:   lastReads{stream: proto.StreamRooms, where: "replay"}}
 	// Where the stream stands: the floor of what a socket joins before
 	// the fan-out delivers anything (after a restart, above all).
 	if st, err := js.Stream(bctx, proto.StreamRooms); err == nil {

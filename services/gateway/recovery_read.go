@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"errors"
-	"fmt"
 	"hash/maphash"
 	"sync/atomic"
 
@@ -104,8 +103,9 @@ func (rr *replayRead) done(context.Context) ([]replayed, error) {
 
 // rooms reads every room of names from where start says (its first
 // sequence, and the previous one in the room when known), up to its last
-// message now: one batched direct get tells which rooms have anything
-// there, and up to where.
+// message now: one batched direct get (shared with the recoveries that
+// ask at the same time, readLast) tells which rooms have anything there,
+// and up to where.
 func (rr *replayRead) rooms(ctx context.Context, start func(name string) (from, prev uint64, known bool)) error {
 	if len(rr.names) == 0 {
 		return nil
@@ -114,14 +114,15 @@ func (rr *replayRead) rooms(ctx context.Context, start func(name string) (from, 
 	for subj := range rr.names {
 		subjects = append(subjects, subj)
 	}
-	last, pending, err := rr.g.directGet(ctx, proto.StreamRooms, directget.Request{MultiLast: subjects, Batch: len(subjects)}, len(subjects))
+	last, err := rr.g.readLast(ctx, &rr.g.sessions.rooms, subjects)
 	if err != nil {
 		return err
 	}
-	if pending != 0 {
-		return fmt.Errorf("direct get: %d of %d rooms' last messages not sent", pending, len(subjects))
-	}
-	for _, lm := range last {
+	for _, subj := range subjects {
+		lm, ok := last[subj]
+		if !ok {
+			continue // nothing stored in the room
+		}
 		name := rr.names[lm.Subject]
 		from, prev, known := start(name)
 		rr.at[name] = max(rr.at[name], lm.Seq)

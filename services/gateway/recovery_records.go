@@ -9,53 +9,67 @@ import (
 	"github.com/roomcast/roomcast/proto/directget"
 )
 
-// maxRecordBatch is the most session records one read asks for
-// (nats-server answers a multi_last of up to 1,024 subjects).
-const maxRecordBatch = 256
+// maxLastBatch is the most subjects one batched multi_last asks for, when
+// it reads for several callers (nats-server answers at most 1,024
+// messages to one; a caller alone asks for all of its own).
+const maxLastBatch = 256
 
-// recordReads batches loadSession's reads of KV SESSIONS. The CONNECTs of
-// a reconnect storm come together: one batched direct get (multi_last
-// over their keys) reads the records of every CONNECT that came while the
-// read before it was in flight, instead of a request each. One read is in
-// flight at a time; a lone CONNECT's is read at once.
-type recordReads struct {
-	mu      sync.Mutex
-	queue   []*recordRead
-	reading bool // a goroutine is reading the queue (readRecords)
+// lastReads batches the multi_last reads a recovery makes of one stream:
+// its session record (KV SESSIONS, the key's last value) and the last
+// message of each of its rooms (ROOMS). The recoveries of a reconnect
+// storm come together: the reads asked while one is in flight are read
+// together in the next, one request over all their subjects, instead of
+// a request each. One read is in flight at a time; a lone caller's is
+// read at once. Each read begins after every caller it answers asked, so
+// it is as fresh as a read of its own.
+type lastReads struct {
+	stream string
+	where  string // its panic boundary's name
+	mu     sync.Mutex
+	queue  []*lastRead
+	// reading: a goroutine is reading the queue (readLasts).
+	reading bool
 }
 
-type recordRead struct {
-	key  string // the record's subject
-	done chan struct{}
-	rec  []byte // nil: none (never written, expired, or deleted)
+type lastRead struct {
+	subjects []string
+	done     chan struct{}
+	// msgs is the last message of each subject the read found, by subject:
+	// the whole batch's, shared by its callers, read only.
+	msgs map[string]directget.Message
 	err  error
 }
 
-// readRecord is the value of pid's record, nil when there is none.
-func (g *Gateway) readRecord(ctx context.Context, pid string) ([]byte, error) {
-	r := &recordRead{key: proto.KVSubject(proto.BucketSessions, pid), done: make(chan struct{})}
-	q := &g.sessions.reads
+// readLast is the last message of each of subjects that has one, by
+// subject.
+func (g *Gateway) readLast(ctx context.Context, q *lastReads, subjects []string) (map[string]directget.Message, error) {
+	r := &lastRead{subjects: subjects, done: make(chan struct{})}
 	q.mu.Lock()
 	q.queue = append(q.queue, r)
 	if !q.reading {
 		q.reading = true
-		go g.readRecords()
+		go g.readLasts(q)
 	}
 	q.mu.Unlock()
 	select {
 	case <-r.done:
-		return r.rec, r.err
+		return r.msgs, r.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 }
 
-// readRecords reads the queue a batch at a time until it is empty.
-func (g *Gateway) readRecords() {
-	q := &g.sessions.reads
+// readLasts reads the queue a batch at a time until it is empty: the
+// reads queued first, as many as ask for maxLastBatch subjects in all (at
+// least one).
+func (g *Gateway) readLasts(q *lastReads) {
 	for {
 		q.mu.Lock()
-		n := min(len(q.queue), maxRecordBatch)
+		n, subjects := 0, 0
+		for n < len(q.queue) && (n == 0 || subjects+len(q.queue[n].subjects) <= maxLastBatch) {
+			subjects += len(q.queue[n].subjects)
+			n++
+		}
 		if n == 0 {
 			q.reading, q.queue = false, nil
 			q.mu.Unlock()
@@ -64,55 +78,66 @@ func (g *Gateway) readRecords() {
 		batch := q.queue[:n:n]
 		q.queue = q.queue[n:]
 		q.mu.Unlock()
-		g.readRecordBatch(batch)
+		g.readLastBatch(q, batch)
 	}
 }
 
-// readRecordBatch reads batch's records in one request and answers each
-// waiter; a failure (or a panic, stopped here) fails them all, and their
+// readLastBatch reads batch's subjects in one request and answers each
+// caller; a failure (or a panic, stopped here) fails them all, and their
 // clients get new sessions.
-func (g *Gateway) readRecordBatch(batch []*recordRead) {
-	err := fmt.Errorf("reading %d session records: panicked", len(batch))
-	g.guard.Do("sessions", func() {
-		g.hook("sessions")
-		var values map[string][]byte
-		values, err = g.readRecordValues(batch)
-		for _, r := range batch {
-			r.rec = values[r.key]
-		}
+func (g *Gateway) readLastBatch(q *lastReads, batch []*lastRead) {
+	var msgs map[string]directget.Message
+	err := fmt.Errorf("reading the last messages of %d callers in %s: panicked", len(batch), q.stream)
+	g.guard.Do(q.where, func() {
+		g.hook(q.where)
+		msgs, err = g.readLastMsgs(q.stream, batch)
 	})
 	for _, r := range batch {
-		r.err = err
+		r.msgs, r.err = msgs, err
 		close(r.done)
 	}
 }
 
-// readRecordValues is the value stored last under each of batch's keys,
-// by key; none for a key never written, expired, or deleted.
-func (g *Gateway) readRecordValues(batch []*recordRead) (map[string][]byte, error) {
-	keys := make([]string, 0, len(batch))
-	asked := make(map[string]bool, len(batch))
+// readLastMsgs is the last message of each subject batch asks for (the
+// same subject asked twice is read once), by subject.
+func (g *Gateway) readLastMsgs(stream string, batch []*lastRead) (map[string]directget.Message, error) {
+	var subjects []string
+	asked := map[string]bool{}
 	for _, r := range batch {
-		if !asked[r.key] { // a pid two CONNECTs bring at once
-			asked[r.key] = true
-			keys = append(keys, r.key)
+		for _, s := range r.subjects {
+			if !asked[s] {
+				asked[s] = true
+				subjects = append(subjects, s)
+			}
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.RequestTimeout)
 	defer cancel()
-	msgs, pending, err := g.directGet(ctx, proto.KVStream(proto.BucketSessions), directget.Request{MultiLast: keys, Batch: len(keys)}, len(keys))
+	msgs, pending, err := g.directGet(ctx, stream, directget.Request{MultiLast: subjects, Batch: len(subjects)}, len(subjects))
 	if err != nil {
 		return nil, err
 	}
 	if pending != 0 {
-		return nil, fmt.Errorf("direct get: %d of %d session records not sent", pending, len(keys))
+		return nil, fmt.Errorf("direct get: %d of %d subjects' last messages not sent", pending, len(subjects))
 	}
-	values := make(map[string][]byte, len(msgs))
+	out := make(map[string]directget.Message, len(msgs))
 	for _, m := range msgs {
-		if op := m.Header.Get(kvOperation); op == "DEL" || op == "PURGE" {
-			continue // recovered (forgetSession), or purged
-		}
-		values[m.Subject] = m.Data
+		out[m.Subject] = m
 	}
-	return values, nil
+	return out, nil
+}
+
+// readRecord is the value of pid's session record, nil when there is none
+// (never written, expired, or deleted).
+func (g *Gateway) readRecord(ctx context.Context, pid string) ([]byte, error) {
+	key := proto.KVSubject(proto.BucketSessions, pid)
+	msgs, err := g.readLast(ctx, &g.sessions.records, []string{key})
+	if err != nil {
+		return nil, err
+	}
+	m, ok := msgs[key]
+	if op := m.Header.Get(kvOperation); !ok || op == "DEL" || op == "PURGE" {
+		return nil, nil // none, or recovered (forgetSession), or purged
+	}
+	return m.Data, nil
 }

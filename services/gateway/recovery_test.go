@@ -620,3 +620,86 @@ func TestRecordReadFails(t *testing.T) {
 	require.NotEqual(t, a.PID, back.PID)
 	require.Equal(t, before+1, tg.counter(tg.m.recoveries.WithLabelValues(recoverFailed)))
 }
+
+// TestLastReadsBatched: recoveries' reads of their rooms' last messages
+// that come together share batched requests, split at maxLastBatch
+// subjects (a caller alone may ask for more), and each caller gets the
+// last message of exactly its subjects that have one.
+func TestLastReadsBatched(t *testing.T) {
+	e, tg := recoveryEnv(t)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 20))
+	last := map[string]uint64{} // subject -> its last sequence
+	var subjects []string
+	for i := range 400 {
+		r := mustRoom(t, "org-o"+strconv.Itoa(i))
+		subj := proto.Subjects{}.Publish(r)
+		subjects = append(subjects, subj)
+		if i%4 != 0 { // one in four never had a message
+			for k := range 1 + rng.IntN(3) {
+				_, last[subj] = e.publish(r, "x", int64(k+1))
+			}
+		}
+	}
+	var mu sync.Mutex
+	requests := 0
+	sub, err := e.nc.Subscribe(proto.DirectGetSubject(proto.StreamRooms), func(*nats.Msg) {
+		mu.Lock()
+		requests++
+		mu.Unlock()
+	})
+	require.NoError(t, err)
+	require.NoError(t, e.nc.Flush())
+	defer func() { _ = sub.Unsubscribe() }()
+	callers := 50 + rng.IntN(150)
+	var wg sync.WaitGroup
+	for i := range callers {
+		n := 1 + rng.IntN(8)
+		if i == 0 {
+			n = 300 // more than a batch on its own
+		}
+		mine := make([]string, n)
+		for k := range mine {
+			mine[k] = subjects[rng.IntN(len(subjects))]
+		}
+		wg.Go(func() {
+			got, err := tg.readLast(t.Context(), &tg.sessions.rooms, mine)
+			if !assert.NoError(t, err) {
+				return
+			}
+			for _, s := range mine {
+				m, ok := got[s]
+				if assert.Equal(t, last[s] != 0, ok, s) && ok {
+					assert.Equal(t, last[s], m.Seq, s)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	assert.LessOrEqual(t, requests, callers/4+2, "%d callers at once shared requests", callers)
+}
+
+// TestRoomReadPanics: a batch of room reads that panics is stopped at its
+// boundary: its recoveries get new sessions, and the next one recovers.
+func TestRoomReadPanics(t *testing.T) {
+	e, tg, a := panicEnv(t)
+	e.answerStreamState()
+	board := mustRoom(t, "board-b1")
+	session := func(u string) (connectAnswer, string) {
+		c, ans := connectAs(t, tg, u, "", "")
+		c.mustOK(proto.EndpointAddToRoom, map[string]any{"roomName": "board-b1"})
+		e.publish(board, "x", 1)
+		_, offset := c.broadcastOffset()
+		e.waitRecordAfter(c, ans.PID)
+		return ans, offset
+	}
+	first, offset := session("u1")
+	a.Arm("replay", 1)
+	_, fresh := connectAs(t, tg, "u1", first.PID, offset)
+	tg.waitPanics(t, "replay", 1)
+	require.NotEqual(t, first.SID, fresh.SID, "no rooms read: a new session")
+	second, offset := session("u2")
+	_, back := connectAs(t, tg, "u2", second.PID, offset)
+	require.Equal(t, second.SID, back.SID, "the next read works")
+}
