@@ -345,12 +345,16 @@ func (g *Gateway) beginFirstSeqRead() {
 	f.next, f.last = nil, r
 	r.began = time.Now()
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), g.cfg.RequestTimeout)
-		st, err := g.sessions.js.Stream(ctx, proto.StreamRooms)
-		cancel()
-		if r.err = err; err == nil {
-			r.seq = st.CachedInfo().State.FirstSeq
-		}
+		r.err = errors.New("reading stream " + proto.StreamRooms + "'s first sequence: panicked")
+		g.guard.Do("firstseq", func() { // a panic fails this read's waiters, not the next read
+			g.hook("firstseq")
+			ctx, cancel := context.WithTimeout(context.Background(), g.cfg.RequestTimeout)
+			defer cancel()
+			st, err := g.sessions.js.Stream(ctx, proto.StreamRooms)
+			if r.err = err; err == nil {
+				r.seq = st.CachedInfo().State.FirstSeq
+			}
+		})
 		f.mu.Lock()
 		r.ended = true
 		close(r.done)

@@ -703,3 +703,24 @@ func TestRoomReadPanics(t *testing.T) {
 	_, back := connectAs(t, tg, "u2", second.PID, offset)
 	require.Equal(t, second.SID, back.SID, "the next read works")
 }
+
+// TestFirstSeqReadPanics: a read of ROOMS's first sequence that panics is
+// stopped at its boundary: the recovery waiting for it gets a new session,
+// and the next read (and recovery) works.
+func TestFirstSeqReadPanics(t *testing.T) {
+	e, tg, a := panicEnv(t)
+	e.answerStreamState()
+	session := func(u string) connectAnswer {
+		c, ans := connectAs(t, tg, u, "", "")
+		e.waitRecordAfter(c, ans.PID)
+		return ans
+	}
+	first := session("u1")
+	a.Arm("firstseq", 1)
+	_, fresh := connectAs(t, tg, "u1", first.PID, "")
+	tg.waitPanics(t, "firstseq", 1)
+	require.NotEqual(t, first.SID, fresh.SID, "no first sequence: a new session")
+	second := session("u2")
+	_, back := connectAs(t, tg, "u2", second.PID, "")
+	require.Equal(t, second.SID, back.SID, "the next read works")
+}
