@@ -61,8 +61,10 @@ type sessions struct {
 	js    jetstream.JetStream
 	first firstSeqs
 	// records and rooms batch recoveries' multi_last reads of KV SESSIONS
-	// (their records) and of ROOMS (their rooms' last messages).
+	// (their records) and of ROOMS (their rooms' last messages); ranges
+	// shares their reads of a room's missed broadcasts.
 	records, rooms lastReads
+	ranges         rangeReads
 }
 
 // bindSessions binds KV SESSIONS, creating it when missing (with
@@ -92,7 +94,8 @@ func (g *Gateway) bindSessions(ctx context.Context) error {
 	}
 	g.sessions = &sessions{kv: kv, js: js,
 		records: lastReads{stream: proto.KVStream(proto.BucketSessions), where: "sessions"},
-		rooms:   lastReads{stream: proto.StreamRooms, where: "replay"}}
+		rooms:   lastReads{stream: proto.StreamRooms, where: "replay"},
+		ranges:  rangeReads{limit: rangeBytes}}
 	// Where the stream stands: the floor of what a socket joins before
 	// the fan-out delivers anything (after a restart, above all).
 	if st, err := js.Stream(bctx, proto.StreamRooms); err == nil {

@@ -144,12 +144,9 @@ func (rr *replayRead) read(ctx context.Context, name, subject string, from, last
 	if room := uint64(maxReplay - len(rr.out)); want > room {
 		want = room + 1 // enough to know it is too much
 	}
-	msgs, _, err := rr.g.directGet(ctx, proto.StreamRooms, directget.Request{Seq: from, NextBySubject: subject, Batch: int(want)}, int(want))
+	msgs, err := rr.g.readRange(ctx, rangeKey{subject: subject, from: from, last: last, want: int(want)})
 	if err != nil {
 		return 0, err
-	}
-	for len(msgs) > 0 && msgs[len(msgs)-1].Seq > last {
-		msgs = msgs[:len(msgs)-1]
 	}
 	if !known {
 		if prev, err = rr.prevOf(ctx, subject, from); err != nil {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/proto/directget"
 	"github.com/roomcast/roomcast/services/gateway/internal/engineio"
 )
 
@@ -723,4 +725,83 @@ func TestFirstSeqReadPanics(t *testing.T) {
 	second := session("u2")
 	_, back := connectAs(t, tg, "u2", second.PID, "")
 	require.Equal(t, second.SID, back.SID, "the next read works")
+}
+
+// TestRangeReadsShared: recoveries reading the same missed broadcasts of a
+// room (same subject, start, last and count) share one request, in flight
+// or kept; each gets the room's messages from its start up to the last it
+// saw and no further; a panic fails the callers of that read only, and is
+// not kept; past the byte limit the oldest reads are let go.
+func TestRangeReadsShared(t *testing.T) {
+	e, tg, a := panicEnv(t)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 21))
+	r := mustRoom(t, "board-b1-tasks")
+	subject := proto.Subjects{}.Publish(r)
+	var seqs []uint64
+	for n := range 20 + rng.IntN(30) {
+		_, seq := e.publish(r, "t", int64(n+1))
+		seqs = append(seqs, seq)
+		e.publish(mustRoom(t, "org-o1"), "o", int64(n+1)) // another room's, between
+	}
+	var requests atomic.Int64
+	sub, err := e.nc.Subscribe(proto.DirectGetSubject(proto.StreamRooms), func(*nats.Msg) { requests.Add(1) })
+	require.NoError(t, err)
+	require.NoError(t, e.nc.Flush())
+	defer func() { _ = sub.Unsubscribe() }()
+	// asked waits until n requests were seen (they reach this subscription
+	// after the gateway's reads return), and that no more come.
+	asked := func(n int64, why string) {
+		t.Helper()
+		require.Eventually(t, func() bool { return requests.Load() >= n }, 5*time.Second, time.Millisecond, why)
+		require.NoError(t, tg.nc.Flush())
+		require.NoError(t, e.nc.Flush())
+		require.Equal(t, n, requests.Load(), why)
+	}
+	i, j := rng.IntN(5), len(seqs)-1-rng.IntN(5)
+	key := func(last int) rangeKey {
+		return rangeKey{subject: subject, from: seqs[i], last: seqs[last], want: int(seqs[last] - seqs[i] + 1)}
+	}
+	check := func(msgs []directget.Message, last int) {
+		t.Helper()
+		var got []uint64
+		for _, m := range msgs {
+			got = append(got, m.Seq)
+		}
+		assert.Equal(t, seqs[i:last+1], got)
+	}
+
+	a.Arm("ranges", 1)
+	_, err = tg.readRange(t.Context(), key(j))
+	require.ErrorContains(t, err, "panicked")
+	asked(0, "the read panicked before it asked")
+	var wg sync.WaitGroup
+	for range 2 + rng.IntN(100) {
+		wg.Go(func() {
+			msgs, err := tg.readRange(t.Context(), key(j))
+			if assert.NoError(t, err) {
+				check(msgs, j)
+			}
+		})
+	}
+	wg.Wait()
+	asked(1, "one request for every caller, the failed read not kept")
+	msgs, err := tg.readRange(t.Context(), key(j))
+	require.NoError(t, err)
+	check(msgs, j)
+	asked(1, "kept")
+
+	// Room for eight reads like it: the ninth other one lets it go.
+	q := &tg.sessions.ranges
+	q.mu.Lock()
+	q.limit = 8*q.bytes + 8
+	q.mu.Unlock()
+	for n := 1; n <= 9; n++ {
+		msgs, err := tg.readRange(t.Context(), key(j-n))
+		require.NoError(t, err)
+		check(msgs, j-n)
+	}
+	asked(10, "nine other reads")
+	_, err = tg.readRange(t.Context(), key(j))
+	require.NoError(t, err)
+	asked(11, "the oldest read was let go")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/roomcast/roomcast/proto"
 	"github.com/roomcast/roomcast/proto/directget"
@@ -140,4 +141,110 @@ func (g *Gateway) readRecord(ctx context.Context, pid string) ([]byte, error) {
 		return nil, nil // none, or recovered (forgetSession), or purged
 	}
 	return m.Data, nil
+}
+
+// rangeKeep is how long a room read is kept for the recoveries after it,
+// and rangeBytes the message bytes the kept reads may hold in all (a read
+// of more than an eighth of that is shared by those waiting for it, not
+// kept).
+const (
+	rangeKeep  = 10 * time.Second
+	rangeBytes = 4 << 20
+)
+
+// rangeReads shares recoveries' reads of a room's missed broadcasts. A
+// read of a room's subject from one sequence up to its last message when
+// the recovery looked (so everything up to it was stored) answers the
+// same whoever asks: the recoveries of a storm that missed the same
+// broadcasts of a room (a board's members, cut together) read them once.
+// The first asks; the others wait for it, or take it from the reads kept
+// (for rangeKeep, within limit bytes). A read that failed is not kept.
+type rangeReads struct {
+	limit int // bytes kept at most (rangeBytes; tests lower it)
+	mu    sync.Mutex
+	reads map[rangeKey]*rangeRead // in flight, and kept
+	kept  []*rangeRead            // oldest first
+	bytes int                     // of kept
+}
+
+type rangeKey struct {
+	subject    string
+	from, last uint64
+	want       int // how many the read asks for at most
+}
+
+type rangeRead struct {
+	key  rangeKey
+	done chan struct{}
+	// msgs: subject's messages from key.from on, up to key.want of them
+	// (some may be past key.last): shared by its callers, read only.
+	msgs  []directget.Message
+	err   error
+	at    time.Time
+	bytes int
+}
+
+// readRange is up to k.want of k.subject's messages from k.from on, none
+// of them past k.last, which the caller saw stored.
+func (g *Gateway) readRange(ctx context.Context, k rangeKey) ([]directget.Message, error) {
+	q := &g.sessions.ranges
+	q.mu.Lock()
+	r := q.reads[k]
+	first := r == nil
+	if first {
+		r = &rangeRead{key: k, done: make(chan struct{})}
+		if q.reads == nil {
+			q.reads = map[rangeKey]*rangeRead{}
+		}
+		q.reads[k] = r
+	}
+	q.mu.Unlock()
+	if first {
+		g.readRangeNow(r)
+	}
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	msgs := r.msgs
+	for len(msgs) > 0 && msgs[len(msgs)-1].Seq > k.last {
+		msgs = msgs[:len(msgs)-1] // stored after the caller looked: it comes live
+	}
+	return msgs, r.err
+}
+
+// readRangeNow reads r (with a time limit of its own: the callers waiting
+// for it are not only the one that asked), keeps it, and lets its callers
+// have it; a failure or a panic fails them all, and is not kept.
+func (g *Gateway) readRangeNow(r *rangeRead) {
+	q := &g.sessions.ranges
+	r.err = fmt.Errorf("reading %s's messages from %d: panicked", r.key.subject, r.key.from)
+	g.guard.Do("ranges", func() {
+		g.hook("ranges")
+		ctx, cancel := context.WithTimeout(context.Background(), g.cfg.RequestTimeout)
+		defer cancel()
+		r.msgs, _, r.err = g.directGet(ctx, proto.StreamRooms, directget.Request{Seq: r.key.from, NextBySubject: r.key.subject, Batch: r.key.want}, r.key.want)
+	})
+	now := time.Now()
+	q.mu.Lock()
+	for _, m := range r.msgs {
+		r.bytes += len(m.Data) + len(m.Subject)
+	}
+	r.at = now
+	if r.err != nil || r.bytes > q.limit/8 {
+		delete(q.reads, r.key)
+	} else {
+		q.kept = append(q.kept, r)
+		q.bytes += r.bytes
+	}
+	for len(q.kept) > 0 && (q.bytes > q.limit || now.Sub(q.kept[0].at) > rangeKeep) {
+		old := q.kept[0]
+		q.kept[0] = nil
+		q.kept = q.kept[1:]
+		q.bytes -= old.bytes
+		delete(q.reads, old.key)
+	}
+	q.mu.Unlock()
+	close(r.done)
 }
