@@ -98,6 +98,20 @@ func perRoom(gs []got) map[string][]uint64 {
 	return out
 }
 
+// countRequests counts the requests made to subjects (seen by e's own
+// connection) until the test ends.
+func (e *env) countRequests(subjects ...string) *atomic.Int64 {
+	e.t.Helper()
+	n := &atomic.Int64{}
+	for _, subject := range subjects {
+		sub, err := e.nc.Subscribe(subject, func(*nats.Msg) { n.Add(1) })
+		require.NoError(e.t, err)
+		e.t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
+	require.NoError(e.t, e.nc.Flush())
+	return n
+}
+
 // recoveryEnv is a gateway whose users may join anything, and a roomstate
 // that answers from the stream (answerStreamState).
 func recoveryEnv(t *testing.T, mod ...func(*Config)) (*env, *testGateway) {
@@ -230,17 +244,7 @@ func TestRecoverNewSession(t *testing.T) {
 	e.answerStreamState()
 	tg := e.startGateway(func(c *Config) { c.AuthzCacheTTL = -1 })
 	board := mustRoom(t, "board-b1")
-
-	// cutSession makes a session in board-b1 that got one broadcast, cut.
-	cutSession := func(u string) (connectAnswer, string) {
-		c, a := connectAs(t, tg, u, "", "")
-		c.mustOK(proto.EndpointAddToRoom, map[string]any{"roomName": "board-b1"})
-		e.publish(board, "x", 1)
-		_, offset := c.broadcastOffset()
-		c.cut()
-		e.waitRecord(a.PID)
-		return a, offset
-	}
+	cutSession := func(u string) (connectAnswer, string) { return e.cutBoardSession(tg, u) }
 	refused := func(result string, a connectAnswer, u, pid, offset string) {
 		t.Helper()
 		before := tg.counter(tg.m.recoveries.WithLabelValues(result))
@@ -380,16 +384,7 @@ func TestRecoveryOff(t *testing.T) {
 func TestStreamFirstSeqShared(t *testing.T) {
 	e, tg := recoveryEnv(t)
 	var asked sync.WaitGroup
-	var mu sync.Mutex
-	reads := 0
-	sub, err := e.nc.Subscribe("$JS.API.STREAM.INFO."+proto.StreamRooms, func(*nats.Msg) {
-		mu.Lock()
-		reads++
-		mu.Unlock()
-	})
-	require.NoError(t, err)
-	require.NoError(t, e.nc.Flush())
-	defer func() { _ = sub.Unsubscribe() }()
+	reads := e.countRequests("$JS.API.STREAM.INFO." + proto.StreamRooms)
 	for range 200 {
 		asked.Add(1)
 		go func() {
@@ -408,14 +403,8 @@ func TestStreamFirstSeqShared(t *testing.T) {
 	first, err := tg.streamFirstSeq(t.Context(), time.Now())
 	require.NoError(t, err)
 	require.Equal(t, seq+1, first, "a recovery that began after the purge sees it")
-	require.Eventually(t, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return reads >= 2
-	}, 5*time.Second, 5*time.Millisecond)
-	mu.Lock()
-	defer mu.Unlock()
-	require.Less(t, reads, 50, "200 recoveries at once shared their reads")
+	require.Eventually(t, func() bool { return reads.Load() >= 2 }, 5*time.Second, 5*time.Millisecond)
+	require.Less(t, reads.Load(), int64(50), "200 recoveries at once shared their reads")
 }
 
 // TestRecoverNewChat: a chat whose first message comes while the client is
@@ -515,18 +504,8 @@ func TestRecordReadsBatched(t *testing.T) {
 	e, tg := recoveryEnv(t)
 	kv, err := e.js.KeyValue(t.Context(), proto.BucketSessions)
 	require.NoError(t, err)
-	var mu sync.Mutex
-	requests := 0
-	for _, subject := range []string{"", ".>"} { // batched, or one key's
-		sub, err := e.nc.Subscribe(proto.DirectGetSubject(proto.KVStream(proto.BucketSessions))+subject, func(*nats.Msg) {
-			mu.Lock()
-			requests++
-			mu.Unlock()
-		})
-		require.NoError(t, err)
-		defer func() { _ = sub.Unsubscribe() }()
-	}
-	require.NoError(t, e.nc.Flush())
+	direct := proto.DirectGetSubject(proto.KVStream(proto.BucketSessions))
+	requests := e.countRequests(direct, direct+".>") // batched, or one key's
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 19))
 	for _, n := range []int{1, 2, 7, 255, 256, 257, 600, 1 + rng.IntN(600)} {
 		t.Run(strconv.Itoa(n), func(t *testing.T) {
@@ -555,9 +534,7 @@ func TestRecordReadsBatched(t *testing.T) {
 					asks[i].want = sid
 				}
 			}
-			mu.Lock()
-			before := requests
-			mu.Unlock()
+			before := requests.Load()
 			var wg sync.WaitGroup
 			for _, a := range asks {
 				wg.Go(func() {
@@ -569,9 +546,7 @@ func TestRecordReadsBatched(t *testing.T) {
 				})
 			}
 			wg.Wait()
-			mu.Lock()
-			defer mu.Unlock()
-			assert.LessOrEqual(t, requests-before, n/4+2, "%d reads at once shared requests", n)
+			assert.LessOrEqual(t, requests.Load()-before, int64(n/4+2), "%d reads at once shared requests", n)
 		})
 	}
 }
@@ -599,6 +574,18 @@ func TestRecordReadPanics(t *testing.T) {
 	e.waitRecordAfter(c2, second.PID)
 	_, back := connectAs(t, tg, "u2", second.PID, "")
 	require.Equal(t, second.SID, back.SID, "the next read works")
+}
+
+// cutBoardSession makes a session of user u in board-b1 that got one
+// broadcast, cut, its record stored: its answer and last offset.
+func (e *env) cutBoardSession(tg *testGateway, u string) (connectAnswer, string) {
+	e.t.Helper()
+	c, a := connectAs(e.t, tg, u, "", "")
+	c.mustOK(proto.EndpointAddToRoom, map[string]any{"roomName": "board-b1"})
+	e.publish(mustRoom(e.t, "board-b1"), "x", 1)
+	_, offset := c.broadcastOffset()
+	e.waitRecordAfter(c, a.PID)
+	return a, offset
 }
 
 // waitRecordAfter cuts c and waits for its record (pid).
@@ -642,16 +629,7 @@ func TestLastReadsBatched(t *testing.T) {
 			}
 		}
 	}
-	var mu sync.Mutex
-	requests := 0
-	sub, err := e.nc.Subscribe(proto.DirectGetSubject(proto.StreamRooms), func(*nats.Msg) {
-		mu.Lock()
-		requests++
-		mu.Unlock()
-	})
-	require.NoError(t, err)
-	require.NoError(t, e.nc.Flush())
-	defer func() { _ = sub.Unsubscribe() }()
+	requests := e.countRequests(proto.DirectGetSubject(proto.StreamRooms))
 	callers := 50 + rng.IntN(150)
 	var wg sync.WaitGroup
 	for i := range callers {
@@ -677,9 +655,7 @@ func TestLastReadsBatched(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	mu.Lock()
-	defer mu.Unlock()
-	assert.LessOrEqual(t, requests, callers/4+2, "%d callers at once shared requests", callers)
+	assert.LessOrEqual(t, requests.Load(), int64(callers/4+2), "%d callers at once shared requests", callers)
 }
 
 // TestRoomReadPanics: a batch of room reads that panics is stopped at its
@@ -687,15 +663,7 @@ func TestLastReadsBatched(t *testing.T) {
 func TestRoomReadPanics(t *testing.T) {
 	e, tg, a := panicEnv(t)
 	e.answerStreamState()
-	board := mustRoom(t, "board-b1")
-	session := func(u string) (connectAnswer, string) {
-		c, ans := connectAs(t, tg, u, "", "")
-		c.mustOK(proto.EndpointAddToRoom, map[string]any{"roomName": "board-b1"})
-		e.publish(board, "x", 1)
-		_, offset := c.broadcastOffset()
-		e.waitRecordAfter(c, ans.PID)
-		return ans, offset
-	}
+	session := func(u string) (connectAnswer, string) { return e.cutBoardSession(tg, u) }
 	first, offset := session("u1")
 	a.Arm("replay", 1)
 	_, fresh := connectAs(t, tg, "u1", first.PID, offset)
@@ -743,11 +711,7 @@ func TestRangeReadsShared(t *testing.T) {
 		seqs = append(seqs, seq)
 		e.publish(mustRoom(t, "org-o1"), "o", int64(n+1)) // another room's, between
 	}
-	var requests atomic.Int64
-	sub, err := e.nc.Subscribe(proto.DirectGetSubject(proto.StreamRooms), func(*nats.Msg) { requests.Add(1) })
-	require.NoError(t, err)
-	require.NoError(t, e.nc.Flush())
-	defer func() { _ = sub.Unsubscribe() }()
+	requests := e.countRequests(proto.DirectGetSubject(proto.StreamRooms))
 	// asked waits until n requests were seen (they reach this subscription
 	// after the gateway's reads return), and that no more come.
 	asked := func(n int64, why string) {
@@ -771,7 +735,7 @@ func TestRangeReadsShared(t *testing.T) {
 	}
 
 	a.Arm("ranges", 1)
-	_, err = tg.readRange(t.Context(), key(j))
+	_, err := tg.readRange(t.Context(), key(j))
 	require.ErrorContains(t, err, "panicked")
 	asked(0, "the read panicked before it asked")
 	var wg sync.WaitGroup
