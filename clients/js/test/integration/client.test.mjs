@@ -302,7 +302,13 @@ test("a token refused as expired at connect is replaced by a fresh one", async (
   let issued = 0;
   const token = () => signJWT({ sub: "kim", exp: Math.floor(Date.now() / 1000) + (++issued === 1 ? -60 : 3600) }, stack.secret);
   const c = open("kim", { token });
-  await until("connected with the second token", () => c.status === "connected");
+  const statuses = [];
+  c.on("status", (s, why) => statuses.push(`${s}${why ? ": " + why : ""}`));
+  // On a timeout, say where it stood (CI once saw it not connect in 10 s).
+  await until("connected with the second token", () => {
+    if (c.status === "connected") return true;
+    throw new Error(`tokens issued ${issued}, statuses ${statuses.join(", ") || "none"}`);
+  });
   assert.equal(issued, 2);
 });
 
