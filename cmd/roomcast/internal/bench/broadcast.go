@@ -10,6 +10,7 @@ type broadcastFields struct {
 	ts, step       int64
 	seq, prevSeq   int64
 	hasTS, hasSeqs bool
+	arrival        int64 // when it reached the socket (Unix ns, the kernel's stamp); 0: not stamped
 }
 
 // parseBroadcast picks the benchmark's fields out of a

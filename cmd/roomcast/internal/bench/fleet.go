@@ -65,6 +65,7 @@ func startFleet(ctx context.Context, o options, srv *server, mode string, n int)
 			ConnectTimeout: 10 * time.Second, Jitter: o.Jitter, StormConcurrency: o.StormConcurrency,
 		}
 		cfg.Deflate = o.Deflate
+		cfg.Stamped = mode == modeFleet
 		if o.Transport == transportPolling {
 			cfg.URL, cfg.Polling = sioclient.PollingURL(srv.url), true
 		}

@@ -54,6 +54,10 @@ type workerConfig struct {
 	// none, every dropped socket reconnects at once, as thousands of
 	// independent clients do.
 	StormConcurrency int `json:"stormConcurrency"`
+	// Stamped has the kernel stamp each socket's arrivals (bench fleet):
+	// reports then say when the step's last broadcast reached its socket,
+	// besides when the worker read it.
+	Stamped bool `json:"stamped,omitempty"`
 }
 
 // workerCmd is a command line.
@@ -91,6 +95,10 @@ type workerEvent struct {
 	// ns: every process of the tool reads the same machine's clock).
 	Reached int64 `json:"reached,omitempty"`
 	LastNs  int64 `json:"lastNs,omitempty"`
+	// LastArrivalNs is when the last of them reached its socket, by the
+	// kernel's stamps (workerConfig.Stamped; 0 without): a time the
+	// worker's own scheduling has no part in.
+	LastArrivalNs int64 `json:"lastArrivalNs,omitempty"`
 
 	// storm (and cut: Expected)
 	Expected  int   `json:"expected,omitempty"`
@@ -127,6 +135,7 @@ type worker struct {
 	wireBase      atomic.Uint64 // wsclient.BytesRead at the step's start
 	reached       atomic.Int64  // sockets with a message of the step
 	lastRecv      atomic.Int64  // Unix ns of the step's latest receipt
+	lastArrival   atomic.Int64  // Unix ns of the step's latest arrival, by the kernel's stamps (Stamped)
 
 	// gen counts drops: a socket that ends with the generation changed was
 	// dropped on purpose and reconnects at once.
@@ -169,6 +178,9 @@ const (
 // benchConn is one connected socket, of either protocol.
 type benchConn interface {
 	Next() ([]byte, error)
+	// Arrival is when the message Next returned reached the socket (Unix
+	// ns, the kernel's stamp), 0 when the socket is not stamped.
+	Arrival() int64
 	Close() error
 	SetDeadline(time.Time) error
 }
@@ -282,12 +294,14 @@ func runWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 			w.wireBase.Store(wsclient.BytesRead())
 			w.reached.Store(0)
 			w.lastRecv.Store(0)
+			w.lastArrival.Store(0)
 			w.step.Store(c.Step)
 			ev = workerEvent{Ev: "step", Step: c.Step}
 		case "report":
 			ev = workerEvent{Ev: "report", Step: w.step.Load(), Delivered: w.delivered.Load(),
 				Stale: w.stale.Load(), Gaps: w.gaps.Load(), Disconnects: w.disconnects.Load(),
-				WireBytes: wsclient.BytesRead() - w.wireBase.Load(), Reached: w.reached.Load(), LastNs: w.lastRecv.Load()}
+				WireBytes: wsclient.BytesRead() - w.wireBase.Load(), Reached: w.reached.Load(), LastNs: w.lastRecv.Load(),
+				LastArrivalNs: w.lastArrival.Load()}
 			if c.Full {
 				d := w.hist.Load().Data()
 				ev.Hist = &d
@@ -558,7 +572,8 @@ func (w *worker) connect(ctx context.Context, s *benchSocket, slots chan struct{
 	}
 	c, err := sioclient.Dial(ctx, sioclient.Options{URL: url, Token: s.token, ClientID: clientOf(s.i),
 		Source: sourceIP(s.i, w.cfg.SourceIPs), Timeout: w.cfg.ConnectTimeout, Polling: w.cfg.Polling, Deflate: w.cfg.Deflate,
-		PID: s.pid, Offset: s.offset})
+		Stamped: w.cfg.Stamped,
+		PID:     s.pid, Offset: s.offset})
 	if err != nil {
 		return nil, err
 	}
@@ -717,6 +732,7 @@ func (w *worker) readLoop(c benchConn, s *benchSocket) error {
 		if !ok {
 			continue
 		}
+		f.arrival = c.Arrival()
 		w.record(s, f)
 	}
 }
@@ -727,13 +743,18 @@ func (w *worker) record(s *benchSocket, f broadcastFields) {
 	now := time.Now().UnixNano()
 	current := f.hasTS && f.step == w.step.Load()
 	if current {
-		w.hist.Load().Record(now - f.ts)
+		at := now
+		if f.arrival > 0 {
+			at = f.arrival // the socket's, not the worker's, moment
+		}
+		w.hist.Load().Record(at - f.ts)
 		w.delivered.Add(1)
 		if s.stepSeen != f.step {
 			s.stepSeen = f.step
 			w.reached.Add(1)
 		}
 		storeMax(&w.lastRecv, now)
+		storeMax(&w.lastArrival, f.arrival)
 	} else {
 		w.stale.Add(1)
 	}

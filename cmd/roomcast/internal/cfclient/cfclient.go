@@ -201,5 +201,9 @@ func nextMessage(rest []byte) (msg, left []byte) {
 // Close closes the TCP connection without a goodbye.
 func (c *Conn) Close() error { return c.ws.Close() }
 
+// Arrival is wsclient.Conn.Arrival: 0, since the bench never dials
+// Centrifugo's sockets stamped.
+func (c *Conn) Arrival() int64 { return c.ws.Arrival() }
+
 // SetDeadline sets the connection's read and write deadline.
 func (c *Conn) SetDeadline(t time.Time) error { return c.ws.SetDeadline(t) }

@@ -50,6 +50,7 @@ type Options struct {
 	URL      string // ws://host:port/socket.io/?EIO=4&transport=websocket, or PollingURL's with Polling
 	Polling  bool   // Engine.IO long-polling instead of a WebSocket
 	Deflate  bool   // WebSocket: offer permessage-deflate (wsclient.Conn.Deflate)
+	Stamped  bool   // WebSocket: the kernel stamps what arrives (wsclient.Conn.Stamped)
 	Token    string
 	ClientID string // auth.clientId, "" for none
 	Source   net.IP // local address to dial from, nil for any
@@ -70,7 +71,7 @@ func URL(base string) string { return wsclient.URL(base, "/socket.io/?EIO=4&tran
 // Socket.IO CONNECT with auth and waits for the server's answer.
 func Dial(ctx context.Context, o Options) (*Conn, error) {
 	c := &Conn{}
-	c.ws.Deflate = o.Deflate
+	c.ws.Deflate, c.ws.Stamped = o.Deflate, o.Stamped
 	if o.Polling {
 		return c.dialPolling(ctx, o)
 	}
@@ -429,6 +430,10 @@ func (c *Conn) Close() error {
 	}
 	return c.ws.Close()
 }
+
+// Arrival is when the message last read reached the socket, by the
+// kernel's stamp (wsclient.Conn.Arrival); 0 unless dialled Stamped.
+func (c *Conn) Arrival() int64 { return c.ws.Arrival() }
 
 // SetDeadline sets the read and write deadline of the connection (zero: none).
 func (c *Conn) SetDeadline(t time.Time) error {

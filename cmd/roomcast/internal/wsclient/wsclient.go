@@ -57,12 +57,17 @@ type Conn struct {
 	// inflates what arrives compressed and sends its own frames plain (the
 	// extension lets each side choose per message).
 	Deflate bool
+	// Stamped, set before Dial, has the kernel stamp what arrives (Linux's
+	// SO_TIMESTAMPNS; elsewhere nothing): Arrival then says when the bytes
+	// of the message last read reached the socket.
+	Stamped bool
 
-	conn net.Conn
-	br   *bufio.Reader
-	buf  []byte // the current message, reused
-	ibuf []byte // the current message inflated, reused
-	wbuf []byte // the current outgoing frames, reused
+	conn  net.Conn
+	stamp *stamped // nil unless Stamped took
+	br    *bufio.Reader
+	buf   []byte // the current message, reused
+	ibuf  []byte // the current message inflated, reused
+	wbuf  []byte // the current outgoing frames, reused
 }
 
 // bytesRead counts every byte the process's client connections read from
@@ -112,6 +117,17 @@ func (c *Conn) Dial(ctx context.Context, url string, source net.IP, timeout time
 		if err != nil {
 			return nil, err
 		}
+		if c.Stamped {
+			sc, err := stampArrivals(conn)
+			if err != nil {
+				_ = conn.Close()
+				return nil, err
+			}
+			if sc != nil {
+				c.stamp = sc
+				return sc, nil
+			}
+		}
 		return CountReads(conn), nil
 	}
 	if c.Deflate {
@@ -142,6 +158,17 @@ func (c *Conn) Dial(ctx context.Context, url string, source net.IP, timeout time
 	}
 	_ = conn.SetDeadline(time.Time{})
 	return nil
+}
+
+// Arrival is when the latest bytes read so far reached the socket, as the
+// kernel stamped them (Unix ns). A message ReadMessage just returned came
+// at that moment or before it; not when this process got to read it. 0
+// without Stamped, or before a stamped read.
+func (c *Conn) Arrival() int64 {
+	if c.stamp == nil {
+		return 0
+	}
+	return c.stamp.arrival()
 }
 
 // Over is a Conn on a connection already open past the WebSocket
