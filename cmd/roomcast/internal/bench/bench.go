@@ -91,7 +91,8 @@ type options struct {
 
 	Sockets          int
 	Rooms            int
-	Gateways         int // fleet: gateway processes (0: as few as the descriptor limit allows)
+	Gateways         int  // fleet: gateway processes (0: as few as the descriptor limit allows)
+	Yield            bool // fleet: the worker processes at nice 19 during the message
 	Procs            int
 	SourceIPs        int
 	DialConcurrency  int
@@ -168,6 +169,7 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 	fs.IntVar(&o.Sockets, "sockets", 1000, "number of sockets")
 	fs.IntVar(&o.Rooms, "rooms", 10, "number of boards the sockets are spread over")
 	fs.IntVar(&o.Gateways, "gateways", 0, "fleet: gateway processes, socket i on gateway i mod N (0: as few as hold the sockets under the limit on open files)")
+	fs.BoolVar(&o.Yield, "yield", true, "fleet: during the message, every thread of the worker processes at nice 19, so that on one machine the clients reading it do not take the servers' CPU (the time to the last socket is the kernel's arrival stamp either way; the time the tool read it is printed too)")
 	fs.IntVar(&o.Procs, "procs", 0, fmt.Sprintf("worker processes holding the sockets (0: one per %d sockets, fleet: as few as fit; 1: in this process)", maxSocketsPerProc))
 	fs.IntVar(&o.SourceIPs, "source-ips", 1, "dial from 127.0.0.1 … 127.0.0.N, for more sockets than one address has ephemeral ports (fleet: one per 10,000 sockets unless given)")
 	fs.IntVar(&o.DialConcurrency, "dial-concurrency", 64, "connects in flight per worker (the sockets' first connects)")

@@ -418,6 +418,15 @@ func runFleet(ctx context.Context, o options, log io.Writer) (result, error) {
 		return res, err
 	}
 
+	if o.Yield {
+		// Clients elsewhere would not share the servers' cores: the
+		// workers read the message at the lowest priority, and the
+		// kernel's stamps say when it reached each socket.
+		if err := lowestPriority(f.pids); err != nil {
+			return res, fmt.Errorf("fleet: -yield: %w", err)
+		}
+		fmt.Fprintf(log, "fleet: the %d worker processes run at nice 19 for the message (-yield)\n", len(f.pids))
+	}
 	serverW := watchProcs(ctx, servers, time.Second)
 	toolW := watchProcs(ctx, f.toolPIDs(), time.Second)
 	msg, err := fleetMessage(ctx, o, st, f, ready.Connected)

@@ -38,6 +38,7 @@ func TestFleetAgainstRoomcast(t *testing.T) {
 	require.Positive(t, arrived)
 	require.LessOrEqual(t, arrived, read)
 	require.GreaterOrEqual(t, arrived, metricOf(t, r, "message: p99 over the sockets"), "the sockets' latencies are their arrivals too")
+	require.Contains(t, log.String(), "fleet: the 2 worker processes run at nice 19 for the message (-yield)")
 	require.Positive(t, metricOf(t, r, "fleet RSS with the sockets"))
 	require.Positive(t, metricOf(t, r, "connect+join time"))
 	pids := startedPIDs(t, log.String(), 4) // NATS, roomstate, two gateways
