@@ -486,7 +486,10 @@ func runFleet(ctx context.Context, o options, log io.Writer) (result, error) {
 			rsPID, mib(before[1].RSS), mib(after[1].RSS)),
 		fmt.Sprintf("worker processes: %d; source addresses: 127.0.0.1 … 127.0.0.%d; RSS read from /proc %s after the last join",
 			len(f.pids), o.SourceIPs, o.Settle),
-		"message times: the publisher's and the sockets' wall clock (time.Now, Unix ns), one machine's CLOCK_REALTIME read by every process")
+		"message times: the publish by the publisher's wall clock (time.Now), the arrival at each socket by the kernel's receive stamp (SO_TIMESTAMPNS), the tool's read by the worker's wall clock: one machine's CLOCK_REALTIME")
+	if o.Yield {
+		res.Notes = append(res.Notes, "the worker processes read the message at nice 19 (-yield): the arrivals are the servers' alone, the reads come after")
+	}
 	if msg.reached < int64(ready.Connected) {
 		res.Notes = append(res.Notes, fmt.Sprintf("%d of %d sockets did not receive the message within %s of the last receipt",
 			int64(ready.Connected)-msg.reached, ready.Connected, o.Drain))
