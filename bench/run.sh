@@ -6,7 +6,7 @@
 # "<!-- make bench: end -->", and the fan-out plot into
 # docs/performance-fanout.png. Every mode runs the three servers one after the
 # other and prints one table with the ratios roomcast/peer; the fan-out at
-# 20,000 deliveries/s runs twice, unpinned and pinned (-pin: the server on
+# 20,000 deliveries/s runs twice, 30 s each, unpinned and pinned (-pin: the server on
 # core 0 with GOMAXPROCS=1, the tool on core 1). Sizes are kept small enough
 # for a 2-core machine and ulimit -n 20000; BENCH_SOCKETS overrides them.
 # Then, against roomcast and the Socket.IO peer (Centrifugo has neither):
@@ -21,15 +21,21 @@ sockets=${BENCH_SOCKETS:-5000}
 rooms=$((sockets / 100))
 # 20,000 deliveries/s: each message reaches sockets/rooms = 100 members
 rate=$((20000 * rooms / sockets))
+# The steady fan-out's window: longer than the servers' keepalive period
+# (25 s for all three), so that each pays its pings once per socket in it,
+# and long enough for a cost that grows over a run to show (Centrifugo's
+# CPU per second climbed by a third over its first 20 s here; roomcast's
+# stayed flat). BENCH_STEADY overrides it.
+steady=${BENCH_STEADY:-30s}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 
 {
   echo "Written by \`make bench\` on $(date -u +%Y-%m-%d) at commit $(git rev-parse --short HEAD) ($(nproc) cores, $(go version | cut -d' ' -f3)); roomcast, the Socket.IO peer and Centrifugo v6.9.1, each started fresh."
   echo
-  "$bin" bench fanout -compare -sockets "$sockets" -rooms "$rooms" -rate "$rate" -duration 10s -markdown
+  "$bin" bench fanout -compare -sockets "$sockets" -rooms "$rooms" -rate "$rate" -duration "$steady" -markdown
   echo
-  "$bin" bench fanout -compare -pin -sockets "$sockets" -rooms "$rooms" -rate "$rate" -duration 10s -markdown
+  "$bin" bench fanout -compare -pin -sockets "$sockets" -rooms "$rooms" -rate "$rate" -duration "$steady" -markdown
   echo
   "$bin" bench fanout -compare -ramp -sockets "$sockets" -rooms "$rooms" -rate 50 -ramp-factor 2 \
     -max-p99 1s -duration 4s -max-steps 5 -plot docs/performance-fanout.png -markdown
