@@ -12,10 +12,11 @@ import (
 )
 
 // TestArrivalStamped: a stamped socket's Arrival is when each message
-// reached it, by the kernel's stamp, not when it was read: the server sends,
-// the client reads 100 ms later, and the stamp falls between the send's
-// start and the read. Each message moves it on; an unstamped socket has
-// none. What it reads is counted in BytesRead, as any socket's.
+// reached it, by the kernel's stamp, not when it was read: the stamp falls
+// between the start of the server's send and the client's read (loopback
+// stamps a segment inside the sender's send, before it returns). Each
+// message moves it on; an unstamped socket has none. What it reads is
+// counted in BytesRead, as any socket's.
 func TestArrivalStamped(t *testing.T) {
 	type sent struct{ before time.Time }
 	sends := make(chan sent)
@@ -39,8 +40,7 @@ func TestArrivalStamped(t *testing.T) {
 	var last int64
 	for i, want := range []string{"one", "two", "three"} {
 		next <- struct{}{}
-		s := <-sends
-		time.Sleep(100 * time.Millisecond) // the message waits in the socket
+		s := <-sends // the send has returned: the message is in the socket
 		readAt := time.Now()
 		got, err := c.ReadMessage()
 		require.NoError(t, err)
