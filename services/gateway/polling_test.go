@@ -287,6 +287,58 @@ func TestPollingUpgrade(t *testing.T) {
 	require.Eventually(t, func() bool { return tg.roomMembers(tasks) == 1 }, 5*time.Second, 10*time.Millisecond)
 }
 
+// TestPollingRefusedWhileUpgrading: a CONNECT refused (an expired token)
+// after the probe's "3probe", when the stock client has paused its polling
+// and sends no GET until its upgrade is done: the refusal and the close
+// come over the WebSocket once the client says "5", and the WebSocket
+// closes after them. (The probe used to be dropped with the session, and
+// such a client waited for a GET it never sent: CI saw the client
+// library's test of this refusal time out.)
+func TestPollingRefusedWhileUpgrading(t *testing.T) {
+	e := newEnv(t)
+	tg := e.startGateway()
+	c := openPolling(t, tg)
+	conn, br, _, err := ws.Dialer{Timeout: 5 * time.Second}.Dial(context.Background(), "ws"+strings.TrimPrefix(tg.url, "http")+wsPath+"&sid="+c.sid)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	rd := io.Reader(conn)
+	if br != nil {
+		rd = io.MultiReader(br, conn)
+	}
+	rw := struct {
+		io.Reader
+		io.Writer
+	}{rd, conn}
+	waiting := make(chan []string, 1)
+	go func() { waiting <- c.get() }()
+	require.NoError(t, wsutil.WriteClientText(conn, []byte("2probe")))
+	msg, err := wsutil.ReadServerText(rw)
+	require.NoError(t, err)
+	require.Equal(t, "3probe", string(msg))
+	select {
+	case got := <-waiting:
+		require.Equal(t, []string{"6"}, got, "the GET let go with a noop")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting GET was not let go")
+	}
+	// The client pauses polling; its CONNECT (sent before the pause) is
+	// refused.
+	status, body := c.post(`40{"token":"` + token(t, "u1", -time.Minute) + `"}`)
+	require.Equal(t, http.StatusOK, status, body)
+
+	require.NoError(t, wsutil.WriteClientText(conn, []byte("5")))
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	msg, err = wsutil.ReadServerText(rw)
+	require.NoError(t, err, "the refusal comes over the WebSocket")
+	require.True(t, strings.HasPrefix(string(msg), `44{"message":"token expired"`), string(msg))
+	msg, err = wsutil.ReadServerText(rw)
+	require.NoError(t, err)
+	require.Equal(t, "1", string(msg), "then the close packet")
+	_, err = wsutil.ReadServerText(rw)
+	require.Error(t, err, "and the WebSocket closes")
+	require.Eventually(t, func() bool { return tg.eio.Polled() == 0 }, 5*time.Second, 10*time.Millisecond, "nothing of the session is kept")
+}
+
 // TestPollingOrigin: every polling request passes the handshake's check:
 // an Origin not allowed is refused (403), an allowed one is told it may
 // read the answer (CORS).

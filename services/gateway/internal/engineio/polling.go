@@ -140,10 +140,27 @@ func (p *Polling) Close(how CloseMode, frames ...[]byte) {
 	}
 	p.frames = append(p.frames, closeFrame)
 	probe := p.probe
-	p.probe = nil
+	if how != CloseDrop && p.upgrading {
+		// The client had "3probe" and pauses its polling: once its last
+		// GET is back it sends none, only "5", and the upgrade carries
+		// the last frames. Dropping the probe here left such a client
+		// waiting for a GET it would never send.
+		probe = nil
+	} else {
+		p.probe = nil
+	}
 	// A client that does not come back for its close packet: the sid is
-	// forgotten after a ping's worth of time.
-	p.closeAt = time.AfterFunc(p.srv.PingInterval+p.srv.PingTimeout, func() { p.srv.forget(p) })
+	// forgotten after a ping's worth of time, and a probe still open with it.
+	p.closeAt = time.AfterFunc(p.srv.PingInterval+p.srv.PingTimeout, func() {
+		p.srv.forget(p)
+		p.mu.Lock()
+		probe := p.probe
+		p.probe = nil
+		p.mu.Unlock()
+		if probe != nil {
+			probe.Close(CloseDrop)
+		}
+	})
 	p.mu.Unlock()
 	p.signal()
 	if probe != nil {
@@ -336,20 +353,35 @@ func (ph *probeHandler) Packet(pkt []byte, limited bool) bool {
 		p.post.Lock()
 		defer p.post.Unlock()
 		p.mu.Lock()
-		if !p.upgrading || p.closing {
+		if !p.upgrading || p.probe != p.ws {
 			p.mu.Unlock()
 			p.ws.Close(CloseAbort, CloseFrame(StatusProtocolError, "upgrade without a probe"))
 			return false
 		}
+		closing := p.closing
 		start := p.ws.moveIn(p.frames)
 		p.frames, p.queued = nil, 0
 		p.upgraded, p.probe = p.ws, nil
-		ph.done.Store(true)
+		if closing {
+			p.closeAt.Stop()
+		} else {
+			ph.done.Store(true)
+		}
 		p.mu.Unlock()
 		p.signal() // a GET still waiting gets a noop
 		// The sid is the WebSocket's now: later polls are refused as
 		// unknown, and the registry keeps nothing of the session.
 		p.srv.forget(p)
+		if closing {
+			// The session ended while its client upgraded: its last
+			// frames, the close packet last, go over the WebSocket, which
+			// closes after them.
+			if start {
+				p.ws.Write()
+			}
+			p.ws.Close(CloseGraceful)
+			return false
+		}
 		p.h.Upgraded()
 		if start {
 			p.ws.Write()
