@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -80,6 +81,39 @@ func (c *pollClient) until(prefix string) string {
 	}
 	c.t.Fatalf("no packet %q", prefix)
 	return ""
+}
+
+// probe opens the session's upgrade WebSocket and probes it, a GET waiting
+// meanwhile: "2probe" is answered "3probe", and the GET is let go. It
+// returns the WebSocket (its reads through rw, which holds what came with
+// the 101) and the packets of the GET that was let go.
+func (c *pollClient) probe(tg *testGateway) (conn net.Conn, rw io.ReadWriter, letGo []string) {
+	c.t.Helper()
+	conn, br, _, err := ws.Dialer{Timeout: 5 * time.Second}.Dial(context.Background(), "ws"+strings.TrimPrefix(tg.url, "http")+wsPath+"&sid="+c.sid)
+	require.NoError(c.t, err)
+	c.t.Cleanup(func() { conn.Close() })
+	rd := io.Reader(conn)
+	if br != nil {
+		rd = io.MultiReader(br, conn)
+	}
+	rw = struct {
+		io.Reader
+		io.Writer
+	}{rd, conn}
+	waiting := make(chan []string, 1)
+	go func() { waiting <- c.get() }()
+	// The GET may or may not wait yet when the probe comes: either way it
+	// is let go (at once, with a noop, once the probe came).
+	require.NoError(c.t, wsutil.WriteClientText(conn, []byte("2probe")))
+	msg, err := wsutil.ReadServerText(rw)
+	require.NoError(c.t, err)
+	require.Equal(c.t, "3probe", string(msg), "no open packet on an upgrade: the probe's answer first")
+	select {
+	case letGo = <-waiting:
+	case <-time.After(5 * time.Second):
+		c.t.Fatal("the waiting GET was not let go")
+	}
+	return conn, rw, letGo
 }
 
 func (c *pollClient) connect(user string) {
@@ -203,31 +237,8 @@ func TestPollingUpgrade(t *testing.T) {
 	c.connect("u2")
 	c.post(`421["endpoint",{"endpointName":"addToRoom","endpointArgs":{"roomName":"board-b1"}}]`)
 	require.Contains(t, c.until("431["), `"ok":true`)
-	conn, br, _, err := ws.Dialer{Timeout: 5 * time.Second}.Dial(context.Background(), "ws"+strings.TrimPrefix(tg.url, "http")+wsPath+"&sid="+c.sid)
-	require.NoError(t, err)
-	t.Cleanup(func() { conn.Close() })
-	rd := io.Reader(conn)
-	if br != nil {
-		rd = io.MultiReader(br, conn)
-	}
-	rw := struct {
-		io.Reader
-		io.Writer
-	}{rd, conn}
-	waiting := make(chan []string, 1)
-	go func() { waiting <- c.get() }()
-	// The GET may or may not wait yet when the probe comes: either way it
-	// is let go (at once, with a noop, once the probe came).
-	require.NoError(t, wsutil.WriteClientText(conn, []byte("2probe")))
-	msg, err := wsutil.ReadServerText(rw)
-	require.NoError(t, err)
-	require.Equal(t, "3probe", string(msg), "no open packet on an upgrade: the probe's answer first")
-	select {
-	case got := <-waiting:
-		require.NotEmpty(t, got)
-	case <-time.After(5 * time.Second):
-		t.Fatal("the waiting GET was not let go")
-	}
+	conn, rw, letGo := c.probe(tg)
+	require.NotEmpty(t, letGo)
 	// Broadcasts while the client pauses polling: queued for a GET that
 	// does not come, then moved to the WebSocket at "5".
 	var want []uint64
@@ -298,29 +309,8 @@ func TestPollingRefusedWhileUpgrading(t *testing.T) {
 	e := newEnv(t)
 	tg := e.startGateway()
 	c := openPolling(t, tg)
-	conn, br, _, err := ws.Dialer{Timeout: 5 * time.Second}.Dial(context.Background(), "ws"+strings.TrimPrefix(tg.url, "http")+wsPath+"&sid="+c.sid)
-	require.NoError(t, err)
-	t.Cleanup(func() { conn.Close() })
-	rd := io.Reader(conn)
-	if br != nil {
-		rd = io.MultiReader(br, conn)
-	}
-	rw := struct {
-		io.Reader
-		io.Writer
-	}{rd, conn}
-	waiting := make(chan []string, 1)
-	go func() { waiting <- c.get() }()
-	require.NoError(t, wsutil.WriteClientText(conn, []byte("2probe")))
-	msg, err := wsutil.ReadServerText(rw)
-	require.NoError(t, err)
-	require.Equal(t, "3probe", string(msg))
-	select {
-	case got := <-waiting:
-		require.Equal(t, []string{"6"}, got, "the GET let go with a noop")
-	case <-time.After(5 * time.Second):
-		t.Fatal("the waiting GET was not let go")
-	}
+	conn, rw, letGo := c.probe(tg)
+	require.Equal(t, []string{"6"}, letGo, "the GET let go with a noop")
 	// The client pauses polling; its CONNECT (sent before the pause) is
 	// refused.
 	status, body := c.post(`40{"token":"` + token(t, "u1", -time.Minute) + `"}`)
@@ -328,7 +318,7 @@ func TestPollingRefusedWhileUpgrading(t *testing.T) {
 
 	require.NoError(t, wsutil.WriteClientText(conn, []byte("5")))
 	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	msg, err = wsutil.ReadServerText(rw)
+	msg, err := wsutil.ReadServerText(rw)
 	require.NoError(t, err, "the refusal comes over the WebSocket")
 	require.True(t, strings.HasPrefix(string(msg), `44{"message":"token expired"`), string(msg))
 	msg, err = wsutil.ReadServerText(rw)
