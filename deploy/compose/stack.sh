@@ -84,8 +84,15 @@ wait)
 down)
 	# What podman-compose down -v does, at once rather than one container
 	# after the other, and the network it leaves behind.
-	ids=$(podman ps -aq --filter "name=^${project}_")
-	[ -z "$ids" ] || podman rm -f -t 2 $ids >/dev/null 2>>"$log"
+	# A container that stops on its own just as its 2 s are up makes
+	# podman's SIGKILL fail ("container state improper: stopped") and the
+	# rm with it (CI saw roomstate take 2 s once its NATS was gone): the
+	# rm is tried again on what is left.
+	rm_stack() {
+		ids=$(podman ps -aq --filter "name=^${project}_")
+		[ -z "$ids" ] || podman rm -f -t 2 $ids >/dev/null 2>>"$log"
+	}
+	rm_stack || { sleep 1; rm_stack; }
 	for v in nats-1 nats-2 nats-3; do
 		! podman volume exists "${project}_$v" || podman volume rm -f "${project}_$v" >/dev/null
 	done
