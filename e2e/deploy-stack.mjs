@@ -184,6 +184,13 @@ async function main() {
     // The lb sent them to different gateways: each holds one open socket.
     await until("one socket on each gateway", async () => (await lbStatus()).every((g) => g.ready && g.active >= 1), 10000);
 
+    // Which send path the gateways' fan-out took: a container runtime's
+    // seccomp profile may refuse io_uring (docs/operations.md).
+    const metrics = await (await fetch(`${lb}/metrics`)).text();
+    const batched = metrics.match(/^roomcast_gateway_fanout_batched_workers (\S+)$/m);
+    assert.ok(batched, "a gateway's /metrics says which send path its fan-out took");
+    process.stdout.write(`  fan-out sends: ${Number(batched[1]) > 0 ? `io_uring (${batched[1]} workers)` : "writev (io_uring missing or refused here)"}\n`);
+
     nc = await natsConnect({
       servers: natsPorts.map((p) => `127.0.0.1:${p}`),
       user: "service",

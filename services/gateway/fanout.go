@@ -92,6 +92,15 @@ func (g *Gateway) runFanout(ch chan *nats.Msg, done <-chan struct{}) {
 	if err != nil {
 		g.log.Debug().Err(err).Msg("fan-out writes each socket with its own writev")
 	}
+	batched := snd.Batched()
+	if batched {
+		g.m.fanoutBatched.Inc()
+	}
+	defer func() {
+		if batched {
+			g.m.fanoutBatched.Dec()
+		}
+	}()
 	deliver := func(m *nats.Msg) {
 		defer g.guard.Recover("fanout", nil)
 		members = g.deliver(m, members[:0], &writers)
@@ -115,6 +124,10 @@ func (g *Gateway) runFanout(ch chan *nats.Msg, done <-chan struct{}) {
 			}
 			writers = writers[:0]
 			snd.Write(ts)
+			if batched && !snd.Batched() { // its ring broke: writev from now on
+				batched = false
+				g.m.fanoutBatched.Dec()
+			}
 			clear(ts)
 			ts = ts[:0]
 		case <-done:

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/roomcast/roomcast/proto"
+	"github.com/roomcast/roomcast/services/gateway/internal/engineio"
 )
 
 // bothPersonalModes runs f with the personal rooms served by the shared
@@ -285,4 +286,38 @@ func TestSharedPersonalSubscriptions(t *testing.T) {
 	}, 5*time.Second, 5*time.Millisecond)
 	require.Equal(t, before, g1.counter(g1.m.messagesOut)+g2.counter(g2.m.messagesOut))
 	require.Equal(t, 0, g1.roomMembers(mustRoom(t, "chat-x-y")))
+}
+
+// TestFanoutBatchedWorkers: roomcast_gateway_fanout_batched_workers says how
+// many fan-out workers send through io_uring: every one where this machine
+// lets a Sender batch (as an operator reads it to know which path runs),
+// none with WritevOnly.
+func TestFanoutBatchedWorkers(t *testing.T) {
+	probe, _ := engineio.NewSender(true)
+	here := probe.Batched()
+	probe.Close()
+	t.Logf("io_uring sends here: %v", here)
+	for name, writevOnly := range map[string]bool{"default": false, "writev-only": true} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t)
+			e.answerRoomState(nil)
+			e.answerAuthz(func(string, string) bool { return true })
+			tg := e.startGateway(func(c *Config) {
+				c.WritevOnly = writevOnly
+				c.FanoutWorkers = 3
+			})
+			want := 0.0
+			if here && !writevOnly {
+				want = 3
+			}
+			require.Eventually(t, func() bool { return tg.counter(tg.m.fanoutBatched) == want }, 5*time.Second, 10*time.Millisecond,
+				"batched workers: want %v, have %v", want, tg.counter(tg.m.fanoutBatched))
+			// and it stays so while the workers work
+			c := connectUser(t, tg, "u1")
+			c.mustOK("addToRoom", proto.RoomArgs{RoomName: "board-b1"})
+			e.publish(mustRoom(t, "board-b1-tasks"), "t1", 1)
+			require.Equal(t, "board-b1-tasks", c.broadcast().Destination)
+			require.Equal(t, want, tg.counter(tg.m.fanoutBatched))
+		})
+	}
 }

@@ -33,6 +33,7 @@ type metrics struct {
 	replayed        prometheus.Counter
 	sessionWrites   *prometheus.CounterVec
 	sessionBytes    prometheus.Counter
+	fanoutBatched   prometheus.Gauge
 	// fanoutDropped is registered by New: it reads the gateway's rooms.
 	fanoutDropped prometheus.CounterFunc
 }
@@ -85,9 +86,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Session records written to KV SESSIONS as sockets were cut, by result (written: sent; failed: not stored, that session cannot be recovered)."}, []string{"result"}),
 		sessionBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "session_record_bytes_total",
 			Help: "Bytes of the session records written."}),
+		fanoutBatched: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "fanout_batched_workers",
+			Help: "Fan-out workers sending through io_uring, up to 64 sockets per system call (0: each socket is written with its own writev: io_uring missing or refused here, or ROOMCAST_WRITEV_ONLY)."}),
 	}
 	for _, c := range []prometheus.Collector{m.recoveries, m.replayed, m.sessionWrites, m.sessionBytes, m.sockets, m.rooms, m.subscriptions, m.messagesIn, m.messagesOut, m.deflated, m.deflatedBytes, m.unrouted, m.dropped, m.refused,
-		m.fanoutSeconds, m.slowDisconnects, m.authFailures, m.calls, m.badFrames, m.acceptErrors, m.limitedFrames, m.panics} {
+		m.fanoutSeconds, m.slowDisconnects, m.authFailures, m.calls, m.badFrames, m.acceptErrors, m.limitedFrames, m.panics, m.fanoutBatched} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
