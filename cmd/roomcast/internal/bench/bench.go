@@ -137,6 +137,9 @@ type options struct {
 
 	ServerCPUProfile string
 	ProfileSeconds   int
+	// PerfDir: fanout records the server with perf during each step into
+	// this folder and splits its CPU per delivery (cpusplit.go).
+	PerfDir string
 }
 
 // parseOptions reads MODE and the flags, and checks them.
@@ -203,6 +206,7 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 	fs.BoolVar(&o.Markdown, "markdown", false, "print the results as a markdown section (command, machine, table) for docs/performance.md")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write the load tool's own CPU profile (coordinator and in-process worker) here; storm: over the storm only")
 	fs.StringVar(&o.ServerCPUProfile, "server-cpuprofile", "", "storm, resync (roomcast): write the server's CPU profile over the storm, or the queries, here (started with ROOMCAST_PPROF=1, or attached to one that serves /debug/pprof)")
+	fs.StringVar(&o.PerfDir, "perf", "", "fanout: record the server with perf (call stacks, 999 Hz) during each step into this folder, and split its CPU per delivery: user space, the kernel's send, the receive run in its context (on loopback, its clients'), other kernel; the CPU figures then include perf's own cost")
 	fs.IntVar(&o.ProfileSeconds, "profile-seconds", 5, "storm: length of the server's CPU profile, from the drop")
 	fs.StringVar(&o.Plot, "plot", "", "fanout: write a PNG of p99 latency against deliveries/s, a point per step (roomcast blue, peer orange)")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -288,6 +292,10 @@ func (o options) check() error {
 		return errors.New("-recovery is roomcast's: with -target roomcast and without -compare")
 	case o.Recovery != "" && o.URL != "":
 		return errors.New("-recovery starts roomcast with ROOMCAST_RECOVERY_TTL; drop -url (or start the server with it yourself)")
+	case o.PerfDir != "" && o.Mode != modeFanout:
+		return fmt.Errorf("-perf: fanout only, not %s", o.Mode)
+	case o.PerfDir != "" && o.URL != "" && o.ServerPID == 0:
+		return errors.New("-perf with -url: give the server's -server-pid to record")
 	case o.CutBroadcasts < 0:
 		return fmt.Errorf("-cut-broadcasts %d: want 0 or more", o.CutBroadcasts)
 	case o.CutBroadcasts > 0 && (o.Mode != modeStorm || o.Target != targetRoomcast || o.Compare):

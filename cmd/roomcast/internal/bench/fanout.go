@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -43,6 +44,8 @@ type stepResult struct {
 	// PublishLag is how far behind its schedule the publisher fell at worst:
 	// a large one means the tool, not the server, set the pace.
 	PublishLag time.Duration `json:"publishLag"`
+	// CPUSplit is where the server's CPU went (-perf), nil without.
+	CPUSplit *cpuSplit `json:"cpuSplit,omitempty"`
 }
 
 // DeliveryRatio is delivered / expected.
@@ -143,10 +146,10 @@ func (r stepResult) line() string {
 	if !r.Held {
 		held = "  (did not hold)"
 	}
-	return fmt.Sprintf("%.0f msg/s: delivered %d/%d (%.3f%%), %.0f deliveries/s, p50 %s p99 %s max %s, server %.2f CPU-s (%.0f deliveries/CPU-s), tool %.2f CPU-s%s",
+	return fmt.Sprintf("%.0f msg/s: delivered %d/%d (%.3f%%), %.0f deliveries/s, p50 %s p99 %s max %s, server %.2f CPU-s (%.0f deliveries/CPU-s), tool %.2f CPU-s%s%s",
 		r.Rate, r.Delivered, r.Expected, 100*r.DeliveryRatio(), r.DeliveriesPerSec(),
 		fmtDur(r.Latency.P50), fmtDur(r.Latency.P99), fmtDur(r.Latency.Max),
-		r.ServerCPU.Seconds(), r.PerServerCPUSec(), r.ToolCPU.Seconds(), held)
+		r.ServerCPU.Seconds(), r.PerServerCPUSec(), r.ToolCPU.Seconds(), r.splitLine(), held)
 }
 
 func fanoutMetrics(r stepResult) []metric {
@@ -166,6 +169,7 @@ func fanoutMetrics(r stepResult) []metric {
 		{Name: "publisher lag max", Value: ms(r.PublishLag), Unit: "ms"},
 		{Name: "seq gaps seen", Value: float64(r.Gaps), Unit: ""},
 	}
+	m = append(m, cpuSplitMetrics(r)...)
 	if r.NATSLeg != nil {
 		// last, so that the peer's column (which has none) stays aligned
 		m = append(m,
@@ -227,6 +231,14 @@ func runStep(ctx context.Context, o options, srv *server, f *fleet, step int64, 
 		serverW = watchProcs(ctx, []int{srv.pid}, 100*time.Millisecond)
 	}
 	toolW := watchProcs(ctx, f.toolPIDs(), time.Second)
+	var perf *perfRecord
+	if o.PerfDir != "" && srv.pid > 0 {
+		var err error
+		if perf, err = startPerf(ctx, srv.pid, filepath.Join(o.PerfDir, fmt.Sprintf("%s-step%d.perf", srv.name, step))); err != nil {
+			return r, err
+		}
+		defer func() { _ = perf.end() }()
+	}
 
 	var stopLeg func() Summary
 	if srv.nc != nil {
@@ -323,6 +335,13 @@ func runStep(ctx context.Context, o options, srv *server, f *fleet, step int64, 
 		r.ServerCPU, r.ServerRSS = serverW.Stop()
 	}
 	r.ToolCPU, _ = toolW.Stop()
+	if perf != nil {
+		split, err := perf.stop(ctx)
+		if err != nil {
+			return r, err
+		}
+		r.CPUSplit = &split
+	}
 	return r, nil
 }
 
