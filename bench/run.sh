@@ -7,7 +7,10 @@
 # docs/performance-fanout.png. Every mode runs the three servers one after the
 # other and prints one table with the ratios roomcast/peer; the fan-out at
 # 20,000 deliveries/s runs twice, 30 s each, unpinned and pinned (-pin: the server on
-# core 0 with GOMAXPROCS=1, the tool on core 1). Sizes are kept small enough
+# core 0 with GOMAXPROCS=1, the tool on core 1), and a third time when perf
+# can see the kernel here, with -perf: each server's CPU per delivery split
+# into user space, the kernel's send, the receive the loopback runs in its
+# context (its clients') and other kernel. Sizes are kept small enough
 # for a 2-core machine and ulimit -n 20000; BENCH_SOCKETS overrides them.
 # Then, against roomcast and the Socket.IO peer (Centrifugo has neither):
 # 1,000 sockets on Engine.IO long-polling, held idle and in a fan-out of
@@ -29,6 +32,23 @@ rate=$((20000 * rooms / sockets))
 steady=${BENCH_STEADY:-30s}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
+# -perf's recordings, kept for perf report (tmp/ is ignored by git)
+perfdir=tmp/bench-perf
+
+# perf_ok: perf is installed and may record the kernel's frames of another
+# process (root, or kernel.perf_event_paranoid at most 1); perf_why if not.
+perf_ok() {
+  if ! command -v perf >/dev/null; then
+    perf_why="perf is not installed"
+    return 1
+  fi
+  local paranoid
+  paranoid=$(cat /proc/sys/kernel/perf_event_paranoid 2>/dev/null || echo 2)
+  if [ "$(id -u)" != 0 ] && [ "$paranoid" -gt 1 ]; then
+    perf_why="kernel.perf_event_paranoid is $paranoid and this is not root"
+    return 1
+  fi
+}
 
 {
   echo "Written by \`make bench\` on $(date -u +%Y-%m-%d) at commit $(git rev-parse --short HEAD) ($(nproc) cores, $(go version | cut -d' ' -f3)); roomcast, the Socket.IO peer and Centrifugo v6.9.1, each started fresh."
@@ -36,6 +56,12 @@ trap 'rm -f "$out"' EXIT
   "$bin" bench fanout -compare -sockets "$sockets" -rooms "$rooms" -rate "$rate" -duration "$steady" -markdown
   echo
   "$bin" bench fanout -compare -pin -sockets "$sockets" -rooms "$rooms" -rate "$rate" -duration "$steady" -markdown
+  echo
+  if perf_ok; then
+    "$bin" bench fanout -compare -sockets "$sockets" -rooms "$rooms" -rate "$rate" -duration "$steady" -perf "$perfdir" -markdown
+  else
+    echo "(The split of each server's CPU per delivery, \`-perf\`, was skipped: $perf_why.)"
+  fi
   echo
   "$bin" bench fanout -compare -ramp -sockets "$sockets" -rooms "$rooms" -rate 50 -ramp-factor 2 \
     -max-p99 1s -duration 4s -max-steps 5 -plot docs/performance-fanout.png -markdown
