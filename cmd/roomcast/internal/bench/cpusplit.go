@@ -104,10 +104,7 @@ type perfFrame struct {
 // parsePerfFrame reads "ADDR SYMBOL (DSO)": the address in hex, the
 // symbol (which may hold spaces and parentheses), the object last.
 func parsePerfFrame(line string) (perfFrame, error) {
-	addr, rest, ok := strings.Cut(line, " ")
-	if !ok {
-		rest = ""
-	}
+	addr, rest, _ := strings.Cut(line, " ")
 	ip, err := strconv.ParseUint(addr, 16, 64)
 	if err != nil {
 		return perfFrame{}, fmt.Errorf("perf script: %q is not a frame (want ADDR SYMBOL (DSO))", line)
@@ -119,7 +116,7 @@ func parsePerfFrame(line string) (perfFrame, error) {
 		sym, dso = "", rest[1:len(rest)-1]
 	}
 	// x86-64 and arm64 put the kernel in the top half of the address space
-	kernel := ip >= 1<<63 || strings.Contains(dso, "kernel.kallsyms") || strings.HasPrefix(dso, "[kernel")
+	kernel := ip >= 1<<63 || strings.HasPrefix(dso, "[kernel")
 	return perfFrame{sym: sym, kernel: kernel}, nil
 }
 
