@@ -225,9 +225,12 @@ func (p *perfRecord) end() error {
 	return nil
 }
 
+// isInterrupted: perf record ended by the SIGINT end sent (it usually
+// exits 0 after writing its file; 130, or killed by the signal, is the
+// same end: a file it did not write fails in perf script).
 func isInterrupted(err error) bool {
 	var ee *exec.ExitError
-	return errors.As(err, &ee) && (ee.ExitCode() == 130 || ee.ExitCode() == -1 || ee.ExitCode() == 0)
+	return errors.As(err, &ee) && (ee.ExitCode() == 130 || ee.ExitCode() == -1)
 }
 
 // perPart is µs of server CPU per delivery in part p.
